@@ -1,0 +1,25 @@
+"""ufm — deep unconstrained feature models, deep neural collapse and their spectra.
+
+Import is light: sympy, matplotlib and the real-network code load on first use of the
+submodule that needs them (``ufm.theory``, ``ufm.plotting``, ``ufm.networks``).
+float64 is never switched on here; entry points that verify do it explicitly.
+"""
+
+import importlib
+
+from . import collapse, model
+from .model import UFMParams, init_params
+from .spec import UFMSpec
+from .train import TrainResult, train
+
+__version__ = "0.1.0"
+
+_LAZY = ("theory", "curvature", "networks", "plotting", "cli")
+
+__all__ = ["UFMSpec", "UFMParams", "init_params", "train", "TrainResult", "collapse", "model", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'ufm' has no attribute {name!r}")

@@ -1,0 +1,178 @@
+"""Training a deep UFM to deep neural collapse with optax.
+
+The default optimiser is full-batch gradient descent whose step is found by an Armijo
+backtracking line search (``optax.scale_by_backtracking_linesearch``): every accepted
+step decreases the loss by a fixed fraction of the linear prediction, so the iterates
+converge to a stationary point rather than hovering at the step-size noise floor. The
+step is allowed to grow again after every accepted step, so flat stretches do not
+freeze it. Any optax optimiser may be passed instead.
+
+The loop runs ``log_every`` steps at a time inside one jitted ``lax.while_loop`` and
+stops as soon as ``‖∇L‖₂ <= tol`` (gradient of the total, regularised loss over all
+parameters) or the loss stops being finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from . import collapse
+from .model import UFMParams, check_params, forward, loss, output_loss, regularizer
+from .spec import UFMSpec
+
+__all__ = ["TrainResult", "TrainingDiverged", "gd_linesearch", "train"]
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite during training."""
+
+
+def gd_linesearch(max_backtracking_steps: int = 50, increase_factor: float = 2.0) -> optax.GradientTransformationExtraArgs:
+    """Full-batch gradient descent with an Armijo backtracking line search.
+
+    The trial step starts at the last accepted one times ``increase_factor`` and halves
+    until ``L(x − t g) <= L(x) − 1e-4 · t ‖g‖²``.
+    """
+    return optax.chain(
+        optax.sgd(learning_rate=1.0),
+        optax.scale_by_backtracking_linesearch(
+            max_backtracking_steps=max_backtracking_steps,
+            decrease_factor=0.5,
+            increase_factor=increase_factor,
+            max_learning_rate=1e6,
+            store_grad=True,
+        ),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """Trained parameters and the history recorded every ``log_every`` steps.
+
+    ``history`` maps ``"step"``, ``"loss"``, ``"grad_norm"`` to 1-d arrays and ``"nc1"`` to
+    an array (records × (L + 1)) of NC1 at ``H̃_1..H̃_L`` and the output.
+    """
+
+    params: UFMParams
+    history: dict
+    converged: bool
+    steps: int
+
+    def to_dict(self) -> dict:
+        return {
+            "converged": self.converged,
+            "steps": self.steps,
+            "history": {k: np.asarray(v).tolist() for k, v in self.history.items()},
+        }
+
+
+def _batch_loss(spec: UFMSpec, params: UFMParams, columns) -> jax.Array:
+    """Ridge + data term on a column subset (SGD): the columns of H_1 form the batch."""
+    batch = UFMParams(params.H1[:, columns], params.Ws)
+    Z = forward(spec, batch).output
+    labels = jnp.asarray(spec.class_index)[columns]
+    return output_loss(spec.loss, Z, labels) + regularizer(spec, params)
+
+
+def train(
+    spec: UFMSpec,
+    params: UFMParams,
+    *,
+    steps: int = 100_000,
+    optimizer: optax.GradientTransformation | None = None,
+    tol: float | None = None,
+    log_every: int = 500,
+    batch_size: int | None = None,
+    seed: int = 0,
+    callback: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Minimise the deep-UFM loss of ``spec`` from ``params``.
+
+    Args:
+      spec: the model.
+      params: the starting point (not modified).
+      steps: the most optimiser steps.
+      optimizer: any optax transformation; default `gd_linesearch` (full batch).
+      tol: stop once ‖∇L‖ <= tol; default 1e-9 in float64, 1e-4 in float32.
+      log_every: steps between history records (and compiled chunks).
+      batch_size: SGD on random column subsets of this size (the full gradient norm is
+        then checked only at the records); ``None`` = full batch.
+      seed: PRNG seed of the mini-batches.
+      callback: called with each history record (a dict), e.g. for a progress bar.
+
+    Raises:
+      TrainingDiverged: the loss became NaN/inf; the message names the step.
+    """
+    check_params(spec, params)
+    for name, value in (("steps", steps), ("log_every", log_every)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if batch_size is not None and not (isinstance(batch_size, int) and 1 <= batch_size <= spec.num_samples):
+        raise ValueError(f"batch_size must be an int in [1, N={spec.num_samples}] or None, got {batch_size!r}")
+    dtype = params.H1.dtype
+    if tol is None:
+        tol = 1e-9 if dtype == jnp.float64 else 1e-4
+    opt = optax.with_extra_args_support(optimizer if optimizer is not None else gd_linesearch())
+    full_loss = lambda p: loss(spec, p)  # noqa: E731
+    value_and_grad = jax.value_and_grad(full_loss)
+    key = jax.random.PRNGKey(seed)
+
+    def step_fn(carry):
+        p, state, i, _, _ = carry
+        if batch_size is None:
+            fn = full_loss
+        else:
+            cols = jax.random.choice(jax.random.fold_in(key, i), spec.num_samples, (batch_size,), replace=False)
+            fn = lambda q: _batch_loss(spec, q, cols)  # noqa: E731
+        value, grad = jax.value_and_grad(fn)(p)
+        updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=fn)
+        p = optax.apply_updates(p, updates)
+        new_value, new_grad = value_and_grad(p) if batch_size is None else (value, grad)
+        return p, state, i + 1, new_value, optax.global_norm(new_grad)
+
+    @jax.jit
+    def run_chunk(p, state, i, value, gnorm, stop_at):
+        def cond(carry):
+            _, _, j, v, g = carry
+            keep = (j < stop_at) & jnp.isfinite(v)
+            return keep & (g > tol) if batch_size is None else keep
+
+        return jax.lax.while_loop(cond, step_fn, (p, state, i, value, gnorm))
+
+    p, state = params, opt.init(params)
+    value, grad = value_and_grad(p)
+    gnorm = optax.global_norm(grad)
+    history = {"step": [], "loss": [], "grad_norm": [], "nc1": []}
+    i = jnp.asarray(0)
+    converged = False
+    while True:
+        if batch_size is not None:
+            value, grad = value_and_grad(p)
+            gnorm = optax.global_norm(grad)
+        record = {"step": int(i), "loss": float(value), "grad_norm": float(gnorm)}
+        if not np.isfinite(record["loss"]):
+            raise TrainingDiverged(
+                f"the loss became {record['loss']} at step {record['step']}: the step size is too large "
+                "for the curvature (use a smaller learning rate, or the default line-search gradient descent)"
+            )
+        record["nc1"] = collapse.metrics(spec, p).nc1
+        for k, v in record.items():
+            history[k].append(v)
+        if callback is not None:
+            callback(record)
+        converged = record["grad_norm"] <= tol
+        if converged or record["step"] >= steps:
+            break
+        p, state, i, value, gnorm = run_chunk(p, state, i, value, gnorm, jnp.minimum(i + log_every, steps))
+    return TrainResult(
+        params=p,
+        history={k: np.asarray(v) for k, v in history.items()},
+        converged=bool(converged),
+        steps=int(i),
+    )
