@@ -1,0 +1,128 @@
+"""`Spectrum`: one result type for closed-form, dense and Lanczos spectra.
+
+Comparison code never cares where a spectrum came from. A spectrum holds its
+*resolved* eigenpairs (the outliers, or all of them for a dense solve) and, optionally,
+the single bulk value that fills the remaining ``dim − len(eigenvalues)`` directions
+(e.g. 0 for a layer-wise data Hessian at DNC, λ once regularised).
+
+Flat eigenvectors follow the project's row-major convention (``MATH.md`` §1): the
+Kronecker vector ``a ⊗ b`` is the matrix ``a bᵀ`` flattened with ``reshape(-1)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["Spectrum", "group_levels"]
+
+
+def group_levels(values, rtol: float = 1e-6, atol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Group sorted-descending ``values`` into levels: ``(level_values, multiplicities)``.
+
+    Consecutive values join a level while ``|v − level_start| <= atol + rtol·|level_start|``;
+    a level's value is the mean of its members.
+    """
+    v = np.sort(np.asarray(values, dtype=np.float64))[::-1]
+    levels, counts = [], []
+    start = 0
+    for i in range(1, len(v) + 1):
+        if i == len(v) or abs(v[i] - v[start]) > atol + rtol * abs(v[start]):
+            levels.append(v[start:i].mean())
+            counts.append(i - start)
+            start = i
+    return np.array(levels), np.array(counts, dtype=int)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spectrum:
+    """Eigenvalues (descending) with optional eigenvectors, residuals and a bulk.
+
+    Fields:
+      eigenvalues: (m,) resolved eigenvalues, descending, repeated by multiplicity.
+      eigenvectors: (dim, m) orthonormal columns (flat, row-major), or ``None``.
+      dim: dimension of the operator (P).
+      bulk_value: the value of the ``dim − m`` unresolved eigenvalues, if known.
+      residuals: (m,) ``‖A v − λ v‖`` of each pair, when measured.
+      factors: for Kronecker eigenvectors ``v_j = a_j ⊗ b_j``, the pair ``(A, B)`` with
+        columns ``a_j`` and ``b_j`` (so ``v_j = np.outer(A[:, j], B[:, j]).ravel()``).
+      source: where it came from, e.g. ``"closed-form"``, ``"dense"``, ``"lanczos"``.
+      info: small JSON-able extras (labels of the levels, the λ used, ...).
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray | None = None
+    dim: int | None = None
+    bulk_value: float | None = None
+    residuals: np.ndarray | None = None
+    factors: tuple[np.ndarray, np.ndarray] | None = None
+    source: str = ""
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        vals = np.asarray(self.eigenvalues, dtype=np.float64)
+        if vals.ndim != 1:
+            raise ValueError(f"eigenvalues must be 1-d, got shape {vals.shape}")
+        order = np.argsort(-vals, kind="stable")
+        object.__setattr__(self, "eigenvalues", vals[order])
+        if self.eigenvectors is not None:
+            vecs = np.asarray(self.eigenvectors)
+            if vecs.ndim != 2 or vecs.shape[1] != vals.size:
+                raise ValueError(f"eigenvectors must be (dim, {vals.size}), got shape {vecs.shape}")
+            object.__setattr__(self, "eigenvectors", vecs[:, order])
+            if self.dim is None:
+                object.__setattr__(self, "dim", vecs.shape[0])
+        if self.residuals is not None:
+            object.__setattr__(self, "residuals", np.asarray(self.residuals, dtype=np.float64)[order])
+        if self.factors is not None:
+            A, B = (np.asarray(f) for f in self.factors)
+            object.__setattr__(self, "factors", (A[:, order], B[:, order]))
+        if self.dim is None:
+            object.__setattr__(self, "dim", vals.size)
+        if self.dim < vals.size:
+            raise ValueError(f"dim={self.dim} is smaller than the number of eigenvalues {vals.size}")
+
+    @property
+    def bulk_multiplicity(self) -> int:
+        """How many eigenvalues the bulk value stands for: ``dim − m``."""
+        return self.dim - self.eigenvalues.size
+
+    def levels(self, rtol: float = 1e-6, atol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """The resolved eigenvalues grouped into ``(values, multiplicities)``; see `group_levels`."""
+        return group_levels(self.eigenvalues, rtol, atol)
+
+    def all_eigenvalues(self) -> np.ndarray:
+        """All ``dim`` eigenvalues, the bulk filled in, descending (needs ``bulk_value``)."""
+        if self.bulk_multiplicity and self.bulk_value is None:
+            raise ValueError("this spectrum has unresolved eigenvalues and no bulk_value")
+        bulk = np.full(self.bulk_multiplicity, self.bulk_value if self.bulk_multiplicity else 0.0)
+        return np.sort(np.concatenate([self.eigenvalues, bulk]))[::-1]
+
+    def top(self, k: int) -> "Spectrum":
+        """The ``k`` largest resolved eigenpairs (the bulk is dropped)."""
+        sl = slice(0, k)
+        return dataclasses.replace(
+            self,
+            eigenvalues=self.eigenvalues[sl],
+            eigenvectors=None if self.eigenvectors is None else self.eigenvectors[:, sl],
+            residuals=None if self.residuals is None else self.residuals[sl],
+            factors=None if self.factors is None else (self.factors[0][:, sl], self.factors[1][:, sl]),
+            bulk_value=None,
+        )
+
+    def to_dict(self, vectors: bool = False) -> dict:
+        """JSON-able dict; eigenvectors only when ``vectors``."""
+        out = {
+            "eigenvalues": self.eigenvalues.tolist(),
+            "dim": int(self.dim),
+            "bulk_value": None if self.bulk_value is None else float(self.bulk_value),
+            "bulk_multiplicity": int(self.bulk_multiplicity),
+            "source": self.source,
+            "info": self.info,
+        }
+        if self.residuals is not None:
+            out["residuals"] = self.residuals.tolist()
+        if vectors and self.eigenvectors is not None:
+            out["eigenvectors"] = np.asarray(self.eigenvectors).tolist()
+        return out
