@@ -134,7 +134,7 @@ def train(
         updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=fn)
         p = optax.apply_updates(p, updates)
         new_value, new_grad = value_and_grad(p) if batch_size is None else (value, grad)
-        return p, state, i + 1, new_value, optax.global_norm(new_grad)
+        return p, state, i + 1, new_value, optax.tree.norm(new_grad)
 
     @jax.jit
     def run_chunk(p, state, i, value, gnorm, stop_at):
@@ -147,14 +147,14 @@ def train(
 
     p, state = params, opt.init(params)
     value, grad = value_and_grad(p)
-    gnorm = optax.global_norm(grad)
+    gnorm = optax.tree.norm(grad)
     history = {"step": [], "loss": [], "grad_norm": [], "nc1": []}
     i = jnp.asarray(0)
     converged = False
     while True:
         if batch_size is not None:
             value, grad = value_and_grad(p)
-            gnorm = optax.global_norm(grad)
+            gnorm = optax.tree.norm(grad)
         record = {"step": int(i), "loss": float(value), "grad_norm": float(gnorm)}
         if not np.isfinite(record["loss"]):
             raise TrainingDiverged(
