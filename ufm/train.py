@@ -1,11 +1,10 @@
 """Training a deep UFM to deep neural collapse with optax.
 
-The default optimiser is full-batch gradient descent whose step is found by an Armijo
-backtracking line search (``optax.scale_by_backtracking_linesearch``): every accepted
-step decreases the loss by a fixed fraction of the linear prediction, so the iterates
-converge to a stationary point rather than hovering at the step-size noise floor. The
-step is allowed to grow again after every accepted step, so flat stretches do not
-freeze it. Any optax optimiser may be passed instead.
+The default optimiser is full-batch gradient descent whose step is found by a line
+search satisfying the (approximate) Wolfe conditions: a sufficient decrease plus a
+curvature condition, so the iterates converge to a stationary point rather than
+hovering at a fixed step's noise floor (see `gd_linesearch`). Any optax optimiser may
+be passed instead.
 
 The loop runs ``log_every`` steps at a time inside one jitted ``lax.while_loop`` and
 stops as soon as ``‖∇L‖₂ <= tol`` (gradient of the total, regularised loss over all
@@ -33,21 +32,17 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite during training."""
 
 
-def gd_linesearch(max_backtracking_steps: int = 50, increase_factor: float = 2.0) -> optax.GradientTransformationExtraArgs:
-    """Full-batch gradient descent with an Armijo backtracking line search.
+def gd_linesearch(max_linesearch_steps: int = 30) -> optax.GradientTransformationExtraArgs:
+    """Full-batch gradient descent, step chosen by a zoom line search (strong Wolfe).
 
-    The trial step starts at the last accepted one times ``increase_factor`` and halves
-    until ``L(x − t g) <= L(x) − 1e-4 · t ‖g‖²``.
+    The line search (``optax.scale_by_zoom_linesearch``) falls back to Hager–Zhang's
+    approximate Wolfe conditions near the optimum, where the loss decrease drops below
+    float64 resolution: plain Armijo backtracking stalls there (measured: ‖∇L‖ stuck at
+    1.4e-9 on K=10, L=3), the approximate conditions keep converging.
     """
     return optax.chain(
         optax.sgd(learning_rate=1.0),
-        optax.scale_by_backtracking_linesearch(
-            max_backtracking_steps=max_backtracking_steps,
-            decrease_factor=0.5,
-            increase_factor=increase_factor,
-            max_learning_rate=1e6,
-            store_grad=True,
-        ),
+        optax.scale_by_zoom_linesearch(max_linesearch_steps=max_linesearch_steps, initial_guess_strategy="one"),
     )
 
 
