@@ -196,6 +196,16 @@ def test_training_is_deterministic_and_records_history():
     assert np.all(np.diff(a.history["loss"]) <= 0)  # line search: monotone
 
 
+def test_second_train_call_does_not_recompile():
+    from ufm.train import _run_chunk
+
+    spec = ufm.UFMSpec(num_classes=2, per_class=2, depth=2, width=3)
+    ufm.train(spec, ufm.init_params(spec, 0), steps=20, log_every=10)
+    size = _run_chunk._cache_size()
+    ufm.train(spec, ufm.init_params(spec, 1), steps=30, log_every=10)
+    assert _run_chunk._cache_size() == size
+
+
 def test_sgd_minibatches_and_any_optax_optimizer():
     spec = ufm.UFMSpec(num_classes=3, per_class=4, depth=2, width=6, lambda_W=1e-2, lambda_H=1e-2)
     p0 = ufm.init_params(spec, 0)

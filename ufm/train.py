@@ -14,6 +14,7 @@ parameters) or the loss stops being finite.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -32,6 +33,7 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite during training."""
 
 
+@functools.lru_cache(maxsize=None)
 def gd_linesearch(max_linesearch_steps: int = 30) -> optax.GradientTransformationExtraArgs:
     """Full-batch gradient descent, step chosen by a zoom line search (strong Wolfe).
 
@@ -75,6 +77,36 @@ def _batch_loss(spec: UFMSpec, params: UFMParams, columns) -> jax.Array:
     return output_loss(spec.loss, Z, labels) + regularizer(spec, params)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _run_chunk(spec, opt, batch_size, carry, stop_at, tol, key):
+    """Optimiser steps until ``stop_at``, ‖∇L‖ <= tol (full batch) or a non-finite loss.
+
+    Module-level and keyed on (spec, optimiser, batch size) so that a second `train` call
+    with the same settings reuses the compiled loop.
+    """
+    full_loss = lambda p: loss(spec, p)  # noqa: E731
+
+    def step_fn(carry):
+        p, state, i, _, _ = carry
+        if batch_size is None:
+            fn = full_loss
+        else:
+            cols = jax.random.choice(jax.random.fold_in(key, i), spec.num_samples, (batch_size,), replace=False)
+            fn = lambda q: _batch_loss(spec, q, cols)  # noqa: E731
+        value, grad = jax.value_and_grad(fn)(p)
+        updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=fn)
+        p = optax.apply_updates(p, updates)
+        new_value, new_grad = jax.value_and_grad(full_loss)(p) if batch_size is None else (value, grad)
+        return p, state, i + 1, new_value, optax.tree.norm(new_grad)
+
+    def cond(carry):
+        _, _, j, v, g = carry
+        keep = (j < stop_at) & jnp.isfinite(v)
+        return keep & (g > tol) if batch_size is None else keep
+
+    return jax.lax.while_loop(cond, step_fn, carry)
+
+
 def train(
     spec: UFMSpec,
     params: UFMParams,
@@ -114,37 +146,15 @@ def train(
     if tol is None:
         tol = 1e-9 if dtype == jnp.float64 else 1e-4
     opt = optax.with_extra_args_support(optimizer if optimizer is not None else gd_linesearch())
-    full_loss = lambda p: loss(spec, p)  # noqa: E731
-    value_and_grad = jax.value_and_grad(full_loss)
+    value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss(spec, p)))
     key = jax.random.PRNGKey(seed)
-
-    def step_fn(carry):
-        p, state, i, _, _ = carry
-        if batch_size is None:
-            fn = full_loss
-        else:
-            cols = jax.random.choice(jax.random.fold_in(key, i), spec.num_samples, (batch_size,), replace=False)
-            fn = lambda q: _batch_loss(spec, q, cols)  # noqa: E731
-        value, grad = jax.value_and_grad(fn)(p)
-        updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=fn)
-        p = optax.apply_updates(p, updates)
-        new_value, new_grad = value_and_grad(p) if batch_size is None else (value, grad)
-        return p, state, i + 1, new_value, optax.tree.norm(new_grad)
-
-    @jax.jit
-    def run_chunk(p, state, i, value, gnorm, stop_at):
-        def cond(carry):
-            _, _, j, v, g = carry
-            keep = (j < stop_at) & jnp.isfinite(v)
-            return keep & (g > tol) if batch_size is None else keep
-
-        return jax.lax.while_loop(cond, step_fn, (p, state, i, value, gnorm))
+    tol_arr = jnp.asarray(tol, dtype)
 
     p, state = params, opt.init(params)
     value, grad = value_and_grad(p)
     gnorm = optax.tree.norm(grad)
     history = {"step": [], "loss": [], "grad_norm": [], "nc1": []}
-    i = jnp.asarray(0)
+    i = jnp.asarray(0, jnp.int32)
     converged = False
     while True:
         if batch_size is not None:
@@ -164,7 +174,8 @@ def train(
         converged = record["grad_norm"] <= tol
         if converged or record["step"] >= steps:
             break
-        p, state, i, value, gnorm = run_chunk(p, state, i, value, gnorm, jnp.minimum(i + log_every, steps))
+        stop_at = jnp.asarray(min(int(i) + log_every, steps), jnp.int32)
+        p, state, i, value, gnorm = _run_chunk(spec, opt, batch_size, (p, state, i, value, gnorm), stop_at, tol_arr, key)
     return TrainResult(
         params=p,
         history={k: np.asarray(v) for k, v in history.items()},
