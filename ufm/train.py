@@ -150,7 +150,8 @@ def train(
     key = jax.random.PRNGKey(seed)
     tol_arr = jnp.asarray(tol, dtype)
 
-    p, state = params, opt.init(params)
+    # strong dtypes throughout, so the first chunk and later ones share one compilation
+    p, state = params, jax.tree.map(lambda x: jnp.array(x, dtype=jnp.result_type(x)), opt.init(params))
     value, grad = value_and_grad(p)
     gnorm = optax.tree.norm(grad)
     history = {"step": [], "loss": [], "grad_norm": [], "nc1": []}
