@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 __all__ = ["main"]
 
 
@@ -118,6 +120,118 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _fmt(x) -> str:
+    """Short text for a predicted/measured value: scalars as .6g, equal arrays as 'v ×m'."""
+    if isinstance(x, str):
+        return x if len(x) < 40 else x[:37] + "..."
+    a = np.asarray(x, dtype=float).ravel() if not isinstance(x, (int, float)) else np.array([x], float)
+    if a.size == 0:
+        return "-"
+    if a.size == 1:
+        return f"{a[0]:.6g}"
+    lo, hi = a.min(), a.max()
+    if hi - lo <= 1e-9 * max(abs(hi), abs(lo), 1e-300):
+        return f"{a[0]:.6g} ×{a.size}"
+    return f"[{lo:.4g}, {hi:.4g}] ({a.size})"
+
+
+def _report_table(report):
+    from rich.table import Table
+
+    table = Table(title=f"ufm verify — {report.info.get('state', '')}", show_lines=False)
+    for col, just in (("group", "left"), ("check", "left"), ("predicted", "right"), ("measured", "right"),
+                      ("error", "right"), ("tol", "right"), ("", "center")):
+        table.add_column(col, justify=just)
+    last = None
+    for c in report.checks:
+        mark = "[green]ok[/green]" if c.passed else "[bold red]FAIL[/bold red]"
+        table.add_row("" if c.group == last else c.group, c.name, _fmt(c.predicted), _fmt(c.measured),
+                      f"{c.error:.1e}", f"{c.tolerance:.0e}", mark, end_section=False)
+        last = c.group
+    return table
+
+
+def _plot_report(report, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from . import plotting
+
+    fig = plotting.layer_spectra_figure(report)
+    plotting.savefig(fig, path)
+
+
+def _verify_one(spec, args, callback=None):
+    from .verification import verify
+
+    return verify(spec, from_optimum=args.from_optimum, seed=args.seed, callback=callback)
+
+
+def _grid_specs(base):
+    """A small sweep: L = 1..4, K = 2..6, MSE/CE, linear and ReLU (σ'(0) = 1)."""
+    rows = [(1, 2, "mse", "linear"), (2, 3, "mse", "linear"), (3, 4, "mse", "linear"), (4, 6, "mse", "linear"),
+            (2, 5, "mse", "linear"), (1, 3, "ce", "linear"), (2, 4, "ce", "linear"), (3, 5, "ce", "linear"),
+            (4, 2, "ce", "linear"), (2, 3, "mse", "relu"), (3, 4, "mse", "relu")]
+    for L, K, loss, act in rows:
+        yield base.replace(depth=L, num_classes=K, width=max(2 * K, 4), loss=loss, activation=act,
+                           relu_grad0=1.0, lambda_W=1e-3, lambda_H=1e-3)
+
+
+def _cmd_verify(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", args.x64)
+    spec = _spec_from_args(args)
+    console = _console()
+    if args.grid:
+        results = []
+        for s in _grid_specs(spec):
+            r = _verify_one(s, args)
+            w = r.worst()
+            results.append({"spec": s.to_dict(), "passed": r.passed, "worst": w.to_dict(),
+                            "seconds": r.info["seconds"], "failed": [c.to_dict() for c in r.failed]})
+            console.print(f"{'ok  ' if r.passed else 'FAIL'} L={s.depth} K={s.num_classes} d={s.width} {s.loss:3s} "
+                          f"{s.activation:6s} worst: {w.group} / {w.name} err {w.error:.1e} (tol {w.tolerance:.0e}) "
+                          f"[{r.info['seconds']:.1f} s]")
+        passed = all(r["passed"] for r in results)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"passed": passed, "grid": results}, f, indent=1)
+        return 0 if passed else 1
+    with _progress(1, "training to collapse") as bar:
+        task = bar.add_task("train", total=None, info="")
+
+        def callback(rec):
+            bar.update(task, info=f"step {rec['step']}  |∇L| {rec['grad_norm']:.1e}")
+
+        report = _verify_one(spec, args, callback)
+    console.print(f"{spec}")
+    console.print(_report_table(report))
+    info = report.info
+    extra = f"{info.get('train_steps', 0)} training steps, " if "train_steps" in info else ""
+    console.print(f"{len(report.checks)} checks, {len(report.failed)} failed; {extra}{info['seconds']:.1f} s")
+    for what, why in info.get("skipped", {}).items():
+        console.print(f"skipped {what}: {why}")
+    if args.json:
+        report.to_json(args.json)
+    if args.plot:
+        _plot_report(report, args.plot)
+    if not report.passed:
+        w = report.worst()
+        print(f"ufm: {len(report.failed)} check(s) failed, worst: {w.group} / {w.name}: error {w.error:.3g} "
+              f"> tolerance {w.tolerance:.3g}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_theory(args) -> int:
+    from . import theory
+
+    if args.latex:
+        print(theory.latex_report())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ufm", description="Deep unconstrained feature models: collapse, spectra, figures.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -127,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--log-every", type=int, default=1_000)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("verify", help="check the closed-form theory against autodiff (exit 1 if a check fails)")
+    _add_spec_args(p)
+    p.add_argument("--from-optimum", action="store_true", help="construct the exact DNC optimum instead of training")
+    p.add_argument("--grid", action="store_true", help="a small sweep over L, K, loss and activation")
+    p.add_argument("--plot", metavar="PATH", help="plot each layer's spectrum with the predicted values")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("theory", help="print the derived closed forms")
+    p.add_argument("--latex", action="store_true", help="as LaTeX")
+    p.set_defaults(func=_cmd_theory)
     return parser
 
 

@@ -122,7 +122,7 @@ def _measure_block(f, params, leaves, k, dense_max):
     return top.eigenvalues, top.eigenvectors, None, "block Krylov"
 
 
-def _layer_checks(spec, params, l, f_data, dense_max, tol) -> list[Check]:
+def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list[Check], np.ndarray]:
     g = f"layer {l}"
     K = spec.num_classes
     checks = []
@@ -145,6 +145,8 @@ def _layer_checks(spec, params, l, f_data, dense_max, tol) -> list[Check]:
     checks.append(Check("alignment f(v) of predicted eigenvectors (min)", 1.0, float(f_vals.min()),
                         float(1 - f_vals.min()), tol["angle"], g))
 
+    if not at_dnc:  # the closed-form DNC values hold only at the DNC point itself
+        return checks + (_gn_checks(spec, params, l, tol, g) if spec.loss == "mse" else []), vals
     dnc = pred.info
     if "outlier" in dnc and dnc.get("multiplicity"):
         value = np.full(dnc["multiplicity"], dnc["outlier"])
@@ -163,7 +165,7 @@ def _layer_checks(spec, params, l, f_data, dense_max, tol) -> list[Check]:
     if spec.loss == "mse":
         checks += _gn_checks(spec, params, l, tol, g)
         checks += _gradient_checks(spec, params, l, pred, tol, g)
-    return checks
+    return checks, vals
 
 
 def _block_matvec(f, params, l):
@@ -180,18 +182,22 @@ def _block_matvec(f, params, l):
 
 
 def _gn_checks(spec, params, l, tol, g) -> list[Check]:
-    """Papyan's split by autodiff: numerical ranks against K, K(K−1), 0 (``MATH.md`` §4)."""
-    K = spec.num_classes
+    """Papyan's split by autodiff (`ufm.curvature.papyan_decomposition`) against the
+    class-mean closed form (`ufm.theory.gn_decomposition`): ranks and eigenvalues."""
     model = lambda p: forward(spec, p).output  # noqa: E731
     dec = curvature.papyan_decomposition(model, params, spec.class_index, loss="mse", leaves=[l])
-    parts = {"G_class": (dec.class_, K), "G_cross": (dec.cross, K * (K - 1)), "G_within": (dec.within, 0)}
+    pred = theory.gn_decomposition(spec, params, l, vectors=False)
+    parts = {"G_class": (dec.class_, pred.G_class), "G_cross": (dec.cross, pred.G_cross),
+             "G_within": (dec.within, pred.G_within)}
     top = max(float(np.linalg.eigvalsh(np.asarray(dec.class_ + dec.cross)).max()), 1e-300)
     checks = []
-    for name, (G, rank) in parts.items():
-        ev = np.linalg.eigvalsh(np.asarray(G))
-        measured = int(np.sum(ev > tol["rank"] * top))
-        checks.append(Check(f"{name} rank (autodiff, > {tol['rank']:g}·λ_max)", rank, measured,
-                            float(abs(measured - rank)), 0.0, g))
+    for name, (G, p) in parts.items():
+        ev = np.linalg.eigvalsh(np.asarray(G))[::-1]
+        rank = int(np.sum(ev > tol["rank"] * top))
+        pv = p.eigenvalues[p.eigenvalues > tol["rank"] * top]  # same numerical-rank rule on both sides
+        checks.append(Check(f"{name} rank (> {tol['rank']:g}·λ_max)", pv.size, rank, float(abs(rank - pv.size)), 0.0, g))
+        if pv.size and rank == pv.size:
+            checks.append(Check(f"{name} eigenvalues", pv, ev[:rank], _rel(ev[:rank], pv), tol["eig"], g))
     return checks
 
 
@@ -229,6 +235,20 @@ def _collapse_checks(spec, params, tol) -> list[Check]:
     return checks
 
 
+def _dnc_distance_check(spec, params, sol, tol) -> Check:
+    """``‖Z − Z*‖/‖Z*‖`` with ``Z* = γY`` (MSE, ``MATH.md`` §3) or ``α (I − 11ᵀ/K) ⊗ 1_nᵀ`` (CE, §5)."""
+    Z = np.asarray(forward(spec, params).output, dtype=np.float64)
+    if sol.collapsed_to_zero:
+        target = np.zeros_like(Z)
+    elif spec.loss == "mse":
+        target = sol.scale * spec.targets
+    else:
+        K = spec.num_classes
+        target = sol.scale * np.kron(np.eye(K) - np.ones((K, K)) / K, np.ones((1, spec.per_class)))
+    err = float(np.linalg.norm(Z - target) / max(np.linalg.norm(target), np.linalg.norm(Z), 1e-300))
+    return Check("output at the DNC point: ‖Z − Z*‖/‖Z*‖", 0.0, err, err, tol["dnc"], "DNC point")
+
+
 def _full_checks(spec, params, f_data, dense_max, tol) -> list[Check]:
     try:
         pred = theory.full_hessian_spectrum(spec, params)
@@ -251,8 +271,9 @@ def _full_checks(spec, params, f_data, dense_max, tol) -> list[Check]:
     checks = [Check(f"full Hessian over W_1..W_L: all {measured.size} eigenvalues ({how})", predicted, measured,
                     _rel(measured, predicted), tol["dnc"], "full")]
     n_pos = int(np.sum(pred.eigenvalues > 1e-8 * np.abs(pred.eigenvalues).max()))
-    checks.append(Check("full Hessian: positive outliers (prediction count)", n_pos,
-                        int(np.sum(measured > 1e-8 * np.abs(measured).max())), 0.0, 0.0, "full"))
+    n_meas = int(np.sum(measured > 1e-8 * np.abs(measured).max()))
+    checks.append(Check("full Hessian: number of positive eigenvalues", n_pos, n_meas, float(abs(n_meas - n_pos)),
+                        0.0, "full"))
     return checks, None
 
 
@@ -318,13 +339,19 @@ def verify(
     info["dnc"] = sol.to_dict()
     f_data = loss_fn(spec, regularized=False)
     checks = _collapse_checks(spec, params, tol)
-    skipped = {}
+    dnc = _dnc_distance_check(spec, params, sol, tol)
+    checks.append(dnc)
+    at_dnc = dnc.passed
+    skipped = {} if at_dnc else {"DNC-point checks": "the state is not the DNC point: " + f"{dnc.measured:.3g}"}
+    info["layer_spectra"] = {}
     for l in range(1, spec.depth + 1):
         try:
-            checks += _layer_checks(spec, params, l, f_data, dense_max, tol)
+            layer_checks, vals = _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc)
+            checks += layer_checks
+            info["layer_spectra"][l] = vals
         except ValueError as e:  # e.g. not collapsed: the theory says how far
             checks.append(Check("class-mean formula applicable", "collapsed", str(e), np.inf, 0.0, f"layer {l}"))
-    if full:
+    if full and at_dnc:
         full_checks, reason = _full_checks(spec, params, f_data, dense_max, tol)
         checks += full_checks
         if reason:
