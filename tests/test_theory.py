@@ -86,11 +86,11 @@ def dense_H1(spec, params, regularized=False):
     return np.asarray(jax.hessian(lambda x: f(spec, UFMParams(x.reshape(shape), params.Ws)))(params.H1.reshape(-1)))
 
 
-def compare(ours, H, *, vectors=True, angle_tol=ANGLE_TOL):
+def compare(ours, H, *, vectors=True, angle_tol=ANGLE_TOL, scale=0.0):
     """Max relative eigenvalue error and max principal angle; asserts multiplicities."""
     ev, V = np.linalg.eigh(H)
     ev, V = ev[::-1], V[:, ::-1]
-    scale = max(np.abs(ev).max(), np.finfo(float).tiny)
+    scale = max(np.abs(ev).max(), scale, np.finfo(float).tiny)  # `scale`: reference for an all-zero matrix
     full = ours.all_eigenvalues()
     assert full.shape == ev.shape, (full.shape, ev.shape)
     err = float(np.abs(full - ev).max() / scale)
@@ -387,14 +387,15 @@ def test_gradient_spectrum_vs_autodiff(loss_name, data):
     assert np.abs(gs.gradient + spec.lambdas[layer - 1] * np.asarray(W)).max() < 1e-12  # critical point
     compare(gs.second_moment, G.T @ G / N)
     Gc = G - G.mean(axis=0)
-    compare(gs.covariance, Gc.T @ Gc / N)
+    compare(gs.covariance, Gc.T @ Gc / N, scale=gs.second_moment.eigenvalues[0])  # K = 2 CE: covariance 0
     if loss_name == "mse":
         sol = th.dnc_solution(spec)
         val = sol.gamma * sol.one_minus_scale * spec.lambdas[layer - 1]
         assert gs.second_moment.levels()[1].tolist() == [K]
         assert gs.covariance.levels()[1].tolist() == [K - 1]
         assert abs(gs.second_moment.eigenvalues[0] - val) < 1e-10 * val
-        assert np.allclose(gs.class_coefficients, np.eye(K) / math.sqrt(K), atol=1e-12)
+        # the data gradient is −λ_l W_l = −c Σ_c μ̂_c^{(l+1)} ⊗ μ̂_c^{(l)}: squared coefficients 1/K on the diagonal
+        assert np.allclose(gs.class_coefficients, -np.eye(K) / math.sqrt(K), atol=1e-12)
         assert abs(gs.outlier_fraction - 1) < 1e-12
     else:  # MATH.md §5: the data gradient is exactly the top eigenvector
         top = th.layer_hessian_spectrum(spec, p, layer, vectors=True).eigenvectors[:, 0]
@@ -421,7 +422,8 @@ def test_trained_optimum_agrees():
     p, sol = res.params, th.dnc_solution(spec)
     assert abs(float(loss(spec, p)) - sol.optimal_loss) < 1e-12
     for l, ws in enumerate(th.weight_spectrum(spec, p), start=1):
-        assert ws.info["max_rel_error"] < 1e-7
+        # ‖∇L‖ <= 1e-8 pins the loss to ~1e-16 but the weights only to ~‖∇L‖/(smallest curvature)
+        assert ws.info["max_rel_error"] < 1e-6
     for layer in (1, 2):
         compare(th.layer_hessian_spectrum(spec, p, layer, vectors=True), dense_layer(spec, p, layer))
     compare(th.feature_hessian_spectrum(spec, p, vectors=True), dense_H1(spec, p))

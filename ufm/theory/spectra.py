@@ -167,6 +167,8 @@ def _prediction(spec: UFMSpec, layer: int) -> dict:
         out["multiplicity"] = K * K if (spec.activation == "linear" or spec.relu_grad0 == 1 or layer == spec.depth) else None
         return out
     a, p = sol.scale, sol.p
+    if K == 2:  # (K−1)² = 1: only the top level (MATH.md §5's multiplicities assume K >= 3)
+        return {"outliers": [a * lam * p], "multiplicities": [1]}
     return {"outliers": [a * lam * p, a * lam / K * (1 + (K * p - 1) * (K - 2) / (K - 1)), a * lam / K],
             "multiplicities": [1, K - 1, K * K - 3 * K + 1]}
 
@@ -366,10 +368,10 @@ class GradientSpectrum:
                 "second_moment": self.second_moment.to_dict(), "covariance": self.covariance.to_dict()}
 
 
-def _gram_spectrum(G: np.ndarray, info: dict) -> Spectrum:
-    """Nonzero eigenpairs of ``G Gᵀ`` (G: P × m) from the thin SVD."""
+def _gram_spectrum(G: np.ndarray, info: dict, scale: float = 0.0) -> Spectrum:
+    """Nonzero eigenpairs of ``G Gᵀ`` (G: P × m) from the thin SVD; ``scale``: a reference singular value."""
     u, s, _ = np.linalg.svd(G, full_matrices=False)
-    keep = s > _RTOL * 10 * max(s[0] if s.size else 0.0, np.finfo(float).tiny)
+    keep = s > 1e-7 * max(s[0] if s.size else 0.0, scale, np.finfo(float).tiny)  # σ² below 1e-14·max: zero
     return Spectrum(s[keep] ** 2, u[:, keep], dim=G.shape[0], bulk_value=0.0, source="closed-form", info=info)
 
 
@@ -409,7 +411,9 @@ def gradient_spectrum(
     frac = float(np.sum((V.T @ ghat.reshape(-1)) ** 2)) if gn > 0 else 0.0
     info = {"layer": layer}
     second = _gram_spectrum(Gs / math.sqrt(K), info)
-    cov = _gram_spectrum((Gs - Gs.mean(axis=1, keepdims=True)) / math.sqrt(K), info)
+    ref = math.sqrt(second.eigenvalues[0]) if second.eigenvalues.size else 0.0
+    # (K = 2 CE: the two class gradients coincide, the covariance is exactly 0)
+    cov = _gram_spectrum((Gs - Gs.mean(axis=1, keepdims=True)) / math.sqrt(K), info, ref)
     return GradientSpectrum(grad, coeffs, frac, second, cov)
 
 
