@@ -228,10 +228,31 @@ def collapsed_layer_hessian(
         Qs = np.stack([np.diag(P[:, c]) - np.outer(P[:, c], P[:, c]) for c in range(K)])
     else:
         raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
+    # Work in the ranges: rows of all A_c (≤ K² dims) and span(M) (≤ K dims), so a wide layer
+    # (d = 512) costs two thin SVDs, never a d × d eigenproblem.
+    P = _orth(As.reshape(-1, As.shape[-1]).T, 1e-13)
+    Q = _orth(M, 1e-13)
+    Ar, Mr = As @ P, Q.T @ M  # K × K × r, r2 × K
+    d_out, d_in = As.shape[-1], M.shape[0]
     if loss == "mse" and A.ndim == 2:
-        return _kron_layer(A.T @ A, M @ M.T / K, shift, vectors, {})
-    Cs = np.einsum("kab,kbc,kcd->kad", As.transpose(0, 2, 1), Qs, As)
-    return kron_sum_spectrum(list(Cs / K), list(M.T[:, :, None]), shift=shift, vectors=vectors)
+        red = _kron_layer(Ar[0].T @ Ar[0], Mr @ Mr.T / K, shift, False, {})
+        fa, fb = P @ red.factors[0], Q @ red.factors[1]
+    else:
+        Cs = np.einsum("kab,kbc,kcd->kad", Ar.transpose(0, 2, 1), Qs, Ar)
+        red = kron_sum_spectrum(list(Cs / K), list(Mr.T[:, :, None]), shift=shift, vectors=True)
+        fa = fb = None
+    m = red.eigenvalues.size
+    if vectors is None:
+        vectors = d_out * d_in * m <= 1 << 24
+    vecs = None
+    if vectors:
+        if fa is not None:
+            vecs = np.einsum("pk,qk->pqk", fa, fb).reshape(-1, m)
+        else:
+            Y = red.eigenvectors.reshape(P.shape[1], Q.shape[1], m)
+            vecs = np.einsum("pi,ijk,qj->pqk", P, Y, Q).reshape(-1, m)
+    return Spectrum(red.eigenvalues, vecs, dim=d_out * d_in, bulk_value=float(shift),
+                    factors=None if fa is None else (fa, fb), source="closed-form")
 
 
 def _kron_layer(C, B, shift, vectors, info) -> Spectrum:
