@@ -7,12 +7,12 @@ the chosen leaves in the order given (``MATH.md`` §1). The whole iteration of e
 is one jitted XLA program; products are batched with ``vmap`` (no host round trip per
 product).
 
-* `top_eigenpairs`: restarted block Krylov (block Lanczos) with full
-  reorthogonalisation and Rayleigh–Ritz on the whole Krylov basis (Golub & Underwood 1977;
-  Musco & Musco 2015, "randomized block Krylov"). A block of ``b = k + oversample``
-  vectors finds eigenvalues of multiplicity up to ``b`` — e.g. the K² equal layer-wise
-  outliers of a collapsed UFM (``MATH.md`` §4) — which single-vector Lanczos cannot do in
-  exact arithmetic. Converged when every one of the top k Ritz pairs has
+* `top_eigenpairs`: thick-restarted block Krylov (block Krylov–Schur; Stewart 2001,
+  Zhou & Saad 2008) with full reorthogonalisation and Rayleigh–Ritz on the whole basis.
+  A block of ``b`` vectors resolves eigenvalues of multiplicity up to ``b`` — e.g. the K²
+  equal layer-wise outliers of a collapsed UFM (``MATH.md`` §4) — which single-vector
+  Lanczos cannot do in exact arithmetic; ``b = 1`` is thick-restart Lanczos (Wu & Simon
+  2000). Converged when every one of the top k Ritz pairs has
   ``‖A v − θ v‖ <= tol · max|θ|``; the returned residuals are recomputed with fresh products.
 * `trace`: Hutchinson's estimator with Rademacher probes (Hutchinson 1990), mean ± standard
   error.
