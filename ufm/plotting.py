@@ -198,9 +198,9 @@ def heatmap(ax, M, *, vmin=None, vmax=None, cmap="cividis", annotate: bool | Non
     if annotate is None:
         annotate = max(M.shape) <= 6
     if annotate:
-        lo, hi = im.get_clim()
         for (i, j), v in np.ndenumerate(M):
-            dark = (v - lo) / (hi - lo if hi > lo else 1.0) < 0.55
+            r, g, b, _ = im.cmap(im.norm(v))
+            dark = 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5  # relative luminance of the cell
             ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=5.5, color="white" if dark else "black")
     ticks = np.arange(M.shape[0])
     ax.set_xticks(np.arange(M.shape[1]))
