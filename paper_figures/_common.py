@@ -131,8 +131,9 @@ def train_note(info: dict) -> str:
 # ---- the linear-MSE training trajectory (figures 1, 2, 4) --------------------------------------
 def _checkpoints(quick: bool) -> list[int]:
     # geometric: the outliers form in the first tens of steps, convergence takes a few hundred
-    top = 1024 if quick else 4096
-    return [0] + [2**k for k in range(0, int(np.log2(top)) + 1)]
+    if quick:
+        return [0] + [2**k for k in range(11)]
+    return [0] + sorted({int(round(2 ** (k / 2))) for k in range(25)})  # ×√2 up to 4096
 
 
 @functools.lru_cache(maxsize=None)
