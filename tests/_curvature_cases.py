@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import ufm
 
@@ -26,7 +27,7 @@ def mlp_forward(params, X):
 
 
 @functools.lru_cache(maxsize=None)
-def mlp_problem(sizes=(12, 20, 20, 5), num_samples=48, seed=0):
+def mlp_problem(sizes=(12, 24, 24, 6), num_samples=64, seed=0):
     """(params, model_fn, output_loss, loss_fn, labels): cross-entropy on random data.
 
     Cached, so every test reuses the same function objects (and their compilations).
@@ -42,6 +43,14 @@ def mlp_problem(sizes=(12, 20, 20, 5), num_samples=48, seed=0):
 
 
 @functools.lru_cache(maxsize=None)
+def mlp_reference_hessian(sizes=(12, 24, 24, 6), num_samples=64, seed=0):
+    """``jax.hessian`` of the raveled `mlp_problem` loss (P × P numpy), computed once."""
+    params, _, _, loss_fn, _ = mlp_problem(sizes, num_samples, seed)
+    x0, unravel = ravel_pytree(params)
+    return np.asarray(jax.jit(jax.hessian(lambda x: loss_fn(unravel(x))))(x0))
+
+
+@functools.lru_cache(maxsize=None)
 def collapsed_ufm():
     """The default spec trained to ‖∇L‖ < 1e-9: (spec, params) near deep neural collapse."""
     spec = ufm.UFMSpec()
@@ -49,3 +58,16 @@ def collapsed_ufm():
     if not result.converged:
         raise RuntimeError("the default UFM did not converge; the curvature tests need a collapsed point")
     return spec, result.params
+
+
+@functools.lru_cache(maxsize=None)
+def ufm_functions():
+    """Cached closures of the collapsed UFM: (data_loss, loss, model_fn, output_loss)."""
+    spec, _ = collapsed_ufm()
+    labels = jnp.asarray(spec.class_index)
+    return (
+        ufm.model.loss_fn(spec, regularized=False),
+        ufm.model.loss_fn(spec),
+        lambda p: ufm.model.forward(spec, p).output,
+        lambda Z: ufm.model.output_loss(spec.loss, Z, labels),
+    )

@@ -232,6 +232,48 @@ def _cmd_theory(args) -> int:
     return 0
 
 
+def _cmd_real(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", args.x64)
+    from . import networks
+
+    try:
+        with _progress(1, f"training {args.model} on {args.dataset}") as bar:
+            task = bar.add_task("train", total=None, info="")
+
+            def callback(rec):
+                bar.update(task, info=" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                               for k, v in rec.items() if not hasattr(v, "__len__")))
+
+            report, _history = networks.run_real(
+                dataset=args.dataset, model=args.model, loss=args.loss, quick=args.quick, seed=args.seed,
+                depth=args.depth, width=args.width, activation=args.activation, steps=args.steps,
+                data_dir=args.data_dir, checkpoint=args.checkpoint, callback=callback)
+    except (TypeError, ValueError, FileNotFoundError) as e:
+        raise _ArgumentError(str(e)) from None
+    print(networks.format_table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_dict(), f, indent=1)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from . import plotting
+
+        plotting.savefig(plotting.real_network_figure(report), args.plot)
+    return 0
+
+
+def _cmd_figures(args) -> int:
+    import paper_figures
+
+    for name, seconds, files in paper_figures.build(args.out, quick=args.quick, only=args.only):
+        print(f"{name:28s} {seconds:7.1f} s  {', '.join(str(f) for f in files)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ufm", description="Deep unconstrained feature models: collapse, spectra, figures.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -248,6 +290,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="store_true", help="a small sweep over L, K, loss and activation")
     p.add_argument("--plot", metavar="PATH", help="plot each layer's spectrum with the predicted values")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("real", help="real networks on real data: collapse and Hessian outliers of a deep-UFM head")
+    p.add_argument("--dataset", choices=["mnist", "digits", "gmm"], default="mnist")
+    p.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    p.add_argument("--loss", choices=["mse", "ce"], default="mse")
+    p.add_argument("--depth", "-L", type=int, default=3, help="head depth L (default 3)")
+    p.add_argument("--width", "-d", type=int, default=32, help="head width d (default 32)")
+    p.add_argument("--activation", choices=["linear", "relu"], default="linear", help="head activation")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the run's preset)")
+    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    p.add_argument("--data-dir", default=None, help="another directory with the MNIST IDX files")
+    p.add_argument("--checkpoint", default=None, help="npz checkpoint path: resume from / save to")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--plot", metavar="PATH", help="figure of predicted vs measured layer spectra")
+    x = p.add_mutually_exclusive_group()
+    x.add_argument("--x64", dest="x64", action="store_true", default=False, help="float64")
+    x.add_argument("--x32", dest="x64", action="store_false", help="float32 (default)")
+    p.set_defaults(func=_cmd_real)
+
+    p = sub.add_parser("figures", help="regenerate every paper figure (PDF + PNG + index.md)")
+    p.add_argument("--out", default="figs", help="output directory (default figs/)")
+    p.add_argument("--quick", action="store_true", help="reduced sizes (smoke test)")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="build only these figures")
+    p.set_defaults(func=_cmd_figures)
 
     p = sub.add_parser("theory", help="print the derived closed forms")
     p.add_argument("--latex", action="store_true", help="as LaTeX")

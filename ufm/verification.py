@@ -77,8 +77,13 @@ class Report:
         return tuple(c for c in self.checks if not c.passed)
 
     def worst(self) -> Check:
-        """The check with the largest ``error / tolerance``."""
-        return max(self.checks, key=lambda c: c.error / c.tolerance if c.tolerance else np.inf)
+        """The check with the largest ``error / tolerance`` (failed checks first)."""
+        def badness(c):
+            if c.passed:
+                return (0, c.error / c.tolerance if c.tolerance else 0.0)
+            return (1, c.error / c.tolerance if c.tolerance else np.inf)
+
+        return max(self.checks, key=badness)
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "spec": self.spec.to_dict(), "info": _jsonable(self.info),

@@ -75,6 +75,7 @@ def kron_sum_spectrum(
     *,
     shift: float = 0.0,
     rtol: float = 1e-12,
+    scale: float | None = None,
     vectors: bool | None = None,
     source: str = "closed-form",
     info: dict | None = None,
@@ -84,8 +85,9 @@ def kron_sum_spectrum(
     ``lefts[c] = C_c`` (p × p, symmetric) and ``rights[c] = F_c`` (q × m_c): the operator
     lives in ``range(∪C_c) ⊗ span(∪F_c)``; with orthonormal bases P, Q of these the small
     matrix ``Σ_c (PᵀC_cP) ⊗ (QᵀF_c)(QᵀF_c)ᵀ`` is diagonalised densely and its eigenvectors
-    ``y`` map back to ``vec(P Y Qᵀ)``. Eigenvalues below ``rtol·max|λ|`` count as zero and
-    join the bulk, whose value is ``shift``.
+    ``y`` map back to ``vec(P Y Qᵀ)``. Eigenvalues below ``rtol·max(max|λ|, scale)`` count as
+    zero and join the bulk, whose value is ``shift`` (pass ``scale`` when the whole operator
+    may be negligible against a known reference, e.g. G_within at collapse).
     """
     lefts = [np.asarray(C, dtype=np.float64) for C in lefts]
     rights = [np.asarray(F, dtype=np.float64).reshape(np.shape(F)[0], -1) for F in rights]
@@ -99,8 +101,8 @@ def kron_sum_spectrum(
         G = Q.T @ F
         small += np.kron(P.T @ C @ P, G @ G.T)
     vals, Yv = np.linalg.eigh(0.5 * (small + small.T))
-    top = np.abs(vals).max(initial=0.0)
-    keep = np.abs(vals) > rtol * max(top, np.finfo(float).tiny) * max(1, r1 * r2)
+    top = max(np.abs(vals).max(initial=0.0), scale or 0.0, np.finfo(float).tiny)
+    keep = np.abs(vals) > rtol * top * max(1, r1 * r2)
     vals, Yv = vals[keep], Yv[:, keep]
     m = vals.size
     if vectors is None:

@@ -94,7 +94,7 @@ def _tail(spec: UFMSpec, Ws, X: np.ndarray, labels: np.ndarray, start: int):
         P = np.exp(Z - Z.max(axis=0))
         P /= P.sum(axis=0)
         g = (P - Y).T
-        C = np.einsum("ij,ki->kij", np.eye(K), P) - np.einsum("ik,jk->kij", P, P)
+        C = np.einsum("ij,ik->kij", np.eye(K), P) - np.einsum("ik,jk->kij", P, P)
     J = np.broadcast_to(np.eye(K), (m, K, K)).copy()
     for j in range(L, start - 1, -1):
         W = np.asarray(Ws[j - 1], dtype=np.float64)
@@ -332,8 +332,9 @@ def gn_decomposition(
     G_class = kron_sum_spectrum([np.outer(a, a) for a in abar], mu, **kw)
     G_cross = kron_sum_spectrum([Jc[c].T @ Jc[c] / K for c in range(K)], mu, **kw)
     dev = feats - M[:, spec.class_index]
+    ref = max(np.abs(G_class.eigenvalues).max(initial=0.0), np.abs(G_cross.eigenvalues).max(initial=0.0))
     G_within = kron_sum_spectrum([J[c].T @ J[c] / N for c in range(K)],
-                                 [dev[:, c * n:(c + 1) * n] for c in range(K)], **kw)
+                                 [dev[:, c * n:(c + 1) * n] for c in range(K)], scale=ref, **kw)
     return GNDecomposition(G_class, G_cross, G_within, nc1)
 
 
