@@ -19,6 +19,7 @@ Conventions of the helpers:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 
@@ -130,9 +131,16 @@ def savefig(fig, path) -> tuple[str, str]:
     if parent:
         os.makedirs(parent, exist_ok=True)
     out = (root + ".pdf", root + ".png")
-    with use_style():
-        for p in out:
-            fig.savefig(p)
+    # fontTools (TrueType subsetting for the PDF) warns about DejaVu's font timestamps; quiet it here only
+    log = logging.getLogger("fontTools")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with use_style():
+            for p in out:
+                fig.savefig(p)
+    finally:
+        log.setLevel(level)
     return out
 
 
