@@ -191,6 +191,7 @@ def plot_spectrum(ax, eigenvalues, *, label: str | None = None, color=None, floo
         ax.plot(idx[~big], np.full(np.sum(~big), floor), marker, linestyle="none", markerfacecolor="none",
                 color=line.get_color(), label=floor_label, **kw)
     ax.set_yscale("log")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # indices
     return floor
 
 
