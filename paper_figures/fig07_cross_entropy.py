@@ -41,10 +41,12 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             vals = data[f"eig{l}"]
             ax.plot(np.arange(1, show + 1), vals[:show], "o", color=plotting.COLORS[0], label="autodiff")
             for i, (v, m, nm) in enumerate(zip(levels, mults, names)):
-                plotting.mark_value(ax, v, f"{nm} ×{m}", color=plotting.COLORS[i + 1], where=0.98)
+                plotting.mark_value(ax, v, f"{nm} ×{m}", color=plotting.COLORS[i + 1], where=0.98,
+                                    va="top" if i == 2 else "bottom")
             err = np.max(np.abs(vals[: (K - 1) ** 2] - np.repeat(levels, mults))) / levels[0]
             ax.set_title(f"layer {l}: {(K - 1) ** 2} outliers, max rel. err {err:.0e}")
             ax.set_xlabel("index")
+            ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_ylim(-0.05 * levels[0], levels[0] * 1.25)
         axes[0].set_ylabel("eigenvalue (data Hessian, linear)")
         axes[0].legend(loc="center right")
