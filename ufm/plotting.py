@@ -64,7 +64,6 @@ STYLE = {
     "axes.linewidth": 0.6,
     "axes.spines.top": False,
     "axes.spines.right": False,
-    "axes.prop_cycle": None,  # filled in by use_style (needs matplotlib's cycler)
     "lines.linewidth": 1.2,
     "lines.markersize": 3.5,
     "xtick.major.width": 0.6,
@@ -81,6 +80,7 @@ STYLE = {
 
 
 def _rc() -> dict:
+    """`STYLE` plus the colour cycle (built here: it needs matplotlib's ``cycler``)."""
     from cycler import cycler
 
     return {**STYLE, "axes.prop_cycle": cycler(color=COLORS)}
