@@ -59,7 +59,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             out["trained_grad_norm"] = gnorm
         return out
 
-    data = C.cached(out_dir, "fig09", {"K": K, "n": n, "num": num, "quick": quick, "trained": TRAINED}, compute)
+    data = C.cached(out_dir, "fig09", {"K": K, "n": n, "num": num, "quick": quick, "trained": TRAINED, "v": 2}, compute)
     with plotting.use_style():
         fig, axes = plotting.figure(1, len(DEPTHS), columns=2, height=2.3)
         for ax, L in zip(axes, DEPTHS):
