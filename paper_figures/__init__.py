@@ -9,6 +9,7 @@ figure at reduced size (the CI smoke test). ``python -m paper_figures --help``.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import time
 
@@ -58,27 +59,36 @@ def build(out_dir, *, quick: bool = False, only=None) -> list[tuple[str, float, 
             chosen.append(hits[0])
         names = [n for n in names if n in chosen]
     enable_x64()
-    os.makedirs(out_dir, exist_ok=True)
-    results, entries = [], []
+    os.makedirs(os.path.join(out_dir, "cache"), exist_ok=True)
+    store = os.path.join(out_dir, "cache", "gallery.json")
+    entries = {}
+    if os.path.exists(store):
+        with open(store) as f:
+            entries = {k: v for k, v in json.load(f).items() if k in FIGURES and v.get("quick") == quick}
+    results = []
     for name in names:
         t0 = time.perf_counter()
         try:
             res = _module(name).make(out_dir, quick=quick)
-            files, caption = tuple(res.files), res.caption
+            files, caption = tuple(str(f) for f in res.files), res.caption
         except Skipped as e:
             files, caption = (), f"**Skipped:** {e}"
         dt = time.perf_counter() - t0
         results.append((name, dt, files))
-        entries.append((name, dt, files, caption))
+        entries[name] = {"seconds": dt, "files": list(files), "caption": caption, "quick": quick}
+        with open(store, "w") as f:
+            json.dump(entries, f, indent=1)
     _write_gallery(out_dir, entries, quick)
     return results
 
 
-def _write_gallery(out_dir, entries, quick: bool) -> str:
+def _write_gallery(out_dir, entries: dict, quick: bool) -> str:
+    """index.md: every figure built so far into ``out_dir`` (this call or an earlier one), in order."""
     path = os.path.join(out_dir, "index.md")
     lines = ["# ufm paper figures" + (" (quick build: reduced sizes)" if quick else ""), "",
              "Built by `python -m paper_figures" + (" --quick" if quick else "") + "`; data cached in `cache/`.", ""]
-    for name, dt, files, caption in entries:
+    for name in (n for n in FIGURES if n in entries):
+        dt, files, caption = entries[name]["seconds"], entries[name]["files"], entries[name]["caption"]
         lines += [f"## {name}", ""]
         png = [f for f in files if f.endswith(".png")]
         if png:
