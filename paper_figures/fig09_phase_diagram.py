@@ -76,13 +76,13 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                     color="0.2")
             if L == 3 and "trained_lambda" in data:
                 ax.scatter(data["trained_lambda"], data["trained_lambda"], c=data["trained_gamma"], cmap="cividis",
-                           vmin=0, vmax=1, edgecolors=plotting.COLORS[4], linewidths=1.0, s=18, zorder=3,
-                           label=r"trained: $\hat\gamma=\langle Z,Y\rangle/\|Y\|^2$")
+                           vmin=0, vmax=1, edgecolors=plotting.COLORS[4], linewidths=1.0, s=18, zorder=3)
+                ax.plot([], [], "o", markerfacecolor="0.6", markeredgecolor=plotting.COLORS[4],
+                        label=r"trained: $\hat\gamma=\langle Z,Y\rangle/\|Y\|^2$")
         axes[0].set_ylabel(r"$\lambda_H$")
         axes[0].legend(loc="upper right", bbox_to_anchor=(1.0, 0.88), fontsize=5.5)
         if "trained_lambda" in data:
-            leg = axes[-1].legend(loc="upper right", bbox_to_anchor=(1.0, 0.88), fontsize=5.5)
-            leg.legend_handles[-1].set_facecolor("0.6")
+            axes[-1].legend(loc="upper right", bbox_to_anchor=(1.0, 0.88), fontsize=5.5)
         cbar = fig.colorbar(im, ax=axes, shrink=0.85, label=r"$\gamma$ ($Z^* = \gamma Y$); white: contours")
         cbar.add_lines(cs)
         files = plotting.savefig(fig, os.path.join(out_dir, "fig09_phase_diagram"))
