@@ -49,5 +49,6 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     caption = (f"Layer-wise data-Hessian spectra of a trained linear deep UFM ({C.describe(spec)}; trained "
                f"{steps} steps of line-search GD from `init_params(seed=0)`, ‖∇L‖ = {traj['grad_norm'][-1]:.1e}). "
                f"Every block has K² = {K * K} outliers at the predicted λ_lγ/(1−γ) = "
-               f"{spec.lambdas[0] * sol.scale / sol.one_minus_scale:.4g} (γ = {sol.scale:.4f}, dashed) and a zero bulk.")
+               f"{spec.lambdas[0] * sol.scale / sol.one_minus_scale:.4g} (γ = {sol.scale:.4f}, dashed) and a zero "
+               f"bulk.")
     return C.FigureResult(files, caption)

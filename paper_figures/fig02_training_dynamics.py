@@ -33,7 +33,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.plot(x, top[:, 0], color=c, label=f"layer {l}")
             ax.plot(x, top[:, K * K - 1], color=c, linewidth=0.7)
             ax.plot(x, np.maximum(top[:, K * K], 1e-17), color=c, linestyle=":", linewidth=0.8)
-        plotting.mark_value(ax, spec.lambdas[0] * sol.scale / sol.one_minus_scale, r"predicted $\lambda\gamma/(1-\gamma)$",
+        plotting.mark_value(ax, spec.lambdas[0] * sol.scale / sol.one_minus_scale,
+                            r"predicted $\lambda\gamma/(1-\gamma)$",
                             color="0.2", where=0.98, va="top")
         extra = [ax.fill_between([], [], [], color="0.6", alpha=0.4, linewidth=0,
                                  label=r"band $\lambda_1 \ldots \lambda_{K^2}$"),
@@ -66,9 +67,12 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         fig.legend(handles=layer_handles + extra, loc="outside lower center", ncols=len(layer_handles) + len(extra))
         files = plotting.savefig(fig, os.path.join(out_dir, "fig02_training_dynamics"))
     caption = (f"Training dynamics ({C.describe(spec)}; line-search GD from `init_params(seed=0)`, measured at "
-               f"{x.size} geometric checkpoints up to convergence at step {int(traj['steps'][-1])}). Left: the K² = {K * K} "
-               "top eigenvalues of each layer's data Hessian (band between λ₁ and λ_{K²}; dotted: λ_{K²+1}) converge to "
-               f"λγ/(1−γ) = {spec.lambdas[0] * sol.scale / sol.one_minus_scale:.4g} (dashed). Middle: alignment f of the "
+               f"{x.size} geometric checkpoints up to convergence at step {int(traj['steps'][-1])}). Left: the K² = "
+               f"{K * K} "
+               "top eigenvalues of each layer's data Hessian (band between λ₁ and λ_{K²}; dotted: λ_{K²+1}) converge "
+               "to "
+               f"λγ/(1−γ) = {spec.lambdas[0] * sol.scale / sol.one_minus_scale:.4g} (dashed). Middle: alignment f of "
+               f"the "
                "predicted eigenvectors μ̂_c^{(l+1)} ⊗ μ̂_{c'}^{(l)} (current class means) rises to 1. Right: f for all "
                "(c, c') pairs of layer 1 mid-way (grey line) and at the end.")
     return C.FigureResult(files, caption)

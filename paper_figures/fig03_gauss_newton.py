@@ -60,5 +60,6 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         files = plotting.savefig(fig, os.path.join(out_dir, "fig03_gauss_newton"))
     caption = (f"Gauss–Newton split at the trained state of figure 1 ({C.describe(spec)}). Papyan's decomposition "
                "measured by autodiff: G_class has K outliers, G_cross K(K−1), both at the layer-wise outlier "
-               f"λγ/(1−γ) = {pred:.4g} (dashed), and G_within is zero at collapse; together the K² outliers of figure 1.")
+               f"λγ/(1−γ) = {pred:.4g} (dashed), and G_within is zero at collapse; together the K² outliers of "
+               f"figure 1.")
     return C.FigureResult(files, caption)

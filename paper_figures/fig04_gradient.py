@@ -54,8 +54,10 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         handles = axes[0].get_legend_handles_labels()[0] + ax.get_legend_handles_labels()[0]
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
         files = plotting.savefig(fig, os.path.join(out_dir, "fig04_gradient"))
-    caption = (f"The data gradient ĝ = ∇_{{W_l}}Φ/‖·‖ on the predicted outlier eigenvectors μ̂_c^{{(l+1)}} ⊗ μ̂_{{c'}}^{{(l)}} "
-               f"over training ({C.describe(spec)}; the run of figure 2). Bars: squared coefficients for layer {layer} at "
+    caption = (f"The data gradient ĝ = ∇_{{W_l}}Φ/‖·‖ on the predicted outlier eigenvectors μ̂_c^{{(l+1)}} ⊗ "
+               f"μ̂_{{c'}}^{{(l)}} "
+               f"over training ({C.describe(spec)}; the run of figure 2). Bars: squared coefficients for layer "
+               f"{layer} at "
                f"three checkpoints; at convergence K = {K} equal bars 1/K on the diagonal pairs, 0 elsewhere. Right: "
                "the diagonal / off-diagonal sums per layer and the fraction of ‖ĝ‖² in the measured top-K² Hessian "
                "eigenspace (→ 1).")

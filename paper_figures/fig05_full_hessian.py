@@ -71,9 +71,12 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         files = plotting.savefig(fig, os.path.join(out_dir, "fig05_full_hessian"))
     caption = (f"Full vs layer-wise Hessian at the trained state of figure 1 ({C.describe(spec)}). Left: all "
-               f"{vals.size} eigenvalues of the full data Hessian over W_1..W_L (dense autodiff) against the closed form "
+               f"{vals.size} eigenvalues of the full data Hessian over W_1..W_L (dense autodiff) against the closed "
+               f"form "
                f"(max relative error {err:.1e}): K(K−1)/2 = {K * (K - 1) // 2} antisymmetric outliers at "
                f"{top_T:.4g} and K(K+1)/2 = {K * (K + 1) // 2} symmetric ones at {top_S:.4g}, about L = {L} times the "
-               f"layer-wise outlier {layerwise:.4g} (dotted), then ±λ-sized pairs and zeros. Right: the squared norm of each "
-               "top-K² eigenvector in each layer — uniform 1/L (dashed), the full Hessian inherits the layer structure.")
+               f"layer-wise outlier {layerwise:.4g} (dotted), then ±λ-sized pairs and zeros. Right: the squared norm "
+               f"of each "
+               "top-K² eigenvector in each layer — uniform 1/L (dashed), the full Hessian inherits the layer "
+               "structure.")
     return C.FigureResult(files, caption)

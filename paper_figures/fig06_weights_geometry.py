@@ -59,8 +59,10 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.set_title(f"{name}: {kind}\nlayer {spec.depth}, distance {dist:.0e}", fontsize=7)
         files = plotting.savefig(fig, os.path.join(out_dir, "fig06_weights_geometry"))
     caption = (f"Weights and geometry. MSE: the trained state of figure 1 ({C.describe(mse)}); CE: {C.describe(ce)}, "
-               f"{C.train_note(ce_info)}. Singular values of every W_l against the predicted σ_l (dashed, same colour): "
-               "K equal ones for MSE, K−1 for CE, the rest zero (hollow: ≤ 1e-7·σ₁). Right: the normalised Gram of the last layer's class "
+               f"{C.train_note(ce_info)}. Singular values of every W_l against the predicted σ_l (dashed, same "
+               f"colour): "
+               "K equal ones for MSE, K−1 for CE, the rest zero (hollow: ≤ 1e-7·σ₁). Right: the normalised Gram of "
+               "the last layer's class "
                "means — the identity (orthogonal frame) for MSE, the simplex ETF I − 11ᵀ/K (off-diagonal −1/(K−1)) for "
                "CE; the title gives the distance to the nearest frame (`ufm.collapse.metrics`).")
     return C.FigureResult(files, caption)

@@ -91,10 +91,15 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         pairs = ", ".join(f"λ={a:g}: γ̂={b:.3f} (γ={c:.3f}, ‖∇L‖={g:.0e})" for a, b, c, g in
                           zip(data["trained_lambda"], data["trained_gamma"], data["theory_gamma"],
                               data["trained_grad_norm"]))
-        trained = (f" Circles (L = 3): models with width 8 trained from `init_params(seed=0)` at λ_H = λ_W, coloured by "
-                   f"the measured γ̂ after at most 20,000 line-search GD steps — {pairs}; next to the boundary training "
+        trained = (f" Circles (L = 3): models with width 8 trained from `init_params(seed=0)` at λ_H = λ_W, coloured "
+                   f"by "
+                   f"the measured γ̂ after at most 20,000 line-search GD steps — {pairs}; next to the boundary "
+                   f"training "
                    "slows down and the cap is reached before convergence.")
-    caption = (f"Phase diagram of the linear MSE deep UFM (K = {K}, n = {n}; closed form `dnc_solution` on a {num}×{num} "
-               "log grid per depth, interpolated in log b from 300 (quick) / 1000 exact solutions). Colour: γ with Z* = γY; grey: the global minimiser is 0. Orange: the boundary "
-               "K^{L+1} n λ_H λ_W^L = (L−1)^{L−1}/L^{2L}; white: γ contours at 0.7, 0.9, 0.99 (marked on the colour bar). For L ≥ 2 γ jumps from (L−1)/L to 0 at the boundary." + trained)
+    caption = (f"Phase diagram of the linear MSE deep UFM (K = {K}, n = {n}; closed form `dnc_solution` on a "
+               f"{num}×{num} "
+               "log grid per depth, interpolated in log b from 300 (quick) / 1000 exact solutions). Colour: γ with "
+               "Z* = γY; grey: the global minimiser is 0. Orange: the boundary "
+               "K^{L+1} n λ_H λ_W^L = (L−1)^{L−1}/L^{2L}; white: γ contours at 0.7, 0.9, 0.99 (marked on the colour "
+               "bar). For L ≥ 2 γ jumps from (L−1)/L to 0 at the boundary." + trained)
     return C.FigureResult(files, caption)

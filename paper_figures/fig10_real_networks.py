@@ -96,11 +96,14 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(loc="lower left")
         files = plotting.savefig(fig, os.path.join(out_dir, "fig10_real_networks"))
-    caption = (f"MLP (784-128-128-{WIDTH}) on MNIST (the shipped t10k split, {int(data['per_class'])} training images per "
-               f"class, K = {K}) with a linear deep-UFM head of depth {DEPTH}, width {WIDTH}, MSE, λ_W = {cfg['lambda_W']:g}; "
+    caption = (f"MLP (784-128-128-{WIDTH}) on MNIST (the shipped t10k split, {int(data['per_class'])} training "
+               f"images per "
+               f"class, K = {K}) with a linear deep-UFM head of depth {DEPTH}, width {WIDTH}, MSE, λ_W = "
+               f"{cfg['lambda_W']:g}; "
                f"SGD (momentum 0.9, full batch) {steps} steps, seed {C.SEED}; train accuracy "
                f"{float(data['train_accuracy'][-1]):.3f}, test {float(data['test_accuracy']):.3f}. Left: the top "
                "eigenvalues of each head layer's data Hessian measured by autodiff (circles) and predicted from the "
-               "network's own class means (crosses; `ufm.networks.analyze`); dotted: K² expected outliers. Right: NC1 of "
+               "network's own class means (crosses; `ufm.networks.analyze`); dotted: K² expected outliers. Right: "
+               "NC1 of "
                "each head layer over training.")
     return C.FigureResult(files, caption)

@@ -92,8 +92,9 @@ def test_layer_spectra_figure_from_a_report(tmp_path):
     from ufm.verification import Check, Report
 
     spec = ufm.UFMSpec(num_classes=2, per_class=2, depth=2, width=3)
-    checks = (Check("outlier eigenvalues (class-mean formula)", np.full(4, 0.5), np.full(4, 0.5), 0.0, 1e-8, "layer 1"),
-              Check("outlier eigenvalues (class-mean formula)", np.full(4, 0.25), np.full(4, 0.25), 0.0, 1e-8, "layer 2"))
+    name = "outlier eigenvalues (class-mean formula)"
+    checks = (Check(name, np.full(4, 0.5), np.full(4, 0.5), 0.0, 1e-8, "layer 1"),
+              Check(name, np.full(4, 0.25), np.full(4, 0.25), 0.0, 1e-8, "layer 2"))
     info = {"layer_spectra": {1: np.r_[np.full(4, 0.5), np.zeros(5)], 2: np.r_[np.full(4, 0.25), np.zeros(2)]},
             "state": "test"}
     fig = plotting.layer_spectra_figure(Report(spec, checks, info))
