@@ -68,14 +68,15 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         axes[0].set_ylabel("eigenvalue (data Hessian)")
         axes[0].legend(loc="center left", bbox_to_anchor=(0, 0.6))
         files = plotting.savefig(fig, os.path.join(out_dir, "fig08_relu"))
-    caption = (f"ReLU conventions ({C.describe(base)}, MSE). Top eigenvalues of each layer's data Hessian (dense "
+    caption = (f"ReLU conventions ({C.describe(base)}). Top eigenvalues of each layer's data Hessian (dense "
                f"autodiff; "
                "'nonzero' counts eigenvalues above 1e-6 × the prediction per layer, hollow markers are below it). "
                "The constructed optimum "
                "(`construct_optimum`, non-negative frames) with σ'(0) = 1: K² = "
                f"{K * K} outliers at the linear value; σ'(0) = 0: only K = {K} for l < L. Softplus(βx)/β, β = "
                f"{beta:g}, "
-               f"{C.train_note(i_soft)} from the ReLU optimum: K² unequal outliers. Last: ReLU (σ'(0) = 0) "
+               f"{C.train_note(i_soft)} from the ReLU optimum: K large and K(K−1) smaller, layer-dependent outliers "
+               "(the smallest are not resolved while ‖∇L‖ is not tiny). Last: ReLU (σ'(0) = 0) "
                f"{C.train_note(i_relu)} from `init_params(seed={RELU_SEED})` (seed 0 of the quick model ends in a "
                f"degenerate "
                "state with dead units): separated, unequal outliers.")
