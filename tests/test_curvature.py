@@ -200,6 +200,17 @@ def test_top_eigenpairs_on_an_operator_with_a_degenerate_group():
         C.top_eigenpairs(C.Operator.from_matvec(A), {"a": 1.0}, 3)
 
 
+@pytest.mark.parametrize("block_size", [1, 3])
+def test_thick_restart_lanczos_with_small_blocks(block_size):
+    rng = np.random.default_rng(5)
+    Q = np.linalg.qr(rng.standard_normal((400, 400)))[0]
+    w = np.sort(rng.standard_normal(400))[::-1] + np.r_[np.linspace(3, 2, 6), np.zeros(394)]
+    A = (Q * w) @ Q.T
+    top = C.top_eigenpairs(C.Operator.from_matvec(A), None, 6, block_size=block_size)
+    assert top.info["converged"] and top.info["block_size"] == block_size
+    _check_against_eigh(top, A, 6)
+
+
 def test_small_operator_falls_back_to_dense():
     A = np.diag(np.arange(6.0))
     top = C.top_eigenpairs(C.Operator.from_matvec(A), None, 3)

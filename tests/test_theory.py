@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import sympy as sp
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
@@ -64,7 +65,7 @@ def dense_layer(spec, params, layer, regularized=False):
         Ws = tuple(x.reshape(W.shape) if i == layer - 1 else w for i, w in enumerate(params.Ws))
         return f(spec, UFMParams(params.H1, Ws))
 
-    return np.asarray(jax.hessian(fn)(W.reshape(-1)))
+    return np.asarray(jax.jit(jax.hessian(fn))(W.reshape(-1)))  # jit: one compile, ~5x faster than eager
 
 
 def dense_full(spec, params, include_H=False, regularized=False):
@@ -77,24 +78,24 @@ def dense_full(spec, params, include_H=False, regularized=False):
         t = unravel(x)
         return f(spec, UFMParams(t[1], t[0]) if include_H else UFMParams(params.H1, t))
 
-    return np.asarray(jax.hessian(fn)(flat))
+    return np.asarray(jax.jit(jax.hessian(fn))(flat))
 
 
 def dense_H1(spec, params, regularized=False):
     f = loss if regularized else data_loss
     shape = params.H1.shape
-    return np.asarray(jax.hessian(lambda x: f(spec, UFMParams(x.reshape(shape), params.Ws)))(params.H1.reshape(-1)))
+    return np.asarray(jax.jit(jax.hessian(lambda x: f(spec, UFMParams(x.reshape(shape), params.Ws))))(params.H1.reshape(-1)))
 
 
-def compare(ours, H, *, vectors=True, angle_tol=ANGLE_TOL):
+def compare(ours, H, *, vectors=True, angle_tol=ANGLE_TOL, eig_rtol=EIG_RTOL, scale=0.0):
     """Max relative eigenvalue error and max principal angle; asserts multiplicities."""
     ev, V = np.linalg.eigh(H)
     ev, V = ev[::-1], V[:, ::-1]
-    scale = max(np.abs(ev).max(), np.finfo(float).tiny)
+    scale = max(np.abs(ev).max(), scale, np.finfo(float).tiny)  # `scale`: reference for an all-zero matrix
     full = ours.all_eigenvalues()
     assert full.shape == ev.shape, (full.shape, ev.shape)
     err = float(np.abs(full - ev).max() / scale)
-    assert err < EIG_RTOL, f"eigenvalue error {err:.3g}\nours  {full[:12]}\ndense {ev[:12]}"
+    assert err < eig_rtol, f"eigenvalue error {err:.3g}\nours  {full[:12]}\ndense {ev[:12]}"
     lo, co = group_levels(full, rtol=1e-6, atol=1e-7 * scale)
     ld, cd = group_levels(ev, rtol=1e-6, atol=1e-7 * scale)
     assert co.tolist() == cd.tolist(), f"multiplicities differ: ours {list(zip(lo, co))} dense {list(zip(ld, cd))}"
@@ -150,7 +151,7 @@ def specs(draw, loss="mse", activation="linear", max_K=6, max_L=4, max_n=6, max_
 
 
 def grad_norm(spec, params):
-    g = jax.grad(lambda p: loss(spec, p))(params)
+    g = jax.jit(jax.grad(lambda p: loss(spec, p)))(params)
     return float(jnp.abs(ravel_pytree(g)[0]).max())
 
 
@@ -257,6 +258,11 @@ def test_layer_hessian_relu_convention():
             assert s.levels()[1].tolist() == [k]
             ref = th.layer_hessian_spectrum(base, lin, layer)
             assert abs(s.eigenvalues[0] - ref.eigenvalues[0]) < 1e-12 * ref.eigenvalues[0]
+    relu1 = base.replace(activation="relu", relu_grad0=1.0)  # the network is linear at the point
+    p = th.construct_optimum(relu1, 3)
+    compare(th.full_hessian_spectrum(relu1, p, vectors=True), dense_full(relu1, p))
+    with pytest.raises(ValueError, match="closed form"):
+        th.full_hessian_spectrum(base.replace(activation="relu"))
 
 
 # ---- full Hessian ------------------------------------------------------------------------------------------
@@ -328,7 +334,7 @@ def per_sample_jacobians(spec, params, layer):
         Ws = tuple(x.reshape(W.shape) if i == layer - 1 else w for i, w in enumerate(params.Ws))
         return forward(spec, UFMParams(params.H1, Ws)).output  # K × N
 
-    J = jax.jacfwd(z_of)(W.reshape(-1))  # K × N × P
+    J = jax.jit(jax.jacfwd(z_of))(W.reshape(-1))  # K × N × P
     return np.asarray(J).transpose(1, 0, 2)
 
 
@@ -379,7 +385,7 @@ def test_gradient_spectrum_vs_autodiff(loss_name, data):
             return 0.5 * jnp.sum((z - jax.nn.one_hot(y, K)) ** 2)
         return -jax.nn.log_softmax(z)[y]
 
-    G = np.asarray(jax.vmap(jax.grad(sample_loss), in_axes=(None, 0))(W.reshape(-1), jnp.arange(N)))  # N × P
+    G = np.asarray(jax.jit(jax.vmap(jax.grad(sample_loss), in_axes=(None, 0)))(W.reshape(-1), jnp.arange(N)))  # N × P
     gs = th.gradient_spectrum(spec, p, layer)
     full_grad = jax.grad(lambda x: data_loss(spec, UFMParams(p.H1, tuple(
         x if j == layer - 1 else w for j, w in enumerate(p.Ws)))))(W)
@@ -387,14 +393,15 @@ def test_gradient_spectrum_vs_autodiff(loss_name, data):
     assert np.abs(gs.gradient + spec.lambdas[layer - 1] * np.asarray(W)).max() < 1e-12  # critical point
     compare(gs.second_moment, G.T @ G / N)
     Gc = G - G.mean(axis=0)
-    compare(gs.covariance, Gc.T @ Gc / N)
+    compare(gs.covariance, Gc.T @ Gc / N, scale=gs.second_moment.eigenvalues[0])  # K = 2 CE: covariance 0
     if loss_name == "mse":
         sol = th.dnc_solution(spec)
         val = sol.gamma * sol.one_minus_scale * spec.lambdas[layer - 1]
         assert gs.second_moment.levels()[1].tolist() == [K]
         assert gs.covariance.levels()[1].tolist() == [K - 1]
         assert abs(gs.second_moment.eigenvalues[0] - val) < 1e-10 * val
-        assert np.allclose(gs.class_coefficients, np.eye(K) / math.sqrt(K), atol=1e-12)
+        # the data gradient is −λ_l W_l = −c Σ_c μ̂_c^{(l+1)} ⊗ μ̂_c^{(l)}: squared coefficients 1/K on the diagonal
+        assert np.allclose(gs.class_coefficients, -np.eye(K) / math.sqrt(K), atol=1e-12)
         assert abs(gs.outlier_fraction - 1) < 1e-12
     else:  # MATH.md §5: the data gradient is exactly the top eigenvector
         top = th.layer_hessian_spectrum(spec, p, layer, vectors=True).eigenvectors[:, 0]
@@ -421,15 +428,18 @@ def test_trained_optimum_agrees():
     p, sol = res.params, th.dnc_solution(spec)
     assert abs(float(loss(spec, p)) - sol.optimal_loss) < 1e-12
     for l, ws in enumerate(th.weight_spectrum(spec, p), start=1):
-        assert ws.info["max_rel_error"] < 1e-7
+        # ‖∇L‖ <= 1e-8 pins the loss to ~1e-16 but the weights only to ~‖∇L‖/(smallest curvature)
+        assert ws.info["max_rel_error"] < 1e-6
     for layer in (1, 2):
         compare(th.layer_hessian_spectrum(spec, p, layer, vectors=True), dense_layer(spec, p, layer))
     compare(th.feature_hessian_spectrum(spec, p, vectors=True), dense_H1(spec, p))
     for include_H in (False, True):
-        # The closed form is the exact optimum's; the trained point is ~1e-8 away (‖∇L‖ <= 1e-8),
-        # which rotates eigenvectors of levels ~1e-3 apart by up to ~1e-5.
+        # The full-Hessian closed form is the exact optimum's (γ from the scale equation); the trained
+        # weights are ~2e-7 (relative) from it, so eigenvalues agree to ~3e-8 and eigenvectors of
+        # levels ~1e-3 apart to ~1e-5. (The layer and feature blocks above use the trained class
+        # means and agree to 1e-8.)
         ours = th.full_hessian_spectrum(spec, p, include_H=include_H, vectors=True, optimum_tol=1e-6)
-        compare(ours, dense_full(spec, p, include_H), angle_tol=1e-4)
+        compare(ours, dense_full(spec, p, include_H), angle_tol=1e-4, eig_rtol=1e-6)
 
 
 # ---- sympy against the numeric solver ------------------------------------------------------------------------------
@@ -487,7 +497,7 @@ def test_sympy_ce_matches_solver(spec):
     levels = S.ce_layer_hessian_levels() if K >= 3 else S.ce_layer_hessian_levels()[:1]
     for (expr, mult), v, c in zip(levels, vals, counts):
         assert abs(ev(expr, {S.lam: lam}) / v - 1) < 1e-9
-        assert int(mult.subs(S.K, K)) == c
+        assert int(sp.sympify(mult).subs(S.K, K)) == c
 
 
 def test_symbolic_is_lazy_and_latex():

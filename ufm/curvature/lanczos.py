@@ -7,12 +7,12 @@ the chosen leaves in the order given (``MATH.md`` §1). The whole iteration of e
 is one jitted XLA program; products are batched with ``vmap`` (no host round trip per
 product).
 
-* `top_eigenpairs`: restarted block Krylov (block Lanczos) with full
-  reorthogonalisation and Rayleigh–Ritz on the whole Krylov basis (Golub & Underwood 1977;
-  Musco & Musco 2015, "randomized block Krylov"). A block of ``b = k + oversample``
-  vectors finds eigenvalues of multiplicity up to ``b`` — e.g. the K² equal layer-wise
-  outliers of a collapsed UFM (``MATH.md`` §4) — which single-vector Lanczos cannot do in
-  exact arithmetic. Converged when every one of the top k Ritz pairs has
+* `top_eigenpairs`: thick-restarted block Krylov (block Krylov–Schur; Stewart 2001,
+  Zhou & Saad 2008) with full reorthogonalisation and Rayleigh–Ritz on the whole basis.
+  A block of ``b`` vectors resolves eigenvalues of multiplicity up to ``b`` — e.g. the K²
+  equal layer-wise outliers of a collapsed UFM (``MATH.md`` §4) — which single-vector
+  Lanczos cannot do in exact arithmetic; ``b = 1`` is thick-restart Lanczos (Wu & Simon
+  2000). Converged when every one of the top k Ritz pairs has
   ``‖A v − θ v‖ <= tol · max|θ|``; the returned residuals are recomputed with fresh products.
 * `trace`: Hutchinson's estimator with Rademacher probes (Hutchinson 1990), mean ± standard
   error.
@@ -69,45 +69,63 @@ def _select(theta, count, which):
     return jnp.argsort(key)[:count]
 
 
-@functools.partial(jax.jit, static_argnames=("make", "k", "num_blocks", "max_restarts", "which"))
-def _block_krylov(make, args, X0, tol, *, k, num_blocks, max_restarts, which):
+@functools.partial(jax.jit, static_argnames=("make", "k", "keep", "num_blocks", "max_restarts", "which"))
+def _block_krylov(make, args, X0, tol, *, k, keep, num_blocks, max_restarts, which):
+    """Thick-restarted block Krylov (block Krylov–Schur) with full reorthogonalisation.
+
+    Invariant between restarts: ``X`` (keep Ritz vectors), ``AX`` and the continuation
+    block ``C`` = orth((I − QQᵀ) A Q_last), which spans every kept Ritz residual. The first
+    basis is a plain block Krylov space of the random block ``X0``.
+    """
     A = jax.vmap(make(args), in_axes=1, out_axes=1)
     P, b = X0.shape
-    m = (num_blocks + 1) * b
-    X = jnp.linalg.qr(X0)[0]
-    AX = A(X)
+    m = keep + num_blocks * b
     tiny = jnp.finfo(X0.dtype).tiny
 
-    def restart(state):
-        X, AX, it, _, _ = state
-        Q = jnp.zeros((P, m), X.dtype).at[:, :b].set(X)
-        AQ = jnp.zeros((P, m), X.dtype).at[:, :b].set(AX)
+    def fill(Q, AQ, first, count):
+        """Blocks first+b, ..., of the Krylov chain started by the block at column ``first``."""
 
         def extend(j, carry):
             Q, AQ = carry
-            Qj = _orthonormal_block(Q, jax.lax.dynamic_slice_in_dim(AQ, (j - 1) * b, b, axis=1))
-            Q = jax.lax.dynamic_update_slice_in_dim(Q, Qj, j * b, axis=1)
-            AQ = jax.lax.dynamic_update_slice_in_dim(AQ, A(Qj), j * b, axis=1)
+            W = jax.lax.dynamic_slice_in_dim(AQ, first + (j - 1) * b, b, axis=1)
+            Qj = _orthonormal_block(Q, W)
+            Q = jax.lax.dynamic_update_slice_in_dim(Q, Qj, first + j * b, axis=1)
+            AQ = jax.lax.dynamic_update_slice_in_dim(AQ, A(Qj), first + j * b, axis=1)
             return Q, AQ
 
-        Q, AQ = jax.lax.fori_loop(1, num_blocks + 1, extend, (Q, AQ))
+        Q, AQ = jax.lax.fori_loop(1, count, extend, (Q, AQ))
+        C = _orthonormal_block(Q, AQ[:, first + (count - 1) * b : first + count * b])
+        return Q, AQ, C
+
+    def ritz(Q, AQ):
         T = Q.T @ AQ
         theta, Y = jnp.linalg.eigh(0.5 * (T + T.T))
-        idx = _select(theta, b, which)
+        idx = _select(theta, keep, which)
         theta, Y = theta[idx], Y[:, idx]
+        # Ritz vectors of an orthonormal Q are orthonormal to rounding and AX = (AQ) Y,
+        # so a restart costs no products.
         X, AX = Q @ Y, AQ @ Y
-        # Ritz vectors of an orthonormal Q are orthonormal to rounding, and AX = (AQ) Y
-        # saves the block of products the next restart would otherwise start with.
-        res = jnp.linalg.norm(AX - X * theta, axis=0)
-        return X, AX, it + 1, theta, res
+        return X, AX, theta, jnp.linalg.norm(AX - X * theta, axis=0)
+
+    def restart(state):
+        X, AX, C, it, _, _ = state
+        Q = jnp.zeros((P, m), X.dtype).at[:, :keep].set(X).at[:, keep : keep + b].set(C)
+        AQ = jnp.zeros((P, m), X.dtype).at[:, :keep].set(AX).at[:, keep : keep + b].set(A(C))
+        Q, AQ, C = fill(Q, AQ, keep, num_blocks)
+        X, AX, theta, res = ritz(Q, AQ)
+        return X, AX, C, it + 1, theta, res
 
     def not_done(state):
-        _, _, it, theta, res = state
+        *_, it, theta, res = state
         scale = jnp.maximum(jnp.max(jnp.abs(theta[:k])), tiny)
         return (it < max_restarts) & (jnp.max(res[:k]) > tol * scale)
 
-    init = (X, AX, 0, jnp.zeros((b,), X.dtype), jnp.full((b,), jnp.inf, X.dtype))
-    X, _, it, theta, _ = jax.lax.while_loop(not_done, restart, init)
+    first_blocks = m // b
+    Q0 = jnp.zeros((P, first_blocks * b), X0.dtype).at[:, :b].set(jnp.linalg.qr(X0)[0])
+    AQ0 = jnp.zeros_like(Q0).at[:, :b].set(A(Q0[:, :b]))
+    Q0, AQ0, C = fill(Q0, AQ0, 0, first_blocks)
+    X, AX, theta, res = ritz(Q0, AQ0)
+    X, _, _, it, theta, _ = jax.lax.while_loop(not_done, restart, (X, AX, C, 0, theta, res))
     Xk, theta_k = X[:, :k], theta[:k]
     residuals = jnp.linalg.norm(A(Xk) - Xk * theta_k, axis=0)
     return theta_k, Xk, residuals, it
@@ -125,9 +143,13 @@ def _dense_top(make, args, *, dim, dtype, k, which):
 
 
 def top_eigenpairs(loss_fn, params, k: int, *, leaves=None, seed: int = 0, tol: float | None = None,
-                   oversample: int = 10, num_blocks: int = 8, max_restarts: int = 100,
-                   which: str = "LA") -> Spectrum:
+                   block_size: int | None = None, oversample: int = 10, num_blocks: int | None = None,
+                   max_restarts: int = 200, which: str = "LA") -> Spectrum:
     """The ``k`` largest eigenpairs of the Hessian of ``loss_fn`` (or of an `Operator`).
+
+    Thick-restarted block Krylov: the basis holds ``keep = k + oversample`` Ritz vectors
+    plus ``num_blocks`` Krylov blocks of ``block_size`` vectors; each restart costs
+    ``num_blocks · block_size`` products (vmapped, one block at a time).
 
     Args:
       loss_fn: ``params -> scalar``, or an `Operator` (then ``params=None``).
@@ -138,16 +160,21 @@ def top_eigenpairs(loss_fn, params, k: int, *, leaves=None, seed: int = 0, tol: 
       tol: relative residual tolerance, ``‖Hv − θv‖ <= tol · max|θ|`` for each of the k
         pairs; default ``√eps`` of the dtype (eigenvalue errors are then ~``tol²`` relative
         for separated eigenvalues).
-      oversample: extra block vectors, block size ``b = k + oversample`` (degenerate
-        groups up to multiplicity b are resolved).
-      num_blocks: Krylov depth per restart (``num_blocks · b`` products per restart).
+      block_size: vectors per Krylov block, default ``k``. A group of equal eigenvalues is
+        resolved reliably when its multiplicity is at most ``block_size`` (e.g. the K²
+        layer-wise UFM outliers need ``block_size >= K²``); ``block_size=1`` is thick-restart
+        Lanczos, the fewest products for spectra without degenerate groups.
+      oversample: extra Ritz vectors kept at a restart (``keep = k + oversample``).
+      num_blocks: Krylov blocks per restart; default so that the basis has about
+        ``2 keep + 2 block_size`` columns (at least 2 blocks).
       max_restarts: cap on restarts; ``info["converged"]`` says whether ``tol`` was met.
       which: ``"LA"`` largest algebraic (descending) or ``"LM"`` largest magnitude.
 
     Returns:
       `Spectrum` with ``eigenvalues`` (k, descending), ``eigenvectors`` (P × k, flat),
-      ``residuals`` ``‖Hv − λv‖`` and ``info`` (restarts, products, converged, tol).
-      An operator too small for the Krylov basis is solved densely (``info["method"]``).
+      ``residuals`` ``‖Hv − λv‖`` (recomputed with fresh products) and ``info``
+      (restarts, products, converged, tol). An operator too small for the basis is
+      solved densely (``info["method"]``).
     """
     op = as_operator(loss_fn, params, leaves, hessian_operator)
     P = op.dim
@@ -155,7 +182,7 @@ def top_eigenpairs(loss_fn, params, k: int, *, leaves=None, seed: int = 0, tol: 
     if k > P:
         raise ValueError(f"k must be <= the dimension P={P}, got {k}")
     oversample = _check_int("oversample", oversample, 0)
-    num_blocks = _check_int("num_blocks", num_blocks, 1)
+    b = k if block_size is None else _check_int("block_size", block_size, 1)
     max_restarts = _check_int("max_restarts", max_restarts, 1)
     if which not in ("LA", "LM"):
         raise ValueError(f"which must be 'LA' (largest algebraic) or 'LM' (largest magnitude), got {which!r}")
@@ -163,20 +190,27 @@ def top_eigenpairs(loss_fn, params, k: int, *, leaves=None, seed: int = 0, tol: 
     tol = float(np.sqrt(jnp.finfo(dtype).eps)) if tol is None else float(tol)
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
-    b = min(k + oversample, P)
-    num_blocks = min(num_blocks, P // b - 1)
+    keep = k + oversample
+    b = min(b, keep)
+    if num_blocks is None:
+        num_blocks = max(2, -(-(keep + 2 * b) // b))
+    num_blocks = _check_int("num_blocks", num_blocks, 1)
+    if keep + num_blocks * b > P:  # too small for a Krylov basis: shrink it, or go dense
+        num_blocks = (P - keep) // b
+    if (keep + num_blocks * b) // b * b < keep + 1:  # the first, plain Krylov basis must exceed keep
+        num_blocks = 0
     if num_blocks < 1:
         theta, X, res = _dense_top(op.make, op.args, dim=P, dtype=dtype, k=k, which=which)
         info = {"method": "dense eigh (operator too small for a Krylov basis)", "products": 2 * P,
                 "restarts": 0, "converged": True, "tol": tol, "which": which}
     else:
         X0 = jax.random.normal(jax.random.PRNGKey(seed), (P, b), dtype)
-        theta, X, res, it = _block_krylov(op.make, op.args, X0, jnp.asarray(tol, dtype), k=k,
+        theta, X, res, it = _block_krylov(op.make, op.args, X0, jnp.asarray(tol, dtype), k=k, keep=keep,
                                           num_blocks=num_blocks, max_restarts=max_restarts, which=which)
         it = int(it)
         scale = max(float(jnp.max(jnp.abs(theta))), float(jnp.finfo(dtype).tiny))
-        info = {"method": "restarted block Krylov", "block_size": b, "num_blocks": num_blocks,
-                "restarts": it, "products": b * (1 + it * num_blocks) + k,
+        info = {"method": "thick-restarted block Krylov", "block_size": b, "keep": keep, "num_blocks": num_blocks,
+                "restarts": it, "products": (keep + num_blocks * b) // b * b + it * num_blocks * b + k,
                 "converged": bool(float(jnp.max(res)) <= tol * scale), "tol": tol, "which": which}
     return Spectrum(np.asarray(theta), np.asarray(X), dim=P, residuals=np.asarray(res), source="lanczos", info=info)
 

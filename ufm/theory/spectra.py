@@ -167,6 +167,8 @@ def _prediction(spec: UFMSpec, layer: int) -> dict:
         out["multiplicity"] = K * K if (spec.activation == "linear" or spec.relu_grad0 == 1 or layer == spec.depth) else None
         return out
     a, p = sol.scale, sol.p
+    if K == 2:  # (K−1)² = 1: only the top level (MATH.md §5's multiplicities assume K >= 3)
+        return {"outliers": [a * lam * p], "multiplicities": [1]}
     return {"outliers": [a * lam * p, a * lam / K * (1 + (K * p - 1) * (K - 2) / (K - 1)), a * lam / K],
             "multiplicities": [1, K - 1, K * K - 3 * K + 1]}
 
@@ -226,10 +228,31 @@ def collapsed_layer_hessian(
         Qs = np.stack([np.diag(P[:, c]) - np.outer(P[:, c], P[:, c]) for c in range(K)])
     else:
         raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
+    # Work in the ranges: rows of all A_c (≤ K² dims) and span(M) (≤ K dims), so a wide layer
+    # (d = 512) costs two thin SVDs, never a d × d eigenproblem.
+    P = _orth(As.reshape(-1, As.shape[-1]).T, 1e-13)
+    Q = _orth(M, 1e-13)
+    Ar, Mr = As @ P, Q.T @ M  # K × K × r, r2 × K
+    d_out, d_in = As.shape[-1], M.shape[0]
     if loss == "mse" and A.ndim == 2:
-        return _kron_layer(A.T @ A, M @ M.T / K, shift, vectors, {})
-    Cs = np.einsum("kab,kbc,kcd->kad", As.transpose(0, 2, 1), Qs, As)
-    return kron_sum_spectrum(list(Cs / K), list(M.T[:, :, None]), shift=shift, vectors=vectors)
+        red = _kron_layer(Ar[0].T @ Ar[0], Mr @ Mr.T / K, shift, False, {})
+        fa, fb = P @ red.factors[0], Q @ red.factors[1]
+    else:
+        Cs = np.einsum("kab,kbc,kcd->kad", Ar.transpose(0, 2, 1), Qs, Ar)
+        red = kron_sum_spectrum(list(Cs / K), list(Mr.T[:, :, None]), shift=shift, vectors=True)
+        fa = fb = None
+    m = red.eigenvalues.size
+    if vectors is None:
+        vectors = d_out * d_in * m <= 1 << 24
+    vecs = None
+    if vectors:
+        if fa is not None:
+            vecs = np.einsum("pk,qk->pqk", fa, fb).reshape(-1, m)
+        else:
+            Y = red.eigenvectors.reshape(P.shape[1], Q.shape[1], m)
+            vecs = np.einsum("pi,ijk,qj->pqk", P, Y, Q).reshape(-1, m)
+    return Spectrum(red.eigenvalues, vecs, dim=d_out * d_in, bulk_value=float(shift),
+                    factors=None if fa is None else (fa, fb), source="closed-form")
 
 
 def _kron_layer(C, B, shift, vectors, info) -> Spectrum:
@@ -366,10 +389,10 @@ class GradientSpectrum:
                 "second_moment": self.second_moment.to_dict(), "covariance": self.covariance.to_dict()}
 
 
-def _gram_spectrum(G: np.ndarray, info: dict) -> Spectrum:
-    """Nonzero eigenpairs of ``G Gᵀ`` (G: P × m) from the thin SVD."""
+def _gram_spectrum(G: np.ndarray, info: dict, scale: float = 0.0) -> Spectrum:
+    """Nonzero eigenpairs of ``G Gᵀ`` (G: P × m) from the thin SVD; ``scale``: a reference singular value."""
     u, s, _ = np.linalg.svd(G, full_matrices=False)
-    keep = s > _RTOL * 10 * max(s[0] if s.size else 0.0, np.finfo(float).tiny)
+    keep = s > 1e-7 * max(s[0] if s.size else 0.0, scale, np.finfo(float).tiny)  # σ² below 1e-14·max: zero
     return Spectrum(s[keep] ** 2, u[:, keep], dim=G.shape[0], bulk_value=0.0, source="closed-form", info=info)
 
 
@@ -409,7 +432,9 @@ def gradient_spectrum(
     frac = float(np.sum((V.T @ ghat.reshape(-1)) ** 2)) if gn > 0 else 0.0
     info = {"layer": layer}
     second = _gram_spectrum(Gs / math.sqrt(K), info)
-    cov = _gram_spectrum((Gs - Gs.mean(axis=1, keepdims=True)) / math.sqrt(K), info)
+    ref = math.sqrt(second.eigenvalues[0]) if second.eigenvalues.size else 0.0
+    # (K = 2 CE: the two class gradients coincide, the covariance is exactly 0)
+    cov = _gram_spectrum((Gs - Gs.mean(axis=1, keepdims=True)) / math.sqrt(K), info, ref)
     return GradientSpectrum(grad, coeffs, frac, second, cov)
 
 

@@ -202,7 +202,9 @@ def ce_layer_hessian_levels() -> tuple[tuple[sp.Expr, sp.Expr], ...]:
     ``(α²/(Kσ_l²)) T`` with ``T(X) = Σ_c ρ_c X s_c s_cᵀ``; writing ``p_c = q1 + (p−q)e_c``,
     ``q = (1−p)/(K−1)``, one gets ``T(X) = q X + (p−q) q K · S diag(X) S``, and
     ``diag(S D S) = (1 − 2/K) D + tr(D)/K² I``. Hence: ``X = S`` (×1),
-    ``X = S D S`` with ``tr D = 0`` (×(K−1)), zero-diagonal X (×(K²−3K+1)).
+    ``X = S D S`` with ``tr D = 0`` (×(K−1)), zero-diagonal X (×(K²−3K+1)). Valid for K >= 3;
+    for K = 2 the block has rank (K−1)² = 1 and only the first level (``S D S = 0`` for
+    traceless D when K = 2).
     """
     q = (1 - p) / (K - 1)
     t_S = q + (p - q) * q * K * (1 - 1 / K)  # diag(S) = (1 − 1/K) I
