@@ -42,15 +42,14 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             vals = data[f"eig{l}"]
             ax.plot(np.arange(1, show + 1), vals[:show], "o", color=plotting.COLORS[0], label="autodiff")
             for i, (v, m, nm) in enumerate(zip(levels, mults, names)):
-                plotting.mark_value(ax, v, f"{nm} ×{m}", color=plotting.COLORS[i + 1], where=0.98,
-                                    va="top" if i == 2 else "bottom")
+                plotting.mark_value(ax, v, color=plotting.COLORS[i + 1], legend=f"{nm} ×{m}")
             err = np.max(np.abs(vals[: (K - 1) ** 2] - np.repeat(levels, mults))) / levels[0]
             ax.set_title(f"layer {l}: {(K - 1) ** 2} outliers, max rel. err {err:.0e}")
             ax.set_xlabel("index")
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_ylim(-0.05 * levels[0], levels[0] * 1.25)
         axes[0].set_ylabel("eigenvalue (data Hessian, linear)")
-        axes[0].legend(loc="center right")
+        fig.legend(handles=axes[0].get_legend_handles_labels()[0], loc="outside lower center", ncols=4)
         files = plotting.savefig(fig, os.path.join(out_dir, "fig07_cross_entropy"))
     caption = (f"Cross-entropy ({C.describe(spec)}; {C.train_note(info)}; the DNC point has α = {sol.scale:.4f}, "
                f"p = {sol.p:.4f}). Each layer's data-Hessian block has (K−1)² = {(K - 1) ** 2} outliers in three "

@@ -145,14 +145,14 @@ def savefig(fig, path) -> tuple[str, str]:
 
 
 def mark_value(ax, value: float, label: str | None = None, *, color="0.25", axis: str = "y", where: float = 0.99,
-               va: str = "bottom", **line_kw):
+               va: str = "bottom", legend: str | None = None, **line_kw):
     """A predicted value: a dashed line across ``ax`` with ``label`` written at its end.
 
     ``axis="y"``: horizontal line at ``y = value`` (label at the right, above the line);
     ``axis="x"``: vertical line. ``where`` is the label position along the line in axes
-    fraction.
+    fraction. ``legend`` labels the line for ``ax.legend`` instead (where text would collide).
     """
-    kw = {**PREDICTED_STYLE, "color": color, **line_kw}
+    kw = {**PREDICTED_STYLE, "color": color, "label": legend, **line_kw}
     if axis == "y":
         line = ax.axhline(value, **kw)
         if label:
