@@ -1,0 +1,100 @@
+"""The paper figures, one module per figure, each a few lines over the public ``ufm`` API.
+
+``build(out_dir, quick=False, only=None)`` writes ``<name>.pdf`` / ``<name>.png`` per figure
+and a gallery ``index.md`` with each figure's caption (spec and seed); computed data is
+cached in ``out_dir/cache`` (npz), so a second build only re-plots. ``quick`` builds every
+figure at reduced size (the CI smoke test). ``python -m paper_figures --help``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+
+from ._common import FigureResult, Skipped
+
+__all__ = ["FIGURES", "FigureResult", "Skipped", "build"]
+
+#: name -> module (in gallery order).
+FIGURES = {
+    "fig01_layer_spectra": "fig01_layer_spectra",
+    "fig02_training_dynamics": "fig02_training_dynamics",
+    "fig03_gauss_newton": "fig03_gauss_newton",
+    "fig04_gradient": "fig04_gradient",
+    "fig05_full_hessian": "fig05_full_hessian",
+    "fig06_weights_geometry": "fig06_weights_geometry",
+    "fig07_cross_entropy": "fig07_cross_entropy",
+    "fig08_relu": "fig08_relu",
+    "fig09_phase_diagram": "fig09_phase_diagram",
+    "fig10_real_networks": "fig10_real_networks",
+    "fig11_neighbouring": "fig11_neighbouring",
+}
+
+
+def _module(name: str):
+    return importlib.import_module(f".{FIGURES[name]}", __name__)
+
+
+def build(out_dir, *, quick: bool = False, only=None) -> list[tuple[str, float, tuple[str, ...]]]:
+    """Build the figures into ``out_dir``; returns ``[(name, seconds, files)]`` (no files if skipped).
+
+    Args:
+      out_dir: output folder (created); the cache lives in ``out_dir/cache``.
+      quick: reduced sizes (seconds per figure), for CI.
+      only: names (or unambiguous prefixes such as ``"fig01"``) of the figures to build.
+    """
+    from ._common import enable_x64
+
+    names = list(FIGURES)
+    if only is not None:
+        if isinstance(only, str):
+            only = [only]
+        chosen = []
+        for want in only:
+            hits = [n for n in names if n == want or n.startswith(want)]
+            if len(hits) != 1:
+                raise ValueError(f"only: {want!r} matches {hits or 'no figure'}; figures are {names}")
+            chosen.append(hits[0])
+        names = [n for n in names if n in chosen]
+    enable_x64()
+    os.makedirs(os.path.join(out_dir, "cache"), exist_ok=True)
+    store = os.path.join(out_dir, "cache", "gallery.json")
+    entries = {}
+    if os.path.exists(store):
+        with open(store) as f:
+            entries = {k: v for k, v in json.load(f).items() if k in FIGURES and v.get("quick") == quick}
+    results = []
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            res = _module(name).make(out_dir, quick=quick)
+            files, caption = tuple(str(f) for f in res.files), res.caption
+        except Skipped as e:
+            files, caption = (), f"**Skipped:** {e}"
+        dt = time.perf_counter() - t0
+        results.append((name, dt, files))
+        entries[name] = {"seconds": dt, "files": list(files), "caption": caption, "quick": quick}
+        with open(store, "w") as f:
+            json.dump(entries, f, indent=1)
+    _write_gallery(out_dir, entries, quick)
+    return results
+
+
+def _write_gallery(out_dir, entries: dict, quick: bool) -> str:
+    """index.md: every figure built so far into ``out_dir`` (this call or an earlier one), in order."""
+    path = os.path.join(out_dir, "index.md")
+    lines = ["# ufm paper figures" + (" (quick build: reduced sizes)" if quick else ""), "",
+             "Built by `python -m paper_figures" + (" --quick" if quick else "") + "`; data cached in `cache/`.", ""]
+    for name in (n for n in FIGURES if n in entries):
+        dt, files, caption = entries[name]["seconds"], entries[name]["files"], entries[name]["caption"]
+        lines += [f"## {name}", ""]
+        png = [f for f in files if f.endswith(".png")]
+        if png:
+            lines += [f"![{name}]({os.path.relpath(png[0], out_dir)})", ""]
+        lines += [caption, "", f"*{dt:.1f} s" + (f"; files: {', '.join(os.path.basename(f) for f in files)}*" if files
+                                                 else "*"), ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path

@@ -1,0 +1,104 @@
+"""Every paper figure builds in quick mode and writes a non-empty PDF and PNG; the style is local.
+
+One module-scoped output folder is shared, so the trained states (the linear-MSE trajectory,
+the CE / ReLU / softplus states) are computed once through the figures' npz cache.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+
+import paper_figures  # noqa: E402
+from paper_figures import _common  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("figures")
+
+
+def _nonempty(path):
+    return os.path.isfile(path) and os.path.getsize(path) > 1000
+
+
+@pytest.mark.parametrize("name", list(paper_figures.FIGURES))
+def test_figure_quick(name, out_dir):
+    module = paper_figures._module(name)
+    try:
+        res = module.make(out_dir, quick=True)
+    except _common.Skipped as e:
+        assert str(e), "a skipped figure must say why"
+        return
+    assert {os.path.splitext(f)[1] for f in res.files} == {".pdf", ".png"}
+    for f in res.files:
+        assert _nonempty(f), f
+    with open([f for f in res.files if f.endswith(".png")][0], "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open([f for f in res.files if f.endswith(".pdf")][0], "rb") as fh:
+        assert fh.read(5) == b"%PDF-"
+    assert "seed" in res.caption or "closed form" in res.caption
+
+
+def test_build_gallery_uses_cache(out_dir):
+    """A second build reads the cache (every figure already built above) and writes index.md."""
+    results = paper_figures.build(out_dir, quick=True, only=["fig01", "fig11"])
+    assert [r[0] for r in results] == ["fig01_layer_spectra", "fig11_neighbouring"]
+    assert results[0][2] and not results[1][2]
+    paper_figures.build(out_dir, quick=True, only=["fig07"])  # the gallery keeps earlier entries
+    text = open(os.path.join(out_dir, "index.md")).read()
+    assert "fig01_layer_spectra.png" in text and "fig07_cross_entropy.png" in text
+    assert "Skipped" in text and "seed 0" in text
+    with pytest.raises(ValueError, match="matches"):
+        paper_figures.build(out_dir, quick=True, only=["fig"])
+
+
+def test_cache_roundtrip(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"a": np.arange(3.0)}
+
+    first = _common.cached(tmp_path, "x", {"k": 1}, compute)
+    second = _common.cached(tmp_path, "x", {"k": 1}, compute)
+    third = _common.cached(tmp_path, "x", {"k": 2}, compute)
+    assert len(calls) == 2 and np.array_equal(first["a"], second["a"]) and np.array_equal(third["a"], first["a"])
+
+
+def test_style_is_local_and_savefig_writes_both(tmp_path):
+    from ufm import plotting
+
+    before = dict(matplotlib.rcParams)
+    with plotting.use_style():
+        assert matplotlib.rcParams["font.size"] == plotting.STYLE["font.size"]
+        fig, ax = plotting.figure()
+        floor = plotting.plot_spectrum(ax, [1.0, 1.0, 1e-20, -1e-18])
+        plotting.mark_value(ax, 1.0, "predicted")
+    assert floor == pytest.approx(1e-14)
+    assert dict(matplotlib.rcParams) == before
+    paths = plotting.savefig(fig, tmp_path / "sub" / "f.png")
+    assert [os.path.basename(p) for p in paths] == ["f.pdf", "f.png"] and all(_nonempty(p) for p in paths)
+    with pytest.raises(ValueError, match="columns"):
+        plotting.figure(columns=3)
+
+
+def test_layer_spectra_figure_from_a_report(tmp_path):
+    """`ufm verify --plot`: the figure reads report.info['layer_spectra'] and the predicted outliers."""
+    import ufm
+    from ufm import plotting
+    from ufm.verification import Check, Report
+
+    spec = ufm.UFMSpec(num_classes=2, per_class=2, depth=2, width=3)
+    name = "outlier eigenvalues (class-mean formula)"
+    checks = (Check(name, np.full(4, 0.5), np.full(4, 0.5), 0.0, 1e-8, "layer 1"),
+              Check(name, np.full(4, 0.25), np.full(4, 0.25), 0.0, 1e-8, "layer 2"))
+    info = {"layer_spectra": {1: np.r_[np.full(4, 0.5), np.zeros(5)], 2: np.r_[np.full(4, 0.25), np.zeros(2)]},
+            "state": "test"}
+    fig = plotting.layer_spectra_figure(Report(spec, checks, info))
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2
+    assert all(_nonempty(p) for p in plotting.savefig(fig, tmp_path / "v"))
+    with pytest.raises(ValueError, match="layer_spectra"):
+        plotting.layer_spectra_figure(Report(spec, (), {}))
