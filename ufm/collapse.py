@@ -40,15 +40,20 @@ def class_means(H, labels, num_classes: int | None = None) -> np.ndarray:
     return (H @ onehot) / counts
 
 
-def _pinv_trace(Sigma_W: np.ndarray, Sigma_B: np.ndarray, rank: int, rcond: float) -> float:
-    """``tr(Σ_W Σ_B^†)`` with Σ_B's pseudo-inverse truncated to ``rank`` eigenpairs."""
+def _pinv_trace(D: np.ndarray, Sigma_B: np.ndarray, rank: int, rcond: float) -> float:
+    """``tr(Σ_W Σ_B^†)`` with ``Σ_W = D Dᵀ/N`` (D: deviations from the class means) and Σ_B's
+    pseudo-inverse truncated to ``rank`` eigenpairs.
+
+    Evaluated as ``Σ_k ‖Dᵀ v_k‖² / (N λ_k)``: a sum of non-negative terms, so it cannot go
+    negative through cancellation.
+    """
     evals, evecs = np.linalg.eigh(Sigma_B)
     evals, evecs = evals[::-1][:rank], evecs[:, ::-1][:, :rank]
     keep = evals > rcond * max(evals[0], 0.0) if evals.size else evals > 0
     if not np.any(keep):
         return float("inf")
-    V, inv = evecs[:, keep], 1.0 / evals[keep]
-    return float(np.einsum("ik,ij,jk,k->", V, Sigma_W, V, inv))
+    proj = D.T @ evecs[:, keep]  # N × r
+    return float(np.sum(proj**2 / evals[keep]) / D.shape[1])
 
 
 def _frame_distance(G: np.ndarray, frame: np.ndarray) -> float:
@@ -103,9 +108,8 @@ def _layer_metrics(H, labels, K, W, predictions, geometry, rcond) -> dict:
     muG = M.mean(axis=1, keepdims=True)
     Mc = M - muG
     D = H - M[:, labels]
-    Sigma_W = D @ D.T / N
-    nc1 = _pinv_trace(Sigma_W, Mc @ Mc.T / K, min(K - 1, d), rcond) / K
-    nc1_u = _pinv_trace(Sigma_W, M @ M.T / K, min(K, d), rcond) / K
+    nc1 = _pinv_trace(D, Mc @ Mc.T / K, min(K - 1, d), rcond) / K
+    nc1_u = _pinv_trace(D, M @ M.T / K, min(K, d), rcond) / K
 
     norms = np.linalg.norm(Mc, axis=0)
     equinorm = float(norms.std() / norms.mean()) if norms.mean() > 0 else float("nan")

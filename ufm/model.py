@@ -7,6 +7,7 @@ row-major (``W.reshape(-1)``).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -153,6 +154,11 @@ def loss(spec: UFMSpec, params: UFMParams) -> Array:
     return data_loss(spec, params) + regularizer(spec, params)
 
 
+@functools.lru_cache(maxsize=64)
 def loss_fn(spec: UFMSpec, *, regularized: bool = True):
-    """``params -> scalar`` closure for the curvature tools (data term only if not ``regularized``)."""
-    return (lambda p: loss(spec, p)) if regularized else (lambda p: data_loss(spec, p))
+    """``params -> scalar`` for the curvature tools (data term only if not ``regularized``).
+
+    Cached per (spec, regularized): the same function object comes back, so jitted
+    curvature routines keyed on it compile once per spec.
+    """
+    return functools.partial(loss, spec) if regularized else functools.partial(data_loss, spec)

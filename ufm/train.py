@@ -77,6 +77,11 @@ def _batch_loss(spec: UFMSpec, params: UFMParams, columns) -> jax.Array:
     return output_loss(spec.loss, Z, labels) + regularizer(spec, params)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _value_and_grad(spec, params):
+    return jax.value_and_grad(loss, argnums=1)(spec, params)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _run_chunk(spec, opt, batch_size, carry, stop_at, tol, key):
     """Optimiser steps until ``stop_at``, ‖∇L‖ <= tol (full batch) or a non-finite loss.
@@ -146,7 +151,7 @@ def train(
     if tol is None:
         tol = 1e-9 if dtype == jnp.float64 else 1e-4
     opt = optax.with_extra_args_support(optimizer if optimizer is not None else gd_linesearch())
-    value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss(spec, p)))
+    value_and_grad = functools.partial(_value_and_grad, spec)
     key = jax.random.PRNGKey(seed)
     tol_arr = jnp.asarray(tol, dtype)
 

@@ -49,6 +49,7 @@ class Check:
     error: float
     tolerance: float
     group: str = ""
+    required: bool = True  # False: reported for information, not counted in Report.passed
 
     @property
     def passed(self) -> bool:
@@ -57,7 +58,7 @@ class Check:
     def to_dict(self) -> dict:
         return {"name": self.name, "group": self.group, "predicted": _jsonable(self.predicted),
                 "measured": _jsonable(self.measured), "error": float(self.error),
-                "tolerance": float(self.tolerance), "passed": self.passed}
+                "tolerance": float(self.tolerance), "passed": self.passed, "required": self.required}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,16 +71,17 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return all(c.passed for c in self.checks if c.required)
 
     @property
     def failed(self) -> tuple[Check, ...]:
-        return tuple(c for c in self.checks if not c.passed)
+        """Required checks that failed."""
+        return tuple(c for c in self.checks if c.required and not c.passed)
 
     def worst(self) -> Check:
         """The check with the largest ``error / tolerance`` (failed checks first)."""
         def badness(c):
-            if c.passed:
+            if c.passed or not c.required:
                 return (0, c.error / c.tolerance if c.tolerance else 0.0)
             return (1, c.error / c.tolerance if c.tolerance else np.inf)
 
@@ -136,13 +138,15 @@ def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list
     vals, vecs, H, how = _measure_block(f_data, params, [l], m + 5, dense_max)
     checks.append(Check("outlier eigenvalues (class-mean formula)", pred.eigenvalues, vals[:m],
                         _rel(vals[:m], pred.eigenvalues), tol["eig"], g))
+    # the same gap rule on both sides: tiny predicted eigenvalues belong to the bulk
+    n_pred = int(curvature.count_outliers(pred.all_eigenvalues()))
     n_out = int(curvature.count_outliers(vals))
-    checks.append(Check("outlier count (gap rule)", m, n_out, float(abs(n_out - m)), 0.0, g))
+    checks.append(Check("outlier count (gap rule)", n_pred, n_out, float(abs(n_out - n_pred)), 0.0, g))
     rest = vals[m:]
     bulk_err = float(np.max(np.abs(rest - pred.bulk_value), initial=0.0) / max(abs(vals[0]), 1e-300))
     checks.append(Check(f"bulk ({how})", pred.bulk_value, [float(rest.min(initial=0)), float(rest.max(initial=0))],
                         bulk_err, tol["eig"], g))
-    angles = np.asarray(curvature.principal_angles(pred.eigenvectors, vecs[:, :m]))
+    angles = np.asarray(curvature.principal_angles(pred.eigenvectors[:, :n_pred], vecs[:, :n_pred]))
     checks.append(Check("outlier subspace: largest principal angle [rad]", 0.0, float(angles.max()),
                         float(angles.max()), tol["angle"], g))
     matvec = (lambda v: H @ v) if H is not None else _block_matvec(f_data, params, l)
@@ -225,7 +229,7 @@ def _gradient_checks(spec, params, l, pred, tol, g) -> list[Check]:
     ]
 
 
-def _collapse_checks(spec, params, tol) -> list[Check]:
+def _collapse_checks(spec, params, tol, geometry_required=True) -> list[Check]:
     nc = collapse.metrics(spec, params)
     geometry = "etf_distance" if spec.loss == "ce" else "of_distance"
     checks = []
@@ -233,9 +237,9 @@ def _collapse_checks(spec, params, tol) -> list[Check]:
         g = f"layer {i + 1}"
         checks.append(Check("NC1 tr(Σ_W Σ_B†)/K", 0.0, float(nc.nc1[i]), float(abs(nc.nc1[i])), tol["nc"], g))
         checks.append(Check(f"NC2 {geometry}", 0.0, float(getattr(nc, geometry)[i]),
-                            float(getattr(nc, geometry)[i]), tol["nc2"], g))
+                            float(getattr(nc, geometry)[i]), tol["nc2"], g, geometry_required))
         checks.append(Check("NC3 rows of W outside span(M)", 0.0, float(nc.nc3[i]), float(nc.nc3[i]),
-                            tol["nc2"], g))
+                            tol["nc2"], g, geometry_required))
         checks.append(Check("NC4 nearest-centre disagreement", 0.0, float(nc.nc4[i]), float(nc.nc4[i]), 0.0, g))
     return checks
 
@@ -343,10 +347,14 @@ def verify(
     sol = theory.dnc_solution(spec)
     info["dnc"] = sol.to_dict()
     f_data = loss_fn(spec, regularized=False)
-    checks = _collapse_checks(spec, params, tol)
-    dnc = _dnc_distance_check(spec, params, sol, tol)
+    # Trained ReLU deep UFMs need not reach the symmetric DNC point (MATH.md §6: K² unequal
+    # outliers): there the geometry and DNC-point checks are reported, not required.
+    symmetric_required = not (spec.activation == "relu" and info["state"].startswith("trained"))
+    checks = _collapse_checks(spec, params, tol, symmetric_required)
+    dnc = dataclasses.replace(_dnc_distance_check(spec, params, sol, tol), required=symmetric_required)
     checks.append(dnc)
-    at_dnc = dnc.passed
+    geometry = [c for c in checks if c.name.startswith("NC2")]
+    at_dnc = dnc.passed and all(c.passed for c in geometry)  # Z ≈ Z* alone admits non-symmetric ReLU states
     skipped = {} if at_dnc else {"DNC-point checks": "the state is not the DNC point: " + f"{dnc.measured:.3g}"}
     info["layer_spectra"] = {}
     for l in range(1, spec.depth + 1):
