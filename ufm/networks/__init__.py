@@ -37,3 +37,20 @@ __all__ = [
     "network_loss", "head_leaf_indices", "accuracy",
     "NetworkTrainResult", "train_network", "make_optimizer", "save_checkpoint", "load_checkpoint",
 ]
+from ._analysis import (
+    LayerComparison,
+    NetworkSpectrum,
+    RealNetworkReport,
+    analyze,
+    compare_layer,
+    expected_outliers,
+    measured_layer_spectrum,
+    network_spectrum,
+    predicted_layer_spectrum,
+)
+from ._run import DEFAULTS, format_table, run_real
+
+__all__ += [
+    "LayerComparison", "NetworkSpectrum", "RealNetworkReport", "analyze", "compare_layer", "expected_outliers",
+    "measured_layer_spectrum", "network_spectrum", "predicted_layer_spectrum", "run_real", "format_table", "DEFAULTS",
+]

@@ -57,14 +57,20 @@ class NetworkTrainResult:
         }
 
 
-def make_optimizer(name: str = "sgd", learning_rate: float = 0.05, momentum: float = 0.9) -> optax.GradientTransformation:
-    """``"sgd"`` (heavy-ball momentum) or ``"adam"``; weight decay lives in the loss, not here."""
+def make_optimizer(
+    name: str = "sgd", learning_rate: float = 0.05, momentum: float = 0.9, warmup_steps: int = 0
+) -> optax.GradientTransformation:
+    """``"sgd"`` (heavy-ball momentum) or ``"adam"``, the rate ramped linearly from 0 over
+    ``warmup_steps``; weight decay lives in the loss, not here."""
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
+        raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+    rate = optax.warmup_constant_schedule(0.0, learning_rate, warmup_steps) if warmup_steps else learning_rate
     if name == "sgd":
-        return optax.sgd(learning_rate, momentum=momentum)
+        return optax.sgd(rate, momentum=momentum)
     if name == "adam":
-        return optax.adam(learning_rate)
+        return optax.adam(rate)
     raise ValueError(f"optimizer must be 'sgd', 'adam' or an optax.GradientTransformation, got {name!r}")
 
 
@@ -114,6 +120,7 @@ def train_network(
     steps: int = 2000,
     optimizer: str | optax.GradientTransformation = "sgd",
     learning_rate: float = 0.05,
+    warmup_steps: int = 0,
     batch_size: int | None = None,
     seed: int = 0,
     log_every: int = 100,
@@ -128,7 +135,7 @@ def train_network(
       data: the training set (balanced and class-major for the analysis, not required here).
       steps: total optimiser steps (a resumed run counts the steps already done).
       optimizer: ``"sgd"`` (momentum 0.9), ``"adam"`` or any optax transformation.
-      learning_rate: for the named optimisers.
+      learning_rate, warmup_steps: for the named optimisers (linear warm-up from 0).
       batch_size: mini-batch size, ``None`` = full batch.
       seed: PRNG seed of the mini-batches.
       log_every: steps per jitted chunk and between history records / checkpoints.
@@ -150,7 +157,7 @@ def train_network(
     N = data.num_samples
     if batch_size is not None and not (isinstance(batch_size, int) and 1 <= batch_size <= N):
         raise ValueError(f"batch_size must be an int in [1, N={N}] or None, got {batch_size!r}")
-    opt = make_optimizer(optimizer, learning_rate) if isinstance(optimizer, str) else optimizer
+    opt = make_optimizer(optimizer, learning_rate, warmup_steps=warmup_steps) if isinstance(optimizer, str) else optimizer
     dtype = params.head[0].dtype
     X, y = jnp.asarray(data.X, dtype), jnp.asarray(data.labels)
     key = jax.random.PRNGKey(seed)
