@@ -14,12 +14,16 @@ from .train import TrainResult, train
 
 __version__ = "0.1.0"
 
-_LAZY = ("theory", "curvature", "networks", "plotting", "cli")
+_LAZY = ("theory", "curvature", "networks", "plotting", "verification", "cli")
+_LAZY_NAMES = {"verify": "verification", "Report": "verification", "Spectrum": "spectrum"}
 
-__all__ = ["UFMSpec", "UFMParams", "init_params", "train", "TrainResult", "collapse", "model", *_LAZY]
+__all__ = ["UFMSpec", "UFMParams", "init_params", "train", "TrainResult", "collapse", "model",
+           *_LAZY, *_LAZY_NAMES]
 
 
 def __getattr__(name):
     if name in _LAZY:
         return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
     raise AttributeError(f"module 'ufm' has no attribute {name!r}")

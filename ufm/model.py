@@ -50,7 +50,7 @@ def init_params(spec: UFMSpec, seed: int = 0, *, scale: float = 1.0, dtype=None)
     keys = jax.random.split(jax.random.PRNGKey(seed), spec.depth + 1)
     H1 = scale * jax.random.normal(keys[0], (spec.widths[0], spec.num_samples), dtype)
     Ws = tuple(
-        scale * jax.random.normal(k, shape, dtype) / np.sqrt(shape[1])
+        scale / float(np.sqrt(shape[1])) * jax.random.normal(k, shape, dtype)
         for k, shape in zip(keys[1:], spec.weight_shapes)
     )
     return UFMParams(H1, Ws)

@@ -1,11 +1,10 @@
 """Training a deep UFM to deep neural collapse with optax.
 
-The default optimiser is full-batch gradient descent whose step is found by an Armijo
-backtracking line search (``optax.scale_by_backtracking_linesearch``): every accepted
-step decreases the loss by a fixed fraction of the linear prediction, so the iterates
-converge to a stationary point rather than hovering at the step-size noise floor. The
-step is allowed to grow again after every accepted step, so flat stretches do not
-freeze it. Any optax optimiser may be passed instead.
+The default optimiser is full-batch gradient descent whose step is found by a line
+search satisfying the (approximate) Wolfe conditions: a sufficient decrease plus a
+curvature condition, so the iterates converge to a stationary point rather than
+hovering at a fixed step's noise floor (see `gd_linesearch`). Any optax optimiser may
+be passed instead.
 
 The loop runs ``log_every`` steps at a time inside one jitted ``lax.while_loop`` and
 stops as soon as ``‖∇L‖₂ <= tol`` (gradient of the total, regularised loss over all
@@ -15,6 +14,7 @@ parameters) or the loss stops being finite.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -33,21 +33,18 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite during training."""
 
 
-def gd_linesearch(max_backtracking_steps: int = 50, increase_factor: float = 2.0) -> optax.GradientTransformationExtraArgs:
-    """Full-batch gradient descent with an Armijo backtracking line search.
+@functools.lru_cache(maxsize=None)
+def gd_linesearch(max_linesearch_steps: int = 30) -> optax.GradientTransformationExtraArgs:
+    """Full-batch gradient descent, step chosen by a zoom line search (strong Wolfe).
 
-    The trial step starts at the last accepted one times ``increase_factor`` and halves
-    until ``L(x − t g) <= L(x) − 1e-4 · t ‖g‖²``.
+    The line search (``optax.scale_by_zoom_linesearch``) falls back to Hager–Zhang's
+    approximate Wolfe conditions near the optimum, where the loss decrease drops below
+    float64 resolution: plain Armijo backtracking stalls there (measured: ‖∇L‖ stuck at
+    1.4e-9 on K=10, L=3), the approximate conditions keep converging.
     """
     return optax.chain(
         optax.sgd(learning_rate=1.0),
-        optax.scale_by_backtracking_linesearch(
-            max_backtracking_steps=max_backtracking_steps,
-            decrease_factor=0.5,
-            increase_factor=increase_factor,
-            max_learning_rate=1e6,
-            store_grad=True,
-        ),
+        optax.scale_by_zoom_linesearch(max_linesearch_steps=max_linesearch_steps, initial_guess_strategy="one"),
     )
 
 
@@ -78,6 +75,36 @@ def _batch_loss(spec: UFMSpec, params: UFMParams, columns) -> jax.Array:
     Z = forward(spec, batch).output
     labels = jnp.asarray(spec.class_index)[columns]
     return output_loss(spec.loss, Z, labels) + regularizer(spec, params)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _run_chunk(spec, opt, batch_size, carry, stop_at, tol, key):
+    """Optimiser steps until ``stop_at``, ‖∇L‖ <= tol (full batch) or a non-finite loss.
+
+    Module-level and keyed on (spec, optimiser, batch size) so that a second `train` call
+    with the same settings reuses the compiled loop.
+    """
+    full_loss = lambda p: loss(spec, p)  # noqa: E731
+
+    def step_fn(carry):
+        p, state, i, _, _ = carry
+        if batch_size is None:
+            fn = full_loss
+        else:
+            cols = jax.random.choice(jax.random.fold_in(key, i), spec.num_samples, (batch_size,), replace=False)
+            fn = lambda q: _batch_loss(spec, q, cols)  # noqa: E731
+        value, grad = jax.value_and_grad(fn)(p)
+        updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=fn)
+        p = optax.apply_updates(p, updates)
+        new_value, new_grad = jax.value_and_grad(full_loss)(p) if batch_size is None else (value, grad)
+        return p, state, i + 1, new_value, optax.tree.norm(new_grad)
+
+    def cond(carry):
+        _, _, j, v, g = carry
+        keep = (j < stop_at) & jnp.isfinite(v)
+        return keep & (g > tol) if batch_size is None else keep
+
+    return jax.lax.while_loop(cond, step_fn, carry)
 
 
 def train(
@@ -119,42 +146,21 @@ def train(
     if tol is None:
         tol = 1e-9 if dtype == jnp.float64 else 1e-4
     opt = optax.with_extra_args_support(optimizer if optimizer is not None else gd_linesearch())
-    full_loss = lambda p: loss(spec, p)  # noqa: E731
-    value_and_grad = jax.value_and_grad(full_loss)
+    value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss(spec, p)))
     key = jax.random.PRNGKey(seed)
+    tol_arr = jnp.asarray(tol, dtype)
 
-    def step_fn(carry):
-        p, state, i, _, _ = carry
-        if batch_size is None:
-            fn = full_loss
-        else:
-            cols = jax.random.choice(jax.random.fold_in(key, i), spec.num_samples, (batch_size,), replace=False)
-            fn = lambda q: _batch_loss(spec, q, cols)  # noqa: E731
-        value, grad = jax.value_and_grad(fn)(p)
-        updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=fn)
-        p = optax.apply_updates(p, updates)
-        new_value, new_grad = value_and_grad(p) if batch_size is None else (value, grad)
-        return p, state, i + 1, new_value, optax.global_norm(new_grad)
-
-    @jax.jit
-    def run_chunk(p, state, i, value, gnorm, stop_at):
-        def cond(carry):
-            _, _, j, v, g = carry
-            keep = (j < stop_at) & jnp.isfinite(v)
-            return keep & (g > tol) if batch_size is None else keep
-
-        return jax.lax.while_loop(cond, step_fn, (p, state, i, value, gnorm))
-
-    p, state = params, opt.init(params)
+    # strong dtypes throughout, so the first chunk and later ones share one compilation
+    p, state = params, jax.tree.map(lambda x: jnp.array(x, dtype=jnp.result_type(x)), opt.init(params))
     value, grad = value_and_grad(p)
-    gnorm = optax.global_norm(grad)
+    gnorm = optax.tree.norm(grad)
     history = {"step": [], "loss": [], "grad_norm": [], "nc1": []}
-    i = jnp.asarray(0)
+    i = jnp.asarray(0, jnp.int32)
     converged = False
     while True:
         if batch_size is not None:
             value, grad = value_and_grad(p)
-            gnorm = optax.global_norm(grad)
+            gnorm = optax.tree.norm(grad)
         record = {"step": int(i), "loss": float(value), "grad_norm": float(gnorm)}
         if not np.isfinite(record["loss"]):
             raise TrainingDiverged(
@@ -169,7 +175,8 @@ def train(
         converged = record["grad_norm"] <= tol
         if converged or record["step"] >= steps:
             break
-        p, state, i, value, gnorm = run_chunk(p, state, i, value, gnorm, jnp.minimum(i + log_every, steps))
+        stop_at = jnp.asarray(min(int(i) + log_every, steps), jnp.int32)
+        p, state, i, value, gnorm = _run_chunk(spec, opt, batch_size, (p, state, i, value, gnorm), stop_at, tol_arr, key)
     return TrainResult(
         params=p,
         history={k: np.asarray(v) for k, v in history.items()},

@@ -1,0 +1,336 @@
+"""`ufm` command line: ``ufm train | verify | theory | real | figures``.
+
+Flags mirror `UFMSpec`'s field names. Exit status: 0 success, 1 a check failed, 2 bad
+arguments (one-line reason on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+class _ArgumentError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2
+        self.exit(2, f"ufm: error: {message}\n")
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (UFMSpec)")
+    g.add_argument("--num-classes", "-K", type=int, default=4, help="K, number of classes (default 4)")
+    g.add_argument("--per-class", "-n", type=int, default=5, help="n, samples per class (default 5)")
+    g.add_argument("--depth", "-L", type=int, default=3, help="L, weight layers (default 3)")
+    g.add_argument("--width", "-d", type=int, nargs="+", default=[16], help="d, one value or one per layer (default 16)")
+    g.add_argument("--activation", choices=["linear", "relu", "softplus"], default="linear")
+    g.add_argument("--relu-grad0", type=float, choices=[0.0, 1.0], default=0.0,
+                   help="ReLU derivative at 0 (MATH §6); 1 reproduces the linear spectra")
+    g.add_argument("--softplus-beta", type=float, default=20.0, help="sharpness of softplus(βx)/β")
+    g.add_argument("--loss", choices=["mse", "ce"], default="mse")
+    g.add_argument("--lambda-W", type=float, nargs="+", default=[1e-3], help="λ_W, one value or one per layer")
+    g.add_argument("--lambda-H", type=float, default=1e-3, help="λ_H (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    x = p.add_mutually_exclusive_group()
+    x.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
+    x.add_argument("--x32", dest="x64", action="store_false", help="float32")
+
+
+def _spec_from_args(args):
+    from .spec import UFMSpec
+
+    one = lambda v: v[0] if len(v) == 1 else tuple(v)  # noqa: E731
+    try:
+        return UFMSpec(
+            num_classes=args.num_classes, per_class=args.per_class, depth=args.depth,
+            width=one(args.width), activation=args.activation, loss=args.loss,
+            lambda_H=args.lambda_H, lambda_W=one(args.lambda_W),
+            relu_grad0=args.relu_grad0, softplus_beta=args.softplus_beta,
+        )
+    except (TypeError, ValueError) as e:
+        raise _ArgumentError(str(e)) from None
+
+
+def _console():
+    from rich.console import Console
+
+    tty = sys.stdout.isatty()
+    return Console(highlight=False, no_color=not tty, width=None if tty else 120)
+
+
+def _progress(total: int, description: str):
+    """A rich progress bar on stderr (silent when stderr is not a terminal)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return Progress(TextColumn(description), BarColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
+
+
+def _nc_table(nc, title):
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("layer")
+    columns = {"nc1": "NC1", "nc1_uncentred": "NC1 (uncentred)", "of_distance": "NC2 OF",
+               "etf_distance": "NC2 ETF", "equinorm": "equinorm", "nc3": "NC3", "duality": "duality", "nc4": "NC4"}
+    for header in columns.values():
+        table.add_column(header, justify="right")
+    fmt = lambda x: "-" if x != x else f"{x:.2e}"  # noqa: E731
+    for i in range(nc.num_layers):
+        label = f"H~{i + 1}" if i < nc.num_layers - 1 else "Z"
+        table.add_row(label, *(fmt(getattr(nc, n)[i]) for n in columns))
+    return table
+
+
+def _cmd_train(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", args.x64)
+    import ufm
+
+    spec = _spec_from_args(args)
+    params = ufm.init_params(spec, seed=args.seed)
+    with _progress(args.steps, "training") as bar:
+        task = bar.add_task("train", total=args.steps, info="")
+
+        def callback(rec):
+            bar.update(task, completed=rec["step"], info=f"loss {rec['loss']:.6g} |∇| {rec['grad_norm']:.1e}")
+
+        result = ufm.train(spec, params, steps=args.steps, log_every=args.log_every, callback=callback)
+    nc = ufm.collapse.metrics(spec, result.params)
+    console = _console()
+    h = result.history
+    console.print(f"{spec}")
+    console.print(f"steps {result.steps}  loss {h['loss'][-1]:.12g}  |∇L| {h['grad_norm'][-1]:.2e}  "
+                  f"converged {result.converged}")
+    console.print(_nc_table(nc, "deep neural collapse per layer (0 = collapsed)"))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"spec": spec.to_dict(), "train": result.to_dict(), "collapse": nc.to_dict()}, f, indent=1)
+    return 0
+
+
+def _fmt(x) -> str:
+    """Short text for a predicted/measured value: scalars as .6g, equal arrays as 'v ×m'."""
+    if isinstance(x, str):
+        return x if len(x) < 40 else x[:37] + "..."
+    a = np.asarray(x, dtype=float).ravel() if not isinstance(x, (int, float)) else np.array([x], float)
+    if a.size == 0:
+        return "-"
+    if a.size == 1:
+        return f"{a[0]:.6g}"
+    lo, hi = a.min(), a.max()
+    if hi - lo <= 1e-9 * max(abs(hi), abs(lo), 1e-300):
+        return f"{a[0]:.6g} ×{a.size}"
+    return f"[{lo:.4g}, {hi:.4g}] ({a.size})"
+
+
+def _report_table(report):
+    from rich.table import Table
+
+    table = Table(title=f"ufm verify — {report.info.get('state', '')}", show_lines=False)
+    for col, just in (("group", "left"), ("check", "left"), ("predicted", "right"), ("measured", "right"),
+                      ("error", "right"), ("tol", "right"), ("", "center")):
+        table.add_column(col, justify=just)
+    last = None
+    for c in report.checks:
+        mark = "[green]ok[/green]" if c.passed else "[bold red]FAIL[/bold red]"
+        table.add_row("" if c.group == last else c.group, c.name, _fmt(c.predicted), _fmt(c.measured),
+                      f"{c.error:.1e}", f"{c.tolerance:.0e}", mark, end_section=False)
+        last = c.group
+    return table
+
+
+def _plot_report(report, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from . import plotting
+
+    fig = plotting.layer_spectra_figure(report)
+    plotting.savefig(fig, path)
+
+
+def _verify_one(spec, args, callback=None):
+    from .verification import verify
+
+    return verify(spec, from_optimum=args.from_optimum, seed=args.seed, callback=callback)
+
+
+def _grid_specs(base):
+    """A small sweep: L = 1..4, K = 2..6, MSE/CE, linear and ReLU (σ'(0) = 1)."""
+    rows = [(1, 2, "mse", "linear"), (2, 3, "mse", "linear"), (3, 4, "mse", "linear"), (4, 6, "mse", "linear"),
+            (2, 5, "mse", "linear"), (1, 3, "ce", "linear"), (2, 4, "ce", "linear"), (3, 5, "ce", "linear"),
+            (4, 2, "ce", "linear"), (2, 3, "mse", "relu"), (3, 4, "mse", "relu")]
+    for L, K, loss, act in rows:
+        yield base.replace(depth=L, num_classes=K, width=max(2 * K, 4), loss=loss, activation=act,
+                           relu_grad0=1.0, lambda_W=1e-3, lambda_H=1e-3)
+
+
+def _cmd_verify(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", args.x64)
+    spec = _spec_from_args(args)
+    console = _console()
+    if args.grid:
+        results = []
+        for s in _grid_specs(spec):
+            r = _verify_one(s, args)
+            w = r.worst()
+            results.append({"spec": s.to_dict(), "passed": r.passed, "worst": w.to_dict(),
+                            "seconds": r.info["seconds"], "failed": [c.to_dict() for c in r.failed]})
+            console.print(f"{'ok  ' if r.passed else 'FAIL'} L={s.depth} K={s.num_classes} d={s.width} {s.loss:3s} "
+                          f"{s.activation:6s} worst: {w.group} / {w.name} err {w.error:.1e} (tol {w.tolerance:.0e}) "
+                          f"[{r.info['seconds']:.1f} s]")
+        passed = all(r["passed"] for r in results)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"passed": passed, "grid": results}, f, indent=1)
+        return 0 if passed else 1
+    with _progress(1, "training to collapse") as bar:
+        task = bar.add_task("train", total=None, info="")
+
+        def callback(rec):
+            bar.update(task, info=f"step {rec['step']}  |∇L| {rec['grad_norm']:.1e}")
+
+        report = _verify_one(spec, args, callback)
+    console.print(f"{spec}")
+    console.print(_report_table(report))
+    info = report.info
+    extra = f"{info.get('train_steps', 0)} training steps, " if "train_steps" in info else ""
+    console.print(f"{len(report.checks)} checks, {len(report.failed)} failed; {extra}{info['seconds']:.1f} s")
+    for what, why in info.get("skipped", {}).items():
+        console.print(f"skipped {what}: {why}")
+    if args.json:
+        report.to_json(args.json)
+    if args.plot:
+        _plot_report(report, args.plot)
+    if not report.passed:
+        w = report.worst()
+        print(f"ufm: {len(report.failed)} check(s) failed, worst: {w.group} / {w.name}: error {w.error:.3g} "
+              f"> tolerance {w.tolerance:.3g}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_theory(args) -> int:
+    from . import theory
+
+    if args.latex:
+        print(theory.latex_report())
+    return 0
+
+
+def _cmd_real(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", args.x64)
+    from . import networks
+
+    try:
+        with _progress(1, f"training {args.model} on {args.dataset}") as bar:
+            task = bar.add_task("train", total=None, info="")
+
+            def callback(rec):
+                bar.update(task, info=" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                               for k, v in rec.items() if not hasattr(v, "__len__")))
+
+            report, _history = networks.run_real(
+                dataset=args.dataset, model=args.model, loss=args.loss, quick=args.quick, seed=args.seed,
+                depth=args.depth, width=args.width, activation=args.activation, steps=args.steps,
+                data_dir=args.data_dir, checkpoint=args.checkpoint, callback=callback)
+    except (TypeError, ValueError, FileNotFoundError) as e:
+        raise _ArgumentError(str(e)) from None
+    print(networks.format_table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_dict(), f, indent=1)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from . import plotting
+
+        plotting.savefig(plotting.real_network_figure(report), args.plot)
+    return 0
+
+
+def _cmd_figures(args) -> int:
+    import paper_figures
+
+    for name, seconds, files in paper_figures.build(args.out, quick=args.quick, only=args.only):
+        print(f"{name:28s} {seconds:7.1f} s  {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ufm", description="Deep unconstrained feature models: collapse, spectra, figures.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a deep UFM to collapse and print NC1-NC4 per layer")
+    _add_spec_args(p)
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--log-every", type=int, default=1_000)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("verify", help="check the closed-form theory against autodiff (exit 1 if a check fails)")
+    _add_spec_args(p)
+    p.add_argument("--from-optimum", action="store_true", help="construct the exact DNC optimum instead of training")
+    p.add_argument("--grid", action="store_true", help="a small sweep over L, K, loss and activation")
+    p.add_argument("--plot", metavar="PATH", help="plot each layer's spectrum with the predicted values")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("real", help="real networks on real data: collapse and Hessian outliers of a deep-UFM head")
+    p.add_argument("--dataset", choices=["mnist", "digits", "gmm"], default="mnist")
+    p.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    p.add_argument("--loss", choices=["mse", "ce"], default="mse")
+    p.add_argument("--depth", "-L", type=int, default=3, help="head depth L (default 3)")
+    p.add_argument("--width", "-d", type=int, default=32, help="head width d (default 32)")
+    p.add_argument("--activation", choices=["linear", "relu"], default="linear", help="head activation")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the run's preset)")
+    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    p.add_argument("--data-dir", default=None, help="another directory with the MNIST IDX files")
+    p.add_argument("--checkpoint", default=None, help="npz checkpoint path: resume from / save to")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--plot", metavar="PATH", help="figure of predicted vs measured layer spectra")
+    x = p.add_mutually_exclusive_group()
+    x.add_argument("--x64", dest="x64", action="store_true", default=False, help="float64")
+    x.add_argument("--x32", dest="x64", action="store_false", help="float32 (default)")
+    p.set_defaults(func=_cmd_real)
+
+    p = sub.add_parser("figures", help="regenerate every paper figure (PDF + PNG + index.md)")
+    p.add_argument("--out", default="figs", help="output directory (default figs/)")
+    p.add_argument("--quick", action="store_true", help="reduced sizes (smoke test)")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="build only these figures")
+    p.set_defaults(func=_cmd_figures)
+
+    p = sub.add_parser("theory", help="print the derived closed forms")
+    p.add_argument("--latex", action="store_true", help="as LaTeX")
+    p.set_defaults(func=_cmd_theory)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _ArgumentError as e:
+        print(f"ufm: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

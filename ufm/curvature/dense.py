@@ -1,0 +1,294 @@
+"""Dense curvature matrices: full Hessian, layer and cross-layer blocks, G/H split,
+gradient moments and Papyan's class / cross-class / within decomposition of the GGN.
+
+Conventions (``MATH.md`` §1, §4):
+
+* A dense matrix acts on the flat vector of the chosen ``leaves`` (indices into
+  ``jax.tree_util.tree_leaves(params)``, concatenated row-major in the order given; for
+  ``UFMParams`` index 0 is H_1 and l is W_l, so ``leaves=[1, ..., L, 0]`` is
+  "W_1..W_L then H_1"). Other leaves are held fixed.
+* Matrices are built column-by-column from Hessian-vector products (vmapped over a chunk
+  of unit vectors, ``lax.map`` over chunks), never with ``jax.hessian``: the peak memory
+  is the P×P result plus one chunk. A matrix larger than ``max_bytes`` is refused; use the
+  matrix-free route (`top_eigenpairs`, `spectral_density`, `trace`) instead.
+* 1/N factors are those of the loss you pass. ufm's MSE data term ``(1/2N)‖Z − Y‖²`` has
+  per-sample output Hessian I and ``G = (1/N) Σ_i J_iᵀ J_i``; the mean cross-entropy has
+  ``G = (1/N) Σ_i J_iᵀ (diag p_i − p_i p_iᵀ) J_i``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._operator import Operator, flat_view
+from .hvp import ggn_operator, hessian_operator, residual_operator
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "materialize",
+    "hessian",
+    "hessian_block",
+    "ggn",
+    "hessian_split",
+    "HessianSplit",
+    "gradient_moments",
+    "GradientMoments",
+    "papyan_decomposition",
+    "PapyanDecomposition",
+]
+
+DEFAULT_MAX_BYTES = 2**30  # 1 GiB: a float64 P×P matrix up to P ≈ 11.5k
+
+
+def _check_bytes(shape, dtype, max_bytes, what="matrix"):
+    need = int(np.prod(shape)) * jnp.dtype(dtype).itemsize
+    if need > max_bytes:
+        raise ValueError(
+            f"the dense {what} of shape {tuple(shape)} ({jnp.dtype(dtype).name}) needs "
+            f"{need / 2**30:.2f} GiB > max_bytes={max_bytes / 2**30:.2f} GiB; use the matrix-free "
+            "route (ufm.curvature.top_eigenpairs / spectral_density / trace), restrict leaves=, "
+            "or raise max_bytes"
+        )
+
+
+def _chunk(dim, chunk_size):
+    if chunk_size is None:
+        return int(min(dim, 128))
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    return int(min(dim, chunk_size))
+
+
+@functools.partial(jax.jit, static_argnames=("make", "dim", "dtype", "chunk", "col_start", "num_cols"))
+def _columns(make, args, *, dim, dtype, chunk, col_start, num_cols):
+    """``A[:, col_start:col_start+num_cols]ᵀ`` (rows are ``A e_j``) via chunked vmapped products."""
+    A = jax.vmap(make(args))
+    num_chunks = -(-num_cols // chunk)
+    eye_row = jnp.arange(dim)
+
+    def block(i):
+        j = col_start + i * chunk + jnp.arange(chunk)
+        return A((j[:, None] == eye_row[None, :]).astype(dtype))
+
+    out = jax.lax.map(block, jnp.arange(num_chunks))
+    return out.reshape(num_chunks * chunk, dim)[:num_cols]
+
+
+def materialize(operator: Operator, *, chunk_size: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
+    """The dense (dim × dim) matrix of an `Operator` (row j is ``A e_j``; symmetric A)."""
+    if not isinstance(operator, Operator):
+        raise TypeError(f"operator must be an Operator, got {type(operator).__name__}")
+    _check_bytes((operator.dim, operator.dim), operator.dtype, max_bytes)
+    return _columns(
+        operator.make, operator.args, dim=operator.dim, dtype=jnp.dtype(operator.dtype),
+        chunk=_chunk(operator.dim, chunk_size), col_start=0, num_cols=operator.dim,
+    )
+
+
+def hessian(loss_fn: Callable, params, leaves=None, *, chunk_size: int | None = None,
+            max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
+    """Dense Hessian (P × P) of ``loss_fn`` over the chosen ``leaves`` (flat, row-major).
+
+    ``leaves=[l]`` is layer l's block of a `UFMParams`; ``leaves=[l, m]`` is the 2×2 block
+    matrix with the cross-layer blocks off the diagonal (see `hessian_block`).
+    """
+    return materialize(hessian_operator(loss_fn, params, leaves=leaves), chunk_size=chunk_size, max_bytes=max_bytes)
+
+
+def hessian_block(loss_fn: Callable, params, rows, cols, *, chunk_size: int | None = None,
+                  max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
+    """The block ``∂²L / ∂θ_rows ∂θ_cols`` (P_rows × P_cols) for two lists of leaf indices.
+
+    Costs P_cols products; e.g. ``hessian_block(loss, params, [1], [2])`` is the cross block
+    between W_1 and W_2 of a `UFMParams`. ``rows == cols`` gives a diagonal block.
+    """
+    rows, cols = _as_list(rows, "rows"), _as_list(cols, "cols")
+    if rows == cols:
+        return hessian(loss_fn, params, rows, chunk_size=chunk_size, max_bytes=max_bytes)
+    if set(rows) & set(cols):
+        raise ValueError(f"rows and cols must be equal or disjoint, got {rows} and {cols}")
+    op = hessian_operator(loss_fn, params, leaves=cols + rows)
+    view, _ = flat_view(params, cols + rows)
+    n_cols = sum(int(np.prod(s)) for s in view.shapes[: len(cols)])
+    _check_bytes((op.dim, n_cols), op.dtype, max_bytes)
+    M = _columns(op.make, op.args, dim=op.dim, dtype=jnp.dtype(op.dtype), chunk=_chunk(n_cols, chunk_size),
+                 col_start=0, num_cols=n_cols)
+    return M[:, n_cols:].T
+
+
+def _as_list(x, name):
+    if isinstance(x, (int, np.integer)):
+        return [int(x)]
+    try:
+        return [int(i) for i in x]
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {x!r}") from None
+
+
+def ggn(model_fn: Callable, output_loss: Callable, params, leaves=None, *, chunk_size: int | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
+    """Dense Gauss–Newton matrix ``Jᵀ ∇²ℓ J`` of ``output_loss ∘ model_fn`` over ``leaves``."""
+    op = ggn_operator(model_fn, output_loss, params, leaves=leaves)
+    return materialize(op, chunk_size=chunk_size, max_bytes=max_bytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class HessianSplit:
+    """``hessian = ggn + residual`` over the same leaves (dense, P × P)."""
+
+    hessian: jax.Array
+    ggn: jax.Array
+    residual: jax.Array
+
+    def to_dict(self) -> dict:
+        fro = lambda A: float(jnp.linalg.norm(A))
+        return {"dim": int(self.hessian.shape[0]), "fro_hessian": fro(self.hessian),
+                "fro_ggn": fro(self.ggn), "fro_residual": fro(self.residual)}
+
+
+def hessian_split(model_fn: Callable, output_loss: Callable, params, leaves=None, *,
+                  chunk_size: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> HessianSplit:
+    """Dense H, G and the residual H − G of ``output_loss ∘ model_fn`` (each from its own products)."""
+    kw = dict(chunk_size=chunk_size, max_bytes=max_bytes)
+    H = hessian(lambda p: output_loss(model_fn(p)), params, leaves, **kw)
+    G = ggn(model_fn, output_loss, params, leaves, **kw)
+    R = materialize(residual_operator(model_fn, output_loss, params, leaves=leaves), **kw)
+    return HessianSplit(H, G, R)
+
+
+# ---- per-sample gradients ---------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class GradientMoments:
+    """Per-sample gradients ``g_i`` (N × P), their mean, second moment and covariance.
+
+    ``second_moment = (1/N) Σ g_i g_iᵀ``, ``covariance = (1/N) Σ (g_i − ḡ)(g_i − ḡ)ᵀ``
+    (population normalisation, ``MATH.md`` §4).
+    """
+
+    per_sample: jax.Array
+    mean: jax.Array
+    second_moment: jax.Array
+    covariance: jax.Array
+
+    def to_dict(self) -> dict:
+        return {"num_samples": int(self.per_sample.shape[0]), "dim": int(self.per_sample.shape[1]),
+                "mean_norm": float(jnp.linalg.norm(self.mean)),
+                "trace_second_moment": float(jnp.trace(self.second_moment)),
+                "trace_covariance": float(jnp.trace(self.covariance))}
+
+
+def gradient_moments(per_sample_loss_fn: Callable, params, leaves=None, *,
+                     max_bytes: int = DEFAULT_MAX_BYTES) -> GradientMoments:
+    """Per-sample gradients of ``per_sample_loss_fn(params) -> (N,)`` and their moments.
+
+    The total loss is taken to be the mean of the N per-sample losses (so ``mean`` is its
+    gradient). Gradients are one vmapped VJP per sample (``jax.jacrev``) over the chosen
+    ``leaves``.
+    """
+    view, all_leaves = flat_view(params, leaves)
+    x0 = view.flatten(all_leaves)
+    f = lambda x: per_sample_loss_fn(view.unflatten(all_leaves, x))
+    losses = jax.eval_shape(f, x0)
+    if len(losses.shape) != 1:
+        raise ValueError(f"per_sample_loss_fn must return a vector (N,), got shape {losses.shape}")
+    _check_bytes((view.dim, view.dim), x0.dtype, max_bytes, "second moment")
+    g = _per_sample_grads(f, x0)
+    N = g.shape[0]
+    mean = g.mean(axis=0)
+    second = g.T @ g / N
+    centred = g - mean
+    return GradientMoments(g, mean, second, centred.T @ centred / N)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _per_sample_grads(f, x0):
+    return jax.jacrev(f)(x0)
+
+
+# ---- Papyan's decomposition -------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PapyanDecomposition:
+    """``G = class_ + cross + within`` (Papyan 2020, ``MATH.md`` §4), dense P × P each.
+
+    ``class_vectors`` v_c (C × P) and ``pair_vectors`` v_{cc'} (C × K × P) are the class and
+    class-pair means of the per-sample, per-output vectors v_{icc'}.
+    """
+
+    class_: jax.Array
+    cross: jax.Array
+    within: jax.Array
+    class_vectors: jax.Array
+    pair_vectors: jax.Array
+
+    @property
+    def ggn(self) -> jax.Array:
+        return self.class_ + self.cross + self.within
+
+    def to_dict(self) -> dict:
+        tr = lambda A: float(jnp.trace(A))
+        return {"dim": int(self.class_.shape[0]), "trace_class": tr(self.class_),
+                "trace_cross": tr(self.cross), "trace_within": tr(self.within)}
+
+
+def papyan_decomposition(model_fn: Callable, params, labels, *, loss: str, leaves=None, sample_axis: int = 1,
+                         max_bytes: int = DEFAULT_MAX_BYTES) -> PapyanDecomposition:
+    """Split the GGN of a classifier into class, cross-class and within-class parts.
+
+    ``model_fn(params)`` returns the outputs with samples along ``sample_axis`` (ufm's
+    convention: columns, K × N) and K outputs along the other axis; ``labels`` (N,) are
+    ints in ``[0, C)``. The per-sample output Hessian is written as a sum of rank-one terms
+    ``Σ_{c'} w_{c'} u_{c'} u_{c'}ᵀ`` — ``loss="mse"``: ``u = e_{c'}``, ``w = 1`` (ufm's
+    ``(1/2N)‖Z − Y‖²``); ``loss="ce"``: ``u = e_{c'} − p``, ``w = p_{c'}`` (mean
+    cross-entropy; ``Σ p_{c'}(e_{c'} − p)(·)ᵀ = diag p − ppᵀ``) — and
+    ``v_{icc'} = √w J_iᵀ u`` for sample i of class c. With class sizes n_c:
+
+      G_class  = Σ_c (K n_c / N) v_c v_cᵀ,
+      G_cross  = Σ_c (n_c / N) Σ_{c'} (v_{cc'} − v_c)(v_{cc'} − v_c)ᵀ,
+      G_within = (1/N) Σ_{c, i∈c, c'} (v_{icc'} − v_{cc'})(v_{icc'} − v_{cc'})ᵀ,
+
+    with v_{cc'} = mean_i v_{icc'} and v_c = mean_{c'} v_{cc'}; for balanced classes these
+    are ``MATH.md`` §4's Σ_c v_c v_cᵀ and (1/K) Σ_{cc'}(·). The weights are absorbed into
+    the vectors, so the three parts sum to G exactly.
+    """
+    if loss not in ("mse", "ce"):
+        raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
+    view, all_leaves = flat_view(params, leaves)
+    x0 = view.flatten(all_leaves)
+    f = lambda x: jnp.moveaxis(model_fn(view.unflatten(all_leaves, x)), sample_axis, 0)
+    Z = f(x0)
+    if Z.ndim != 2:
+        raise ValueError(f"model_fn must return a 2-d (outputs × samples) array, got shape {Z.shape}")
+    N, K = Z.shape
+    labels = np.asarray(labels)
+    if labels.shape != (N,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an int array of shape ({N},), got {labels.dtype} {labels.shape}")
+    classes = np.unique(labels)
+    _check_bytes((N * K, view.dim), x0.dtype, max_bytes, "per-sample Jacobian")
+    J = jax.jacrev(f)(x0)  # (N, K, P): J[i, o] = ∂z_{i,o}/∂θ
+    if loss == "mse":
+        V = J  # v_{i c'} = J_iᵀ e_{c'}
+    else:
+        p = jax.nn.softmax(Z, axis=1)  # (N, K)
+        JTp = jnp.einsum("nk,nkp->np", p, J)
+        V = jnp.sqrt(p)[:, :, None] * (J - JTp[:, None, :])  # √p_{c'} J_iᵀ(e_{c'} − p_i)
+    class_vecs, pair_vecs = [], []
+    G_class = G_cross = G_within = 0.0
+    for c in classes:
+        Vc = V[labels == c]  # (n_c, K, P)
+        n_c = Vc.shape[0]
+        v_cc = Vc.mean(axis=0)  # (K, P)
+        v_c = v_cc.mean(axis=0)  # (P,)
+        D = v_cc - v_c
+        W = (Vc - v_cc).reshape(-1, view.dim)
+        G_class = G_class + (K * n_c / N) * jnp.outer(v_c, v_c)
+        G_cross = G_cross + (n_c / N) * D.T @ D
+        G_within = G_within + W.T @ W / N
+        class_vecs.append(v_c)
+        pair_vecs.append(v_cc)
+    return PapyanDecomposition(G_class, G_cross, G_within, jnp.stack(class_vecs), jnp.stack(pair_vecs))

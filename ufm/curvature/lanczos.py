@@ -1,0 +1,317 @@
+"""Matrix-free spectra: top eigenpairs, trace and spectral density of a curvature operator.
+
+Every function takes either ``(loss_fn, params)`` (the Hessian of ``loss_fn`` over the
+chosen ``leaves``, linearised once with ``jax.linearize``) or an `Operator` as first
+argument with ``params=None`` (e.g. `ggn_operator`). Vectors are flat, row-major over
+the chosen leaves in the order given (``MATH.md`` §1). The whole iteration of each solver
+is one jitted XLA program; products are batched with ``vmap`` (no host round trip per
+product).
+
+* `top_eigenpairs`: restarted block Krylov (block Lanczos) with full
+  reorthogonalisation and Rayleigh–Ritz on the whole Krylov basis (Golub & Underwood 1977;
+  Musco & Musco 2015, "randomized block Krylov"). A block of ``b = k + oversample``
+  vectors finds eigenvalues of multiplicity up to ``b`` — e.g. the K² equal layer-wise
+  outliers of a collapsed UFM (``MATH.md`` §4) — which single-vector Lanczos cannot do in
+  exact arithmetic. Converged when every one of the top k Ritz pairs has
+  ``‖A v − θ v‖ <= tol · max|θ|``; the returned residuals are recomputed with fresh products.
+* `trace`: Hutchinson's estimator with Rademacher probes (Hutchinson 1990), mean ± standard
+  error.
+* `spectral_density`: stochastic Lanczos quadrature (Golub & Meurant 1994; Lin, Saad & Yang
+  2016; Ghorbani, Krishnan & Xiao 2019): per probe, the Ritz values of m Lanczos steps
+  (full reorthogonalisation) are quadrature nodes with weights ``(e_1ᵀ y_j)²``; the density
+  is their average smoothed by a Gaussian of width ``sigma`` and integrates to 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..spectrum import Spectrum
+from ._operator import Operator, as_operator
+from .hvp import hessian_operator
+
+__all__ = ["top_eigenpairs", "trace", "TraceEstimate", "spectral_density", "SpectralDensity"]
+
+
+def _check_int(name, value, low):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def _project_out(Q, W):
+    """Two passes of classical Gram–Schmidt against all columns of Q ("twice is enough")."""
+    for _ in range(2):
+        W = W - Q @ (Q.T @ W)
+    return W
+
+
+def _orthonormal_block(Q, W):
+    """Orthonormal basis of W's part orthogonal to Q's columns (zero columns of Q are inert).
+
+    Project, QR, project, QR: when W is (nearly) inside span(Q) — an exhausted Krylov
+    space — the first QR normalises rounding noise, the second projection removes its
+    component along Q, so the new columns are still orthonormal to Q.
+    """
+    W = jnp.linalg.qr(_project_out(Q, W))[0]
+    return jnp.linalg.qr(_project_out(Q, W))[0]
+
+
+def _select(theta, count, which):
+    key = -theta if which == "LA" else -jnp.abs(theta)
+    return jnp.argsort(key)[:count]
+
+
+@functools.partial(jax.jit, static_argnames=("make", "k", "num_blocks", "max_restarts", "which"))
+def _block_krylov(make, args, X0, tol, *, k, num_blocks, max_restarts, which):
+    A = jax.vmap(make(args), in_axes=1, out_axes=1)
+    P, b = X0.shape
+    m = (num_blocks + 1) * b
+    X = jnp.linalg.qr(X0)[0]
+    AX = A(X)
+    tiny = jnp.finfo(X0.dtype).tiny
+
+    def restart(state):
+        X, AX, it, _, _ = state
+        Q = jnp.zeros((P, m), X.dtype).at[:, :b].set(X)
+        AQ = jnp.zeros((P, m), X.dtype).at[:, :b].set(AX)
+
+        def extend(j, carry):
+            Q, AQ = carry
+            Qj = _orthonormal_block(Q, jax.lax.dynamic_slice_in_dim(AQ, (j - 1) * b, b, axis=1))
+            Q = jax.lax.dynamic_update_slice_in_dim(Q, Qj, j * b, axis=1)
+            AQ = jax.lax.dynamic_update_slice_in_dim(AQ, A(Qj), j * b, axis=1)
+            return Q, AQ
+
+        Q, AQ = jax.lax.fori_loop(1, num_blocks + 1, extend, (Q, AQ))
+        T = Q.T @ AQ
+        theta, Y = jnp.linalg.eigh(0.5 * (T + T.T))
+        idx = _select(theta, b, which)
+        theta, Y = theta[idx], Y[:, idx]
+        X, AX = Q @ Y, AQ @ Y
+        # Ritz vectors of an orthonormal Q are orthonormal to rounding, and AX = (AQ) Y
+        # saves the block of products the next restart would otherwise start with.
+        res = jnp.linalg.norm(AX - X * theta, axis=0)
+        return X, AX, it + 1, theta, res
+
+    def not_done(state):
+        _, _, it, theta, res = state
+        scale = jnp.maximum(jnp.max(jnp.abs(theta[:k])), tiny)
+        return (it < max_restarts) & (jnp.max(res[:k]) > tol * scale)
+
+    init = (X, AX, 0, jnp.zeros((b,), X.dtype), jnp.full((b,), jnp.inf, X.dtype))
+    X, _, it, theta, _ = jax.lax.while_loop(not_done, restart, init)
+    Xk, theta_k = X[:, :k], theta[:k]
+    residuals = jnp.linalg.norm(A(Xk) - Xk * theta_k, axis=0)
+    return theta_k, Xk, residuals, it
+
+
+@functools.partial(jax.jit, static_argnames=("make", "dim", "dtype", "k", "which"))
+def _dense_top(make, args, *, dim, dtype, k, which):
+    A = jax.vmap(make(args), in_axes=1, out_axes=1)
+    I = jnp.eye(dim, dtype=dtype)
+    M = A(I)
+    theta, Y = jnp.linalg.eigh(0.5 * (M + M.T))
+    idx = _select(theta, k, which)
+    theta, Y = theta[idx], Y[:, idx]
+    return theta, Y, jnp.linalg.norm(A(Y) - Y * theta, axis=0)
+
+
+def top_eigenpairs(loss_fn, params, k: int, *, leaves=None, seed: int = 0, tol: float | None = None,
+                   oversample: int = 10, num_blocks: int = 8, max_restarts: int = 100,
+                   which: str = "LA") -> Spectrum:
+    """The ``k`` largest eigenpairs of the Hessian of ``loss_fn`` (or of an `Operator`).
+
+    Args:
+      loss_fn: ``params -> scalar``, or an `Operator` (then ``params=None``).
+      params: pytree at which the Hessian is taken.
+      k: number of eigenpairs, ``1 <= k <= P``.
+      leaves: indices into ``tree_leaves(params)`` (None = all), flattened in that order.
+      seed: PRNG seed of the random starting block.
+      tol: relative residual tolerance, ``‖Hv − θv‖ <= tol · max|θ|`` for each of the k
+        pairs; default ``√eps`` of the dtype (eigenvalue errors are then ~``tol²`` relative
+        for separated eigenvalues).
+      oversample: extra block vectors, block size ``b = k + oversample`` (degenerate
+        groups up to multiplicity b are resolved).
+      num_blocks: Krylov depth per restart (``num_blocks · b`` products per restart).
+      max_restarts: cap on restarts; ``info["converged"]`` says whether ``tol`` was met.
+      which: ``"LA"`` largest algebraic (descending) or ``"LM"`` largest magnitude.
+
+    Returns:
+      `Spectrum` with ``eigenvalues`` (k, descending), ``eigenvectors`` (P × k, flat),
+      ``residuals`` ``‖Hv − λv‖`` and ``info`` (restarts, products, converged, tol).
+      An operator too small for the Krylov basis is solved densely (``info["method"]``).
+    """
+    op = as_operator(loss_fn, params, leaves, hessian_operator)
+    P = op.dim
+    k = _check_int("k", k, 1)
+    if k > P:
+        raise ValueError(f"k must be <= the dimension P={P}, got {k}")
+    oversample = _check_int("oversample", oversample, 0)
+    num_blocks = _check_int("num_blocks", num_blocks, 1)
+    max_restarts = _check_int("max_restarts", max_restarts, 1)
+    if which not in ("LA", "LM"):
+        raise ValueError(f"which must be 'LA' (largest algebraic) or 'LM' (largest magnitude), got {which!r}")
+    dtype = jnp.dtype(op.dtype)
+    tol = float(np.sqrt(jnp.finfo(dtype).eps)) if tol is None else float(tol)
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    b = min(k + oversample, P)
+    num_blocks = min(num_blocks, P // b - 1)
+    if num_blocks < 1:
+        theta, X, res = _dense_top(op.make, op.args, dim=P, dtype=dtype, k=k, which=which)
+        info = {"method": "dense eigh (operator too small for a Krylov basis)", "products": 2 * P,
+                "restarts": 0, "converged": True, "tol": tol, "which": which}
+    else:
+        X0 = jax.random.normal(jax.random.PRNGKey(seed), (P, b), dtype)
+        theta, X, res, it = _block_krylov(op.make, op.args, X0, jnp.asarray(tol, dtype), k=k,
+                                          num_blocks=num_blocks, max_restarts=max_restarts, which=which)
+        it = int(it)
+        scale = max(float(jnp.max(jnp.abs(theta))), float(jnp.finfo(dtype).tiny))
+        info = {"method": "restarted block Krylov", "block_size": b, "num_blocks": num_blocks,
+                "restarts": it, "products": b * (1 + it * num_blocks) + k,
+                "converged": bool(float(jnp.max(res)) <= tol * scale), "tol": tol, "which": which}
+    return Spectrum(np.asarray(theta), np.asarray(X), dim=P, residuals=np.asarray(res), source="lanczos", info=info)
+
+
+# ---- Hutchinson trace -----------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TraceEstimate:
+    """Hutchinson estimate ``value ± stderr`` from ``num_samples`` probes ``zᵀ A z``."""
+
+    value: float
+    stderr: float
+    num_samples: int
+    samples: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "stderr": self.stderr, "num_samples": self.num_samples}
+
+
+@functools.partial(jax.jit, static_argnames=("make", "batch"))
+def _quadratic_forms(make, args, Z, *, batch):
+    A = make(args)
+    return jax.lax.map(lambda z: z @ A(z), Z, batch_size=batch)
+
+
+def trace(loss_fn, params=None, *, leaves=None, num_samples: int = 100, seed: int = 0,
+          batch_size: int = 32) -> TraceEstimate:
+    """Hutchinson's estimate of ``tr H`` with its standard error.
+
+    ``E[zᵀHz] = tr H`` for Rademacher ``z``; the variance of one probe is
+    ``2(‖H‖_F² − Σ_i H_ii²)``. ``stderr`` is the sample standard deviation / √num_samples.
+    Products run ``batch_size`` at a time (vmapped).
+    """
+    op = as_operator(loss_fn, params, leaves, hessian_operator)
+    num_samples = _check_int("num_samples", num_samples, 2)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    Z = jax.random.rademacher(jax.random.PRNGKey(seed), (num_samples, op.dim), dtype=jnp.dtype(op.dtype))
+    q = np.asarray(_quadratic_forms(op.make, op.args, Z, batch=min(batch_size, num_samples)))
+    return TraceEstimate(float(q.mean()), float(q.std(ddof=1) / np.sqrt(num_samples)), num_samples, q)
+
+
+# ---- stochastic Lanczos quadrature ----------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SpectralDensity:
+    """Gaussian-smoothed SLQ density on ``grid`` with the raw quadrature behind it.
+
+    ``nodes``/``weights`` are (num_samples × num_matvecs) Ritz values and their weights
+    (each row sums to 1). With ``log=True`` the grid is ``log10|λ|`` (|λ| floored at
+    ``floor``) and ``density`` is the density of that variable.
+    """
+
+    grid: np.ndarray
+    density: np.ndarray
+    nodes: np.ndarray
+    weights: np.ndarray
+    sigma: float
+    log: bool = False
+    floor: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"grid": self.grid.tolist(), "density": self.density.tolist(), "nodes": self.nodes.tolist(),
+                "weights": self.weights.tolist(), "sigma": self.sigma, "log": self.log, "floor": self.floor}
+
+
+@functools.partial(jax.jit, static_argnames=("make", "num_matvecs"))
+def _slq_nodes(make, args, V0, *, num_matvecs):
+    A = make(args)
+    m = num_matvecs
+    P = V0.shape[1]
+    cut = jnp.sqrt(jnp.finfo(V0.dtype).eps)
+
+    def lanczos(v0):
+        q0 = v0 / jnp.linalg.norm(v0)
+        Q = jnp.zeros((m + 1, P), v0.dtype).at[0].set(q0)
+
+        def step(j, carry):
+            Q, alpha, beta, scale = carry
+            q = Q[j]
+            w = A(q)
+            a = q @ w
+            w = w - Q.T @ (Q @ w)  # full reorthogonalisation (rows not yet set are 0)
+            w = w - Q.T @ (Q @ w)
+            bj = jnp.linalg.norm(w)
+            scale = jnp.maximum(scale, jnp.abs(a) + bj)
+            alive = bj > cut * scale  # breakdown: an invariant subspace was found
+            bj = jnp.where(alive, bj, 0.0)
+            Q = Q.at[j + 1].set(jnp.where(alive, w / jnp.where(alive, bj, 1.0), 0.0))
+            return Q, alpha.at[j].set(a), beta.at[j].set(bj), scale
+
+        zeros = jnp.zeros((m,), v0.dtype)
+        _, alpha, beta, _ = jax.lax.fori_loop(0, m, step, (Q, zeros, zeros, jnp.zeros((), v0.dtype)))
+        T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
+        theta, Y = jnp.linalg.eigh(T)
+        return theta, Y[0] ** 2
+
+    return jax.vmap(lanczos)(V0)
+
+
+def spectral_density(loss_fn, params=None, *, leaves=None, num_matvecs: int = 64, num_samples: int = 8,
+                     seed: int = 0, grid=None, sigma: float | None = None, num_points: int = 1000,
+                     log: bool = False) -> SpectralDensity:
+    """SLQ spectral density of the Hessian (or an `Operator`), Gaussian-smoothed.
+
+    Args:
+      num_matvecs: Lanczos steps m per probe (products per probe; capped at P).
+      num_samples: number of Rademacher probes (their vmapped Lanczos runs in parallel).
+      grid: points at which to evaluate; default ``num_points`` points spanning the nodes
+        ± 5 sigma.
+      sigma: Gaussian width; default 1% of the node range (of log10|λ| when ``log``).
+      log: smooth the density of ``log10|λ|`` instead of λ (spectra spanning decades);
+        |λ| is floored at ``1e-12 · max|λ|``.
+
+    Returns:
+      `SpectralDensity`; ``density`` integrates to 1 over a grid that covers the nodes.
+    """
+    op = as_operator(loss_fn, params, leaves, hessian_operator)
+    m = min(_check_int("num_matvecs", num_matvecs, 1), op.dim)
+    num_samples = _check_int("num_samples", num_samples, 1)
+    V0 = jax.random.rademacher(jax.random.PRNGKey(seed), (num_samples, op.dim), dtype=jnp.dtype(op.dtype))
+    nodes, weights = (np.asarray(a, dtype=np.float64) for a in _slq_nodes(op.make, op.args, V0, num_matvecs=m))
+    floor = None
+    x = nodes
+    if log:
+        floor = 1e-12 * max(float(np.abs(nodes).max()), np.finfo(np.float64).tiny)
+        x = np.log10(np.maximum(np.abs(nodes), floor))
+    span = float(x.max() - x.min())
+    if sigma is None:
+        sigma = 0.01 * span if span > 0 else 1e-3 * max(abs(float(x.max())), 1.0)
+    sigma = float(sigma)
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if grid is None:
+        grid = np.linspace(x.min() - 5 * sigma, x.max() + 5 * sigma, _check_int("num_points", num_points, 2))
+    grid = np.asarray(grid, dtype=np.float64)
+    if grid.ndim != 1:
+        raise ValueError(f"grid must be 1-d, got shape {grid.shape}")
+    gauss = np.exp(-0.5 * ((grid[:, None] - x.reshape(-1)[None, :]) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+    density = gauss @ weights.reshape(-1) / num_samples
+    return SpectralDensity(grid, density, nodes, weights, sigma, bool(log), floor)

@@ -1,0 +1,362 @@
+"""`verify`: closed-form theory against autodiff for one deep-UFM state — a citable report.
+
+For a state (trained from random init, or the constructed optimum) every layer l gets:
+
+* the data-Hessian block of ``W_l`` measured by dense autodiff (`ufm.curvature.hessian`;
+  block Krylov `top_eigenpairs` when the block exceeds ``dense_max``) against the class-mean
+  closed form (`ufm.theory.layer_hessian_spectrum`, ``MATH.md`` §4–§6): outlier
+  eigenvalues, their count (gap rule), the bulk, principal angles between the predicted
+  and measured outlier subspaces, and the alignment ``f(v) = (vᵀHv)²/(‖v‖²‖Hv‖²)`` of every
+  predicted eigenvector;
+* where the DNC point has a closed form (``MATH.md`` §3, §5), the outlier value and the
+  singular values of ``W_l`` against it;
+* MSE: Papyan's split measured by autodiff (`ufm.curvature.papyan_decomposition`) against
+  the predicted ranks K / K(K−1) / 0; the data gradient's squared coefficients on the unit
+  Kronecker vectors ``μ̂_c^{(l+1)} ⊗ μ̂_{c'}^{(l)}`` (1/K on the diagonal, 0 off it) and its
+  fraction in the outlier space (1);
+* NC1–NC4 (`ufm.collapse.metrics`).
+
+Then the full data Hessian over ``W_1..W_L`` against ``MATH.md`` §4's S/T closed form
+(linear MSE, or ReLU with σ'(0) = 1). Every check carries its tolerance and pass/fail.
+The "data Hessian" (no ridge) is compared throughout; the ridge only shifts a block by λ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import collapse, curvature, theory
+from .model import UFMParams, check_params, forward, init_params, loss_fn
+from .spec import UFMSpec
+from .train import train
+
+__all__ = ["Check", "Report", "verify"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One comparison: ``error <= tolerance`` passes. ``predicted``/``measured`` are JSON-able."""
+
+    name: str
+    predicted: object
+    measured: object
+    error: float
+    tolerance: float
+    group: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.error) and self.error <= self.tolerance)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "group": self.group, "predicted": _jsonable(self.predicted),
+                "measured": _jsonable(self.measured), "error": float(self.error),
+                "tolerance": float(self.tolerance), "passed": self.passed}
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """All checks of one state, plus how the state was made (``info``)."""
+
+    spec: UFMSpec
+    checks: tuple[Check, ...]
+    info: dict
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+    def worst(self) -> Check:
+        """The check with the largest ``error / tolerance``."""
+        return max(self.checks, key=lambda c: c.error / c.tolerance if c.tolerance else np.inf)
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "spec": self.spec.to_dict(), "info": _jsonable(self.info),
+                "checks": [c.to_dict() for c in self.checks]}
+
+    def to_json(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return np.asarray(x).tolist()
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    return x
+
+
+def _rel(a, b) -> float:
+    """Largest relative difference of two equally long sorted vectors (scale: max |b|)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        return float("inf")
+    scale = max(np.max(np.abs(b), initial=0.0), np.finfo(float).tiny)
+    return float(np.max(np.abs(a - b), initial=0.0) / scale)
+
+
+def _measure_block(f, params, leaves, k, dense_max):
+    """Eigenvalues (descending) and eigenvectors of a Hessian block: all of them when the
+    block has at most ``dense_max`` coordinates, else the top ``k`` by block Krylov."""
+    P = sum(np.size(jax.tree_util.tree_leaves(params)[i]) for i in leaves)
+    if P <= dense_max:
+        H = np.asarray(curvature.hessian(f, params, leaves=leaves))
+        vals, vecs = np.linalg.eigh(0.5 * (H + H.T))
+        return vals[::-1], vecs[:, ::-1], H, "dense"
+    top = curvature.top_eigenpairs(f, params, min(k, P), leaves=leaves)
+    return top.eigenvalues, top.eigenvectors, None, "block Krylov"
+
+
+def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list[Check], np.ndarray]:
+    g = f"layer {l}"
+    K = spec.num_classes
+    checks = []
+    pred = theory.layer_hessian_spectrum(spec, params, l, vectors=True)
+    m = pred.eigenvalues.size
+    vals, vecs, H, how = _measure_block(f_data, params, [l], m + 5, dense_max)
+    checks.append(Check("outlier eigenvalues (class-mean formula)", pred.eigenvalues, vals[:m],
+                        _rel(vals[:m], pred.eigenvalues), tol["eig"], g))
+    n_out = int(curvature.count_outliers(vals))
+    checks.append(Check("outlier count (gap rule)", m, n_out, float(abs(n_out - m)), 0.0, g))
+    rest = vals[m:]
+    bulk_err = float(np.max(np.abs(rest - pred.bulk_value), initial=0.0) / max(abs(vals[0]), 1e-300))
+    checks.append(Check(f"bulk ({how})", pred.bulk_value, [float(rest.min(initial=0)), float(rest.max(initial=0))],
+                        bulk_err, tol["eig"], g))
+    angles = np.asarray(curvature.principal_angles(pred.eigenvectors, vecs[:, :m]))
+    checks.append(Check("outlier subspace: largest principal angle [rad]", 0.0, float(angles.max()),
+                        float(angles.max()), tol["angle"], g))
+    matvec = (lambda v: H @ v) if H is not None else _block_matvec(f_data, params, l)
+    f_vals = np.array([float(curvature.alignment(matvec, pred.eigenvectors[:, j])) for j in range(m)])
+    checks.append(Check("alignment f(v) of predicted eigenvectors (min)", 1.0, float(f_vals.min()),
+                        float(1 - f_vals.min()), tol["angle"], g))
+
+    if not at_dnc:  # the closed-form DNC values hold only at the DNC point itself
+        return checks + (_gn_checks(spec, params, l, tol, g) if spec.loss == "mse" else []), vals
+    dnc = pred.info
+    if "outlier" in dnc and dnc.get("multiplicity"):
+        value = np.full(dnc["multiplicity"], dnc["outlier"])
+        checks.append(Check("outliers vs DNC closed form λγ/(1−γ)", float(dnc["outlier"]),
+                            vals[: value.size], _rel(vals[: value.size], value), tol["dnc"], g))
+    if "outliers" in dnc:
+        value = np.repeat(dnc["outliers"], dnc["multiplicities"])
+        checks.append(Check("CE outlier levels vs DNC closed form", dnc["outliers"],
+                            vals[: value.size], _rel(np.sort(vals[: value.size])[::-1], np.sort(value)[::-1]),
+                            tol["dnc"], g))
+    ws = theory.weight_spectrum(spec, params)[l - 1]
+    if "max_rel_error" in ws.info:
+        k = ws.info["predicted_multiplicity"]
+        checks.append(Check(f"singular values of W_{l} vs DNC", ws.info["predicted"], ws.eigenvalues[:k],
+                            ws.info["max_rel_error"], tol["dnc"], g))
+    if spec.loss == "mse":
+        checks += _gn_checks(spec, params, l, tol, g)
+        checks += _gradient_checks(spec, params, l, pred, tol, g)
+    return checks, vals
+
+
+def _block_matvec(f, params, l):
+    leaves = jax.tree_util.tree_leaves(params)
+    shape = leaves[l].shape
+
+    def matvec(v):
+        tangent = jax.tree_util.tree_map(jnp.zeros_like, params)
+        tangent = tangent._replace(Ws=tuple(jnp.asarray(v).reshape(shape) if i == l - 1 else W
+                                            for i, W in enumerate(tangent.Ws)))
+        return np.asarray(curvature.hvp(f, params, tangent).Ws[l - 1]).reshape(-1)
+
+    return matvec
+
+
+def _gn_checks(spec, params, l, tol, g) -> list[Check]:
+    """Papyan's split by autodiff (`ufm.curvature.papyan_decomposition`) against the
+    class-mean closed form (`ufm.theory.gn_decomposition`): ranks and eigenvalues."""
+    model = lambda p: forward(spec, p).output  # noqa: E731
+    dec = curvature.papyan_decomposition(model, params, spec.class_index, loss="mse", leaves=[l])
+    pred = theory.gn_decomposition(spec, params, l, vectors=False)
+    parts = {"G_class": (dec.class_, pred.G_class), "G_cross": (dec.cross, pred.G_cross),
+             "G_within": (dec.within, pred.G_within)}
+    top = max(float(np.linalg.eigvalsh(np.asarray(dec.class_ + dec.cross)).max()), 1e-300)
+    checks = []
+    for name, (G, p) in parts.items():
+        ev = np.linalg.eigvalsh(np.asarray(G))[::-1]
+        rank = int(np.sum(ev > tol["rank"] * top))
+        pv = p.eigenvalues[p.eigenvalues > tol["rank"] * top]  # same numerical-rank rule on both sides
+        checks.append(Check(f"{name} rank (> {tol['rank']:g}·λ_max)", pv.size, rank, float(abs(rank - pv.size)), 0.0, g))
+        if pv.size and rank == pv.size:
+            checks.append(Check(f"{name} eigenvalues", pv, ev[:rank], _rel(ev[:rank], pv), tol["eig"], g))
+    return checks
+
+
+def _gradient_checks(spec, params, l, pred, tol, g) -> list[Check]:
+    """Squared coefficients of the autodiff data gradient on ``μ̂_c^{(l+1)} ⊗ μ̂_{c'}^{(l)}``."""
+    K = spec.num_classes
+    grad = np.asarray(jax.grad(loss_fn(spec, regularized=False))(params).Ws[l - 1])
+    acts = forward(spec, params)
+    unit = lambda X: X / np.linalg.norm(X, axis=0)  # noqa: E731
+    M_in = collapse.class_means(acts.post[l - 1], spec.class_index, K)
+    M_out = collapse.class_means(np.asarray(params.Ws[l - 1]) @ np.asarray(acts.post[l - 1]), spec.class_index, K)
+    ghat = grad / np.linalg.norm(grad)
+    coef2 = (unit(M_out).T @ ghat @ unit(M_in)) ** 2
+    expected = np.eye(K) / K
+    frac = float(curvature.gradient_fraction(ghat.reshape(-1), pred.eigenvectors))
+    return [
+        Check("gradient: squared coefficients on μ̂_c⊗μ̂_c' (1/K diagonal)", expected, coef2,
+              float(np.max(np.abs(coef2 - expected))), tol["dnc"], g),
+        Check("gradient: fraction in the outlier space", 1.0, frac, abs(1 - frac), tol["dnc"], g),
+    ]
+
+
+def _collapse_checks(spec, params, tol) -> list[Check]:
+    nc = collapse.metrics(spec, params)
+    geometry = "etf_distance" if spec.loss == "ce" else "of_distance"
+    checks = []
+    for i in range(spec.depth):
+        g = f"layer {i + 1}"
+        checks.append(Check("NC1 tr(Σ_W Σ_B†)/K", 0.0, float(nc.nc1[i]), float(abs(nc.nc1[i])), tol["nc"], g))
+        checks.append(Check(f"NC2 {geometry}", 0.0, float(getattr(nc, geometry)[i]),
+                            float(getattr(nc, geometry)[i]), tol["nc2"], g))
+        checks.append(Check("NC3 rows of W outside span(M)", 0.0, float(nc.nc3[i]), float(nc.nc3[i]),
+                            tol["nc2"], g))
+        checks.append(Check("NC4 nearest-centre disagreement", 0.0, float(nc.nc4[i]), float(nc.nc4[i]), 0.0, g))
+    return checks
+
+
+def _dnc_distance_check(spec, params, sol, tol) -> Check:
+    """``‖Z − Z*‖/‖Z*‖`` with ``Z* = γY`` (MSE, ``MATH.md`` §3) or ``α (I − 11ᵀ/K) ⊗ 1_nᵀ`` (CE, §5)."""
+    Z = np.asarray(forward(spec, params).output, dtype=np.float64)
+    if sol.collapsed_to_zero:
+        target = np.zeros_like(Z)
+    elif spec.loss == "mse":
+        target = sol.scale * spec.targets
+    else:
+        K = spec.num_classes
+        target = sol.scale * np.kron(np.eye(K) - np.ones((K, K)) / K, np.ones((1, spec.per_class)))
+    err = float(np.linalg.norm(Z - target) / max(np.linalg.norm(target), np.linalg.norm(Z), 1e-300))
+    return Check("output at the DNC point: ‖Z − Z*‖/‖Z*‖", 0.0, err, err, tol["dnc"], "DNC point")
+
+
+def _full_checks(spec, params, f_data, dense_max, tol) -> list[Check]:
+    try:
+        pred = theory.full_hessian_spectrum(spec, params)
+    except ValueError as e:  # no closed form for this loss / activation
+        return [], str(e)
+    L = spec.depth
+    leaves = list(range(1, L + 1))
+    m = pred.eigenvalues.size
+    P = pred.dim
+    if P <= dense_max:
+        H = np.asarray(curvature.hessian(f_data, params, leaves=leaves))
+        vals = np.linalg.eigvalsh(0.5 * (H + H.T))[::-1]
+        how = "dense"
+        predicted, measured = np.sort(pred.all_eigenvalues())[::-1], vals
+    else:
+        k = min(int(np.sum(pred.eigenvalues > 0)) + 5, P)
+        top = curvature.top_eigenpairs(f_data, params, k, leaves=leaves)
+        how = "block Krylov"
+        predicted, measured = np.sort(pred.all_eigenvalues())[::-1][:k], top.eigenvalues
+    checks = [Check(f"full Hessian over W_1..W_L: all {measured.size} eigenvalues ({how})", predicted, measured,
+                    _rel(measured, predicted), tol["dnc"], "full")]
+    n_pos = int(np.sum(pred.eigenvalues > 1e-8 * np.abs(pred.eigenvalues).max()))
+    n_meas = int(np.sum(measured > 1e-8 * np.abs(measured).max()))
+    checks.append(Check("full Hessian: number of positive eigenvalues", n_pos, n_meas, float(abs(n_meas - n_pos)),
+                        0.0, "full"))
+    return checks, None
+
+
+DEFAULT_TOLERANCES = {
+    "eig": 1e-8,  # closed form from the state's own class means vs autodiff at that state
+    "angle": 1e-6,
+    "dnc": 1e-6,  # against the DNC point: limited by how far training converged
+    "rank": 1e-8,
+    "nc": 1e-8,
+    "nc2": 1e-6,
+}
+
+
+def verify(
+    spec: UFMSpec,
+    params: UFMParams | None = None,
+    *,
+    from_optimum: bool = False,
+    seed: int = 0,
+    steps: int = 200_000,
+    train_tol: float = 1e-10,
+    dense_max: int = 4096,
+    full: bool = True,
+    tolerances: dict | None = None,
+    callback=None,
+) -> Report:
+    """Check the closed-form theory against autodiff at one state of ``spec``.
+
+    Args:
+      spec: the model.
+      params: the state; default: trained from ``init_params(spec, seed)`` to
+        ``‖∇L‖ <= train_tol`` (or the constructed optimum with ``from_optimum``).
+      dense_max: blocks up to this many coordinates are measured densely, larger ones by
+        block Krylov.
+      full: also check the full Hessian over W_1..W_L where a closed form exists.
+      tolerances: overrides of `DEFAULT_TOLERANCES`.
+      callback: forwarded to `ufm.train` (progress).
+
+    Use float64 (``jax.config.update("jax_enable_x64", True)``): the tolerances are set for it.
+    """
+    tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+    info = {"float64": bool(jax.config.jax_enable_x64)}
+    if spec.activation == "relu":
+        info["relu_convention"] = f"σ'(0) = {spec.relu_grad0:g}"
+    if spec.activation == "softplus":
+        info["softplus_beta"] = spec.softplus_beta
+    t0 = time.perf_counter()
+    if params is None:
+        if from_optimum:
+            params = theory.construct_optimum(spec, seed)
+            info["state"] = f"constructed optimum (seed {seed})"
+        else:
+            result = train(spec, init_params(spec, seed), steps=steps, tol=train_tol, callback=callback,
+                           log_every=2_000)
+            params = result.params
+            info.update(state=f"trained from random init (seed {seed})", train_steps=result.steps,
+                        train_converged=result.converged, grad_norm=float(result.history["grad_norm"][-1]))
+    else:
+        check_params(spec, params)
+        info["state"] = "given"
+    info["train_seconds"] = time.perf_counter() - t0
+    sol = theory.dnc_solution(spec)
+    info["dnc"] = sol.to_dict()
+    f_data = loss_fn(spec, regularized=False)
+    checks = _collapse_checks(spec, params, tol)
+    dnc = _dnc_distance_check(spec, params, sol, tol)
+    checks.append(dnc)
+    at_dnc = dnc.passed
+    skipped = {} if at_dnc else {"DNC-point checks": "the state is not the DNC point: " + f"{dnc.measured:.3g}"}
+    info["layer_spectra"] = {}
+    for l in range(1, spec.depth + 1):
+        try:
+            layer_checks, vals = _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc)
+            checks += layer_checks
+            info["layer_spectra"][l] = vals
+        except ValueError as e:  # e.g. not collapsed: the theory says how far
+            checks.append(Check("class-mean formula applicable", "collapsed", str(e), np.inf, 0.0, f"layer {l}"))
+    if full and at_dnc:
+        full_checks, reason = _full_checks(spec, params, f_data, dense_max, tol)
+        checks += full_checks
+        if reason:
+            skipped["full Hessian"] = reason
+    info["skipped"] = skipped
+    info["seconds"] = time.perf_counter() - t0
+    return Report(spec, tuple(checks), info)
+
