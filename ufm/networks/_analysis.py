@@ -15,8 +15,8 @@ at the trained parameters, in float64. Conventions:
   ``(1/K) Σ_c A^{(l+1)ᵀ} ρ_c A^{(l+1)} ⊗ μ_c μ_cᵀ`` with ``ρ_c = diag(p_c) − p_c p_cᵀ`` (CE),
   with A^{(l+1)} = W_L ⋯ W_{l+1} and M_l the class means of H̃_l, both *measured*. It is
   evaluated by ``ufm.theory.collapsed_layer_hessian``. For a ReLU head the tail becomes
-  class dependent, ``A_c = W_L D_c ⋯ D_c W_{l+1}`` with D_c the ReLU mask at the class
-  mean; that case is evaluated here densely from the same formula with A → A_c.
+  class dependent, ``A_c = W_L D_c ⋯ W_{l+1} D_c`` with D_c the ReLU masks at the class
+  mean (``collapsed_layer_hessian`` takes one tail per class).
   K² outliers are expected for MSE and (K−1)² for CE.
 * Outliers are counted with ``ufm.curvature.subspace.count_outliers`` (its gap rule);
   the subspace overlap is ``Tr(P_pred P_meas)/k`` over the top k = expected count,
@@ -102,41 +102,31 @@ def _class_means(H, labels, K):
 # ---- layer-wise ----------------------------------------------------------------------
 def predicted_layer_spectrum(spec: NetworkSpec, params: NetworkParams, H1, labels, layer: int) -> Spectrum:
     """The collapsed-point prediction for the data Hessian of W_``layer`` (1..L) from measured
-    class means and weights (module docstring)."""
+    class means and weights, via ``ufm.theory.collapsed_layer_hessian`` (module docstring).
+
+    Returns the nonzero eigenpairs with flat row-major eigenvectors (bulk value 0).
+    """
     L, K = spec.depth, spec.num_classes
     if not (isinstance(layer, int) and 1 <= layer <= L):
         raise ValueError(f"layer must be an int in 1..{L}, got {layer!r}")
     head = [np.asarray(W, np.float64) for W in params.head]
     feats = head_features(spec, params, jnp.asarray(H1))
-    M = _class_means(feats[layer - 1], labels, K)  # means of H̃_l (d_l × K)
+    means = [_class_means(f, labels, K) for f in feats]  # means of H̃_1..H̃_L and of Z
     probs = None
     if spec.loss == "ce":
-        Zc = _class_means(feats[-1], labels, K)  # collapsed logits: class means of Z
-        probs = np.asarray(jax.nn.softmax(Zc, axis=0))  # column c = p_c
+        probs = np.asarray(jax.nn.softmax(means[-1], axis=0))  # collapsed logits; column c = p_c
     if spec.activation == "linear":
         A = np.eye(K)
         for W in head[layer:][::-1]:
             A = A @ W
-        return _theory().collapsed_layer_hessian(A, M, loss=spec.loss, probs=probs)
-    return _relu_prediction(spec, params, feats, labels, layer, M, probs)
-
-
-def _relu_prediction(spec, params, feats, labels, layer, M, probs) -> Spectrum:
-    """Dense ``(1/K) Σ_c A_cᵀ ρ_c A_c ⊗ μ_c μ_cᵀ`` with class-dependent ReLU masks."""
-    K, L = spec.num_classes, spec.depth
-    head = [np.asarray(W, np.float64) for W in params.head]
-    means = [_class_means(f, labels, K) for f in feats[:-1]]
-    blocks = 0.0
-    for c in range(K):
-        A = np.eye(K)
-        for j in range(L, layer, -1):  # A_c = W_L D_L W_{L-1} ⋯ W_{l+1} D_{l+1}
-            # D_j = ReLU mask of H_j = W_{j-1} H̃_{j-1} at the class mean
-            pre = head[j - 2] @ means[j - 2][:, c]
-            A = (A @ head[j - 1]) * (pre > 0)[None, :]
-        rho = np.eye(K) if probs is None else np.diag(probs[:, c]) - np.outer(probs[:, c], probs[:, c])
-        blocks = blocks + np.kron(A.T @ rho @ A, np.outer(M[:, c], M[:, c])) / K
-    vals, vecs = np.linalg.eigh(blocks)
-    return Spectrum(vals[::-1], vecs[:, ::-1], source="collapsed-relu-dense", info={"layer": layer})
+    else:
+        # A_c = W_L D_L W_{L-1} ⋯ W_{l+1} D_{l+1}, D_j the ReLU mask of H_j = W_{j-1} H̃_{j-1}
+        # at the class mean (exact when the class is collapsed).
+        A = np.stack([np.eye(K)] * K)
+        for j in range(L, layer, -1):
+            active = (head[j - 2] @ means[j - 2] > 0).T  # (K classes × d_j)
+            A = (A @ head[j - 1]) * active[:, None, :]
+    return _theory().collapsed_layer_hessian(A, means[layer - 1], loss=spec.loss, probs=probs, vectors=True)
 
 
 def measured_layer_spectrum(
@@ -169,11 +159,14 @@ class LayerComparison:
       layer: l in 1..L; num_params: size of the block.
       expected: K² (MSE) or (K−1)² (CE); num_outliers: counted on the measured spectrum.
       gap: λ_k / λ_{k+1} of the measured block at k = expected (separation from the bulk).
+      predicted_rank: m = how many of the top ``expected`` predicted eigenvalues are nonzero
+        (< expected when the measured means / tail are rank deficient); the errors, overlap
+        and f(v) below are over the top m.
       predicted, measured: the top ``expected + 10`` eigenvalues, descending.
-      max_rel_error, median_rel_error: ``|meas − pred| / pred`` over the top ``expected``.
-      overlap: ``Tr(P_pred P_meas) / expected`` of the two top-``expected`` eigenspaces.
-      alignment_min, alignment_mean: f(v) of the predicted eigenvectors under the measured block.
-      gradient_fraction: ``‖P g‖² / ‖g‖²`` of the data gradient in the measured top-``expected`` space.
+      max_rel_error, median_rel_error: ``|meas − pred| / pred`` over the top m.
+      overlap: ``Tr(P_pred P_meas) / m`` of the two top-m eigenspaces.
+      alignment_min, alignment_mean: f(v) of the top-m predicted eigenvectors under the measured block.
+      gradient_fraction: ``‖P g‖² / ‖g‖²`` of the data gradient in the measured top-m space.
       source: how the block was measured (``"dense"`` / ``"lanczos"``).
     """
 
@@ -182,6 +175,7 @@ class LayerComparison:
     expected: int
     num_outliers: int
     gap: float
+    predicted_rank: int
     predicted: np.ndarray
     measured: np.ndarray
     max_rel_error: float
@@ -194,6 +188,9 @@ class LayerComparison:
 
     def to_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+_RANK_RTOL = 1e-10  # predicted eigenvalues below this fraction of the largest count as zero
 
 
 def _count(vals) -> int:
@@ -209,13 +206,16 @@ def compare_layer(
     k = expected_outliers(spec)
     pred = predicted_layer_spectrum(spec, params, H1, labels, layer) if predicted is None else predicted
     meas, Hm, grad = measured_layer_spectrum(spec, params, H1, labels, layer, k=k + 10, dense_max=dense_max)
-    if pred.eigenvectors is None or pred.eigenvalues.size < k:
-        raise ValueError(f"the prediction for layer {layer} resolves {pred.eigenvalues.size} < {k} eigenpairs")
-    pv, mv = pred.eigenvalues[:k], meas.eigenvalues[:k]
+    # The prediction resolves its nonzero eigenpairs only: fewer than k when the measured
+    # class means or tail are rank deficient (e.g. a low-rank CE solution). Compare over those.
+    m = min(k, int(np.sum(pred.eigenvalues > _RANK_RTOL * pred.eigenvalues[0])) if pred.eigenvalues.size else 0)
+    if m == 0:
+        raise ValueError(f"the prediction for layer {layer} is zero: the class means or the tail vanish")
+    pv, mv = pred.eigenvalues[:m], meas.eigenvalues[:m]
     rel = np.abs(mv - pv) / np.abs(pv)
-    Up, Um = np.asarray(pred.eigenvectors)[:, :k], np.asarray(meas.eigenvectors)[:, :k]
+    Up, Um = np.asarray(pred.eigenvectors)[:, :m], np.asarray(meas.eigenvectors)[:, :m]
     if Hm is not None:
-        f = np.array([float(sub.alignment(Hm, Up[:, j])) for j in range(k)])
+        f = np.array([float(sub.alignment(Hm, Up[:, j])) for j in range(m)])
     else:
         fn = _head_loss_fn(spec, jnp.asarray(H1), labels)
         head_params = (tuple(params.head), tuple(params.head_biases))
@@ -230,7 +230,7 @@ def compare_layer(
             _, hv = jax.jvp(jax.grad(block_loss), (head_params[0][layer - 1],), (jnp.asarray(v).reshape(shape),))
             return np.asarray(hv).reshape(-1)
 
-        f = np.array([float(sub.alignment(matvec, Up[:, j])) for j in range(k)])
+        f = np.array([float(sub.alignment(matvec, Up[:, j])) for j in range(m)])
     all_meas = meas.eigenvalues
     return LayerComparison(
         layer=layer,
@@ -238,7 +238,8 @@ def compare_layer(
         expected=k,
         num_outliers=_count(all_meas),
         gap=float(all_meas[k - 1] / all_meas[k]) if all_meas.size > k and all_meas[k] > 0 else float("inf"),
-        predicted=pred.eigenvalues[: k + 10],
+        predicted_rank=m,
+        predicted=np.concatenate([pred.eigenvalues, np.zeros(max(0, k + 10 - pred.eigenvalues.size))])[: k + 10],
         measured=meas.eigenvalues[: k + 10],
         max_rel_error=float(rel.max()),
         median_rel_error=float(np.median(rel)),
@@ -258,10 +259,10 @@ class NetworkSpectrum:
     Fields:
       eigenvalues: the top k (Lanczos), descending; residuals: ‖Hv − λv‖ of each.
       num_outliers: by the gap rule; num_params: P.
-      inheritance: (num_outliers × (1 + L)) squared mass of each outlier eigenvector on
-        [backbone, W_1, ..., W_L] (rows sum to 1).
-      in_layer_space: (num_outliers × L) fraction of each eigenvector's W_l part lying in the
-        top-``expected`` eigenspace of the layer-l block (NaN where the part is ~0).
+      inheritance: (k × (1 + L)) squared mass of each top eigenvector on
+        [backbone, W_1, ..., W_L] (rows sum to 1); the first ``num_outliers`` rows are the outliers.
+      in_layer_space: (k × L) fraction of each eigenvector's W_l part lying in layer l's
+        predicted outlier space (NaN where the part is ~0 or no space was given).
       density_grid, density: SLQ estimate of the spectral density (empty if not asked).
     """
 
@@ -311,9 +312,9 @@ def network_spectrum(
         group[i] = l
     for l in range(1, len(leaves) - head_idx[-1]):  # head biases follow W_1..W_L
         group[head_idx[-1] + l] = l
-    V = np.asarray(top.eigenvectors)[:, :n_out]
-    mass = np.zeros((n_out, spec.depth + 1))
-    in_space = np.full((n_out, spec.depth), np.nan)
+    V = np.asarray(top.eigenvectors)
+    mass = np.zeros((V.shape[1], spec.depth + 1))
+    in_space = np.full((V.shape[1], spec.depth), np.nan)
     for i, g in enumerate(group):
         mass[:, g] += np.sum(V[bounds[i] : bounds[i + 1]] ** 2, axis=0)
     for l, i in enumerate(head_idx, start=1):
@@ -424,7 +425,7 @@ def _analyze(spec, params, train, test, *, whole_network, network_k, density, de
     for l in range(1, spec.depth + 1):
         pred = predicted_layer_spectrum(spec, params, H1, train.labels, l)
         layers.append(compare_layer(spec, params, H1, train.labels, l, dense_max=dense_max, predicted=pred))
-        layer_spaces[l] = np.asarray(pred.eigenvectors)[:, :k]
+        layer_spaces[l] = np.asarray(pred.eigenvectors)[:, : layers[-1].predicted_rank]
     seconds["layers"] = time.perf_counter() - t
 
     network = None

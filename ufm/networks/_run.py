@@ -53,6 +53,8 @@ def run_real(
     test_per_class: int = 100,
     depth: int = 3,
     width: int = 32,
+    hidden: tuple[int, ...] = (128, 128),
+    channels: tuple[int, ...] = (8, 16),
     activation: str = "linear",
     lambda_W: float | None = None,
     lambda_H: float = 0.0,
@@ -72,13 +74,13 @@ def run_real(
     Args:
       dataset: ``"mnist"`` (the shipped 10,000-image split, or ``data_dir``), ``"digits"``
         (scikit-learn) or ``"gmm"`` (10 Gaussians in 64 dimensions).
-      model: backbone, ``"mlp"`` (784-128-128-d or p-128-128-d) or ``"cnn"`` (channels 8, 16).
+      model: backbone, ``"mlp"`` (input-128-128-d) or ``"cnn"`` (channels 8, 16, then affine to d).
       loss: ``"mse"`` or ``"ce"``.
       quick: a smaller run (fewer samples and steps, no SLQ density) for smoke tests.
       seed: split, initialisation and mini-batch seed.
       per_class, steps, learning_rate, lambda_W: override `DEFAULTS`.
       test_per_class: held-out samples per class (capped by what the split leaves).
-      depth, width, activation: the head (L, d, σ).
+      depth, width, activation: the head (L, d, σ); hidden / channels: the MLP / CNN backbone.
       lambda_H: feature penalty (``_models`` docstring).
       optimizer, batch_size: ``"sgd"`` (momentum 0.9) or ``"adam"``; ``None`` = full batch.
       whole_network, network_k, density: the whole-network Lanczos (how many eigenpairs) and SLQ
@@ -107,6 +109,8 @@ def run_real(
         input_shape=train.input_shape,
         num_classes=train.num_classes,
         backbone=model,
+        hidden=hidden,
+        channels=channels,
         width=width,
         depth=depth,
         activation=activation,
@@ -166,12 +170,13 @@ def format_table(report: RealNetworkReport) -> str:
         )
     n = report.network
     if n is not None:
-        mean_mass = n.inheritance.mean(axis=0) if n.num_outliers else np.zeros(0)
+        top = max(n.num_outliers, 1)
+        mean_mass = n.inheritance[:top].mean(axis=0)
         lines += [
             "",
             f"whole network: P={n.num_params}, top {n.eigenvalues.size} by Lanczos, {n.num_outliers} outliers "
             f"(gap rule), λ_max={n.eigenvalues[0]:.4g}, max residual {np.nanmax(n.residuals):.2e}",
-            "mean outlier mass  backbone " + "  ".join(
+            f"mean squared mass of the top {top} eigenvectors: backbone " + "  ".join(
                 [f"{mean_mass[0]:.3f}"] + [f"W_{l}: {m:.3f}" for l, m in enumerate(mean_mass[1:], start=1)]
             ),
         ]
