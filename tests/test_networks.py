@@ -173,22 +173,22 @@ def test_head_leaf_indices_point_at_the_head():
 
 
 def test_cnn_backbone_against_numpy():
-    """Conv + ReLU + average pooling against an explicit numpy loop."""
+    """Stride-2 convolutions + ReLU against an explicit numpy loop."""
     spec, params, data = _tiny("cnn")
     x = np.asarray(data.X[:2], np.float64)
     for W, b in params.backbone[:-1]:
-        W, b = np.asarray(W), np.asarray(b)
+        W, b = np.asarray(W), np.asarray(b) + 0.1  # nonzero bias: checks its broadcast
         pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-        h, w = x.shape[2:]
+        h, w = x.shape[2] // 2, x.shape[3] // 2
         conv = np.zeros((x.shape[0], W.shape[0], h, w))
         for i in range(h):
             for j in range(w):
-                conv[:, :, i, j] = np.einsum("ncab,ocab->no", pad[:, :, i : i + 3, j : j + 3], W)
+                conv[:, :, i, j] = np.einsum("ncab,ocab->no", pad[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3], W)
         x = np.maximum(conv + b[None, :, None, None], 0)
-        x = x.reshape(x.shape[0], x.shape[1], h // 2, 2, w // 2, 2).mean(axis=(3, 5))
     Wo, bo = (np.asarray(a) for a in params.backbone[-1])
     expected = (x.reshape(2, -1) @ Wo.T + bo).T
-    np.testing.assert_allclose(nw.backbone_features(spec, params, data.X[:2]), expected, atol=1e3 * EPS)
+    shifted = params._replace(backbone=tuple((W, b + 0.1) for W, b in params.backbone[:-1]) + params.backbone[-1:])
+    np.testing.assert_allclose(nw.backbone_features(spec, shifted, data.X[:2]), expected, atol=1e3 * EPS)
 
 
 def test_loss_terms():

@@ -287,7 +287,7 @@ def network_spectrum(
     k: int | None = None,
     layer_spaces: dict | None = None,
     density: bool = True,
-    density_matvecs: int = 60,
+    density_matvecs: int = 40,
     density_samples: int = 4,
     seed: int = 0,
 ) -> NetworkSpectrum:

@@ -63,8 +63,8 @@ class NetworkSpec:
       num_classes: K >= 2.
       backbone: ``"mlp"`` or ``"cnn"``.
       hidden: MLP hidden widths (ReLU after each), then an affine map to d.
-      channels: CNN channels; each stage is a 3 × 3 'SAME' convolution, ReLU and 2 × 2
-        average pooling; then an affine map to d.
+      channels: CNN channels; each stage is a 3 × 3 convolution with stride 2 and
+        padding 1 (halving each side), then ReLU; then an affine map to d.
       width: head width d >= K (the dimension of H_1).
       depth: L >= 1 head layers.
       activation: head σ, ``"linear"`` or ``"relu"`` (``jax.nn.relu``, σ'(0) = 0).
@@ -192,9 +192,9 @@ def backbone_features(spec: NetworkSpec, params: NetworkParams, X) -> Array:
     else:
         h = X
         for W, b in hidden:
-            h = jax.lax.conv_general_dilated(h, W, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+            # stride 2 instead of stride 1 + pooling: ~8x cheaper on CPU, same output size
+            h = jax.lax.conv_general_dilated(h, W, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NCHW", "OIHW", "NCHW"))
             h = jax.nn.relu(h + b[None, :, None, None])
-            h = jax.lax.reduce_window(h, 0.0, jax.lax.add, (1, 1, 2, 2), (1, 1, 2, 2), "VALID") / 4.0
         h = h.reshape(h.shape[0], -1)
     return (h @ Wo.T + bo).T
 

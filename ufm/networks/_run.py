@@ -25,10 +25,10 @@ __all__ = ["run_real", "format_table", "DEFAULTS"]
 #: Per (quick, loss) defaults: samples per class, SGD steps (momentum 0.9, full batch, 200
 #: warm-up steps), learning rate, λ_W, and how many top eigenpairs of the whole network.
 DEFAULTS = {
-    (False, "mse"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=120),
-    (False, "ce"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=100),
-    (True, "mse"): dict(per_class=20, steps=600, learning_rate=0.1, lambda_W=5e-3, network_k=20),
-    (True, "ce"): dict(per_class=20, steps=600, learning_rate=0.1, lambda_W=5e-3, network_k=20),
+    (False, "mse"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=20),
+    (False, "ce"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=20),
+    (True, "mse"): dict(per_class=20, steps=600, learning_rate=0.1, lambda_W=5e-3, network_k=12),
+    (True, "ce"): dict(per_class=20, steps=600, learning_rate=0.1, lambda_W=5e-3, network_k=12),
 }
 
 
