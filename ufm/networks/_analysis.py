@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..collapse import CollapseMetrics, nc_metrics
+from ..model import output_loss
 from ..spectrum import Spectrum
 from ._data import Dataset
 from ._models import NetworkParams, NetworkSpec, backbone_features, head_features, head_leaf_indices, network_loss
@@ -86,10 +87,7 @@ def _head_loss_fn(spec: NetworkSpec, H1, labels):
     def fn(head_params):
         head, biases = head_params
         params = NetworkParams((), head, biases)
-        Z = head_features(spec, params, H1)[-1]
-        from ..model import output_loss
-
-        return output_loss(spec.loss, Z, labels)
+        return output_loss(spec.loss, head_features(spec, params, H1)[-1], labels)
 
     return fn
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,8 +145,6 @@ def train_network(
       checkpoint: an ``.npz`` path; resumed from if it exists, rewritten at every record.
       callback: called with each record (a dict) — e.g. a progress bar; nothing is printed.
     """
-    import time
-
     if tuple(data.input_shape) != spec.input_shape or data.num_classes != spec.num_classes:
         raise ValueError(
             f"data (input {data.input_shape}, K={data.num_classes}) does not fit spec "
