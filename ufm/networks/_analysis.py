@@ -157,9 +157,9 @@ class LayerComparison:
       layer: l in 1..L; num_params: size of the block.
       expected: K² (MSE) or (K−1)² (CE); num_outliers: counted on the measured spectrum.
       gap: λ_k / λ_{k+1} of the measured block at k = expected (separation from the bulk).
-      predicted_rank: m = how many of the top ``expected`` predicted eigenvalues are nonzero
-        (< expected when the measured means / tail are rank deficient); the errors, overlap
-        and f(v) below are over the top m.
+      predicted_outliers: m = the outliers of the predicted spectrum by the same gap rule, at
+        most ``expected`` (fewer when the measured means / tail are numerically rank
+        deficient); the errors, overlap and f(v) below are over the top m.
       predicted, measured: the top ``expected + 10`` eigenvalues, descending.
       max_rel_error, median_rel_error: ``|meas − pred| / pred`` over the top m.
       overlap: ``Tr(P_pred P_meas) / m`` of the two top-m eigenspaces.
@@ -173,7 +173,7 @@ class LayerComparison:
     expected: int
     num_outliers: int
     gap: float
-    predicted_rank: int
+    predicted_outliers: int
     predicted: np.ndarray
     measured: np.ndarray
     max_rel_error: float
@@ -186,9 +186,6 @@ class LayerComparison:
 
     def to_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataclasses.asdict(self).items()}
-
-
-_RANK_RTOL = 1e-10  # predicted eigenvalues below this fraction of the largest count as zero
 
 
 def _count(vals) -> int:
@@ -204,11 +201,12 @@ def compare_layer(
     k = expected_outliers(spec)
     pred = predicted_layer_spectrum(spec, params, H1, labels, layer) if predicted is None else predicted
     meas, Hm, grad = measured_layer_spectrum(spec, params, H1, labels, layer, k=k + 10, dense_max=dense_max)
-    # The prediction resolves its nonzero eigenpairs only: fewer than k when the measured
-    # class means or tail are rank deficient (e.g. a low-rank CE solution). Compare over those.
-    m = min(k, int(np.sum(pred.eigenvalues > _RANK_RTOL * pred.eigenvalues[0])) if pred.eigenvalues.size else 0)
-    if m == 0:
+    # The prediction may have fewer than k outliers when the measured class means or tail
+    # are (numerically) rank deficient, e.g. a low-rank CE solution: count them with the
+    # same gap rule (the bulk is 0) and compare over those m.
+    if not pred.eigenvalues.size or not pred.eigenvalues[0] > 0:
         raise ValueError(f"the prediction for layer {layer} is zero: the class means or the tail vanish")
+    m = min(k, _count(np.concatenate([pred.eigenvalues, [0.0]])) or int(np.sum(pred.eigenvalues > 0)))
     pv, mv = pred.eigenvalues[:m], meas.eigenvalues[:m]
     rel = np.abs(mv - pv) / np.abs(pv)
     Up, Um = np.asarray(pred.eigenvectors)[:, :m], np.asarray(meas.eigenvectors)[:, :m]
@@ -236,7 +234,7 @@ def compare_layer(
         expected=k,
         num_outliers=_count(all_meas),
         gap=float(all_meas[k - 1] / all_meas[k]) if all_meas.size > k and all_meas[k] > 0 else float("inf"),
-        predicted_rank=m,
+        predicted_outliers=m,
         predicted=np.concatenate([pred.eigenvalues, np.zeros(max(0, k + 10 - pred.eigenvalues.size))])[: k + 10],
         measured=meas.eigenvalues[: k + 10],
         max_rel_error=float(rel.max()),
@@ -423,7 +421,7 @@ def _analyze(spec, params, train, test, *, whole_network, network_k, density, de
     for l in range(1, spec.depth + 1):
         pred = predicted_layer_spectrum(spec, params, H1, train.labels, l)
         layers.append(compare_layer(spec, params, H1, train.labels, l, dense_max=dense_max, predicted=pred))
-        layer_spaces[l] = np.asarray(pred.eigenvectors)[:, : layers[-1].predicted_rank]
+        layer_spaces[l] = np.asarray(pred.eigenvectors)[:, : layers[-1].predicted_outliers]
     seconds["layers"] = time.perf_counter() - t
 
     network = None

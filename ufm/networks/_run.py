@@ -164,10 +164,10 @@ def format_table(report: RealNetworkReport) -> str:
             f"{name:<7} {_fmt(nc.nc1[i], '.3e'):<10} {_fmt(nc.nc1_uncentred[i], '.3e'):<10} "
             f"{_fmt(nc.of_distance[i], '.3f'):<10} {_fmt(nc.etf_distance[i], '.3f'):<10} {_fmt(nc.nc3[i], '.3f')}"
         )
-    lines += ["", "W_l  params  expected  outliers  gap(k/k+1)  max rel err  med rel err  overlap  f(v) min  grad frac"]
+    lines += ["", "W_l  params  expected  pred out  meas out  gap(k/k+1)  max rel err  med rel err  overlap  f(v) min  grad frac"]
     for r in report.layers:
         lines.append(
-            f"W_{r.layer:<2} {r.num_params:>7} {r.expected:>9} {r.num_outliers:>9}  {r.gap:>10.3g}  "
+            f"W_{r.layer:<2} {r.num_params:>7} {r.expected:>9} {r.predicted_outliers:>9} {r.num_outliers:>9}  {r.gap:>10.3g}  "
             f"{r.max_rel_error:>11.3g}  {r.median_rel_error:>11.3g}  {r.overlap:>7.4f}  {r.alignment_min:>8.4f}  "
             f"{r.gradient_fraction:>9.4f}"
         )
