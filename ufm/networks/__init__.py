@@ -1,0 +1,56 @@
+"""Real networks on real data whose head is a deep UFM (issue 5).
+
+Datasets (`load_mnist` — the shipped MNIST test split —, `load_digits`,
+`gaussian_mixture`, balanced `subsample` / `stratified_split`), models (an MLP or small
+CNN backbone followed by an L-layer deep-UFM head), training with optax past
+interpolation (`train_network`, resumable checkpoints), and the analysis that compares
+the head's measured collapse and Hessian spectra with the deep-UFM theory.
+"""
+
+from ._data import (
+    MNIST_T10K_CLASS_COUNTS,
+    Dataset,
+    gaussian_mixture,
+    load_digits,
+    load_mnist,
+    read_idx,
+    stratified_split,
+    subsample,
+)
+from ._models import (
+    NetworkParams,
+    NetworkSpec,
+    accuracy,
+    backbone_features,
+    forward,
+    head_features,
+    head_leaf_indices,
+    init_network,
+    network_loss,
+)
+from ._train import NetworkTrainResult, load_checkpoint, make_optimizer, save_checkpoint, train_network
+
+__all__ = [
+    "Dataset", "read_idx", "load_mnist", "load_digits", "gaussian_mixture", "subsample", "stratified_split",
+    "MNIST_T10K_CLASS_COUNTS",
+    "NetworkSpec", "NetworkParams", "init_network", "backbone_features", "head_features", "forward",
+    "network_loss", "head_leaf_indices", "accuracy",
+    "NetworkTrainResult", "train_network", "make_optimizer", "save_checkpoint", "load_checkpoint",
+]
+from ._analysis import (
+    LayerComparison,
+    NetworkSpectrum,
+    RealNetworkReport,
+    analyze,
+    compare_layer,
+    expected_outliers,
+    measured_layer_spectrum,
+    network_spectrum,
+    predicted_layer_spectrum,
+)
+from ._run import DEFAULTS, format_table, run_real
+
+__all__ += [
+    "LayerComparison", "NetworkSpectrum", "RealNetworkReport", "analyze", "compare_layer", "expected_outliers",
+    "measured_layer_spectrum", "network_spectrum", "predicted_layer_spectrum", "run_real", "format_table", "DEFAULTS",
+]
