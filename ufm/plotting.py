@@ -270,3 +270,24 @@ def layer_spectra_figure(report):
         fig.suptitle(f"K={spec.num_classes}, n={spec.per_class}, L={spec.depth}, {spec.activation}, {spec.loss}; "
                      f"{report.info.get('state', '')}", fontsize=7)
     return fig
+
+
+def real_network_figure(report):
+    """Predicted vs measured outliers of each head layer of a real network
+    (`ufm.networks.RealNetworkReport`, the `ufm real --plot` figure). Returns a ``Figure``."""
+    layers = list(report.layers)
+    if not layers:
+        raise ValueError("the report compares no head layer")
+    with use_style():
+        fig, axes = figure(1, len(layers), columns=2, height=2.2, squeeze=False, sharey=True)
+        for ax, c in zip(axes.flat, layers):
+            plot_spectrum(ax, c.measured, label="measured (autodiff)", color=COLORS[0])
+            plot_spectrum(ax, c.predicted, label="predicted (class means)", color=COLORS[1], marker="x")
+            ax.set_title(f"$W_{c.layer}$: {c.num_outliers} outliers, median err {c.median_rel_error:.1e}")
+            ax.set_xlabel("eigenvalue index")
+        axes[0, 0].set_ylabel("eigenvalue (data Hessian)")
+        axes[0, 0].legend(loc="lower left")
+        cfg = report.config
+        fig.suptitle(f"{cfg.get('dataset', '')} {cfg.get('model', '')} {cfg.get('loss', '')}: "
+                     f"train acc {report.train_accuracy:.3f}", fontsize=7)
+    return fig
