@@ -63,7 +63,7 @@ def _console():
     from rich.console import Console
 
     tty = sys.stdout.isatty()
-    return Console(highlight=False, no_color=not tty, width=None if tty else 120)
+    return Console(highlight=False, no_color=not tty, width=None if tty else 150)
 
 
 def _progress(total: int, description: str):

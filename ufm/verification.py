@@ -371,5 +371,12 @@ def verify(
             skipped["full Hessian"] = reason
     info["skipped"] = skipped
     info["seconds"] = time.perf_counter() - t0
-    return Report(spec, tuple(checks), info)
+    return Report(spec, tuple(sorted(checks, key=_group_order)), info)
+
+
+def _group_order(check: Check) -> tuple:
+    """Report order (stable): the DNC point, layers 1..L, the full Hessian."""
+    if check.group.startswith("layer "):
+        return (1, int(check.group.split()[1]))
+    return (0, 0) if check.group == "DNC point" else (2, 0)
 
