@@ -1,0 +1,30 @@
+"""`ufm train`, `ufm real` and `ufm theory` end to end (verify has its own file)."""
+
+import json
+
+from ufm import cli
+
+
+def test_train_prints_the_nc_table_and_json(tmp_path, capsys):
+    path = tmp_path / "train.json"
+    args = ["train", "--num-classes", "2", "--per-class", "2", "--depth", "2", "--width", "3", "--json", str(path)]
+    assert cli.main(args) == 0
+    assert "NC1" in capsys.readouterr().out
+    result = json.loads(path.read_text())
+    assert result["train"]["converged"] and max(result["collapse"]["nc1"]) < 1e-8
+
+
+def test_real_quick_on_digits_writes_table_json_and_figure(tmp_path, capsys):
+    path, plot = tmp_path / "real.json", tmp_path / "real"
+    assert cli.main(["real", "--dataset", "digits", "--quick", "--json", str(path), "--plot", str(plot)]) == 0
+    assert "W_1" in capsys.readouterr().out
+    report = json.loads(path.read_text())
+    assert report["train_accuracy"] == 1.0 and len(report["layers"]) == 3
+    for ext in ("png", "pdf"):
+        assert (tmp_path / f"real.{ext}").stat().st_size > 1000
+
+
+def test_theory_latex(capsys):
+    assert cli.main(["theory", "--latex"]) == 0
+    out = capsys.readouterr().out
+    assert "\\gamma" in out and out.count("\n") > 5
