@@ -90,7 +90,9 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         for l in range(DEPTH + 1):
             ax.plot(x, data["nc1"][:, l], marker="o", markersize=2.5, color=plotting.COLORS[l],
                     label=f"$\\tilde H_{l + 1}$" if l < DEPTH else "output Z")
-        ax.set(xscale="log", yscale="log", xlabel="SGD step", ylabel="NC1 (uncentred)", title="collapse over training")
+        # a log step axis only when the checkpoints span a decade (else it shows no tick labels)
+        xscale = "log" if x.max() >= 10 * max(x.min(), 1) else "linear"
+        ax.set(xscale=xscale, yscale="log", xlabel="SGD step", ylabel="NC1 (uncentred)", title="collapse over training")
         from matplotlib.ticker import NullFormatter
 
         ax.xaxis.set_minor_formatter(NullFormatter())
