@@ -81,7 +81,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             plotting.plot_spectrum(ax, pred, color=plotting.COLORS[1], marker="x", label="class-mean formula",
                                    floor=floor)
             ax.axvline(int(data[f"expected{l}"]) + 0.5, color="0.5", linewidth=0.6, linestyle=":")
-            ax.set_title(f"head layer {l}\nmax rel. err {float(data[f'err{l}']):.0e}", fontsize=7)
+            ax.set_title(f"head layer {l}\nmax rel. err {float(data[f'err{l}']):.2e}", fontsize=7)
             ax.set_xlabel("index")
         axes[0].set_ylabel("eigenvalue (data Hessian)")
         axes[0].legend(loc="lower left")
