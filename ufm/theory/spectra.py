@@ -99,7 +99,7 @@ def _tail(spec: UFMSpec, Ws, X: np.ndarray, labels: np.ndarray, start: int):
     for j in range(L, start - 1, -1):
         W = np.asarray(Ws[j - 1], dtype=np.float64)
         D = slopes[j - start].T  # m × d_j
-        WtC = np.einsum("ab,kac,cd->kbd", W, C, W)
+        WtC = W.T @ C @ W  # (m, d_j, d_j); a 3-operand einsum here built a d⁴-sized intermediate
         WtG = g @ W  # m × d_j  (rows: W_jᵀ g_{j+1})
         C = D[:, :, None] * WtC * D[:, None, :]
         C[:, np.arange(D.shape[1]), np.arange(D.shape[1])] += curvs[j - start].T * WtG
@@ -257,9 +257,11 @@ def collapsed_layer_hessian(
 
 def _kron_layer(C, B, shift, vectors, info) -> Spectrum:
     """Nonzero eigenpairs of ``C ⊗ B`` (both PSD) with factors, bulk = shift."""
-    full = kron_eigh(C, B, vectors=False)
-    top = np.abs(full.eigenvalues).max(initial=0.0)
-    keep = int(np.sum(np.abs(full.eigenvalues) > _RTOL * max(top, np.finfo(float).tiny) * 10))
+    # count the nonzero products from the factor eigenvalues alone: asking kron_eigh for all
+    # pq pairs would also materialise pq factor columns (8 GB each at d = 1000)
+    prod = np.abs(np.multiply.outer(np.linalg.eigvalsh(C), np.linalg.eigvalsh(B)))
+    top = prod.max(initial=0.0)
+    keep = int(np.sum(prod > _RTOL * max(top, np.finfo(float).tiny) * 10))
     spec = kron_eigh(C, B, k=keep, vectors=vectors)
     return dataclasses.replace(spec, eigenvalues=spec.eigenvalues + shift, bulk_value=float(shift),
                                source="closed-form", info=info)
