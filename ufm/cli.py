@@ -167,7 +167,7 @@ def _verify_one(spec, args, callback=None):
 
     # ReLU's loss has a kink at the collapsed optimum (exact zeros): GD converges there only
     # sublinearly, so the training budget is capped instead of chasing ‖∇L‖ = 1e-10.
-    steps = 30_000 if spec.activation == "relu" else 200_000
+    steps = 100_000 if spec.activation == "relu" else 200_000
     return verify(spec, from_optimum=args.from_optimum, seed=args.seed, steps=steps, callback=callback)
 
 
