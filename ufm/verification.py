@@ -81,7 +81,9 @@ class Report:
     def worst(self) -> Check:
         """The check with the largest ``error / tolerance`` (failed checks first)."""
         def badness(c):
-            if c.passed or not c.required:
+            if not c.required:  # informational checks never count as the worst
+                return (-1, 0.0)
+            if c.passed:
                 return (0, c.error / c.tolerance if c.tolerance else 0.0)
             return (1, c.error / c.tolerance if c.tolerance else np.inf)
 
