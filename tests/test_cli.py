@@ -15,6 +15,8 @@ def test_train_prints_the_nc_table_and_json(tmp_path, capsys):
 
 
 def test_real_quick_on_digits_writes_table_json_and_figure(tmp_path, capsys):
+    import jax
+
     path, plot = tmp_path / "real.json", tmp_path / "real"
     assert cli.main(["real", "--dataset", "digits", "--quick", "--json", str(path), "--plot", str(plot)]) == 0
     assert "W_1" in capsys.readouterr().out
@@ -22,6 +24,7 @@ def test_real_quick_on_digits_writes_table_json_and_figure(tmp_path, capsys):
     assert report["train_accuracy"] == 1.0 and len(report["layers"]) == 3
     for ext in ("png", "pdf"):
         assert (tmp_path / f"real.{ext}").stat().st_size > 1000
+    assert jax.config.jax_enable_x64  # the command leaves the process's float64 setting alone
 
 
 def test_theory_latex(capsys):

@@ -241,7 +241,8 @@ def _cmd_theory(args) -> int:
 def _cmd_real(args) -> int:
     import jax
 
-    jax.config.update("jax_enable_x64", args.x64)
+    if args.x64 is not None:  # default: untouched (training in float32, analysis in a local x64 context)
+        jax.config.update("jax_enable_x64", args.x64)
     from . import networks
 
     try:
@@ -312,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--plot", metavar="PATH", help="figure of predicted vs measured layer spectra")
     x = p.add_mutually_exclusive_group()
-    x.add_argument("--x64", dest="x64", action="store_true", default=False, help="float64")
-    x.add_argument("--x32", dest="x64", action="store_false", help="float32 (default)")
+    x.add_argument("--x64", dest="x64", action="store_true", default=None, help="everything in float64")
+    x.add_argument("--x32", dest="x64", action="store_false", help="float32 everywhere")
     p.set_defaults(func=_cmd_real)
 
     p = sub.add_parser("figures", help="regenerate every paper figure (PDF + PNG + index.md)")
