@@ -217,7 +217,7 @@ def top_eigenpairs(loss_fn, params, k: int, *, leaves=None, seed: int = 0, tol: 
         info = {"method": "dense eigh (operator too small for a Krylov basis)", "products": 2 * P,
                 "restarts": 0, "converged": True, "tol": tol, "which": which}
     else:
-        X0 = jax.random.normal(jax.random.PRNGKey(seed), (b, P), dtype)
+        X0 = jax.random.normal(jax.random.PRNGKey(seed), (P, b), dtype).T  # the same start as before for a seed
         theta, X, res, it = _block_krylov(op.make, op.args, X0, jnp.asarray(tol, dtype), k=k, keep=keep,
                                           num_blocks=num_blocks, max_restarts=max_restarts, which=which)
         it = int(it)
