@@ -51,7 +51,6 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.set_ylim(1e-7 * max(s.eigenvalues[0] for s in ws) / 3, 3 * max(s.eigenvalues[0] for s in ws))
         axes[0].set_ylabel(r"singular value $\sigma_i(W_l)$")
         axes[0].legend(loc="center right")
-        labels = None
         for ax, (spec, _, G, dist, geo), name in zip(axes[2:], cases, ("MSE", "CE")):
             plotting.heatmap(ax, G, vmin=-1, vmax=1, cmap="PuOr_r", labels=[str(c + 1) for c in range(G.shape[0])],
                              colorbar=name == "CE", fmt="{:.2f}")

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-import ufm
 from ufm import curvature as C
 from ufm.spectrum import group_levels
 

@@ -133,7 +133,6 @@ def _measure_block(f, params, leaves, k, dense_max):
 
 def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list[Check], np.ndarray]:
     g = f"layer {l}"
-    K = spec.num_classes
     checks = []
     pred = theory.layer_hessian_spectrum(spec, params, l, vectors=True)
     m = pred.eigenvalues.size
@@ -267,7 +266,6 @@ def _full_checks(spec, params, f_data, dense_max, tol) -> list[Check]:
         return [], str(e)
     L = spec.depth
     leaves = list(range(1, L + 1))
-    m = pred.eigenvalues.size
     P = pred.dim
     if P <= dense_max:
         H = np.asarray(curvature.hessian(f_data, params, leaves=leaves))

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..spectrum import Spectrum
-from ._operator import Operator, as_operator
+from ._operator import as_operator
 from .hvp import hessian_operator
 
 __all__ = ["top_eigenpairs", "trace", "TraceEstimate", "spectral_density", "SpectralDensity"]

@@ -416,7 +416,6 @@ def _analyze(spec, params, train, test, *, whole_network, network_k, density, de
     seconds["collapse"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    k = expected_outliers(spec)
     layers, layer_spaces = [], {}
     for l in range(1, spec.depth + 1):
         pred = predicted_layer_spectrum(spec, params, H1, train.labels, l)

@@ -208,7 +208,7 @@ def construct_optimum(spec: UFMSpec, seed: int = 0) -> UFMParams:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
     rng = np.random.default_rng(seed)
-    K, L = spec.num_classes, spec.depth
+    K = spec.num_classes
     widths = spec.widths
     Y = spec.targets
     if spec.loss == "mse":
