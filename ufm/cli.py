@@ -1,4 +1,4 @@
-"""`ufm` command line: ``ufm train | verify | theory | real | figures``.
+"""`ufm` command line: ``ufm train | verify | theory | real | figures | dynamics``.
 
 Flags mirror `UFMSpec`'s field names. Exit status: 0 success, 1 a check failed, 2 bad
 arguments (one-line reason on stderr).
@@ -281,6 +281,20 @@ def _cmd_figures(args) -> int:
     return 0
 
 
+#: ``ufm dynamics <task>``: task -> the module of ``ufm.dynamics`` whose ``add_cli(subparsers)``
+#: adds that task's parser (imported only when ``ufm dynamics`` is parsed).
+DYNAMICS_TASKS = {}
+
+
+def _add_dynamics(sub) -> None:
+    import importlib
+
+    p = sub.add_parser("dynamics", help="spectra along training: " + (", ".join(DYNAMICS_TASKS) or "no task yet"))
+    tasks = p.add_subparsers(dest="task", required=True, parser_class=_Parser)
+    for module in DYNAMICS_TASKS.values():
+        importlib.import_module(module).add_cli(tasks)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ufm", description="Deep unconstrained feature models: collapse, spectra, figures.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -326,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("theory", help="print the derived closed forms")
     p.add_argument("--latex", action="store_true", help="as LaTeX")
     p.set_defaults(func=_cmd_theory)
+
+    _add_dynamics(sub)
     return parser
 
 
