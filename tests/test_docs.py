@@ -143,3 +143,47 @@ def test_no_citation_of_the_old_notes_remains(old):
             for i, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), start=1)
             if old in line]
     assert not left, f"{len(left)} lines still cite {old}:\n" + "\n".join(left)
+
+
+# ---- claims of docs/theory.md that no ufm function computes: checked against dense autodiff ----
+def test_gauss_newton_part_of_the_full_hessian():
+    """§4.7: the GN part over W_1..W_L at the linear MSE optimum has rank K², value (γ/(1−γ)) Σ λ_l."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ufm import curvature, theory
+    from ufm.model import forward
+    from ufm.spec import UFMSpec
+
+    spec = UFMSpec(num_classes=3, per_class=2, depth=2, width=(5, 4), lambda_H=1e-2, lambda_W=(1e-2, 3e-2))
+    sol = theory.dnc_solution(spec)
+    params = theory.construct_optimum(spec, 1)
+    Y = jnp.asarray(spec.targets)
+    G = curvature.ggn(lambda p: forward(spec, p).output, lambda Z: 0.5 * jnp.sum((Z - Y) ** 2) / Z.shape[1],
+                      params, leaves=[1, 2])
+    ev = np.sort(np.linalg.eigvalsh(np.asarray(G)))[::-1]
+    value = sol.gamma / sol.one_minus_scale * sum(spec.lambdas)
+    np.testing.assert_allclose(ev[:9], value, rtol=1e-12)
+    assert np.all(np.abs(ev[9:]) < 1e-12 * value)
+
+
+def test_relu_grad0_scales_the_off_diagonal_outliers():
+    """§6: with σ'(0) = t, layer l < L has K outliers at λγ/(1−γ) and K(K−1) at t^{2(L−l)}λγ/(1−γ)."""
+    import numpy as np
+
+    from ufm import curvature, theory
+    from ufm.model import loss_fn
+    from ufm.spec import UFMSpec
+
+    t, K, L = 0.5, 3, 3
+    spec = UFMSpec(num_classes=K, per_class=2, depth=L, width=6, activation="relu", relu_grad0=t,
+                   lambda_H=1e-2, lambda_W=1e-2)
+    sol = theory.dnc_solution(spec)
+    params = theory.construct_optimum(spec, 0)
+    outlier = 1e-2 * sol.gamma / sol.one_minus_scale
+    for l in range(1, L + 1):
+        H = np.asarray(curvature.hessian(loss_fn(spec, regularized=False), params, leaves=[l]))
+        ev = np.sort(np.linalg.eigvalsh(H))[::-1]
+        expected = np.r_[np.full(K, outlier), np.full(K * (K - 1), t ** (2 * (L - l)) * outlier)]
+        np.testing.assert_allclose(np.sort(ev[:K * K])[::-1], np.sort(expected)[::-1], rtol=1e-10)
+        assert np.all(np.abs(ev[K * K:]) < 1e-12 * outlier)
