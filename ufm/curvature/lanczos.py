@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,15 @@ from ..spectrum import Spectrum
 from ._operator import as_operator
 from .hvp import hessian_operator
 
-__all__ = ["top_eigenpairs", "trace", "TraceEstimate", "spectral_density", "SpectralDensity"]
+__all__ = ["top_eigenpairs", "ConvergenceWarning", "NotConvergedError", "trace", "TraceEstimate", "spectral_density", "SpectralDensity"]
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """An iterative solver stopped before meeting its tolerance (the result says ``converged=False``)."""
+
+
+class NotConvergedError(RuntimeError):
+    """Raised instead of `ConvergenceWarning` when the caller passed ``throw=True``."""
 
 
 def _check_int(name, value, low):
@@ -135,9 +144,24 @@ def _block_krylov(make, args, X0, tol, *, k, keep, num_blocks, max_restarts, whi
     V0 = jnp.zeros((m0 + b, P), X0.dtype).at[:b].set(jnp.linalg.qr(X0.T)[0].T)
     X, C, theta, res = ritz(*fill(V0, jnp.zeros((m0, m0), X0.dtype), 0))
     X, _, it, theta, _ = jax.lax.while_loop(not_done, restart, (X, C, 0, theta, res))
-    Xk, theta_k = X[:k], theta[:k]
-    residuals = jnp.linalg.norm(A(Xk) - theta_k[:, None] * Xk, axis=1)
+    theta_k, Xk, residuals = _rayleigh_ritz(A, X[:k], which)
     return theta_k, Xk.T, residuals, it
+
+
+def _rayleigh_ritz(A, X, which):
+    """Re-orthonormalise the rows of ``X``, one product per row, Rayleigh–Ritz on span(X).
+
+    The returned values are eigenvalues of ``Q A Qᵀ`` for an orthonormal ``Q``, hence inside
+    ``[λ_min, λ_max]`` of A (Cauchy interlacing) whatever state the iteration ended in; the
+    residuals are measured with these products, not estimated.
+    """
+    Q = jnp.linalg.qr(X.T)[0].T
+    AQ = A(Q)
+    T = Q @ AQ.T
+    theta, Y = jnp.linalg.eigh(0.5 * (T + T.T))
+    Y = Y[:, _select(theta, X.shape[0], which)]
+    theta, Q, AQ = jnp.diagonal(Y.T @ T @ Y), Y.T @ Q, Y.T @ AQ
+    return theta, Q, jnp.linalg.norm(AQ - theta[:, None] * Q, axis=1)
 
 
 @functools.partial(jax.jit, static_argnames=("make", "dim", "dtype", "k", "which"))
@@ -153,7 +177,7 @@ def _dense_top(make, args, *, dim, dtype, k, which):
 
 def top_eigenpairs(loss_fn, params, k: int, *, leaves=None, seed: int = 0, tol: float | None = None,
                    block_size: int | None = None, oversample: int | None = None, num_blocks: int | None = None,
-                   max_restarts: int = 200, which: str = "LA") -> Spectrum:
+                   max_restarts: int = 200, which: str = "LA", throw: bool = False) -> Spectrum:
     """The ``k`` largest eigenpairs of the Hessian of ``loss_fn`` (or of an `Operator`).
 
     Thick-restarted block Krylov: the basis holds ``keep = k + oversample`` Ritz vectors
@@ -181,11 +205,14 @@ def top_eigenpairs(loss_fn, params, k: int, *, leaves=None, seed: int = 0, tol: 
         the MLP Hessian in ``benchmarks/curvature.py`` took 1 560 products with 4 blocks
         and oversample 10, 900 with 6 blocks and oversample 20).
       max_restarts: cap on restarts; ``info["converged"]`` says whether ``tol`` was met.
+        A result that missed ``tol`` warns (`ConvergenceWarning`), or raises
+        `NotConvergedError` with ``throw=True``.
       which: ``"LA"`` largest algebraic (descending) or ``"LM"`` largest magnitude.
 
     Returns:
       `Spectrum` with ``eigenvalues`` (k, descending), ``eigenvectors`` (P × k, flat),
-      ``residuals`` ``‖Hv − λv‖`` (recomputed with fresh products) and ``info``
+      ``residuals`` ``‖Hv − λv‖`` (recomputed with fresh products, after a final
+      Rayleigh–Ritz step on the returned vectors, so every value lies in the spectrum) and ``info``
       (restarts, products, converged, tol). An operator too small for the basis is
       solved densely (``info["method"]``).
     """
@@ -208,13 +235,16 @@ def top_eigenpairs(loss_fn, params, k: int, *, leaves=None, seed: int = 0, tol: 
     if num_blocks is None:
         num_blocks = max(6, -(-(keep + 2 * b) // b))
     num_blocks = _check_int("num_blocks", num_blocks, 1)
-    if keep + num_blocks * b > P:  # too small for a Krylov basis: shrink it, or go dense
-        num_blocks = (P - keep) // b
+    # The basis holds keep Ritz vectors, num_blocks Krylov blocks *and* the continuation
+    # block carried into the next restart: keep + (num_blocks + 1) b orthonormal rows, which
+    # must fit in R^P. Shrink the basis to fit, or solve densely when it cannot.
+    if keep + (num_blocks + 1) * b > P:
+        num_blocks = (P - keep - b) // b
     if (keep + num_blocks * b) // b * b < keep + 1:  # the first, plain Krylov basis must exceed keep
         num_blocks = 0
     if num_blocks < 1:
         theta, X, res = _dense_top(op.make, op.args, dim=P, dtype=dtype, k=k, which=which)
-        info = {"method": "dense eigh (operator too small for a Krylov basis)", "products": 2 * P,
+        info = {"method": "dense eigh (operator too small for a Krylov basis)", "products": P + k,
                 "restarts": 0, "converged": True, "tol": tol, "which": which}
     else:
         X0 = jax.random.normal(jax.random.PRNGKey(seed), (P, b), dtype).T  # the same start as before for a seed
@@ -225,6 +255,14 @@ def top_eigenpairs(loss_fn, params, k: int, *, leaves=None, seed: int = 0, tol: 
         info = {"method": "thick-restarted block Krylov", "block_size": b, "keep": keep, "num_blocks": num_blocks,
                 "restarts": it, "products": (keep + num_blocks * b) // b * b + it * num_blocks * b + k,
                 "converged": bool(float(jnp.max(res)) <= tol * scale), "tol": tol, "which": which}
+        if not info["converged"]:
+            msg = (f"top_eigenpairs did not converge: max residual {float(jnp.max(res)):.3g} > tol·max|λ| = "
+                   f"{tol * scale:.3g} after {it} restarts ({info['products']} products); the values are Ritz "
+                   "values (inside the spectrum) but not to tol. Raise max_restarts, loosen tol, or pass "
+                   "throw=True to make this an error")
+            if throw:
+                raise NotConvergedError(msg)
+            warnings.warn(msg, ConvergenceWarning, stacklevel=2)
     return Spectrum(np.asarray(theta), np.asarray(X), dim=P, residuals=np.asarray(res), source="lanczos", info=info)
 
 

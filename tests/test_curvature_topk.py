@@ -1,0 +1,91 @@
+"""`top_eigenpairs` never returns a silently wrong spectrum (issue 11 item 0).
+
+Independent route: ``numpy.linalg.eigh`` of the dense matrix. The sweep covers operators
+only a little larger than the Krylov basis (where the continuation block used to force
+more than P orthonormal vectors into R^P), with and without groups of equal eigenvalues.
+"""
+
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+import ufm
+from ufm import curvature as C
+from ufm.curvature.lanczos import ConvergenceWarning, NotConvergedError
+from ufm.spectrum import group_levels
+
+EPS = np.finfo(np.float64).eps
+
+
+def _random_symmetric(P, seed, group=0):
+    """Q diag(w) Qᵀ; with ``group`` > 1 the top eigenvalue 2 is repeated ``group`` times."""
+    rng = np.random.default_rng(seed)
+    Q = np.linalg.qr(rng.standard_normal((P, P)))[0]
+    w = rng.uniform(-1.0, 1.0, P)
+    if group > 1:
+        w[:group] = 2.0
+    return (Q * w) @ Q.T
+
+
+def _assert_top_k(top, A, k, rel=1e-8):
+    w = np.linalg.eigvalsh(A)[::-1][:k]
+    scale = np.abs(w).max()
+    err = np.abs(top.eigenvalues - w).max() / scale
+    assert err < rel, f"top-{k}: max relative eigenvalue error {err:.2e} ({top.info})"
+    X = top.eigenvectors
+    np.testing.assert_allclose(X.T @ X, np.eye(k), rtol=0, atol=1e3 * EPS * A.shape[0])
+    dense_res = np.linalg.norm(A @ X - X * top.eigenvalues, axis=0)
+    np.testing.assert_allclose(top.residuals, dense_res, rtol=0, atol=1e-10 * scale)
+
+
+@pytest.mark.parametrize(
+    "P, k, group",
+    [(12, 5, 3), (20, 3, 0), (33, 6, 4), (33, 10, 0), (64, 20, 7), (65, 10, 10),
+     *(pytest.param(*c, marks=pytest.mark.slow) for c in ((12, 1, 0), (33, 3, 0), (64, 10, 0), (100, 12, 5),
+                                                            (160, 36, 0)))],
+)
+def test_small_operators_match_eigh_with_and_without_degenerate_groups(P, k, group):
+    A = _random_symmetric(P, seed=P + k, group=group)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # a converged solve must not warn
+        top = C.top_eigenpairs(C.Operator.from_matvec(A), None, k)
+    assert top.info["converged"]
+    _assert_top_k(top, A, k)
+    if group > 1:
+        assert group_levels(top.eigenvalues, rtol=1e-8)[1][0] == min(group, k)
+
+
+def test_the_default_ufm_at_init_block_w3_from_the_issue():
+    spec = ufm.UFMSpec()
+    params = ufm.init_params(spec, 0)
+    loss = ufm.model.loss_fn(spec)
+    H = np.asarray(C.hessian(loss, params, [3]))  # P = 64
+    top = C.top_eigenpairs(loss, params, 10, leaves=[3])
+    _assert_top_k(top, H, 10)
+
+
+def test_an_unconverged_solve_is_loud_and_stays_inside_the_spectrum():
+    P = 400
+    w = np.linspace(1.0, 0.999, P)  # no gap: 1 restart cannot reach tol
+    Q = np.linalg.qr(np.random.default_rng(0).standard_normal((P, P)))[0]
+    A = (Q * w) @ Q.T
+    op = C.Operator.from_matvec(A)
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        top = C.top_eigenpairs(op, None, 4, block_size=1, max_restarts=1, tol=1e-14)
+    assert not top.info["converged"]
+    assert np.all((top.eigenvalues <= w.max() + 1e3 * EPS) & (top.eigenvalues >= w.min() - 1e3 * EPS))
+    # the reported residuals are the true ones of the returned pairs
+    X = top.eigenvectors
+    np.testing.assert_allclose(top.residuals, np.linalg.norm(A @ X - X * top.eigenvalues, axis=0), atol=1e-12)
+    with pytest.raises(NotConvergedError, match="did not converge"):
+        C.top_eigenpairs(op, None, 4, block_size=1, max_restarts=1, tol=1e-14, throw=True)
+
+
+def test_dense_fallback_counts_its_products():
+    A = _random_symmetric(8, seed=1)
+    top = C.top_eigenpairs(C.Operator.from_matvec(A), None, 3)
+    assert top.info["method"].startswith("dense") and top.info["products"] == 8 + 3
+    _assert_top_k(top, A, 3)
+    assert jax.numpy.asarray(top.eigenvalues).dtype == np.float64
