@@ -148,6 +148,16 @@ def loss_fns(spec):
     return f, jax.jit(jax.grad(f)), jax.jit(jax.grad(ufm.model.loss_fn(spec)))
 
 
+def layer_eigenvalues(spec, params) -> dict:
+    """``{"eig<l>": all eigenvalues (descending) of the data-Hessian block of W_l}`` for l = 1..L
+    (dense, `ufm.curvature.spectrum`)."""
+    import ufm
+
+    f = loss_fns(spec)[0]
+    return {f"eig{l}": ufm.curvature.spectrum(f, params, leaves=[l], method="dense", vectors=False).eigenvalues
+            for l in range(1, spec.depth + 1)}
+
+
 def _measure(spec, params):
     """Per layer at one state: top data-Hessian eigenvalues, f(v) of the K² Kronecker vectors of
     the current class means, squared gradient coefficients on them, gradient fraction in the
@@ -162,13 +172,13 @@ def _measure(spec, params):
     top, align, coef2, frac = [], [], [], []
     unit = lambda X: X / np.linalg.norm(X, axis=0)  # noqa: E731
     for l in range(1, L + 1):
-        H = np.asarray(ufm.curvature.hessian(f, params, leaves=[l]))
-        vals, vecs = np.linalg.eigh(0.5 * (H + H.T))
-        vals, vecs = vals[::-1], vecs[:, ::-1]
+        meas = ufm.curvature.spectrum(f, params, leaves=[l], method="dense")
+        vals, vecs = meas.eigenvalues, meas.eigenvectors
         h_in = np.asarray(acts.post[l - 1])
         mi = unit(ufm.collapse.class_means(h_in, labels, K))
         mo = unit(ufm.collapse.class_means(np.asarray(params.Ws[l - 1]) @ h_in, labels, K))
         V = np.einsum("ac,bd->abcd", mo, mi).reshape(-1, K * K)  # column c·K+c' = μ̂_c^(l+1) ⊗ μ̂_c'^(l)
+        H = (vecs * vals) @ vecs.T  # the block, from its eigendecomposition
         align.append([float(ufm.curvature.alignment(H, V[:, j])) for j in range(K * K)])
         g = np.asarray(grad.Ws[l - 1])
         ghat = g / np.linalg.norm(g)

@@ -20,12 +20,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     traj = C.trajectory(out_dir, quick)
     params = C.arrays_to_params(traj, spec.depth)
 
-    def compute():
-        f = C.loss_fns(spec)[0]
-        return {f"eig{l}": np.linalg.eigvalsh(np.asarray(ufm.curvature.hessian(f, params, leaves=[l])))[::-1]
-                for l in range(1, spec.depth + 1)}
-
-    data = C.cached(out_dir, "fig01", {"spec": spec.to_dict(), "steps": int(traj["steps"][-1])}, compute)
+    data = C.cached(out_dir, "fig01", {"spec": spec.to_dict(), "steps": int(traj["steps"][-1])},
+                    lambda: C.layer_eigenvalues(spec, params))
     sol = ufm.theory.dnc_solution(spec)
     K = spec.num_classes
     with plotting.use_style():

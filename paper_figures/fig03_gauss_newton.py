@@ -30,7 +30,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         for l in range(1, L + 1):
             dec = ufm.curvature.papyan_decomposition(model, params, spec.class_index, loss="mse", leaves=[l])
             for key, _, _ in PARTS:
-                out[f"{key}{l}"] = np.linalg.eigvalsh(np.asarray(getattr(dec, key)))[::-1]
+                out[f"{key}{l}"] = ufm.Spectrum.from_dense(getattr(dec, key), vectors=False).eigenvalues
             pred = ufm.theory.gn_decomposition(spec, params, l, vectors=False)
             out[f"rank_class{l}"], out[f"rank_cross{l}"] = pred.G_class.eigenvalues.size, pred.G_cross.eigenvalues.size
         return out

@@ -25,9 +25,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     sizes = [a * b for a, b in spec.weight_shapes]
 
     def compute():
-        H = np.asarray(ufm.curvature.hessian(C.loss_fns(spec)[0], params, leaves=list(range(1, L + 1))))
-        vals, vecs = np.linalg.eigh(0.5 * (H + H.T))
-        vals, vecs = vals[::-1], vecs[:, ::-1]
+        meas = ufm.curvature.spectrum(C.loss_fns(spec)[0], params, leaves=list(range(1, L + 1)), method="dense")
+        vals, vecs = meas.eigenvalues, meas.eigenvectors
         mass = np.stack([np.sum(v ** 2, axis=0) for v in np.split(vecs, np.cumsum(sizes)[:-1], axis=0)])
         pred = ufm.theory.full_hessian_spectrum(spec)
         return {"vals": vals, "mass": mass[:, : K * K], "pred": pred.all_eigenvalues()}

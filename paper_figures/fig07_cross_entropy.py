@@ -21,12 +21,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     params, info = C.trained_state(out_dir, spec, steps=20_000, name="ce-state")
     K, L = spec.num_classes, spec.depth
 
-    def compute():
-        f = C.loss_fns(spec)[0]
-        return {f"eig{l}": np.linalg.eigvalsh(np.asarray(ufm.curvature.hessian(f, params, leaves=[l])))[::-1]
-                for l in range(1, L + 1)}
-
-    data = C.cached(out_dir, "fig07", {"spec": spec.to_dict(), "steps": info["steps"]}, compute)
+    data = C.cached(out_dir, "fig07", {"spec": spec.to_dict(), "steps": info["steps"]},
+                    lambda: C.layer_eigenvalues(spec, params))
     sol = ufm.theory.dnc_solution(spec)
     mults = [1, K - 1, K * K - 3 * K + 1]
     names = [r"$\alpha\lambda p$", r"$\frac{\alpha\lambda}{K}[1+\frac{(Kp-1)(K-2)}{K-1}]$",

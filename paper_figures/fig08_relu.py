@@ -15,14 +15,6 @@ from . import _common as C
 RELU_SEED = 2
 
 
-def _spectra(spec, params):
-    import ufm
-
-    f = C.loss_fns(spec)[0]
-    return {f"eig{l}": np.linalg.eigvalsh(np.asarray(ufm.curvature.hessian(f, params, leaves=[l])))[::-1]
-            for l in range(1, spec.depth + 1)}
-
-
 def make(out_dir, quick: bool = False) -> C.FigureResult:
     C.enable_x64()
     import ufm
@@ -47,7 +39,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                                      name="relu-state")
     cases.append((r"ReLU, $\sigma'(0)=0$, trained", relu, p_relu, i_relu))
     data = [C.cached(out_dir, f"fig08-{i}", {"spec": spec.to_dict(), "info": info},
-                     lambda s=spec, p=params: _spectra(s, p))
+                     lambda s=spec, p=params: C.layer_eigenvalues(s, p))
             for i, (_, spec, params, info) in enumerate(cases)]
     sol = ufm.theory.dnc_solution(base)
     pred = base.lambdas[0] * sol.scale / sol.one_minus_scale

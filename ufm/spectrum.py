@@ -1,6 +1,9 @@
-"""`Spectrum`: one result type for closed-form, dense and Lanczos spectra.
+"""`Spectrum`: one result type for closed-form, dense and Krylov spectra.
 
-Comparison code never cares where a spectrum came from. A spectrum holds its
+Comparison code never cares where a spectrum came from: the closed forms (`ufm.theory`),
+a dense block (`Spectrum.from_dense`) and the matrix-free solver (`ufm.curvature.spectrum`)
+all return one. `Spectrum` is a registered pytree (its arrays are the leaves), so it passes
+through ``jax.tree`` functions. A spectrum holds its
 *resolved* eigenpairs (the outliers, or all of them for a dense solve) and, optionally,
 the single bulk value that fills the remaining ``dim − len(eigenvalues)`` directions
 (e.g. 0 for a layer-wise data Hessian at DNC, λ once regularised).
@@ -13,9 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 
 __all__ = ["Spectrum", "group_levels"]
+
+_WHICH = ("largest", "magnitude")
 
 
 def group_levels(values, rtol: float = 1e-6, atol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -83,6 +89,52 @@ class Spectrum:
         if self.dim < vals.size:
             raise ValueError(f"dim={self.dim} is smaller than the number of eigenvalues {vals.size}")
 
+    @classmethod
+    def from_dense(cls, matrix, *, k: int | None = None, which: str = "largest", vectors: bool = True,
+                   source: str = "dense", info: dict | None = None) -> "Spectrum":
+        """The eigendecomposition of a dense symmetric matrix the caller already has.
+
+        The matrix is symmetrised (``(A + Aᵀ)/2``, which removes the rounding asymmetry of a
+        matrix built from products) and decomposed by ``eigh``; ``residuals`` are
+        ``‖A v − λ v‖`` measured against the symmetrised matrix.
+
+        Args:
+          matrix: (P, P) array.
+          k: keep the ``k`` eigenpairs selected by ``which`` (default all P).
+          which: ``"largest"`` (algebraic) or ``"magnitude"`` (largest ``|λ|``).
+          vectors: also eigenvectors and residuals (``eigh``); ``False`` uses ``eigvalsh``.
+          source, info: stored as given.
+
+        >>> import numpy as np
+        >>> s = Spectrum.from_dense(np.diag([1.0, 3.0, 2.0]), k=2)
+        >>> s.eigenvalues.tolist(), s.dim, s.source
+        ([3.0, 2.0], 3, 'dense')
+        >>> bool(np.all(s.residuals == 0))
+        True
+        """
+        A = np.asarray(matrix, dtype=np.float64)
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"matrix must be square (P, P), got shape {A.shape}")
+        if which not in _WHICH:
+            raise ValueError(f"which must be one of {_WHICH}, got {which!r}")
+        P = A.shape[0]
+        k = P if k is None else int(k)
+        if not 0 <= k <= P:
+            raise ValueError(f"k must be in [0, P={P}], got {k}")
+        A = 0.5 * (A + A.T)
+        if vectors:
+            vals, vecs = np.linalg.eigh(A)
+        else:
+            vals, vecs = np.linalg.eigvalsh(A), None
+        key = -vals if which == "largest" else -np.abs(vals)
+        idx = np.argsort(key, kind="stable")[:k]
+        vals = vals[idx]
+        res = None
+        if vectors:
+            vecs = vecs[:, idx]
+            res = np.linalg.norm(A @ vecs - vecs * vals, axis=0)
+        return cls(vals, vecs, dim=P, residuals=res, source=source, info=dict(info or {}))
+
     @property
     def bulk_multiplicity(self) -> int:
         """How many eigenvalues the bulk value stands for: ``dim − m``."""
@@ -126,3 +178,39 @@ class Spectrum:
         if vectors and self.eigenvectors is not None:
             out["eigenvectors"] = np.asarray(self.eigenvectors).tolist()
         return out
+
+
+# ---- pytree registration ------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Meta:
+    """Metadata riding along in a pytree's static part; never part of structure comparisons
+    (two spectra of one operator from different routes map over together)."""
+
+    source: str
+    info: dict
+
+    def __eq__(self, other):
+        return isinstance(other, _Meta)
+
+    def __hash__(self):
+        return 0
+
+
+def _flatten(s: Spectrum):
+    children = (s.eigenvalues, s.eigenvectors, s.residuals, s.factors, s.bulk_value)
+    return children, (s.dim, _Meta(s.source, s.info))
+
+
+def _unflatten(aux, children):
+    # no __post_init__: the leaves may be tracers or placeholders inside jax.tree functions
+    out = object.__new__(Spectrum)
+    for name, value in zip(("eigenvalues", "eigenvectors", "residuals", "factors", "bulk_value"), children):
+        object.__setattr__(out, name, value)
+    dim, meta = aux
+    object.__setattr__(out, "dim", dim)
+    object.__setattr__(out, "source", meta.source)
+    object.__setattr__(out, "info", meta.info)
+    return out
+
+
+jax.tree_util.register_pytree_node(Spectrum, _flatten, _unflatten)

@@ -119,16 +119,22 @@ def _rel(a, b) -> float:
     return float(np.max(np.abs(a - b), initial=0.0) / scale)
 
 
-def _measure_block(f, params, leaves, k, dense_max):
-    """Eigenvalues (descending) and eigenvectors of a Hessian block: all of them when the
-    block has at most ``dense_max`` coordinates, else the top ``k`` by block Krylov."""
+_HOW = {"dense": "dense", "krylov": "block Krylov"}
+
+
+def _measure_block(f, params, leaves, k, dense_max, vectors=True):
+    """All eigenpairs of a Hessian block when it has at most ``dense_max`` coordinates, else
+    the top ``k`` by block Krylov (`ufm.curvature.spectrum`)."""
     P = sum(np.size(jax.tree_util.tree_leaves(params)[i]) for i in leaves)
-    if P <= dense_max:
-        H = np.asarray(curvature.hessian(f, params, leaves=leaves))
-        vals, vecs = np.linalg.eigh(0.5 * (H + H.T))
-        return vals[::-1], vecs[:, ::-1], H, "dense"
-    top = curvature.top_eigenpairs(f, params, min(k, P), leaves=leaves)
-    return top.eigenvalues, top.eigenvectors, None, "block Krylov"
+    dense = P <= dense_max
+    return curvature.spectrum(f, params, leaves=leaves, k=None if dense else min(k, P), dense_max=dense_max,
+                              **({"vectors": vectors} if dense else {}))
+
+
+def _block_matvec(f, params, leaves):
+    """``v ↦ H v`` of the block, linearised once and jitted (one compilation for all vectors)."""
+    op = curvature.hessian_operator(f, params, leaves=leaves)
+    return jax.jit(lambda v: op.make(op.args)(jnp.asarray(v, op.dtype)))
 
 
 def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list[Check], np.ndarray]:
@@ -136,7 +142,8 @@ def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list
     checks = []
     pred = theory.layer_hessian_spectrum(spec, params, l, vectors=True)
     m = pred.eigenvalues.size
-    vals, vecs, H, how = _measure_block(f_data, params, [l], m + 5, dense_max)
+    meas = _measure_block(f_data, params, [l], m + 5, dense_max)
+    vals, vecs, how = meas.eigenvalues, meas.eigenvectors, _HOW[meas.source]
     checks.append(Check("outlier eigenvalues (class-mean formula)", pred.eigenvalues, vals[:m],
                         _rel(vals[:m], pred.eigenvalues), tol["eig"], g))
     # the same gap rule on both sides: tiny predicted eigenvalues belong to the bulk
@@ -150,7 +157,7 @@ def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list
     angles = np.asarray(curvature.principal_angles(pred.eigenvectors[:, :n_pred], vecs[:, :n_pred]))
     checks.append(Check("outlier subspace: largest principal angle [rad]", 0.0, float(angles.max()),
                         float(angles.max()), tol["angle"], g))
-    matvec = (lambda v: H @ v) if H is not None else _block_matvec(f_data, params, l)
+    matvec = _block_matvec(f_data, params, [l])
     f_vals = np.array([float(curvature.alignment(matvec, pred.eigenvectors[:, j])) for j in range(m)])
     checks.append(Check("alignment f(v) of predicted eigenvectors (min)", 1.0, float(f_vals.min()),
                         float(1 - f_vals.min()), tol["angle"], g))
@@ -176,19 +183,6 @@ def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list
         checks += _gn_checks(spec, params, l, tol, g)
         checks += _gradient_checks(spec, params, l, pred, tol, g)
     return checks, vals
-
-
-def _block_matvec(f, params, l):
-    leaves = jax.tree_util.tree_leaves(params)
-    shape = leaves[l].shape
-
-    def matvec(v):
-        tangent = jax.tree_util.tree_map(jnp.zeros_like, params)
-        tangent = tangent._replace(Ws=tuple(jnp.asarray(v).reshape(shape) if i == l - 1 else W
-                                            for i, W in enumerate(tangent.Ws)))
-        return np.asarray(curvature.hvp(f, params, tangent).Ws[l - 1]).reshape(-1)
-
-    return matvec
 
 
 def _gn_checks(spec, params, l, tol, g) -> list[Check]:
@@ -266,17 +260,10 @@ def _full_checks(spec, params, f_data, dense_max, tol) -> list[Check]:
         return [], str(e)
     L = spec.depth
     leaves = list(range(1, L + 1))
-    P = pred.dim
-    if P <= dense_max:
-        H = np.asarray(curvature.hessian(f_data, params, leaves=leaves))
-        vals = np.linalg.eigvalsh(0.5 * (H + H.T))[::-1]
-        how = "dense"
-        predicted, measured = np.sort(pred.all_eigenvalues())[::-1], vals
-    else:
-        k = min(int(np.sum(pred.eigenvalues > 0)) + 5, P)
-        top = curvature.top_eigenpairs(f_data, params, k, leaves=leaves)
-        how = "block Krylov"
-        predicted, measured = np.sort(pred.all_eigenvalues())[::-1][:k], top.eigenvalues
+    k = min(int(np.sum(pred.eigenvalues > 0)) + 5, pred.dim)
+    meas = _measure_block(f_data, params, leaves, k, dense_max, vectors=False)
+    measured, how = meas.eigenvalues, _HOW[meas.source]
+    predicted = np.sort(pred.all_eigenvalues())[::-1][: measured.size]
     checks = [Check(f"full Hessian over W_1..W_L: all {measured.size} eigenvalues ({how})", predicted, measured,
                     _rel(measured, predicted), tol["dnc"], "full")]
     n_pos = int(np.sum(pred.eigenvalues > 1e-8 * np.abs(pred.eigenvalues).max()))

@@ -1,5 +1,6 @@
 """Curvature of any ``loss_fn(params) -> scalar`` over a pytree, for a block or the whole model.
 
+* `spectrum`: THE measurement of a block's spectrum (dense ``eigh`` or block Krylov), a `Spectrum`.
 * `hvp`: Hessian-, Gauss–Newton- and residual-vector products, flat `Operator` s.
 * `dense`: dense Hessian / blocks / G-H split / gradient moments / Papyan decomposition.
 * `lanczos`: top eigenpairs (restarted block Krylov), Hutchinson trace, SLQ density.
@@ -11,6 +12,7 @@
 
 from . import dense, lanczos, subspace
 from ._operator import Operator
+from ._spectrum import spectrum
 from .dense import (
     GradientMoments,
     HessianSplit,
@@ -29,6 +31,7 @@ from .lanczos import SpectralDensity, TraceEstimate, spectral_density, top_eigen
 from .subspace import alignment, count_outliers, gradient_fraction, principal_angles, projector_overlap
 
 __all__ = [
+    "spectrum",
     "Operator",
     "hvp",
     "linearized_hvp",

@@ -1,0 +1,107 @@
+"""One `Spectrum` from every route (matfree's ``test_decomp/test_consistency.py`` style).
+
+On one collapsed deep-UFM block the closed form (`ufm.theory.layer_hessian_spectrum`), the
+dense route and the block-Krylov route of `ufm.curvature.spectrum` must agree in every
+field: eigenvalues (descending) with their multiplicities, the eigenspace of every level,
+``dim``, the bulk, residuals, and ``Spectrum`` passes through ``jax.tree`` functions.
+Tolerances: eigenvalues 1e-8 relative, principal angles 1e-6 rad (as in test_theory.py).
+"""
+
+import jax
+import numpy as np
+import pytest
+
+import ufm
+from ufm import curvature, theory
+from ufm.spectrum import Spectrum
+
+EIG_RTOL, ANGLE_TOL = 1e-8, 1e-6
+CASES = {
+    # one level ×K² (MSE, MATH.md §4) and three levels 1, K−1, K²−3K+1 (CE, §5)
+    "mse": ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=8, lambda_W=(2e-2, 1e-2), lambda_H=2e-2),
+    "ce": ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=8, loss="ce", lambda_W=5e-3, lambda_H=5e-3),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def routes(request):
+    spec = CASES[request.param]
+    params = theory.construct_optimum(spec, 0)
+    f = ufm.model.loss_fn(spec, regularized=False)
+    layer = 1
+    closed = theory.layer_hessian_spectrum(spec, params, layer, vectors=True)
+    m = closed.eigenvalues.size
+    dense = curvature.spectrum(f, params, leaves=[layer], method="dense")
+    krylov = curvature.spectrum(f, params, leaves=[layer], k=m, method="krylov", block_size=m)
+    return spec, closed, dense, krylov
+
+
+def test_the_three_routes_agree_in_every_field(routes):
+    spec, closed, dense, krylov = routes
+    K = spec.num_classes
+    m = closed.eigenvalues.size
+    assert m == (K * K if spec.loss == "mse" else (K - 1) ** 2)
+    assert (closed.source, dense.source, krylov.source) == ("closed-form", "dense", "krylov")
+    P = int(np.prod(spec.weight_shapes[0]))
+    assert closed.dim == dense.dim == krylov.dim == P
+    assert dense.eigenvalues.size == P and krylov.eigenvalues.size == m
+    scale = closed.eigenvalues[0]
+    for s in (closed, dense, krylov):
+        assert np.all(np.diff(s.eigenvalues) <= 0)  # descending
+        top = s.top(m)
+        np.testing.assert_allclose(top.eigenvalues, closed.eigenvalues, rtol=0, atol=EIG_RTOL * scale)
+        # levels with multiplicities
+        vals, counts = top.levels(rtol=1e-6)
+        want_vals, want_counts = closed.levels(rtol=1e-6)
+        assert counts.tolist() == want_counts.tolist()
+        np.testing.assert_allclose(vals, want_vals, rtol=EIG_RTOL)
+        # the eigenspace of every level, as subspaces
+        start = 0
+        for c in counts:
+            sl = slice(start, start + c)
+            angles = np.asarray(curvature.principal_angles(closed.eigenvectors[:, sl], top.eigenvectors[:, sl]))
+            assert angles.max() < ANGLE_TOL, (s.source, start, angles.max())
+            start += c
+    # the bulk: the closed form's value fills what the dense route resolves beyond the outliers
+    assert closed.bulk_value == 0.0 and closed.bulk_multiplicity == P - m
+    np.testing.assert_allclose(dense.eigenvalues[m:], closed.bulk_value, rtol=0, atol=EIG_RTOL * scale)
+    np.testing.assert_allclose(np.sort(closed.all_eigenvalues())[::-1], dense.eigenvalues, rtol=0,
+                               atol=EIG_RTOL * scale)
+    # residuals measured by both numerical routes
+    for s in (dense, krylov):
+        assert s.residuals.shape == (s.eigenvalues.size,) and s.residuals.max() < 1e-7 * scale
+    assert krylov.info["converged"]
+
+
+def test_from_dense_is_the_dense_route(routes):
+    spec, _, dense, _ = routes
+    H = np.asarray(curvature.hessian(ufm.model.loss_fn(spec, regularized=False),
+                                     theory.construct_optimum(spec, 0), leaves=[1]))
+    s = Spectrum.from_dense(H)
+    np.testing.assert_array_equal(s.eigenvalues, dense.eigenvalues)
+    assert s.dim == dense.dim and s.source == "dense"
+    only = Spectrum.from_dense(H, k=3, vectors=False)
+    np.testing.assert_allclose(only.eigenvalues, dense.eigenvalues[:3], rtol=1e-12)
+    assert only.eigenvectors is None and only.residuals is None
+
+
+def test_spectrum_is_a_pytree(routes):
+    _, closed, dense, _ = routes
+    doubled = jax.tree.map(lambda x: 2 * x, dense)
+    np.testing.assert_array_equal(doubled.eigenvalues, 2 * dense.eigenvalues)
+    assert doubled.dim == dense.dim and doubled.source == "dense"
+    leaves, treedef = jax.tree.flatten(closed)
+    assert jax.tree.unflatten(treedef, leaves).eigenvalues is closed.eigenvalues
+
+
+def test_spectrum_rejects_bad_arguments():
+    f = ufm.model.loss_fn(ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=2))
+    params = ufm.init_params(ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=2), 0)
+    with pytest.raises(ValueError, match="method"):
+        curvature.spectrum(f, params, method="qr")
+    with pytest.raises(ValueError, match="needs k"):
+        curvature.spectrum(f, params, method="krylov")
+    with pytest.raises(ValueError, match="which"):
+        curvature.spectrum(f, params, which="smallest")
+    with pytest.raises(ValueError, match="square"):
+        Spectrum.from_dense(np.zeros((2, 3)))
