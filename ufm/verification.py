@@ -164,21 +164,17 @@ def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list
 
     if not at_dnc:  # the closed-form DNC values hold only at the DNC point itself
         return checks + (_gn_checks(spec, params, l, tol, g) if spec.loss == "mse" else []), vals
-    dnc = pred.info
-    if "outlier" in dnc and dnc.get("multiplicity"):
-        value = np.full(dnc["multiplicity"], dnc["outlier"])
-        checks.append(Check("outliers vs DNC closed form λγ/(1−γ)", float(dnc["outlier"]),
-                            vals[: value.size], _rel(vals[: value.size], value), tol["dnc"], g))
-    if "outliers" in dnc:
-        value = np.repeat(dnc["outliers"], dnc["multiplicities"])
-        checks.append(Check("CE outlier levels vs DNC closed form", dnc["outliers"],
-                            vals[: value.size], _rel(np.sort(vals[: value.size])[::-1], np.sort(value)[::-1]),
-                            tol["dnc"], g))
+    sol = theory.dnc_solution(spec)
+    levels, mults = sol.layer_outliers[l - 1], sol.layer_multiplicities[l - 1]
+    if mults:  # the layer's own λ_l (MATH.md §4, §5)
+        value = np.sort(np.repeat(levels, mults))[::-1]
+        name = "outliers vs DNC closed form λγ/(1−γ)" if spec.loss == "mse" else "CE outlier levels vs DNC closed form"
+        checks.append(Check(name, float(levels[0]) if spec.loss == "mse" else list(levels), vals[: value.size],
+                            _rel(vals[: value.size], value), tol["dnc"], g))
     ws = theory.weight_spectrum(spec, params)[l - 1]
-    if "max_rel_error" in ws.info:
-        k = ws.info["predicted_multiplicity"]
-        checks.append(Check(f"singular values of W_{l} vs DNC", ws.info["predicted"], ws.eigenvalues[:k],
-                            ws.info["max_rel_error"], tol["dnc"], g))
+    if ws.max_rel_error is not None:
+        checks.append(Check(f"singular values of W_{l} vs DNC", ws.predicted, ws.values[: ws.multiplicity],
+                            ws.max_rel_error, tol["dnc"], g))
     if spec.loss == "mse":
         checks += _gn_checks(spec, params, l, tol, g)
         checks += _gradient_checks(spec, params, l, pred, tol, g)
@@ -190,13 +186,12 @@ def _gn_checks(spec, params, l, tol, g) -> list[Check]:
     class-mean closed form (`ufm.theory.gn_decomposition`): ranks and eigenvalues."""
     model = lambda p: forward(spec, p).output  # noqa: E731
     dec = curvature.papyan_decomposition(model, params, spec.class_index, loss="mse", leaves=[l])
-    pred = theory.gn_decomposition(spec, params, l, vectors=False)
-    parts = {"G_class": (dec.class_, pred.G_class), "G_cross": (dec.cross, pred.G_cross),
-             "G_within": (dec.within, pred.G_within)}
+    measured = dec.spectra(vectors=False)
+    predicted = theory.gn_decomposition(spec, params, l, vectors=False)
     top = max(float(np.linalg.eigvalsh(np.asarray(dec.class_ + dec.cross)).max()), 1e-300)
     checks = []
-    for name, (G, p) in parts.items():
-        ev = np.linalg.eigvalsh(np.asarray(G))[::-1]
+    for name in ("G_class", "G_cross", "G_within"):
+        ev, p = getattr(measured, name).eigenvalues, getattr(predicted, name)
         rank = int(np.sum(ev > tol["rank"] * top))
         pv = p.eigenvalues[p.eigenvalues > tol["rank"] * top]  # same numerical-rank rule on both sides
         checks.append(Check(f"{name} rank (> {tol['rank']:g}·λ_max)", pv.size, rank, float(abs(rank - pv.size)), 0.0, g))
