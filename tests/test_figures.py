@@ -86,19 +86,22 @@ def test_style_is_local_and_savefig_writes_both(tmp_path):
 
 
 def test_layer_spectra_figure_from_a_report(tmp_path):
-    """`ufm verify --plot`: the figure reads report.info['layer_spectra'] and the predicted outliers."""
+    """`ufm verify --plot`: the figure reads the report's predicted and measured spectra, never check names."""
     import ufm
     from ufm import plotting
-    from ufm.verification import Check, Report
+    from ufm.spectrum import Spectrum
+    from ufm.verification import LayerSpectra, Report
 
     spec = ufm.UFMSpec(num_classes=2, per_class=2, depth=2, width=3)
-    name = "outlier eigenvalues (class-mean formula)"
-    checks = (Check(name, np.full(4, 0.5), np.full(4, 0.5), 0.0, 1e-8, "layer 1"),
-              Check(name, np.full(4, 0.25), np.full(4, 0.25), 0.0, 1e-8, "layer 2"))
-    info = {"layer_spectra": {1: np.r_[np.full(4, 0.5), np.zeros(5)], 2: np.r_[np.full(4, 0.25), np.zeros(2)]},
-            "state": "test"}
-    fig = plotting.layer_spectra_figure(Report(spec, checks, info))
-    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2
+    spectra = tuple(LayerSpectra(l, Spectrum(np.full(4, v), dim=4 + extra, bulk_value=0.0),
+                                 Spectrum(np.r_[np.full(4, v), np.zeros(extra)]))
+                    for l, v, extra in ((1, 0.5, 5), (2, 0.25, 2)))
+    fig = plotting.layer_spectra_figure(Report(spec, (), {"state": "test"}, spectra))
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 2
+    for ax, (_, pred, _) in zip(visible, spectra):  # one dashed line per predicted level, at its value
+        dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() not in ("None", "none", "")]
+        assert [ln.get_ydata()[0] for ln in dashed] == pytest.approx(pred.levels()[0].tolist())
     assert all(_nonempty(p) for p in plotting.savefig(fig, tmp_path / "v"))
-    with pytest.raises(ValueError, match="layer_spectra"):
+    with pytest.raises(ValueError, match="spectra"):
         plotting.layer_spectra_figure(Report(spec, (), {}))

@@ -163,12 +163,9 @@ def _plot_report(report, path):
 
 
 def _verify_one(spec, args, callback=None):
-    from .verification import verify
+    from .verification import collapsed_state, verify
 
-    # ReLU's loss has a kink at the collapsed optimum (exact zeros): GD converges there only
-    # sublinearly, so the training budget is capped instead of chasing ‖∇L‖ = 1e-10.
-    steps = 100_000 if spec.activation == "relu" else 200_000
-    return verify(spec, from_optimum=args.from_optimum, seed=args.seed, steps=steps, callback=callback)
+    return verify(spec, collapsed_state(spec, from_optimum=args.from_optimum, seed=args.seed, callback=callback))
 
 
 def _grid_specs(base):

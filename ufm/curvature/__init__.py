@@ -12,7 +12,7 @@
 
 from . import dense, lanczos, subspace
 from ._operator import Operator
-from ._spectrum import spectrum
+from ._spectrum import DEFAULT_DENSE_MAX, spectrum
 from .dense import (
     GradientMoments,
     HessianSplit,
@@ -32,6 +32,7 @@ from .subspace import alignment, count_outliers, gradient_fraction, principal_an
 
 __all__ = [
     "spectrum",
+    "DEFAULT_DENSE_MAX",
     "Operator",
     "hvp",
     "linearized_hvp",
