@@ -36,7 +36,7 @@ from . import collapse, curvature, theory
 from .model import UFMParams, check_params, forward, init_params, loss_fn
 from .spec import UFMSpec
 from .spectrum import Spectrum
-from .train import train
+from .training import train
 
 __all__ = ["Check", "LayerSpectra", "Report", "State", "collapsed_state", "training_steps", "verify"]
 
