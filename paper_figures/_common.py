@@ -19,10 +19,6 @@ import numpy as np
 SEED = 0
 
 
-class Skipped(Exception):
-    """A figure that cannot be built in this installation; the message says why."""
-
-
 @dataclasses.dataclass(frozen=True)
 class FigureResult:
     """What a figure module's ``make`` returns: the files written and the gallery caption."""
