@@ -364,7 +364,7 @@ def verify(
 
     >>> import jax; jax.config.update("jax_enable_x64", True)
     >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=2)
+    >>> spec = ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=3)
     >>> report = ufm.verify(spec, ufm.theory.construct_optimum(spec))
     >>> report.passed, [s.layer for s in report.spectra]
     (True, [1])

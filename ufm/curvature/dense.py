@@ -103,6 +103,12 @@ def hessian(loss_fn: Callable, params, leaves=None, *, chunk_size: int | None = 
 
     ``leaves=[l]`` is layer l's block of a `UFMParams`; ``leaves=[l, m]`` is the 2×2 block
     matrix with the cross-layer blocks off the diagonal (see `hessian_block`).
+
+    >>> import jax.numpy as jnp
+    >>> from ufm.curvature import hessian
+    >>> H = hessian(lambda p: 0.5 * jnp.sum((p["w"] @ jnp.array([1.0, 2.0])) ** 2), {"w": jnp.zeros(2)})
+    >>> H.tolist()                                      # x xᵀ for x = (1, 2)
+    [[1.0, 2.0], [2.0, 4.0]]
     """
     return materialize(hessian_operator(loss_fn, params, leaves=leaves), chunk_size=chunk_size, max_bytes=max_bytes)
 
