@@ -217,6 +217,13 @@ def trajectory(out_dir, quick: bool) -> dict:
     return cached(out_dir, "mse-trajectory", {"spec": spec.to_dict(), "marks": marks, "seed": SEED}, compute)
 
 
+def mse_final_state(out_dir, quick: bool):
+    """``(spec, trajectory, final params)`` of the linear-MSE run shared by figures 1–6."""
+    spec = mse_spec(quick)
+    traj = trajectory(out_dir, quick)
+    return spec, traj, arrays_to_params(traj, spec.depth)
+
+
 def _grad_norm(spec, params) -> float:
     import jax
 

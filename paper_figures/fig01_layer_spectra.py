@@ -16,9 +16,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     import ufm
     from ufm import plotting
 
-    spec = C.mse_spec(quick)
-    traj = C.trajectory(out_dir, quick)
-    params = C.arrays_to_params(traj, spec.depth)
+    spec, traj, params = C.mse_final_state(out_dir, quick)
 
     data = C.cached(out_dir, "fig01", {"spec": spec.to_dict(), "steps": int(traj["steps"][-1])},
                     lambda: C.layer_eigenvalues(spec, params))

@@ -18,9 +18,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     import ufm
     from ufm import plotting
 
-    spec = C.mse_spec(quick)
-    traj = C.trajectory(out_dir, quick)
-    params = C.arrays_to_params(traj, spec.depth)
+    spec, traj, params = C.mse_final_state(out_dir, quick)
     K, L = spec.num_classes, spec.depth
     sizes = [a * b for a, b in spec.weight_shapes]
 

@@ -24,9 +24,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     import ufm
     from ufm import plotting
 
-    mse = C.mse_spec(quick)
-    traj = C.trajectory(out_dir, quick)
-    p_mse = C.arrays_to_params(traj, mse.depth)
+    mse, _, p_mse = C.mse_final_state(out_dir, quick)
     ce = C.ce_spec(quick)
     p_ce, ce_info = C.trained_state(out_dir, ce, steps=20_000, name="ce-state")
     cases = []
