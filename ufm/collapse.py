@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 
 from .model import forward
@@ -101,6 +102,9 @@ class CollapseMetrics:
         return {k: np.asarray(v).tolist() for k, v in dataclasses.asdict(self).items()}
 
 
+
+jax.tree_util.register_dataclass(CollapseMetrics, data_fields=[f.name for f in dataclasses.fields(CollapseMetrics)],
+                                 meta_fields=[])
 def _layer_metrics(H, labels, K, W, predictions, geometry, rcond) -> dict:
     H = np.asarray(H, dtype=np.float64)
     d, N = H.shape

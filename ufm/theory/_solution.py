@@ -23,6 +23,7 @@ import dataclasses
 import math
 from typing import NamedTuple
 
+import jax
 import numpy as np
 from scipy.optimize import brentq
 
@@ -117,6 +118,10 @@ class DNCSolution:
         return out
 
 
+
+jax.tree_util.register_dataclass(
+    DNCSolution, meta_fields=["loss", "collapsed_to_zero"],
+    data_fields=[f.name for f in dataclasses.fields(DNCSolution) if f.name not in ("loss", "collapsed_to_zero")])
 def mse_threshold(depth: int) -> float:
     """``(L−1)^{L−1}/L^{2L}``: the DNC point is the global MSE minimiser iff ``b`` is below it."""
     L = depth
