@@ -13,9 +13,9 @@ import json
 import os
 import time
 
-from ._common import FigureResult, Skipped
+from ._common import FigureResult
 
-__all__ = ["FIGURES", "FigureResult", "Skipped", "build"]
+__all__ = ["FIGURES", "FigureResult", "build"]
 
 #: name -> module (in gallery order).
 FIGURES = {
@@ -29,7 +29,6 @@ FIGURES = {
     "fig08_relu": "fig08_relu",
     "fig09_phase_diagram": "fig09_phase_diagram",
     "fig10_real_networks": "fig10_real_networks",
-    "fig11_neighbouring": "fig11_neighbouring",
 }
 
 
@@ -38,7 +37,7 @@ def _module(name: str):
 
 
 def build(out_dir, *, quick: bool = False, only=None) -> list[tuple[str, float, tuple[str, ...]]]:
-    """Build the figures into ``out_dir``; returns ``[(name, seconds, files)]`` (no files if skipped).
+    """Build the figures into ``out_dir``; returns ``[(name, seconds, files)]``.
 
     Args:
       out_dir: output folder (created); the cache lives in ``out_dir/cache``.
@@ -68,11 +67,8 @@ def build(out_dir, *, quick: bool = False, only=None) -> list[tuple[str, float, 
     results = []
     for name in names:
         t0 = time.perf_counter()
-        try:
-            res = _module(name).make(out_dir, quick=quick)
-            files, caption = tuple(str(f) for f in res.files), res.caption
-        except Skipped as e:
-            files, caption = (), f"**Skipped:** {e}"
+        res = _module(name).make(out_dir, quick=quick)
+        files, caption = tuple(str(f) for f in res.files), res.caption
         dt = time.perf_counter() - t0
         results.append((name, dt, files))
         entries[name] = {"seconds": dt, "files": list(files), "caption": caption, "quick": quick}

@@ -33,9 +33,9 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.plot(x, top[:, 0], color=c, label=f"layer {l}")
             ax.plot(x, top[:, K * K - 1], color=c, linewidth=0.7)
             ax.plot(x, np.maximum(top[:, K * K], 1e-17), color=c, linestyle=":", linewidth=0.8)
-        plotting.mark_value(ax, spec.lambdas[0] * sol.scale / sol.one_minus_scale,
-                            r"predicted $\lambda\gamma/(1-\gamma)$",
-                            color="0.2", where=0.98, va="top")
+        for i, value in enumerate(sorted({v[0] for v in sol.layer_outliers}, reverse=True)):  # one per distinct λ_l
+            plotting.mark_value(ax, value, r"predicted $\lambda_l\gamma/(1-\gamma)$" if i == 0 else None,
+                                color="0.2", where=0.98, va="top")
         extra = [ax.fill_between([], [], [], color="0.6", alpha=0.4, linewidth=0,
                                  label=r"band $\lambda_1 \ldots \lambda_{K^2}$"),
                  ax.plot([], [], color="0.4", linestyle=":", linewidth=0.8, label=r"$\lambda_{K^2+1}$ (bulk)")[0]]
@@ -71,7 +71,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                f"{K * K} "
                "top eigenvalues of each layer's data Hessian (band between λ₁ and λ_{K²}; dotted: λ_{K²+1}) converge "
                "to "
-               f"λγ/(1−γ) = {spec.lambdas[0] * sol.scale / sol.one_minus_scale:.4g} (dashed). Middle: alignment f of "
+               f"λ_lγ/(1−γ) = {', '.join(f'{v[0]:.4g}' for v in sol.layer_outliers)} (dashed). Middle: alignment f of "
                f"the "
                "predicted eigenvectors μ̂_c^{(l+1)} ⊗ μ̂_{c'}^{(l)} (current class means) rises to 1. Right: f for all "
                "(c, c') pairs of layer 1 mid-way (grey line) and at the end.")

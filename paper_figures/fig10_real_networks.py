@@ -4,7 +4,6 @@ Left panels: each head layer's data-Hessian block, measured (autodiff at the tra
 network) against the class-mean closed form from the network's own head features
 (``ufm.networks.analyze``). Right: NC1 of every head layer's features over training
 (``ufm.collapse.nc_metrics``), trained in segments through ``train_network``'s checkpoint.
-Needs ``ufm.networks`` (branch ``net``); without it the figure is skipped with a message.
 """
 
 import os
@@ -16,22 +15,13 @@ from . import _common as C
 WIDTH, DEPTH = 32, 3
 
 
-def _networks():
-    try:
-        import ufm.networks as nets
-    except ImportError as e:
-        raise C.Skipped(f"`ufm.networks` is not available in this installation ({e}); the real-network figure "
-                        "needs it (branch `net`).") from None
-    return nets
-
-
 def make(out_dir, quick: bool = False) -> C.FigureResult:
-    nets = _networks()
     C.enable_x64()
     import jax
     import jax.numpy as jnp
 
     import ufm
+    import ufm.networks as nets
     from ufm import plotting
 
     cfg = dict(nets.DEFAULTS[(bool(quick), "mse")])

@@ -1,6 +1,6 @@
 """`ufm` command line: ``ufm train | verify | theory | real | figures | dynamics``.
 
-Flags mirror `UFMSpec`'s field names. Exit status: 0 success, 1 a check failed, 2 bad
+Spec flags are generated from `UFMSpec`'s fields (``--num-classes``, ``--lambda-W``, ...). Exit status: 0 success, 1 a check failed, 2 bad
 arguments (one-line reason on stderr).
 """
 
@@ -24,37 +24,66 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"ufm: error: {message}\n")
 
 
+#: Help text and short flag of each `UFMSpec` field; the flags themselves (name, type,
+#: default, choices, one value or one per layer) are generated from the dataclass.
+_SPEC_HELP = {
+    "num_classes": ("-K", "K, number of classes"),
+    "per_class": ("-n", "n, samples per class"),
+    "depth": ("-L", "L, weight layers"),
+    "width": ("-d", "d, one value or one per layer"),
+    "activation": (None, "after W_1..W_{L-1} (MATH.md §1)"),
+    "loss": (None, "the data term"),
+    "lambda_H": (None, "λ_H, ridge on the free features"),
+    "lambda_W": (None, "λ_W, one value or one per layer"),
+    "relu_grad0": (None, "ReLU derivative at 0, a value in [0, 1] (MATH.md §6); 1 reproduces the linear spectra"),
+    "softplus_beta": (None, "sharpness β of softplus(βx)/β"),
+}
+
+
+def _spec_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from .spec import ACTIVATIONS, LOSSES, UFMSpec
+
+    choices = {"activation": ACTIVATIONS, "loss": LOSSES}
     g = p.add_argument_group("model (UFMSpec)")
-    g.add_argument("--num-classes", "-K", type=int, default=4, help="K, number of classes (default 4)")
-    g.add_argument("--per-class", "-n", type=int, default=5, help="n, samples per class (default 5)")
-    g.add_argument("--depth", "-L", type=int, default=3, help="L, weight layers (default 3)")
-    g.add_argument("--width", "-d", type=int, nargs="+", default=[16], help="d, one value or one per layer (default 16)")
-    g.add_argument("--activation", choices=["linear", "relu", "softplus"], default="linear")
-    g.add_argument("--relu-grad0", type=float, choices=[0.0, 1.0], default=0.0,
-                   help="ReLU derivative at 0 (MATH §6); 1 reproduces the linear spectra")
-    g.add_argument("--softplus-beta", type=float, default=20.0, help="sharpness of softplus(βx)/β")
-    g.add_argument("--loss", choices=["mse", "ce"], default="mse")
-    g.add_argument("--lambda-W", type=float, nargs="+", default=[1e-3], help="λ_W, one value or one per layer")
-    g.add_argument("--lambda-H", type=float, default=1e-3, help="λ_H (default 1e-3)")
+    for f in dataclasses.fields(UFMSpec):
+        short, text = _SPEC_HELP[f.name]
+        kw = {"dest": f.name, "default": f.default, "help": f"{text} (default {f.default})"}
+        if f.name in choices:
+            kw["choices"] = choices[f.name]
+        else:
+            kw["type"] = type(f.default)
+        if "tuple" in str(f.type):  # one value for every layer, or one per layer
+            kw.update(nargs="+", default=[f.default])
+        g.add_argument(*([_spec_flag(f.name)] + ([short] if short else [])), **kw)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    _add_precision_args(p, default=True)
+
+
+def _add_precision_args(p: argparse.ArgumentParser, default: bool | None) -> None:
+    """``--x64`` / ``--x32``: one switch, two spellings; ``default`` None leaves the process's setting."""
     x = p.add_mutually_exclusive_group()
-    x.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
-    x.add_argument("--x32", dest="x64", action="store_false", help="float32")
+    x.add_argument("--x64", dest="x64", action="store_const", const=True,
+                   help="float64" + (" (default)" if default is True else ""))
+    x.add_argument("--x32", dest="x64", action="store_const", const=False,
+                   help="float32" + (" (default)" if default is False else ""))
+    p.set_defaults(x64=default)
 
 
 def _spec_from_args(args):
+    import dataclasses
+
     from .spec import UFMSpec
 
-    one = lambda v: v[0] if len(v) == 1 else tuple(v)  # noqa: E731
+    one = lambda v: (v[0] if len(v) == 1 else tuple(v)) if isinstance(v, list) else v  # noqa: E731
     try:
-        return UFMSpec(
-            num_classes=args.num_classes, per_class=args.per_class, depth=args.depth,
-            width=one(args.width), activation=args.activation, loss=args.loss,
-            lambda_H=args.lambda_H, lambda_W=one(args.lambda_W),
-            relu_grad0=args.relu_grad0, softplus_beta=args.softplus_beta,
-        )
+        return UFMSpec(**{f.name: one(getattr(args, f.name)) for f in dataclasses.fields(UFMSpec)})
     except (TypeError, ValueError) as e:
         raise _ArgumentError(str(e)) from None
 
@@ -163,12 +192,9 @@ def _plot_report(report, path):
 
 
 def _verify_one(spec, args, callback=None):
-    from .verification import verify
+    from .verification import collapsed_state, verify
 
-    # ReLU's loss has a kink at the collapsed optimum (exact zeros): GD converges there only
-    # sublinearly, so the training budget is capped instead of chasing ‖∇L‖ = 1e-10.
-    steps = 100_000 if spec.activation == "relu" else 200_000
-    return verify(spec, from_optimum=args.from_optimum, seed=args.seed, steps=steps, callback=callback)
+    return verify(spec, collapsed_state(spec, from_optimum=args.from_optimum, seed=args.seed, callback=callback))
 
 
 def _grid_specs(base):
@@ -326,9 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--plot", metavar="PATH", help="figure of predicted vs measured layer spectra")
-    x = p.add_mutually_exclusive_group()
-    x.add_argument("--x64", dest="x64", action="store_true", default=None, help="everything in float64")
-    x.add_argument("--x32", dest="x64", action="store_false", help="float32 everywhere")
+    _add_precision_args(p, default=None)
     p.set_defaults(func=_cmd_real)
 
     p = sub.add_parser("figures", help="regenerate every paper figure (PDF + PNG + index.md)")
