@@ -64,6 +64,15 @@ def test_psi_are_right_eigenvectors_of_P():
         np.testing.assert_allclose(dm.coordinates, dm.psi[:, 1:] * dm.eigenvalues[1:] ** 2)
 
 
+def test_krylov_route_agrees_with_dense():
+    X = np.random.default_rng(6).standard_normal((300, 4))
+    dense = diffusion_map(X, epsilon=4.0, n_coords=5)
+    krylov = diffusion_map(X, epsilon=4.0, n_coords=5, method="krylov")
+    np.testing.assert_allclose(krylov.eigenvalues, dense.eigenvalues, rtol=1e-9)
+    overlap = np.abs(np.sum(krylov.psi * dense.stationary[:, None] * dense.psi, axis=0))  # π-inner products
+    np.testing.assert_allclose(overlap, 1.0, atol=1e-6)
+
+
 def test_alpha_one_removes_the_sampling_density_on_the_circle():
     # θ drawn with density ∝ 1 + 0.8 cos θ (inverse CDF on a grid): α = 1 keeps cos/sin
     N = 600

@@ -19,6 +19,7 @@ NumPy memmap or any array-like that slices ``X[:, a:b]``.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -156,14 +157,27 @@ def _kernels(D2, epsilon, alpha):
     return s[:, None] * Ka * s[None, :], d, Ka / d[:, None]
 
 
-def _diffusion_map(D2, epsilon: float, alpha: float, n_coords: int, t: int) -> DiffusionMap:
-    from scipy.linalg import eigh
+def _top_eigenpairs(A, k: int, method: str):
+    """The k largest eigenpairs of the symmetric A, descending: LAPACK (dense) or block Krylov."""
+    if method == "dense":
+        from scipy.linalg import eigh
 
+        A = np.asarray(A, dtype=np.float64)
+        N = A.shape[0]
+        lam, phi = eigh(0.5 * (A + A.T), subset_by_index=[N - k, N - 1])  # dense symmetric (MRRR), top k only
+        return lam[::-1], phi[:, ::-1]
+    from ..curvature import Operator, top_eigenpairs
+
+    sp = top_eigenpairs(Operator.from_matvec(A), None, k=k)  # the project's restarted block Krylov
+    if not sp.info["converged"]:
+        warnings.warn(f"the Krylov eigensolver did not converge (max residual {float(np.max(sp.residuals)):.1e}, "
+                      f"tol {sp.info['tol']:.1e}); use method='dense'", RuntimeWarning, stacklevel=3)
+    return sp.eigenvalues, np.asarray(sp.eigenvectors, np.float64)
+
+
+def _diffusion_map(D2, epsilon: float, alpha: float, n_coords: int, t: int, method: str = "dense") -> DiffusionMap:
     A, d, _ = _kernels(D2, epsilon, alpha)
-    A = np.asarray(A, dtype=np.float64)
-    N = A.shape[0]
-    lam, phi = eigh(0.5 * (A + A.T), subset_by_index=[N - n_coords - 1, N - 1])  # dense symmetric, top q+1
-    lam, phi = lam[::-1], phi[:, ::-1]
+    lam, phi = _top_eigenpairs(A, n_coords + 1, method)
     d = np.asarray(d, dtype=np.float64)
     psi = phi / np.sqrt(d)[:, None] * np.sqrt(d.sum())
     sign = np.sign(psi[np.argmax(np.abs(psi), axis=0), np.arange(psi.shape[1])])
@@ -172,7 +186,9 @@ def _diffusion_map(D2, epsilon: float, alpha: float, n_coords: int, t: int) -> D
     return DiffusionMap(lam, psi, coords, d / d.sum(), float(epsilon), float(alpha), int(t))
 
 
-def _check_map_args(N, epsilon, alpha, n_coords, t):
+def _check_map_args(N, epsilon, alpha, n_coords, t, method="dense"):
+    if method not in ("dense", "krylov"):
+        raise ValueError(f"method must be 'dense' or 'krylov', got {method!r}")
     epsilon = _positive("epsilon", epsilon)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be a float in [0, 1] (0 graph Laplacian, 1/2 Fokker–Planck, "
@@ -184,13 +200,14 @@ def _check_map_args(N, epsilon, alpha, n_coords, t):
 
 
 def diffusion_map(X, *, epsilon: float, alpha: float = 1.0, n_coords: int, t: int = 1,
-                  chunk_size: int = 4096) -> DiffusionMap:
+                  method: str = "dense", chunk_size: int = 4096) -> DiffusionMap:
     r"""Diffusion map of the points ``X`` (``DYNAMICS.md`` §D5, ``docs/diffusion_maps.md`` §2).
 
     With ``k_ij = exp(−‖x_i − x_j‖²/ε)``, ``q_i = Σ_j k_ij``,
     ``k^{(α)}_ij = k_ij / (q_i^α q_j^α)``, ``d_i = Σ_j k^{(α)}_ij`` and ``P = D⁻¹K^{(α)}``:
     the top ``n_coords + 1`` eigenpairs of ``A = D^{−½}K^{(α)}D^{−½}`` (a dense symmetric
-    eigensolver, ``scipy.linalg.eigh`` with an index subset), ``ψ = √(Σd) D^{−½}φ``.
+    eigensolver, ``scipy.linalg.eigh`` with an index subset, or the block Krylov solver
+    `ufm.curvature.top_eigenpairs` on ``v ↦ Av``), ``ψ = √(Σd) D^{−½}φ``.
 
     Args:
       X: (N, m) points (see `squared_distances` for what array-likes work).
@@ -198,6 +215,8 @@ def diffusion_map(X, *, epsilon: float, alpha: float = 1.0, n_coords: int, t: in
       alpha: α ∈ [0, 1]; 1 (Laplace–Beltrami) removes the sampling density.
       n_coords: q >= 1 diffusion coordinates; needs N >= q + 1.
       t: diffusion time (integer >= 0).
+      method: ``"dense"`` (LAPACK, O(N³)) or ``"krylov"`` (O(N²) per product; faster for
+        N in the thousands; warns if it did not converge). ``docs/diffusion_maps.md`` §7.
       chunk_size: columns per chunk of the Gram matrix.
 
     Returns:
@@ -209,8 +228,8 @@ def diffusion_map(X, *, epsilon: float, alpha: float = 1.0, n_coords: int, t: in
         dm = diffusion_map(np.c_[np.cos(theta), np.sin(theta)], epsilon=0.5, n_coords=4)
     """
     X = _points(X)
-    epsilon, alpha, n_coords, t = _check_map_args(X.shape[0], epsilon, alpha, n_coords, t)
-    return _diffusion_map(squared_distances(X, chunk_size=chunk_size), epsilon, alpha, n_coords, t)
+    epsilon, alpha, n_coords, t = _check_map_args(X.shape[0], epsilon, alpha, n_coords, t, method)
+    return _diffusion_map(squared_distances(X, chunk_size=chunk_size), epsilon, alpha, n_coords, t, method)
 
 
 # ---- bandwidth and intrinsic dimension (§3) --------------------------------------------
