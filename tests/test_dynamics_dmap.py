@@ -108,7 +108,7 @@ def test_kernel_sum_dimension(name, dim):
         t = 1.5 * np.pi * (1 + 2 * rng.uniform(size=N))
         X = np.c_[t * np.cos(t), 21 * rng.uniform(size=N), t * np.sin(t)]
     curve = kernel_sum_curve(X)
-    # 2·max slope overshoots a curved manifold by a little (unit circle: 1.209, next test)
+    # 2·max slope overshoots a curved manifold by a little (unit circle: 1.218, flat torus 2.436; next test)
     assert abs(curve.dimension_estimate - dim) < 0.45, curve.dimension_estimate
     lo, hi = curve.plateau
     assert lo <= curve.epsilon == hi
@@ -116,7 +116,7 @@ def test_kernel_sum_dimension(name, dim):
 
 
 def test_kernel_sum_slope_matches_the_continuum_circle():
-    # S/N² → e^{−x} I_0(x) with x = 2/ε on the unit circle: slope x(1 − I_1(x)/I_0(x)), max 0.6046 near x = 2
+    # S/N² → e^{−x} I_0(x) with x = 2/ε on the unit circle: slope x(1 − I_1(x)/I_0(x)), max 0.6089 at x = 1.70
     N = 2000
     curve = kernel_sum_curve(_circle(2 * np.pi * np.arange(N) / N), num=80)
     x = 2 / curve.epsilons
