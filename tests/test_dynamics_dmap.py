@@ -190,3 +190,19 @@ def test_bad_input_raises():
         analyze_trajectory(X, steps=np.arange(3))
     with pytest.raises(ValueError, match="epsilon"):
         analyze_trajectory(X, epsilon="widest")
+
+
+def test_cli_quadratic_recovers_the_rank(tmp_path):
+    import json
+
+    from ufm.cli import main
+
+    path = tmp_path / "q.json"
+    assert main(["dynamics", "dmap", "--task", "quadratic", "--dim", "20", "--rank", "2", "--steps", "12000",
+                 "--json", str(path)]) == 0
+    d = json.loads(path.read_text())
+    assert d["config"]["rank"] == 2 and d["n_coords"] == 2 and d["hessian_outliers"] == 2
+    assert abs(d["dimension_estimate"] - 2) < 0.5 and min(d["r2"]) > 0.99
+    assert len(d["slope_curve"]["epsilons"]) == len(d["slope_curve"]["slopes"])
+    assert main(["dynamics", "dmap", "--task", "ufm", "--rank", "2"]) == 2
+    assert main(["dynamics", "dmap", "--json", str(tmp_path / "missing" / "x.json")]) == 2

@@ -15,6 +15,7 @@ spectral gap with the Hessian's outliers at the end point (``docs/diffusion_maps
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 import time
 
@@ -92,7 +93,10 @@ def _dense_eigh(loss, theta):
 
 
 def _analyze(task, config, thetas, steps, losses, lam, U, t0, quiet, **kw) -> DiffusionReport:
+    """The trajectory analysis of recorded iterates; ``burn_in=None`` drops the first 5 % of records."""
     _progress(f"diffusion map of {thetas.shape[0]} iterates in R^{thetas.shape[1]}", quiet)
+    if config["burn_in"] is None:
+        config["burn_in"] = thetas.shape[0] // 20
     a = analyze_trajectory(thetas, steps=steps, losses=losses, burn_in=config["burn_in"], hessian_eigenvalues=lam,
                            hessian_vectors=U, epsilon=config["epsilon"], alpha=config["alpha"],
                            max_coords=config["max_coords"])
@@ -100,13 +104,9 @@ def _analyze(task, config, thetas, steps, losses, lam, U, t0, quiet, **kw) -> Di
     return DiffusionReport(task, config, a, np.asarray(lam), info)
 
 
-def _config(**kw) -> dict:
-    return {k: v for k, v in kw.items()}
-
-
 # ---- the tasks ------------------------------------------------------------------------
 def run_quadratic(*, dim: int = 50, rank: int = 3, steps: int = 40_000, seed: int = 0, learning_rate: float = 0.05,
-                  noise: float = 1.0, record_every: int = 20, burn_in: int = 100, alpha: float = 0.5,
+                  noise: float = 1.0, record_every: int = 20, burn_in: int | None = None, alpha: float = 0.5,
                   epsilon="median", max_coords: int = 10, quiet: bool = True) -> DiffusionReport:
     """SGD on ``½ θᵀHθ`` in R^dim, ``H = Q diag(h) Qᵀ`` of rank r (h evenly in [1, 2], Q a
     random orthonormal frame), gradient ``Hθ + σ Q diag(√h) z``: noise covariance ``σ²H``.
@@ -117,7 +117,7 @@ def run_quadratic(*, dim: int = 50, rank: int = 3, steps: int = 40_000, seed: in
     """
     if not (isinstance(dim, int) and isinstance(rank, int) and 1 <= rank <= dim):
         raise ValueError(f"need ints 1 <= rank <= dim, got rank={rank!r}, dim={dim!r}")
-    config = _config(task="quadratic", dim=dim, rank=rank, steps=steps, seed=seed, learning_rate=learning_rate,
+    config = dict(task="quadratic", dim=dim, rank=rank, steps=steps, seed=seed, learning_rate=learning_rate,
                      noise=noise, record_every=record_every, burn_in=burn_in, alpha=alpha, epsilon=epsilon,
                      max_coords=max_coords)
     t0 = time.perf_counter()
@@ -141,6 +141,20 @@ def run_quadratic(*, dim: int = 50, rank: int = 3, steps: int = 40_000, seed: in
     return _analyze("quadratic", config, thetas, st, losses, lam[: rank + 10], U[:, : rank + 10], t0, quiet)
 
 
+def _fixed_batch(value_and_noisy_grad, cols):
+    return lambda theta, key: value_and_noisy_grad(theta, key, cols)
+
+
+def _stationary_covariance(lam, U, C, learning_rate):
+    """Σ of linearised SGD, ``Σ = (I − ηH)Σ(I − ηH) + η²C``, solved in H's eigenbasis:
+    ``Σ_ij = η C_ij / (h_i + h_j − η h_i h_j)`` on the non-flat eigenvectors (``docs/diffusion_maps.md`` §6)."""
+    keep = lam > 1e-6 * lam[0]
+    h, V = lam[keep], U[:, keep]
+    Ct = V.T @ C @ V
+    St = learning_rate * Ct / (h[:, None] + h[None, :] - learning_rate * np.outer(h, h))
+    return V @ St @ V.T
+
+
 def _ufm_spec():
     from ..spec import UFMSpec
 
@@ -148,7 +162,7 @@ def _ufm_spec():
 
 
 def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning_rate: float = 0.05,
-            record_every: int = 20, burn_in: int = 100, alpha: float = 0.5, epsilon="median", max_coords: int = 10,
+            record_every: int = 20, burn_in: int | None = None, alpha: float = 0.5, epsilon="median", max_coords: int = 10,
             quiet: bool = True) -> DiffusionReport:
     """Mini-batch SGD (``batch_size`` columns of H_1, the ridge over all parameters) on a
     linear-MSE deep UFM (K = 3, n = 4, L = 2, d = 6, λ = 5e-3), started at its DNC point."""
@@ -160,7 +174,7 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
     from ..theory import construct_optimum, dnc_solution
 
     spec = _ufm_spec()
-    config = _config(task="ufm", spec=spec.to_dict(), steps=steps, seed=seed, batch_size=batch_size,
+    config = dict(task="ufm", spec=spec.to_dict(), steps=steps, seed=seed, batch_size=batch_size,
                      learning_rate=learning_rate, record_every=record_every, burn_in=burn_in, alpha=alpha,
                      epsilon=epsilon, max_coords=max_coords)
     t0 = time.perf_counter()
@@ -168,8 +182,9 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
     theta0, unravel = ravel_pytree(p0)
     labels = jnp.asarray(spec.class_index)
 
-    def value_and_noisy_grad(theta, key):
-        cols = jax.random.choice(key, spec.num_samples, (batch_size,), replace=False)
+    def value_and_noisy_grad(theta, key, cols=None):
+        if cols is None:
+            cols = jax.random.choice(key, spec.num_samples, (batch_size,), replace=False)
 
         def batch_loss(th):
             p = unravel(th)
@@ -184,14 +199,21 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
     full = model.loss_fn(spec)
     lam, U = _dense_eigh(lambda th: full(unravel(th)), jnp.asarray(thetas[-1], theta0.dtype))
     positive = lam[lam > 1e-8 * lam[0]]  # the gap rule without the exactly flat (symmetry) directions
+    # the stationary covariance the linearised SGD predicts, from the exact mini-batch noise (every batch)
+    batches = jnp.asarray(list(itertools.combinations(range(spec.num_samples), batch_size)))
+    keys = jax.random.split(jax.random.PRNGKey(0), batches.shape[0])
+    theta_end = jnp.asarray(thetas[-1], theta0.dtype)
+    grads = np.asarray(jax.vmap(lambda c, k: _fixed_batch(value_and_noisy_grad, c)(theta_end, k)[1])(batches, keys))
+    Sigma = _stationary_covariance(lam, U, np.cov(grads.T, bias=True), learning_rate)
     return _analyze("ufm", config, thetas, st, losses, lam, U, t0, quiet,
                     optimal_loss=dnc_solution(spec).optimal_loss, final_loss=float(full(unravel(thetas[-1]))),
-                    hessian_rank=int(positive.size), outliers_of_positive_part=count_outliers(positive))
+                    hessian_rank=int(positive.size), outliers_of_positive_part=count_outliers(positive),
+                    predicted_participation_ratio=float(np.trace(Sigma) ** 2 / np.sum(Sigma**2)))
 
 
 def run_mnist(*, steps: int = 10_000, seed: int = 0, per_class: int = 30, hidden: int = 32, width: int = 16,
               pretrain_steps: int = 2_000, batch_size: int = 32, learning_rate: float = 0.05, record_every: int = 10,
-              burn_in: int = 100, alpha: float = 0.5, epsilon="median", max_coords: int = 10, hessian_k: int = 20,
+              burn_in: int | None = None, alpha: float = 0.5, epsilon="median", max_coords: int = 10, hessian_k: int = 20,
               quiet: bool = True) -> DiffusionReport:
     """A small MLP (784 → hidden → width → 10, MSE, λ_W = 5e-4) on ``per_class`` shipped MNIST
     images per class: Adam for ``pretrain_steps`` full-batch steps, then mini-batch SGD."""
@@ -199,7 +221,7 @@ def run_mnist(*, steps: int = 10_000, seed: int = 0, per_class: int = 30, hidden
 
     from .. import curvature, networks as nets
 
-    config = _config(task="mnist", steps=steps, seed=seed, per_class=per_class, hidden=hidden, width=width,
+    config = dict(task="mnist", steps=steps, seed=seed, per_class=per_class, hidden=hidden, width=width,
                      pretrain_steps=pretrain_steps, batch_size=batch_size, learning_rate=learning_rate,
                      record_every=record_every, burn_in=burn_in, alpha=alpha, epsilon=epsilon, max_coords=max_coords,
                      hessian_k=hessian_k)
@@ -269,8 +291,9 @@ def _draw_row(fig, axes, report: DiffusionReport, color_by: str) -> None:
     lam = a.diffusion.eigenvalues[1:]
     idx = np.arange(1, lam.size + 1)
     q = a.n_coords
-    ax0.plot(idx[:q], lam[:q], "o", color=plotting.COLORS[0], label=f"slow modes (q = {q})")
-    ax0.plot(idx[q:], lam[q:], "o", color="0.6", markerfacecolor="none", label="rest")
+    if q:
+        ax0.plot(idx[:q], lam[:q], "o", color=plotting.COLORS[0], label=f"slow modes (q = {q})")
+    ax0.plot(idx[q:], lam[q:], "o", color="0.6", markerfacecolor="none", label="rest" if q else "no gap (q = 0)")
     if q:
         ax0.axvline(q + 0.5, color="0.3", linestyle=":", linewidth=0.8)
         ax0.text(q + 0.6, 0.6, f"τ gap ×{a.gap_ratio:.2f}", transform=ax0.get_xaxis_transform(), va="top",
