@@ -155,6 +155,9 @@ def test_analyze_trajectory_finds_the_plane_and_the_hessian_directions():
     assert res.n_coords == 2 and res.hessian_outliers == 2
     assert abs(res.dimension_estimate - 2) < 0.5
     assert res.participation_ratio == pytest.approx(2.0, rel=0.1)  # PCA of an isotropic plane
+    assert abs(res.drift) < 0.2  # i.i.d. rows: ψ_1 is unrelated to the step
+    line = analyze_trajectory(np.c_[np.arange(300.0), np.zeros(300)], steps=np.arange(300), max_coords=3)
+    assert abs(line.drift) > 0.99  # a straight walk: ψ_1 is a monotone function of time
     assert res.r2.shape == (2,) and res.r2.min() > 0.99
     assert res.diffusion.psi.shape[0] == 850 and res.steps[0] == 100 and res.steps[1] == 102
     d = res.to_dict()

@@ -371,6 +371,9 @@ class TrajectoryDiffusion(NamedTuple):
       projections: (N, k) those projections, ``U_kᵀ(x_i − x_ref)``.
       steps, losses: the kept rows' steps and losses (or None).
       burn_in, thin: the rows dropped first and the stride.
+      drift: Spearman rank correlation of ψ_1 with the step (None without steps): near ±1
+        the slowest mode is time itself — the iterates drift rather than fluctuate about a
+        minimum, and the stationary reading of §6 does not apply.
     """
 
     diffusion: DiffusionMap
@@ -386,6 +389,7 @@ class TrajectoryDiffusion(NamedTuple):
     losses: np.ndarray | None
     burn_in: int
     thin: int
+    drift: float | None
 
     def to_dict(self) -> dict:
         c = self.curve
@@ -406,6 +410,7 @@ class TrajectoryDiffusion(NamedTuple):
             "num_points": int(self.diffusion.psi.shape[0]),
             "burn_in": self.burn_in,
             "thin": self.thin,
+            "drift": self.drift,
         }
 
 
@@ -476,5 +481,10 @@ def analyze_trajectory(iterates, *, steps=None, losses=None, burn_in: int = 0, t
         ref = np.asarray(X[N - 1] if reference is None else reference, np.float64).ravel()
         proj = _projections(X, U[:, :k], ref, chunk_size)
         r2 = quadratic_r2(dm.psi[:, 1:1 + max(q, 1)], proj)
+    drift = None
+    if rows["steps"] is not None:
+        from scipy.stats import spearmanr
+
+        drift = float(spearmanr(dm.psi[:, 1], rows["steps"]).statistic)
     return TrajectoryDiffusion(dm, curve, q, ratio, curve.dimension_estimate, float(_participation_ratio(D2)),
-                               outliers, r2, proj, rows["steps"], rows["losses"], burn_in, thin)
+                               outliers, r2, proj, rows["steps"], rows["losses"], burn_in, thin, drift)

@@ -10,6 +10,9 @@ spectral gap with the Hessian's outliers at the end point (``docs/diffusion_maps
   (`ufm.theory.construct_optimum`), full dense Hessian, outliers by the gap rule;
 * ``mnist``: a small MLP (``ufm.networks``) on the shipped MNIST split, pre-trained with
   Adam, then mini-batch SGD; top Hessian eigenpairs by `ufm.curvature.top_eigenpairs`.
+
+Every ``run_*`` returns a `DiffusionReport`; ``progress`` (optional) is called with one line
+per stage (the CLI prints them on stderr).
 """
 
 from __future__ import annotations
@@ -78,9 +81,9 @@ def sgd_trajectory(value_and_noisy_grad, theta0, *, steps: int, learning_rate: f
     return np.asarray(thetas), record_every * np.arange(1, n + 1), np.asarray(losses)
 
 
-def _progress(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(f"[dmap] {message}", file=sys.stderr, flush=True)
+def _progress(message: str, progress) -> None:
+    if progress is not None:
+        progress(message)
 
 
 def _dense_eigh(loss, theta):
@@ -92,9 +95,9 @@ def _dense_eigh(loss, theta):
     return lam[::-1], U[:, ::-1]
 
 
-def _analyze(task, config, thetas, steps, losses, lam, U, t0, quiet, **kw) -> DiffusionReport:
+def _analyze(task, config, thetas, steps, losses, lam, U, t0, progress, **kw) -> DiffusionReport:
     """The trajectory analysis of recorded iterates; ``burn_in=None`` drops the first 5 % of records."""
-    _progress(f"diffusion map of {thetas.shape[0]} iterates in R^{thetas.shape[1]}", quiet)
+    _progress(f"diffusion map of {thetas.shape[0]} iterates in R^{thetas.shape[1]}", progress)
     if config["burn_in"] is None:
         config["burn_in"] = thetas.shape[0] // 20
     a = analyze_trajectory(thetas, steps=steps, losses=losses, burn_in=config["burn_in"], hessian_eigenvalues=lam,
@@ -107,13 +110,13 @@ def _analyze(task, config, thetas, steps, losses, lam, U, t0, quiet, **kw) -> Di
 # ---- the tasks ------------------------------------------------------------------------
 def run_quadratic(*, dim: int = 50, rank: int = 3, steps: int = 40_000, seed: int = 0, learning_rate: float = 0.05,
                   noise: float = 1.0, record_every: int = 20, burn_in: int | None = None, alpha: float = 0.5,
-                  epsilon="median", max_coords: int = 10, quiet: bool = True) -> DiffusionReport:
+                  epsilon="median", max_coords: int = 10, progress=None) -> DiffusionReport:
     """SGD on ``½ θᵀHθ`` in R^dim, ``H = Q diag(h) Qᵀ`` of rank r (h evenly in [1, 2], Q a
     random orthonormal frame), gradient ``Hθ + σ Q diag(√h) z``: noise covariance ``σ²H``.
 
-    The stationary law is Gaussian in range(H), covariance ``ησ²h/(1 − (1 − ηh)²)`` per
-    eigendirection (≈ ησ²/2, nearly isotropic), and frozen in the null space: a
-    Gaussian cloud of dimension r (``docs/diffusion_maps.md`` §6).
+    The stationary law is Gaussian in range(H), variance ``ησ²/(2 − ηh)`` per eigendirection
+    (nearly isotropic), and frozen in the null space: a Gaussian cloud of dimension r
+    (``docs/diffusion_maps.md`` §6).
     """
     if not (isinstance(dim, int) and isinstance(rank, int) and 1 <= rank <= dim):
         raise ValueError(f"need ints 1 <= rank <= dim, got rank={rank!r}, dim={dim!r}")
@@ -133,12 +136,12 @@ def run_quadratic(*, dim: int = 50, rank: int = 3, steps: int = 40_000, seed: in
     def value_and_noisy_grad(theta, key):
         return loss(theta), H @ theta + noise * B @ jax.random.normal(key, (rank,), theta.dtype)
 
-    _progress(f"quadratic: {steps} SGD steps in R^{dim}, Hessian rank {rank}", quiet)
+    _progress(f"quadratic: {steps} SGD steps in R^{dim}, Hessian rank {rank}", progress)
     theta0 = jnp.asarray(rng.standard_normal(dim))
     thetas, st, losses = sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
                                         record_every=record_every, seed=seed)
     lam, U = _dense_eigh(loss, jnp.asarray(thetas[-1], theta0.dtype))
-    return _analyze("quadratic", config, thetas, st, losses, lam[: rank + 10], U[:, : rank + 10], t0, quiet)
+    return _analyze("quadratic", config, thetas, st, losses, lam[: rank + 10], U[:, : rank + 10], t0, progress)
 
 
 def _fixed_batch(value_and_noisy_grad, cols):
@@ -163,7 +166,7 @@ def _ufm_spec():
 
 def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning_rate: float = 0.05,
             record_every: int = 20, burn_in: int | None = None, alpha: float = 0.5, epsilon="median", max_coords: int = 10,
-            quiet: bool = True) -> DiffusionReport:
+            progress=None) -> DiffusionReport:
     """Mini-batch SGD (``batch_size`` columns of H_1, the ridge over all parameters) on a
     linear-MSE deep UFM (K = 3, n = 4, L = 2, d = 6, λ = 5e-3), started at its DNC point."""
     from jax.flatten_util import ravel_pytree
@@ -193,7 +196,7 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
 
         return jax.value_and_grad(batch_loss)(theta)
 
-    _progress(f"ufm: {steps} SGD steps (batch {batch_size}) from the DNC point, {theta0.size} parameters", quiet)
+    _progress(f"ufm: {steps} SGD steps (batch {batch_size}) from the DNC point, {theta0.size} parameters", progress)
     thetas, st, losses = sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
                                         record_every=record_every, seed=seed)
     full = model.loss_fn(spec)
@@ -205,7 +208,7 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
     theta_end = jnp.asarray(thetas[-1], theta0.dtype)
     grads = np.asarray(jax.vmap(lambda c, k: _fixed_batch(value_and_noisy_grad, c)(theta_end, k)[1])(batches, keys))
     Sigma = _stationary_covariance(lam, U, np.cov(grads.T, bias=True), learning_rate)
-    return _analyze("ufm", config, thetas, st, losses, lam, U, t0, quiet,
+    return _analyze("ufm", config, thetas, st, losses, lam, U, t0, progress,
                     optimal_loss=dnc_solution(spec).optimal_loss, final_loss=float(full(unravel(thetas[-1]))),
                     hessian_rank=int(positive.size), outliers_of_positive_part=count_outliers(positive),
                     predicted_participation_ratio=float(np.trace(Sigma) ** 2 / np.sum(Sigma**2)))
@@ -214,7 +217,7 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
 def run_mnist(*, steps: int = 10_000, seed: int = 0, per_class: int = 30, hidden: int = 32, width: int = 16,
               pretrain_steps: int = 2_000, batch_size: int = 32, learning_rate: float = 0.05, record_every: int = 10,
               burn_in: int | None = None, alpha: float = 0.5, epsilon="median", max_coords: int = 10, hessian_k: int = 20,
-              quiet: bool = True) -> DiffusionReport:
+              progress=None) -> DiffusionReport:
     """A small MLP (784 → hidden → width → 10, MSE, λ_W = 5e-4) on ``per_class`` shipped MNIST
     images per class: Adam for ``pretrain_steps`` full-batch steps, then mini-batch SGD."""
     from jax.flatten_util import ravel_pytree
@@ -234,7 +237,7 @@ def run_mnist(*, steps: int = 10_000, seed: int = 0, per_class: int = 30, hidden
     theta0, unravel = ravel_pytree(nets.init_network(spec, seed, dtype=dtype))
     full = jax.jit(lambda th: nets.network_loss(spec, unravel(th), X, y))
 
-    _progress(f"mnist: {pretrain_steps} Adam steps on {X.shape[0]} images, {theta0.size} parameters", quiet)
+    _progress(f"mnist: {pretrain_steps} Adam steps on {X.shape[0]} images, {theta0.size} parameters", progress)
     adam = optax.adam(1e-3)
 
     def pre(c, _):
@@ -248,13 +251,13 @@ def run_mnist(*, steps: int = 10_000, seed: int = 0, per_class: int = 30, hidden
         idx = jax.random.choice(key, X.shape[0], (batch_size,), replace=False)
         return jax.value_and_grad(lambda th: nets.network_loss(spec, unravel(th), X[idx], y[idx]))(theta)
 
-    _progress(f"mnist: {steps} SGD steps (batch {batch_size}), loss {float(full(theta0)):.4g} after Adam", quiet)
+    _progress(f"mnist: {steps} SGD steps (batch {batch_size}), loss {float(full(theta0)):.4g} after Adam", progress)
     thetas, st, losses = sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
                                         record_every=record_every, seed=seed)
-    _progress(f"mnist: top {hessian_k} Hessian eigenpairs at the end point", quiet)
+    _progress(f"mnist: top {hessian_k} Hessian eigenpairs at the end point", progress)
     top = curvature.top_eigenpairs(full, jnp.asarray(thetas[-1], dtype), k=hessian_k, seed=seed)
     accuracy = nets.accuracy(spec, unravel(jnp.asarray(thetas[-1], dtype)), X, y)
-    return _analyze("mnist", config, thetas, st, losses, top.eigenvalues, top.eigenvectors, t0, quiet,
+    return _analyze("mnist", config, thetas, st, losses, top.eigenvalues, top.eigenvectors, t0, progress,
                     final_loss=float(full(jnp.asarray(thetas[-1], dtype))), train_accuracy=accuracy,
                     lanczos_converged=bool(top.info["converged"]))
 
@@ -372,7 +375,8 @@ def run_cli(args) -> int:
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder and not os.path.isdir(folder):
             raise _ArgumentError(f"the directory of {path!r} does not exist")
-    kw = {"seed": args.seed, "alpha": args.alpha, "quiet": False}
+    kw = {"seed": args.seed, "alpha": args.alpha,
+          "progress": lambda message: print(f"[dmap] {message}", file=sys.stderr, flush=True)}
     try:
         kw["epsilon"] = _parse_epsilon(args.epsilon)
         if args.task != "quadratic" and (args.dim is not None or args.rank is not None):
@@ -395,7 +399,9 @@ def run_cli(args) -> int:
     print(f"  coordinates by the gap q = {a.n_coords} (τ ratio {a.gap_ratio:.2f}); "
           f"dimension estimate 2·max slope = {a.dimension_estimate:.2f}; Hessian outliers = {a.hessian_outliers}")
     print(f"  R² of ψ_1..ψ_{a.r2.size} on the top-Hessian projections (quadratic fit): "
-          + ", ".join(f"{v:.3f}" for v in a.r2) + f"   [{report.info['seconds']:.1f} s]")
+          + ", ".join(f"{v:.3f}" for v in a.r2))
+    print(f"  PCA participation ratio {a.participation_ratio:.2f}; drift (Spearman ψ_1 vs step) {a.drift:+.2f}"
+          f"   [{report.info['seconds']:.1f} s]")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report.to_dict(), f, indent=1)
