@@ -420,8 +420,9 @@ def analyze_trajectory(iterates, *, steps=None, losses=None, burn_in: int = 0, t
                        max_projections: int = 10, chunk_size: int = 4096) -> TrajectoryDiffusion:
     """Diffusion analysis of recorded iterates (``DYNAMICS.md`` §D5, ``docs/diffusion_maps.md`` §5).
 
-    Keeps rows ``burn_in, burn_in + thin, …`` of ``iterates``; chooses ε from the
-    kernel-sum curve (unless given), computes ``max_coords`` diffusion coordinates, q from
+    Keeps rows ``burn_in, burn_in + thin, …`` of ``iterates``; computes the kernel-sum
+    curve (the dimension estimate), takes ε by the median heuristic, the kernel-sum rule or
+    as given, computes ``max_coords`` diffusion coordinates, q from
     the spectral gap, and — with the Hessian at the end point — the outlier count and the R²
     of a quadratic regression of each of ψ_1..ψ_max(q,1) on the projections
     ``U_kᵀ(x_i − x_ref)`` (x_ref = ``reference``, default the last kept iterate).
@@ -461,13 +462,13 @@ def analyze_trajectory(iterates, *, steps=None, losses=None, burn_in: int = 0, t
                 raise ValueError(f"{name} must have one entry per iterate ({T}), got {v.size}")
             v = v[keep]
         rows[name] = v
+    rule = isinstance(epsilon, str)
+    if rule and epsilon not in ("median", "kernel-sum"):
+        raise ValueError(f"epsilon must be 'median', 'kernel-sum' or a number > 0, got {epsilon!r}")
+    _, alpha, max_coords, t = _check_map_args(N, 1.0 if rule else epsilon, alpha, max_coords, t)
     D2 = squared_distances(X, chunk_size=chunk_size)
     curve = _kernel_sum_curve(D2, 60, 0.1)
-    eps = {"median": curve.median_epsilon, "kernel-sum": curve.epsilon}.get(epsilon, epsilon) \
-        if isinstance(epsilon, str) else epsilon
-    if isinstance(eps, str):
-        raise ValueError(f"epsilon must be 'median', 'kernel-sum' or a number > 0, got {epsilon!r}")
-    eps, alpha, max_coords, t = _check_map_args(N, eps, alpha, max_coords, t)
+    eps = (curve.median_epsilon if epsilon == "median" else curve.epsilon) if rule else float(epsilon)
     dm = _diffusion_map(D2, eps, alpha, max_coords, t)
     q, ratio = spectral_gap(dm.eigenvalues, min_ratio=min_ratio)
     outliers, r2, proj = None, np.zeros(0), None
