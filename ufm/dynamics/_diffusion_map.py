@@ -110,6 +110,9 @@ def squared_distances(X, *, chunk_size: int = 4096) -> jax.Array:
     G, sq = jnp.zeros((N, N), dtype), jnp.zeros(N, dtype)
     for a in range(0, m, chunk):
         G, sq = _accumulate(G, sq, jnp.asarray(np.asarray(X[:, a:a + chunk]), dtype))
+        # wait for the product: asynchronous dispatch would otherwise queue (and keep alive) every
+        # chunk read so far — measured 2.6 GB instead of ~0.4 GB for N = 1000, m = 10⁶
+        sq.block_until_ready()
     if not bool(jnp.all(jnp.isfinite(sq))):
         bad = np.flatnonzero(~np.isfinite(np.asarray(sq)))
         raise ValueError(f"X must be finite; points {bad[:5].tolist()} contain NaN or inf")
