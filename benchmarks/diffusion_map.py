@@ -74,7 +74,7 @@ def run_case(N: int, m: int, method: str, chunk: int) -> dict:
     return out
 
 
-def machine() -> dict:
+def machine(load_at_start) -> dict:
     import jax
 
     cpu = platform.processor() or platform.machine()
@@ -85,7 +85,7 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "jax": jax.__version__, "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-            "load_average_at_start": os.getloadavg()}
+            "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()}
 
 
 def main(argv=None) -> int:
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     if args.one:  # the subprocess
         print(json.dumps(run_case(int(args.one[0]), int(args.one[1]), args.one[2], args.chunk_size)))
         return 0
-    results = []
+    results, load = [], os.getloadavg()
     print(f"{'N':>6} {'m':>9} {'method':>7} {'dist s':>8} {'S(ε) s':>7} {'eig s':>7} {'total s':>8} "
           f"{'peak GB':>8} {'3N² GB':>7} {'ns/N²m':>7}")
     for case in args.cases:
@@ -116,8 +116,9 @@ def main(argv=None) -> int:
                   f"{r['total_s']:8.2f} {r['peak_rss_gb']:8.2f} {r['model_3N2_gb']:7.2f} {r['gram_ns_per_N2m']:7.3f}",
                   flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    info = {"machine": machine(load), "results": results}
     with open(args.json, "w") as f:
-        json.dump({"machine": machine(), "results": results}, f, indent=1)
+        json.dump(info, f, indent=1)
     print(f"# saved {args.json}")
     return 0
 
