@@ -2,10 +2,12 @@
 
 Rows: SGD with noise ∝ H on a rank-3 quadratic in R^50 (the trajectory is a 3-dimensional
 Gaussian cloud: three slow modes above a gap, dimension ≈ 3, R² ≈ 1 against the Hessian
-directions) and — in the full build — mini-batch SGD on a deep UFM from its DNC point.
+directions) and — in the full build — mini-batch SGD on a deep UFM from its DNC point (no
+gap; its PCA dimension is the linearised-SGD prediction, not the outlier count) and on a
+small MNIST MLP (still drifting: ψ_2 is a parabola in ψ_1, ψ_1 is time).
 Columns: the diffusion spectrum with the gap, ψ_1 vs ψ_2 coloured by step, the kernel-sum
 slope curve (2 × slope is the dimension estimate) with the Hessian outlier count.
-Not cached: the quick build takes seconds, the full one about a minute.
+Not cached: the quick build takes seconds, the full one a few minutes.
 """
 
 from . import _common as C
@@ -21,7 +23,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     if quick:
         reports = [dmap.run_quadratic(steps=4_000, record_every=8, burn_in=25, seed=C.SEED)]
     else:
-        reports = [dmap.run_quadratic(seed=C.SEED), dmap.run_ufm(seed=C.SEED)]
+        reports = [dmap.run_quadratic(seed=C.SEED), dmap.run_ufm(seed=C.SEED), dmap.run_mnist(seed=C.SEED)]
     files = plotting.savefig(dmap.diffusion_figure(reports), os.path.join(out_dir, "fig14_diffusion_maps"))
     parts = []
     for r in reports:
