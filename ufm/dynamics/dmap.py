@@ -55,7 +55,7 @@ class DiffusionReport:
 
 
 # ---- SGD trajectories -------------------------------------------------------------------
-def sgd_trajectory(value_and_noisy_grad, theta0, *, steps: int, learning_rate: float, record_every: int, seed: int):
+def _sgd_trajectory(value_and_noisy_grad, theta0, *, steps: int, learning_rate: float, record_every: int, seed: int):
     """Plain SGD ``θ ← θ − η g(θ, key)`` (``optax.sgd``), one compiled ``lax.scan``.
 
     ``value_and_noisy_grad(θ, key) -> (loss, g)`` on a flat θ. Returns ``(iterates, steps,
@@ -138,7 +138,7 @@ def run_quadratic(*, dim: int = 50, rank: int = 3, steps: int = 40_000, seed: in
 
     _progress(f"quadratic: {steps} SGD steps in R^{dim}, Hessian rank {rank}", progress)
     theta0 = jnp.asarray(rng.standard_normal(dim))
-    thetas, st, losses = sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
+    thetas, st, losses = _sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
                                         record_every=record_every, seed=seed)
     lam, U = _dense_eigh(loss, jnp.asarray(thetas[-1], theta0.dtype))
     return _analyze("quadratic", config, thetas, st, losses, lam[: rank + 10], U[:, : rank + 10], t0, progress)
@@ -197,7 +197,7 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
         return jax.value_and_grad(batch_loss)(theta)
 
     _progress(f"ufm: {steps} SGD steps (batch {batch_size}) from the DNC point, {theta0.size} parameters", progress)
-    thetas, st, losses = sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
+    thetas, st, losses = _sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
                                         record_every=record_every, seed=seed)
     full = model.loss_fn(spec)
     lam, U = _dense_eigh(lambda th: full(unravel(th)), jnp.asarray(thetas[-1], theta0.dtype))
@@ -252,7 +252,7 @@ def run_mnist(*, steps: int = 10_000, seed: int = 0, per_class: int = 30, hidden
         return jax.value_and_grad(lambda th: nets.network_loss(spec, unravel(th), X[idx], y[idx]))(theta)
 
     _progress(f"mnist: {steps} SGD steps (batch {batch_size}), loss {float(full(theta0)):.4g} after Adam", progress)
-    thetas, st, losses = sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
+    thetas, st, losses = _sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
                                         record_every=record_every, seed=seed)
     _progress(f"mnist: top {hessian_k} Hessian eigenpairs at the end point", progress)
     top = curvature.top_eigenpairs(full, jnp.asarray(thetas[-1], dtype), k=hessian_k, seed=seed)
