@@ -379,6 +379,8 @@ def run_cli(args) -> int:
           "progress": lambda message: print(f"[dmap] {message}", file=sys.stderr, flush=True)}
     try:
         kw["epsilon"] = _parse_epsilon(args.epsilon)
+        if not 0 <= args.alpha <= 1:
+            raise ValueError(f"--alpha must lie in [0, 1], got {args.alpha}")
         if args.task != "quadratic" and (args.dim is not None or args.rank is not None):
             raise ValueError("--dim and --rank apply to --task quadratic only")
         if args.task == "quadratic":
