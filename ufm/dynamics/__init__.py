@@ -6,6 +6,32 @@ alignment, the SGD ODE on anisotropic mixtures, catapults and AGOP, diffusion ma
 
 Each experiment module that has a command line defines ``add_cli(subparsers)``, which adds
 its ``ufm dynamics <task>`` parser and sets ``func`` (see ``ufm.cli``).
+
+* Diffusion maps (``DYNAMICS.md`` §D5, ``docs/diffusion_maps.md``): `diffusion_map`,
+  `squared_distances`, `kernel_sum_curve`, `spectral_gap`, `analyze_trajectory`,
+  `quadratic_r2`; experiments in `ufm.dynamics.dmap` (``ufm dynamics dmap``).
 """
 
-__all__: list[str] = []
+from ._diffusion_map import (
+    DiffusionMap,
+    KernelSumCurve,
+    TrajectoryDiffusion,
+    analyze_trajectory,
+    diffusion_map,
+    kernel_sum_curve,
+    quadratic_r2,
+    spectral_gap,
+    squared_distances,
+)
+
+__all__: list[str] = [
+    "DiffusionMap",
+    "KernelSumCurve",
+    "TrajectoryDiffusion",
+    "analyze_trajectory",
+    "diffusion_map",
+    "kernel_sum_curve",
+    "quadratic_r2",
+    "spectral_gap",
+    "squared_distances",
+]
