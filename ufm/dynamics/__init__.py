@@ -8,4 +8,34 @@ Each experiment module that has a command line defines ``add_cli(subparsers)``, 
 its ``ufm dynamics <task>`` parser and sets ``func`` (see ``ufm.cli``).
 """
 
-__all__: list[str] = []
+from ._anisotropic import COVARIANCES, AnisotropicMixture, anisotropic_mixture
+from .sgd_ode import (
+    LOSSES,
+    ODEResult,
+    PhaseDiagram,
+    SGDResult,
+    TrajectoryGap,
+    gaussian_expectations,
+    ode_sgd_gap,
+    phase_diagram,
+    simulate_sgd,
+    solve_sgd_ode,
+    time_grid,
+)
+
+__all__ = [
+    "COVARIANCES",
+    "LOSSES",
+    "AnisotropicMixture",
+    "ODEResult",
+    "PhaseDiagram",
+    "SGDResult",
+    "TrajectoryGap",
+    "anisotropic_mixture",
+    "gaussian_expectations",
+    "ode_sgd_gap",
+    "phase_diagram",
+    "simulate_sgd",
+    "solve_sgd_ode",
+    "time_grid",
+]

@@ -151,8 +151,15 @@ def gaussian_expectations(loss: str, mean, cov, target, *, order: int | None = 4
     q = m.shape[0]
     s = jnp.reshape(jnp.asarray(cov, m.dtype), (q, q))
     t = jnp.reshape(jnp.asarray(target, m.dtype), (q,))
-    R, A, B, C = _expectation_fn(loss, order, q)(m[None], s[None], t[None])
+    R, A, B, C = _jitted_expectation(loss, order, q)(m[None], s[None], t[None])
     return R[0], A[0], B[0], C[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_expectation(loss: str, order, q: int):
+    import jax
+
+    return jax.jit(_expectation_fn(loss, order, q))
 
 
 # ---- observables shared by the ODE and SGD (docs/sgd_ode.md §3) ---------------------------------
@@ -515,3 +522,139 @@ def phase_diagram(exponents, decays, times, *, dim: int = 1000, loss: str = "log
             res = solve_sgd_ode(mix, loss, lr, times, **ode_kw)
             risk[i, j], clean[i, j] = res.risk, res.clean_overlap[:, 0, 0]
     return PhaseDiagram(ex, de, np.asarray(times, float), risk, clean, 1.0 + 2.0 * de)
+
+
+# ---- plotting ------------------------------------------------------------------------------------
+def plot_ode_sgd(ax, ode: ODEResult, sgd: SGDResult, quantity: str = "risk", index: tuple = (), *, color=None,
+                 label: str | None = None, band: float = 2.0):
+    """On ``ax``: the ODE as a line over the SGD mean (dots) ± ``band`` standard errors (shaded)."""
+    from .. import plotting
+
+    color = plotting.COLORS[0] if color is None else color
+    o = np.asarray(getattr(ode, quantity))[(Ellipsis, *index)]
+    m, se = sgd.mean(quantity)[(Ellipsis, *index)], sgd.stderr(quantity)[(Ellipsis, *index)]
+    runs = sgd.risk.shape[0]
+    ax.fill_between(sgd.times, m - band * se, m + band * se, color=color, alpha=0.25, linewidth=0,
+                    label=f"SGD mean ± {band:g} s.e. ({runs} runs)" if label is None else None)
+    ax.plot(sgd.times, m, "o", color=color, markersize=2.0, markerfacecolor="none", markeredgewidth=0.6)
+    ax.plot(ode.times, o, "-", color=color, linewidth=1.0, label="ODE" if label is None else label)
+
+
+def comparison_figure(ode: ODEResult, sgd: SGDResult, title: str = ""):
+    """Risk and ``cos(x, μ_1)`` against time: ODE over the SGD mean ± 2 s.e. (`ufm dynamics ode --plot`)."""
+    from .. import plotting
+
+    with plotting.use_style():
+        fig, axes = plotting.figure(1, 2, columns=2, height=2.2)
+        plot_ode_sgd(axes[0], ode, sgd, "risk")
+        axes[0].set(xlabel="time t = steps / d", ylabel="population risk")
+        axes[0].legend(loc="upper right")
+        plot_ode_sgd(axes[1], ode, sgd, "overlap", (0, 0), label=r"$\cos(x, \mu_1)$")
+        if np.any(np.isfinite(ode.clean_overlap[:, 0, 0])):
+            plot_ode_sgd(axes[1], ode, sgd, "clean_overlap", (0, 0), color=plotting.COLORS[1],
+                         label=r"$\cos(x, P_{clean}\,\mu_1)$")
+        axes[1].set(xlabel="time t = steps / d", ylabel="overlap (lines: ODE)", ylim=(0, 1.02))
+        axes[1].legend(loc="lower right")
+        if title:
+            fig.suptitle(title, fontsize=7)
+    return fig
+
+
+# ---- command line: ufm dynamics ode ------------------------------------------------------------
+def add_cli(subparsers) -> None:
+    """``ufm dynamics ode``: SGD runs against the ODE on one covariance model (``docs/sgd_ode.md`` §7)."""
+    p = subparsers.add_parser("ode", help="one-pass SGD on an anisotropic Gaussian mixture vs its high-dimensional ODE")
+    p.add_argument("--covariance", choices=COVARIANCES, default="power-law")
+    p.add_argument("--loss", choices=LOSSES, default="logistic")
+    p.add_argument("--num-classes", type=int, default=2, help="k (default 2: labels 1, 0, means ±μ)")
+    p.add_argument("--dim", type=int, default=1000, help="d (default 1000)")
+    p.add_argument("--lr", type=float, default=1.0, help="γ; SGD step γ/d (default 1)")
+    p.add_argument("--time", type=float, default=10.0, help="T = steps / d (default 10)")
+    p.add_argument("--points", type=int, default=41, help="time-grid points (default 41)")
+    p.add_argument("--sgd-runs", type=int, default=8, help="S independent SGD runs (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exponents", type=float, nargs="+", default=[1.5, 2.5], metavar="A",
+                   help="power-law exponents a_j, one or one per class (default 1.5 2.5)")
+    p.add_argument("--mean-decay", type=float, default=0.0, help="b: <μ,u_ρ> ∝ d^-1/2 (ρ/d)^b (default 0)")
+    p.add_argument("--mean-scale", type=float, default=1.0, help="c: ‖μ‖ = c at b = 0 (default 1)")
+    p.add_argument("--zero-fraction", type=float, default=0.1,
+                   help="f: the clean modes (zero variance in zero-one) are the first f·d (default 0.1)")
+    p.add_argument("--basis", choices=["identity", "random"], default="identity")
+    p.add_argument("--init-scale", type=float, default=0.0, help="σ: X_0 ~ N(0, σ²/d) (default 0: X_0 = 0)")
+    p.add_argument("--order", type=int, default=None, help="Gauss-Hermite order (default: closed form for lsq, "
+                                                          "40 logistic, 12 per dimension softmax)")
+    p.add_argument("--rtol", type=float, default=1e-7)
+    p.add_argument("--atol", type=float, default=1e-9)
+    p.add_argument("--json", metavar="PATH", help="write config, times, ode, sgd, sgd_stderr, summary as JSON")
+    p.add_argument("--plot", metavar="PATH", help="risk and overlaps vs time (PDF + PNG)")
+    p.add_argument("--x32", action="store_true", help="float32 (default float64)")
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args) -> int:
+    import json
+    import os
+    import sys
+    import time
+
+    import jax
+
+    from ..cli import _ArgumentError
+
+    for path in (args.json, args.plot):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise _ArgumentError(f"the directory of {path!r} does not exist")
+    jax.config.update("jax_enable_x64", not args.x32)
+    order = "auto" if args.order is None else args.order
+    log = lambda msg: print(f"ufm dynamics ode: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        mix = anisotropic_mixture(args.dim, args.covariance, num_classes=args.num_classes,
+                                  exponents=tuple(args.exponents), zero_fraction=args.zero_fraction,
+                                  mean_decay=args.mean_decay, mean_scale=args.mean_scale, basis=args.basis,
+                                  seed=args.seed)
+        time_grid(args.time, args.points, args.dim)
+        _check_common(mix, args.loss, args.lr, _default_order(args.loss, order))
+        if args.loss == "softmax" and args.order is None and args.num_classes > 4:
+            raise ValueError(f"softmax with {args.num_classes} classes: give --order (nodes grow as order^k)")
+    except (TypeError, ValueError) as e:
+        raise _ArgumentError(str(e)) from None
+    log(f"{mix.name}; {args.loss}, γ={args.lr:g}; SGD {args.sgd_runs} runs × {round(args.time * args.dim)} steps")
+    t0 = time.perf_counter()
+    sgd = simulate_sgd(mix, args.loss, args.lr, time=args.time, num_points=args.points, runs=args.sgd_runs,
+                       seed=args.seed, order=order, init_scale=args.init_scale)
+    t1 = time.perf_counter()
+    log(f"SGD done in {t1 - t0:.1f} s; solving the ODE ({args.dim} modes, diffrax Tsit5)")
+    ode = solve_sgd_ode(mix, args.loss, args.lr, sgd.times, order=order, init_scale=args.init_scale,
+                        rtol=args.rtol, atol=args.atol)
+    t2 = time.perf_counter()
+    log(f"ODE done in {t2 - t1:.1f} s ({ode.num_steps} steps)")
+    gaps = [ode_sgd_gap(ode, sgd, "risk"), ode_sgd_gap(ode, sgd, "overlap", (0, 0)),
+            ode_sgd_gap(ode, sgd, "norm2", (0,))]
+    summary = {"max_abs_gap": gaps[0].max_abs_gap, "max_gap_over_stderr": gaps[0].max_ratio,
+               "final_risk_ode": gaps[0].final_ode, "final_risk_sgd": gaps[0].final_sgd,
+               "final_risk_stderr": gaps[0].final_stderr, "ode_success": ode.success,
+               "gaps": [g.to_dict() for g in gaps], "seconds": {"sgd": t1 - t0, "ode": t2 - t1}}
+    for g in gaps:
+        print(f"{g.quantity:>14}: max |ODE − SGD| = {g.max_abs_gap:.2e} at t = {g.time:.3g} "
+              f"(SGD s.e. there {g.stderr_at:.1e}; max |gap|/s.e. {g.max_ratio:.2f}); final ODE {g.final_ode:.5f}, "
+              f"SGD {g.final_sgd:.5f} ± {g.final_stderr:.1e}")
+    if not ode.success:
+        print("WARNING: the ODE solver did not finish; the ODE curve is incomplete", file=sys.stderr)
+    if args.json:
+        config = {k: v for k, v in vars(args).items() if k not in ("func", "json", "plot", "command", "task")}
+        out = {"config": {**config, "mixture": mix.to_dict()}, "times": _to_list(sgd.times),
+               "ode": ode.to_dict(), "sgd": sgd.to_dict(), "summary": _clean_json_dict(summary)}
+        out["sgd_stderr"] = {k: out["sgd"][k + "_stderr"] for k in ("risk", "overlap", "norm2", "clean_overlap")}
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1, allow_nan=False)
+        log(f"wrote {args.json}")
+    if args.plot:
+        from .. import plotting
+
+        files = plotting.savefig(comparison_figure(ode, sgd, f"{mix.name}; {args.loss}, γ={args.lr:g}"), args.plot)
+        log(f"wrote {', '.join(files)}")
+    return 0 if ode.success else 1
+
+
+def _clean_json_dict(d: dict) -> dict:
+    return {k: (_clean_json_dict(v) if isinstance(v, dict) else _clean_json(v)) for k, v in d.items()}
