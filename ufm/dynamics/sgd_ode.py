@@ -122,9 +122,14 @@ def _expectation_fn(loss: str, order: int | None, q: int):
     fg = jax.vmap(jax.value_and_grad(f), in_axes=(0, None))
     fh = jax.vmap(jax.hessian(f), in_axes=(0, None))
 
-    def one(m, s, t):
+    def sqrt_psd(s):  # S^{1/2} (q = 1: a square root; no eigh to compile)
+        if q == 1:
+            return jnp.sqrt(jnp.maximum(s, 0.0))
         val, vec = jnp.linalg.eigh(0.5 * (s + s.T))
-        z = m + jnp.asarray(nodes, m.dtype) @ (vec * jnp.sqrt(jnp.maximum(val, 0.0))).T  # z = M + S^{1/2} ξ
+        return (vec * jnp.sqrt(jnp.maximum(val, 0.0))) @ vec.T
+
+    def one(m, s, t):
+        z = m + jnp.asarray(nodes, m.dtype) @ sqrt_psd(s).T  # z = M + S^{1/2} ξ
         w = jnp.asarray(weights, m.dtype)
         l, g = fg(z, t)
         return w @ l, w @ g, jnp.einsum("n,nab->ab", w, fh(z, t)), jnp.einsum("n,na,nb->ab", w, g, g)
