@@ -75,7 +75,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             gaps[name] = gap
             if i == 0:
                 ax.set_ylabel("population risk")
-                ax.legend(loc="center right")
+                ax.legend(loc="upper right")
                 res.set_ylabel("SGD − ODE")
                 res.legend(loc="lower right", ncol=2, fontsize=5.5)
         # phase diagram
@@ -94,7 +94,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.plot(ex, risk[:, b0, k], "o-", markersize=2.5, color=plotting.COLORS[c], label=f"t = {long[k]:.3g}")
         plotting.mark_value(ax, 1.0, axis="x", color="0.3", legend="$a_c = 1$ (b = 0)")
         ax.set(yscale="log", xlabel="power-law exponent a (b = 0)", ylabel="ODE risk", title="risk → 0 iff a ≥ 1 + 2b")
-        ax.legend(loc="lower left")
+        ax.legend(loc="lower left", frameon=True, facecolor="white", edgecolor="none", framealpha=1.0)
         # clean-direction alignment
         ax = axes[2, 2]
         for c, name in enumerate(["zero-one", "power-law"]):

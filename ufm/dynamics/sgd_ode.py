@@ -567,7 +567,7 @@ def comparison_figure(ode: ODEResult, sgd: SGDResult, title: str = ""):
 
 # ---- command line: ufm dynamics ode ------------------------------------------------------------
 def add_cli(subparsers) -> None:
-    """``ufm dynamics ode``: SGD runs against the ODE on one covariance model (``docs/sgd_ode.md`` §7)."""
+    """``ufm dynamics ode``: SGD runs against the ODE on one covariance model (``docs/sgd_ode.md`` §8)."""
     p = subparsers.add_parser("ode", help="one-pass SGD on an anisotropic Gaussian mixture vs its high-dimensional ODE")
     p.add_argument("--covariance", choices=COVARIANCES, default="power-law")
     p.add_argument("--loss", choices=LOSSES, default="logistic")
