@@ -311,6 +311,7 @@ def _cmd_figures(args) -> int:
 #: adds that task's parser (imported only when ``ufm dynamics`` is parsed).
 DYNAMICS_TASKS = {
     "dmap": "ufm.dynamics.dmap",
+    "ode": "ufm.dynamics.sgd_ode",
 }
 
 

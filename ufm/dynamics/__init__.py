@@ -1,17 +1,31 @@
-"""Spectra along training (``docs/dynamics.md``, from the project notes ``DYNAMICS.md``).
+"""Spectra along training (``docs/dynamics.md``).
 
-One module per concept: trajectory recording with spectral probes at checkpoints, the data
-models of the neighbouring papers, and one experiment module per phenomenon (outlier
-alignment, the SGD ODE on anisotropic mixtures, catapults and AGOP, diffusion maps).
+One module per concept; each experiment module (`ufm.dynamics.sgd_ode`, `ufm.dynamics.dmap`)
+defines ``add_cli(subparsers)`` for its ``ufm dynamics <task>`` command (see ``ufm.cli``).
 
-Each experiment module that has a command line defines ``add_cli(subparsers)``, which adds
-its ``ufm dynamics <task>`` parser and sets ``func`` (see ``ufm.cli``).
-
-* Diffusion maps (``DYNAMICS.md`` §D5, ``docs/diffusion_maps.md``): `diffusion_map`,
-  `squared_distances`, `kernel_sum_curve`, `spectral_gap`, `analyze_trajectory`,
-  `quadratic_r2`; experiments in `ufm.dynamics.dmap` (``ufm dynamics dmap``).
+* Anisotropic Gaussian mixtures (``docs/sgd_ode.md``).
+* One-pass SGD and its exact ODE (``docs/sgd_ode.md``).
+* Diffusion maps of trajectories (``docs/diffusion_maps.md``).
 """
 
+from ._anisotropic import (
+    COVARIANCES,
+    AnisotropicMixture,
+    anisotropic_mixture,
+)
+from .sgd_ode import (
+    LOSSES,
+    ODEResult,
+    PhaseDiagram,
+    SGDResult,
+    TrajectoryGap,
+    gaussian_expectations,
+    ode_sgd_gap,
+    phase_diagram,
+    simulate_sgd,
+    solve_sgd_ode,
+    time_grid,
+)
 from ._diffusion_map import (
     DiffusionMap,
     KernelSumCurve,
@@ -24,7 +38,21 @@ from ._diffusion_map import (
     squared_distances,
 )
 
-__all__: list[str] = [
+__all__ = [
+    "COVARIANCES",
+    "AnisotropicMixture",
+    "anisotropic_mixture",
+    "LOSSES",
+    "ODEResult",
+    "PhaseDiagram",
+    "SGDResult",
+    "TrajectoryGap",
+    "gaussian_expectations",
+    "ode_sgd_gap",
+    "phase_diagram",
+    "simulate_sgd",
+    "solve_sgd_ode",
+    "time_grid",
     "DiffusionMap",
     "KernelSumCurve",
     "TrajectoryDiffusion",
