@@ -168,7 +168,7 @@ class Target:
 #: target name -> short description (``make_target``).
 TARGETS = {
     "product": "f*(x) = x_1 x_2 (AGOP E = diag(1, 1, 0, ...))",
-    "polynomial": "f*(x) = sum_j He_2(u_j.x)/sqrt(2r), U a random d x r orthonormal projection (AGOP E = (2/r) U U^T)",
+    "polynomial": "f*(x) = sum_j He_2(u_j.x)/sqrt(2r), U a random d x r orthonormal projection (AGOP -> (2/r) U U^T)",
     "single-index": "f*(x) = tanh(beta.x), |beta| = 1 random (AGOP E = E[sech^4] beta beta^T)",
 }
 
@@ -179,8 +179,8 @@ def make_target(name: str, dim: int, *, rank: int = 2, key=None) -> Target:
     * ``"product"``: ``x₁x₂``; ∇f* = (x₂, x₁, 0, …), so ``G* = (1/n) Σ [[x₂², x₁x₂], [x₁x₂, x₁²]]``
       on span(e₁, e₂) (→ diag(1, 1) for x ~ N(0, I)).
     * ``"polynomial"``: ``Σ_{j≤r} He₂(u_jᵀx)/√(2r)`` with ``U = [u_1 … u_r]`` a random orthonormal
-      d × r projection (QR of a Gaussian matrix from ``key``); ``G* = U D Uᵀ``,
-      ``D = (2/r)(1/n) Σ diag(z_i²)``, ``z = Uᵀx``; unit variance for x ~ N(0, I).
+      d × r projection (QR of a Gaussian matrix from ``key``); ``∇f* = U (2z/√(2r))`` with
+      ``z = Uᵀx``, so ``G* = (2/r) U ((1/n) Σ z_i z_iᵀ) Uᵀ`` (→ (2/r) U Uᵀ); unit variance.
     * ``"single-index"``: ``tanh(βᵀx)``, β a random unit vector; ``G* = (1/n) Σ sech⁴(βᵀx_i) ββᵀ``.
     """
     dim = _positive_int("dim", dim)
@@ -361,8 +361,8 @@ class CatapultConfig:
         object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
         if not self.lr_multipliers or not all(c > 0 for c in self.lr_multipliers):
             raise ValueError(f"lr_multipliers must be positive numbers, got {self.lr_multipliers}")
-        if not self.batch_sizes or not all(1 <= b <= self.samples for b in self.batch_sizes):
-            raise ValueError(f"batch_sizes must lie in [1, samples={self.samples}], got {self.batch_sizes}")
+        if not self.batch_sizes or not all(b >= 1 for b in self.batch_sizes):
+            raise ValueError(f"batch_sizes must be positive ints, got {self.batch_sizes}")
         if self.top > self.samples:
             raise ValueError(f"top must be <= samples={self.samples}, got {self.top}")
         if self.steps % self.probe_every:
@@ -610,6 +610,8 @@ def run_schedule(cfg: CatapultConfig, progress: Callable | None = None) -> Catap
 def run_sgd(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultReport:
     """SGD (batches drawn without replacement, i.i.d. over steps) at ``η = c · η_crit(w_0)`` of the
     full training kernel, for every batch size, multiplier and seed ``seed + j``."""
+    if not all(b <= cfg.samples for b in cfg.batch_sizes):
+        raise ValueError(f"batch_sizes must be <= samples={cfg.samples}, got {cfg.batch_sizes}")
     runs = []
     for j in range(cfg.seeds):
         prob = _Problem(cfg, cfg.seed + j)
@@ -783,6 +785,8 @@ def run_cli(args) -> int:
             lr_multipliers=tuple(args.lr_multipliers or _TASK_DEFAULTS[args.task]), increases=args.increases,
             batch_sizes=tuple(args.batch_sizes), seeds=args.seeds, probe_every=args.probe_every, top=args.top,
             normalization=args.normalization, spike_ratio=args.spike_ratio, spike_window=args.spike_window)
+        if args.task == "sgd" and max(cfg.batch_sizes) > cfg.samples:
+            raise ValueError(f"--batch-sizes must be <= --samples={cfg.samples}, got {list(cfg.batch_sizes)}")
     except (TypeError, ValueError) as e:
         raise _ArgumentError(str(e)) from None
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
