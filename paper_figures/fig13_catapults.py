@@ -20,7 +20,7 @@ def _configs(quick: bool):
     from ufm.dynamics import CatapultConfig
 
     if quick:
-        base = dict(samples=32, width=256, steps=150, test_samples=200, seed=C.SEED)
+        base = dict(samples=32, width=128, steps=100, test_samples=100, seed=C.SEED)
         return (CatapultConfig(**base, lr_multipliers=(SUB, SUPER)),
                 CatapultConfig(**base, lr_multipliers=(1.5,), increases=2),
                 CatapultConfig(**base, lr_multipliers=(0.5,), batch_sizes=(4, 32), seeds=2))

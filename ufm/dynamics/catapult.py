@@ -681,6 +681,9 @@ def plot_run(axes, run: dict, *, title: str | None = None):
     bx.plot(*_critical_lambda_curve(run), color="0.3", linestyle=(0, (4, 2)), linewidth=1.0, label=r"$2n/\eta$")
     bx.set_xlabel("step")
     bx.set_ylabel(r"$\lambda_{\max}(K)$")
+    lam = nan(run["lambda_max"])
+    if np.nanmax(lam) > 100 * np.nanmin(lam):  # a divergence: λ_max grows by orders of magnitude
+        bx.set_yscale("log")
     for a in (ax, bx):  # linear for the first steps (where a catapult happens), logarithmic after
         a.set_xscale("symlog", linthresh=20, linscale=0.6)
         a.set_xlim(0, len(run["loss"]) - 1)
