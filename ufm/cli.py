@@ -312,6 +312,7 @@ def _cmd_figures(args) -> int:
 DYNAMICS_TASKS = {
     "dmap": "ufm.dynamics.dmap",
     "ode": "ufm.dynamics.sgd_ode",
+    "catapult": "ufm.dynamics.catapult",
 }
 
 

@@ -1,10 +1,12 @@
 """Spectra along training (``docs/dynamics.md``).
 
-One module per concept; each experiment module (`ufm.dynamics.sgd_ode`, `ufm.dynamics.dmap`)
+One module per concept; each experiment module (`ufm.dynamics.sgd_ode`, `ufm.dynamics.catapult`, `ufm.dynamics.dmap`)
 defines ``add_cli(subparsers)`` for its ``ufm dynamics <task>`` command (see ``ufm.cli``).
 
 * Anisotropic Gaussian mixtures (``docs/sgd_ode.md``).
 * One-pass SGD and its exact ODE (``docs/sgd_ode.md``).
+* Tangent kernels and η_crit (``docs/catapults.md``).
+* NTK MLPs, projected loss, AGOP, catapult detection (``docs/catapults.md``).
 * Diffusion maps of trajectories (``docs/diffusion_maps.md``).
 """
 
@@ -25,6 +27,31 @@ from .sgd_ode import (
     simulate_sgd,
     solve_sgd_ode,
     time_grid,
+)
+from ._tangent_kernel import (
+    tangent_kernel_operator,
+    tangent_kernel,
+    batch_tangent_kernels,
+    kernel_spectrum,
+    critical_learning_rate,
+    NORMALIZATIONS,
+)
+from .catapult import (
+    NTKMLP,
+    Target,
+    make_target,
+    TARGETS,
+    agop,
+    agop_alignment,
+    projected_loss,
+    Catapult,
+    detect_catapults,
+    CatapultConfig,
+    CatapultRun,
+    CatapultReport,
+    run_gd,
+    run_schedule,
+    run_sgd,
 )
 from ._diffusion_map import (
     DiffusionMap,
@@ -53,6 +80,27 @@ __all__ = [
     "simulate_sgd",
     "solve_sgd_ode",
     "time_grid",
+    "tangent_kernel_operator",
+    "tangent_kernel",
+    "batch_tangent_kernels",
+    "kernel_spectrum",
+    "critical_learning_rate",
+    "NORMALIZATIONS",
+    "NTKMLP",
+    "Target",
+    "make_target",
+    "TARGETS",
+    "agop",
+    "agop_alignment",
+    "projected_loss",
+    "Catapult",
+    "detect_catapults",
+    "CatapultConfig",
+    "CatapultRun",
+    "CatapultReport",
+    "run_gd",
+    "run_schedule",
+    "run_sgd",
     "DiffusionMap",
     "KernelSumCurve",
     "TrajectoryDiffusion",
