@@ -283,7 +283,9 @@ def _cmd_figures(args) -> int:
 
 #: ``ufm dynamics <task>``: task -> the module of ``ufm.dynamics`` whose ``add_cli(subparsers)``
 #: adds that task's parser (imported only when ``ufm dynamics`` is parsed).
-DYNAMICS_TASKS = {}
+DYNAMICS_TASKS = {
+    "align": "ufm.dynamics.align",
+}
 
 
 def _add_dynamics(sub) -> None:
