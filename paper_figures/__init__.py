@@ -29,7 +29,7 @@ FIGURES = {
     "fig08_relu": "fig08_relu",
     "fig09_phase_diagram": "fig09_phase_diagram",
     "fig10_real_networks": "fig10_real_networks",
-    "fig11_neighbouring": "fig11_neighbouring",
+    "fig11_alignment": "fig11_alignment",
 }
 
 

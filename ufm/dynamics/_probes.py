@@ -292,7 +292,7 @@ def g_top_space(grads, k: int, *, num_eigs: int | None = None) -> TopSpace:
     pos = lam[:k] > 0
     U = np.zeros((P, k))
     U[:, pos] = J.T @ A[:, :k][:, pos] / np.sqrt(M * lam[:k][pos])
-    return TopSpace(lam, U, spectrum_counts(lam, dim=P), P)
+    return TopSpace(lam, U, spectrum_counts(np.concatenate([lam, np.zeros(P - lam.size)])), P)
 
 
 def collapse_probe(features, labels, **kwargs) -> dict:

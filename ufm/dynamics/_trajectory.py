@@ -6,7 +6,9 @@
 * full batch: ``data`` (a pytree of arrays whose leading axis indexes samples), every step;
 * mini-batch: ``data`` and ``batch_size``: ``batch_size`` distinct samples drawn uniformly
   at each step;
-* one-pass online: ``sampler(key) -> batch``, a fresh batch per step (jit-traceable).
+* one-pass online: ``sampler(key) -> batch``, a fresh batch per step (jit-traceable); with
+  ``data`` also given, ``sampler(key, data)`` — the sampler's parameters (e.g. a `KGMM`)
+  then travel as arguments, so one compilation serves every mixture of the same shapes.
 
 Step ``t`` (0-based) uses the key ``fold_in(PRNGKey(seed), t)``, so the result does not
 depend on how the run is split into segments or resumed. Between two checkpoints the steps
@@ -159,7 +161,7 @@ def _batch(mode, batch_size, sampler, data, key):
     if mode == "full":
         return data
     if mode == "online":
-        return sampler(key)
+        return sampler(key) if data is None else sampler(key, data)
     n = jax.tree_util.tree_leaves(data)[0].shape[0]
     idx = jax.random.choice(key, n, (batch_size,), replace=False)
     return jax.tree_util.tree_map(lambda x: x[idx], data)
@@ -259,8 +261,8 @@ def _load(path, config, carry):
 # ---- record -------------------------------------------------------------------------------
 def _check_mode(data, batch_size, sampler):
     if sampler is not None:
-        if data is not None or batch_size is not None:
-            raise ValueError("pass either sampler (one-pass online) or data (full / mini-batch), not both")
+        if batch_size is not None:
+            raise ValueError("batch_size is for mini-batches of data; a sampler draws its own batches")
         if not callable(sampler):
             raise TypeError(f"sampler must be a function key -> batch, got {type(sampler).__name__}")
         return "online"
@@ -319,8 +321,10 @@ def record(
       checkpoints: explicit checkpoint steps (sorted, distinct, in [0, steps]; ``steps`` is
         appended if missing); default `checkpoint_steps(steps, num_checkpoints, spacing)`.
       data, batch_size, sampler: the batches (module docstring); ``sampler`` must be
-        hashable (a static argument) and is called with one PRNG key per step.
-      eval_data: the batch on which ``losses`` are evaluated (default ``data``).
+        hashable (a static argument) and is called with one PRNG key per step (and
+        ``data``, if given).
+      eval_data: the batch on which ``losses`` are evaluated (default ``data``, except in
+        online mode).
       probes: ``{name: probe(params, ctx) -> dict}``, run at every checkpoint in order.
       seed: the PRNG seed of the batches.
       time_per_step: the time unit of ``times`` (δ for one-pass SGD, §D2).
@@ -347,7 +351,7 @@ def record(
     every = 1 if keep_params is True else int(keep_params)
     if every < 0:
         raise ValueError(f"keep_params must be a bool or an int >= 1, got {keep_params!r}")
-    eval_data = data if eval_data is None else eval_data
+    eval_data = data if eval_data is None and mode != "online" else eval_data
     leaves = jax.tree_util.tree_leaves(params)
     config = {"steps": int(steps), "checkpoints": marks.tolist(), "mode": mode, "batch_size": batch_size,
               "seed": int(seed), "time_per_step": float(time_per_step), "keep_params": every,
