@@ -61,21 +61,29 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                                    ("block_alignment_g", plotting.COLORS[1], "$G_{cc}$"),
                                    ("top_space_in_means", plotting.COLORS[2], r"top-$k(H_{cc})$ in span($\mu$)")):
                 A = np.array([r[key] for r in rep["checkpoints"]], dtype=float)
-                a.plot(t, A.mean(axis=1), color=col, linestyle=style, label=f"{name}, λ={snr:g}")
+                a.plot(t, A.mean(axis=1), color=col, linestyle=style)
                 a.fill_between(t, A.min(axis=1), A.max(axis=1), color=col, alpha=0.15, linewidth=0)
             E = np.array([r["block_eigenvalues_hessian"][0] for r in rep["checkpoints"]], dtype=float)
             for j in range(E.shape[1]):
                 b.plot(t, E[:, j], color=plotting.COLORS[0 if snr == hi["config"]["snr"] else 1],
                        linestyle="-" if j < k else (0, (1, 1)), linewidth=1.0 if j < k else 0.7)
-        a.set(xlabel="time t = steps · δ", ylabel=r"alignment $\|P_U x^c\|/\|x^c\|$", ylim=(0, 1.02))
-        a.set_title(f"k-GMM: x^c vs top-k spaces (k={k}, d={hi['config']['dim']})")
-        a.legend(loc="center right", fontsize=5, ncols=1)
+        a.set(xlabel="time t = steps · δ", ylabel=r"alignment $\|P_U x^c\|/\|x^c\|$", ylim=(0, 1.55),
+              yticks=np.linspace(0, 1, 6))
+        a.set_title(f"(a) k-GMM, k={k}, d={hi['config']['dim']}")
+        handles = [a.plot([], [], color=col, label=name)[0] for col, name in
+                   ((plotting.COLORS[0], "$x^c$ vs top-k($H_{cc}$)"), (plotting.COLORS[1], "$x^c$ vs top-k($G_{cc}$)"),
+                    (plotting.COLORS[2], r"top-k($H_{cc}$) in span($\mu$)"))]
+        handles += [a.plot([], [], color="0.4", linestyle=st, label=f"λ = {r['config']['snr']:g}")[0]
+                    for r, st in ((hi, "-"), (lo, (0, (3, 1.5))))]
+        a.legend(handles=handles, loc="upper center", ncols=2, fontsize=5)
         b.plot([], [], color=plotting.COLORS[0], label=f"λ={hi['config']['snr']:g}")
         b.plot([], [], color=plotting.COLORS[1], label=f"λ={lo['config']['snr']:g}")
         b.plot([], [], color="0.4", linestyle=(0, (1, 1)), linewidth=0.7, label=f"eigenvalues {k + 1}..{2 * k}")
-        b.set(xlabel="time t", ylabel=r"top eigenvalues of $H_{11}$ (data)", yscale="log")
-        b.set_title("outliers of the class block")
-        b.legend(loc="upper left")
+        b.set_yscale("log")
+        lo_b, hi_b = b.get_ylim()
+        b.set(xlabel="time t", ylabel=r"top eigenvalues of $H_{11}$ (data)", ylim=(lo_b / 30, hi_b * 1.5))
+        b.set_title("(b) outliers of the class block")
+        b.legend(loc="lower right", ncols=3, fontsize=5)
 
         xr = reps["xor"]
         t = [r["time"] for r in xr["checkpoints"]]
@@ -87,7 +95,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         c.plot([], [], color=plotting.COLORS[0], label="4 second-layer outliers")
         c.plot([], [], color=plotting.COLORS[1], label="rank deficient (< 4)")
         c.set(xlabel="time t", ylabel=r"$\|W P_{\mu\nu}\|_F/\|W\|_F$", ylim=(0, 1.02))
-        c.set_title(f"XOR: first layer ({len(final)} seeds, K={xr['config']['width']})")
+        c.set_title(f"(c) XOR, first layer: {len(final)} seeds, K={xr['config']['width']}")
         c.legend(loc="lower right")
         ranks = np.array([fs["second_layer_rank"] for fs in final])
         losses = np.array([xr["checkpoints"][-1]["seeds"][s]["loss"] for s in range(len(final))])
@@ -96,7 +104,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         sc = d.scatter(ranks + jitter, losses, c=acc, cmap="cividis", vmin=0.5, vmax=1.0, s=12)
         fig.colorbar(sc, ax=d, label="test accuracy", shrink=0.8)
         d.set(xlabel="second-layer G outliers (gap rule)", ylabel="test loss", xticks=range(0, 6))
-        d.set_title("XOR: rank deficiency = sub-optimal classifier")
+        d.set_title("(d) XOR: final state per seed")
 
         ur = reps["ufm"]
         rows = ur["checkpoints"]
@@ -115,12 +123,10 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         e.set(xscale="log", xlabel=r"NC1 of the layer input $\tilde H_l$", ylabel=r"$\|P g\|^2/\|g\|^2$",
               ylim=(0, 1.02))
         e.invert_xaxis()
-        e.set_title("deep UFM (GD): gradient fraction vs collapse")
+        e.set_title("(e) deep UFM (GD): gradient vs NC1")
         e.legend(loc="lower left", fontsize=5)
         f.set(xscale="log", xlabel="step + 1", ylabel=r"$\|P g\|^2/\|g\|^2$", ylim=(0, 1.02))
-        f.set_title("deep UFM: over training")
-        for ax, letter in zip(axes.ravel(), "abcdef"):
-            ax.text(-0.02, 1.06, f"({letter})", transform=ax.transAxes, fontweight="bold", ha="right")
+        f.set_title("(f) deep UFM: over training")
         files = plotting.savefig(fig, os.path.join(out_dir, "fig11_alignment"))
     kc, xc, uc = hi["config"], xr["config"], ur["config"]
     fin = {key: np.round(hi["summary"][key], 3).tolist() for key in ("block_alignment_hessian", "block_alignment_g")}

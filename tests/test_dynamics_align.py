@@ -20,6 +20,7 @@ from ufm import dynamics as D
 from ufm.dynamics import align
 
 RNG = np.random.default_rng(0)
+LOSS = functools.partial(D.softmax_loss, ridge=0.05)  # one object: the compiled loops are keyed on it
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def _record(stop_at=None, **kw):
     """A short one-pass run with Hessian and G probes; raises KeyboardInterrupt at checkpoint ``stop_at``."""
     g = D.KGMM.create(3, 8, 20.0, seed=0)
     test = g.sample(jax.random.PRNGKey(5), 30)
-    loss = functools.partial(D.softmax_loss, ridge=0.05)
+    loss = LOSS
 
     def stop(params, ctx):
         if ctx.index == stop_at:
@@ -150,7 +151,7 @@ def test_record_modes_and_python_loop_agree():
     """Full batch, mini-batch: the compiled loop equals one jitted step per Python iteration;
     full-batch GD equals optax's own loop."""
     data = (jnp.asarray(RNG.standard_normal((12, 4))), jnp.asarray(RNG.integers(0, 3, 12)))
-    loss = functools.partial(D.softmax_loss, ridge=0.1)
+    loss = LOSS
     p0 = D.init_softmax(1, 3, 4)
     opt = optax.adam(0.05)
     for kw in ({}, {"batch_size": 5}):
@@ -164,8 +165,8 @@ def test_record_modes_and_python_loop_agree():
     gd = D.record(loss, p0, opt, steps=9, data=data)
     np.testing.assert_allclose(np.concatenate(gd.final_params), np.concatenate(p), rtol=1e-12)
     assert D.checkpoint_steps(100, 4, "log").tolist() == [0, 1, 5, 22, 100]
-    with pytest.raises(ValueError, match="either sampler"):
-        D.record(loss, p0, opt, steps=3, data=data, sampler=lambda k: data)
+    with pytest.raises(ValueError, match="batch_size is for"):
+        D.record(loss, p0, opt, steps=3, data=data, batch_size=2, sampler=lambda k, d: d)
 
 
 def test_kgmm_high_snr_aligns_better_than_low():

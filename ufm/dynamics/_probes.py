@@ -301,6 +301,11 @@ def collapse_probe(features, labels, **kwargs) -> dict:
     return {k: np.asarray(v) for k, v in collapse.nc_metrics(features, labels, **kwargs).to_dict().items()}
 
 
+@functools.lru_cache(maxsize=64)
+def _jitted_grad(loss_fn):
+    return jax.jit(jax.grad(loss_fn))
+
+
 # ---- a probe for `record` ----------------------------------------------------------------------
 def spectral_probe(loss_fn, batch, k: int, *, kind: str = "hessian", leaves=None, subspaces=None,
                    num_eigs: int | None = None, method: str = "auto", tol: float | None = None) -> Callable:
@@ -322,7 +327,7 @@ def spectral_probe(loss_fn, batch, k: int, *, kind: str = "hessian", leaves=None
     if kind not in ("hessian", "g"):
         raise ValueError(f"kind must be 'hessian' or 'g', got {kind!r}")
     subspaces = {n: np.asarray(S, dtype=np.float64) for n, S in (subspaces or {}).items()}
-    grad = jax.jit(jax.grad(loss_fn))
+    grad = _jitted_grad(loss_fn)
 
     def block(tree):
         view, all_leaves = flat_view(tree, leaves)

@@ -194,6 +194,12 @@ def _one_step(carry, data, key, *, loss_fn, opt, mode, batch_size, sampler):
     return _step(loss_fn, opt, mode, batch_size, sampler, carry, data, key)
 
 
+@functools.lru_cache(maxsize=64)
+def _jitted(fn):
+    """One jitted wrapper per function object, so repeated calls reuse the compilation."""
+    return jax.jit(fn)
+
+
 def _python_segment(carry, num_steps, data, key, **static):
     carry = carry._replace(loss_sum=jnp.zeros_like(carry.loss_sum))
     for _ in range(int(num_steps)):
@@ -368,7 +374,7 @@ def record(
     key = jax.random.PRNGKey(seed)
     static = dict(loss_fn=loss_fn, opt=optimizer, mode=mode, batch_size=batch_size, sampler=sampler)
     run = _segment if compiled else _python_segment
-    evaluate = jax.jit(loss_fn)
+    evaluate = _jitted(loss_fn)
     for index in range(len(rows["steps"]), marks.size):
         done = int(carry.step)
         n = int(marks[index]) - done
