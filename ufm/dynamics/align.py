@@ -460,7 +460,8 @@ def plot_report(report: AlignmentReport):
                 axes[0].plot(t, first, color=col, linewidth=0.9)
                 axes[1].plot(t, rank, color=col, linewidth=0.9, marker="o", markersize=2)
             axes[0].set(xlabel="time t", ylabel=r"$\|W P_{\mu\nu}\|_F / \|W\|_F$", ylim=(0, 1.02))
-            axes[1].set(xlabel="time t", ylabel="second-layer G outliers")
+            axes[1].set(xlabel="time t", ylabel="second-layer G outliers (gap rule)")
+            axes[1].yaxis.get_major_locator().set_params(integer=True)
         else:
             x = [r["step"] + 1 for r in rows]
             key = "grad_fraction_top" if report.task == "ufm" else "f_top_grad"
@@ -559,7 +560,8 @@ def run_cli(args) -> int:
     except FloatingPointError as e:
         print(f"ufm: error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(report.summary, indent=1))
+    for key, value in report.summary.items():
+        print(f"{key}: {json.dumps(value)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report.to_dict(), f, indent=1)
