@@ -29,6 +29,7 @@ FIGURES = {
     "fig08_relu": "fig08_relu",
     "fig09_phase_diagram": "fig09_phase_diagram",
     "fig10_real_networks": "fig10_real_networks",
+    "fig11_alignment": "fig11_alignment",
     "fig12_sgd_ode": "fig12_sgd_ode",
     "fig13_catapults": "fig13_catapults",
     "fig14_diffusion_maps": "fig14_diffusion_maps",

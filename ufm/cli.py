@@ -313,6 +313,7 @@ DYNAMICS_TASKS = {
     "dmap": "ufm.dynamics.dmap",
     "ode": "ufm.dynamics.sgd_ode",
     "catapult": "ufm.dynamics.catapult",
+    "align": "ufm.dynamics.align",
 }
 
 
