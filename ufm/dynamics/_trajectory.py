@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..train import TrainingDiverged
+from ..training import TrainingDiverged
 
 __all__ = ["ProbeContext", "Trajectory", "checkpoint_steps", "record"]
 
