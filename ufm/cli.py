@@ -317,16 +317,18 @@ DYNAMICS_TASKS = {
 }
 
 
-def _add_dynamics(sub) -> None:
+def _add_dynamics(sub, load: bool) -> None:
+    """The ``dynamics`` parser; its task modules (JAX, experiments) load only when ``load``."""
     import importlib
 
-    p = sub.add_parser("dynamics", help="spectra along training: " + (", ".join(DYNAMICS_TASKS) or "no task yet"))
+    p = sub.add_parser("dynamics", help="spectra along training: " + ", ".join(DYNAMICS_TASKS))
     tasks = p.add_subparsers(dest="task", required=True, parser_class=_Parser)
-    for module in DYNAMICS_TASKS.values():
-        importlib.import_module(module).add_cli(tasks)
+    if load:
+        for module in DYNAMICS_TASKS.values():
+            importlib.import_module(module).add_cli(tasks)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv=None) -> argparse.ArgumentParser:
     parser = _Parser(prog="ufm", description="Deep unconstrained feature models: collapse, spectra, figures.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -370,12 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latex", action="store_true", help="as LaTeX")
     p.set_defaults(func=_cmd_theory)
 
-    _add_dynamics(sub)
+    argv = sys.argv[1:] if argv is None else argv
+    _add_dynamics(sub, load="dynamics" in argv)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
