@@ -21,6 +21,7 @@ from ._models import (
     NetworkParams,
     NetworkSpec,
     accuracy,
+    apply_head,
     backbone_features,
     forward,
     head_features,
@@ -34,15 +35,20 @@ __all__ = [
     "Dataset", "read_idx", "load_mnist", "load_digits", "gaussian_mixture", "subsample", "stratified_split",
     "MNIST_T10K_CLASS_COUNTS",
     "NetworkSpec", "NetworkParams", "init_network", "backbone_features", "head_features", "forward",
-    "network_loss", "head_leaf_indices", "accuracy",
+    "network_loss", "head_leaf_indices", "accuracy", "apply_head",
     "NetworkTrainResult", "train_network", "make_optimizer", "save_checkpoint", "load_checkpoint",
 ]
 from ._analysis import (
+    NC1_THRESHOLD,
+    REL_ERROR_THRESHOLD,
     LayerComparison,
     NetworkSpectrum,
     RealNetworkReport,
     analyze,
+    analyze_head,
+    analyze_model,
     compare_layer,
+    head_as_ufm,
     expected_outliers,
     measured_layer_spectrum,
     network_spectrum,
@@ -51,6 +57,7 @@ from ._analysis import (
 from ._run import DEFAULTS, format_table, run_real
 
 __all__ += [
-    "LayerComparison", "NetworkSpectrum", "RealNetworkReport", "analyze", "compare_layer", "expected_outliers",
+    "LayerComparison", "NetworkSpectrum", "RealNetworkReport", "analyze", "analyze_head", "analyze_model",
+    "head_as_ufm", "NC1_THRESHOLD", "REL_ERROR_THRESHOLD", "compare_layer", "expected_outliers",
     "measured_layer_spectrum", "network_spectrum", "predicted_layer_spectrum", "run_real", "format_table", "DEFAULTS",
 ]

@@ -9,6 +9,7 @@
 
 import importlib
 
+from ._class_averaged import LayerBlockSplit, class_averaged_layer_hessian, layer_block_split, softmax_curvature
 from ._kron import kron_eigh, kron_sum_spectrum
 from ._solution import DNCSolution, construct_optimum, dnc_solution, mse_threshold
 from .spectra import (
@@ -42,6 +43,7 @@ __all__ = [
     "symbolic",
     "weight_spectrum",
 ]
+__all__ += ["LayerBlockSplit", "class_averaged_layer_hessian", "layer_block_split", "softmax_curvature"]
 
 
 def latex_report() -> str:
