@@ -45,7 +45,7 @@ from ._analysis import (
     NetworkSpectrum,
     RealNetworkReport,
     analyze,
-    analyze_head,
+    analyze_features,
     analyze_model,
     compare_layer,
     head_as_ufm,
@@ -54,10 +54,12 @@ from ._analysis import (
     network_spectrum,
     predicted_layer_spectrum,
 )
-from ._run import DEFAULTS, format_table, run_real
+from ._run import DEFAULTS, LEGEND, format_table, run_real
+from ._saved import load_features
 
 __all__ += [
-    "LayerComparison", "NetworkSpectrum", "RealNetworkReport", "analyze", "analyze_head", "analyze_model",
+    "LayerComparison", "NetworkSpectrum", "RealNetworkReport", "analyze", "analyze_features", "analyze_model",
     "head_as_ufm", "NC1_THRESHOLD", "REL_ERROR_THRESHOLD", "compare_layer", "expected_outliers",
     "measured_layer_spectrum", "network_spectrum", "predicted_layer_spectrum", "run_real", "format_table", "DEFAULTS",
+    "LEGEND", "load_features",
 ]

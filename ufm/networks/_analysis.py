@@ -25,7 +25,8 @@ class-major. Conventions (``docs/real_networks.md`` §1):
 * The exact split of the measured block into class-mean and within-class parts is
   ``ufm.theory.layer_block_split`` (``docs/real_networks.md`` §4), with the per-sample
   curvatures from autodiff of the head's tail.
-* Outliers are counted with ``ufm.curvature.count_outliers`` (its gap rule). A layer is
+* Outliers are counted with ``ufm.curvature.count_outliers`` (its gap rule) over the top 2k
+  measured eigenvalues (k = the expected count), so dense and Lanczos blocks count alike. A layer is
   *collapsed* when NC1 of its input (uncentred for MSE, centred for CE) is at most
   `NC1_THRESHOLD`; a prediction *holds* when its top outliers are within
   `REL_ERROR_THRESHOLD` of the measured ones.
@@ -64,7 +65,7 @@ __all__ = [
     "compare_layer",
     "network_spectrum",
     "analyze",
-    "analyze_head",
+    "analyze_features",
     "analyze_model",
 ]
 
@@ -319,7 +320,9 @@ def _compare(head: _Head, layer: int, nc1: float, *, dense_max: int, predicted: 
         C0 = head.curvatures(layer, head.preactivations(layer, M), np.arange(head.K))
         split = _theory().layer_block_split(C, H, head.labels, mean_curvatures=C0).norms()
     vals = meas.eigenvalues
-    n_out = _count(vals)
+    # the gap rule over the top 2k: past rank K·d_in a dense block has exact zeros, and the step
+    # to them (within-class eigenvalues against rounding) would otherwise always be the largest
+    n_out = _count(vals[: 2 * k])
     return LayerComparison(
         layer=layer,
         num_params=int(grad.size),
@@ -631,7 +634,7 @@ def analyze(
 
 def _report(head: _Head, *, dense_max: int, config: dict, network=None, network_k=None, density=False,
             seed=0) -> RealNetworkReport:
-    """The report of a head on its features (`analyze_head` / `analyze_model`); ``network`` is
+    """The report of a head on its features (`analyze_features` / `analyze_model`); ``network`` is
     ``(fn, params, groups)`` of the whole model when its spectrum is wanted."""
     t = time.perf_counter()
     nc = _nc(head)
@@ -696,7 +699,7 @@ def _balanced(H1, labels):
     return H1[:, keep], labels[keep], keep.size < labels.size
 
 
-def analyze_head(H1, labels, weights, biases=(), *, activation: str = "linear", loss: str = "mse",
+def analyze_features(H1, labels, weights, biases=(), *, activation: str = "linear", loss: str = "mse",
                  dense_max: int = 4096, config: dict | None = None) -> RealNetworkReport:
     """The analysis of `analyze` for a head given as arrays, from any framework (the ``ufm analyze`` core).
 

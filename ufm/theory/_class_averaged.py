@@ -111,9 +111,15 @@ class LayerBlockSplit(NamedTuple):
         return self.class_mean + self.curvature_spread + self.feature_covariance + self.joint
 
     def norms(self) -> dict:
-        """Frobenius norm of each part relative to ``‖B‖_F``."""
-        ref = max(float(np.linalg.norm(self.total())), np.finfo(float).tiny)
-        return {name: float(np.linalg.norm(getattr(self, name))) / ref for name in self._fields}
+        """Frobenius norm of each part relative to ``‖B‖_F``, and of two sums: ``within_class``
+        (``B − class_mean``) and ``beyond_class_averaged`` (``feature_covariance + joint``, what
+        the class-averaged prediction misses)."""
+        B = self.total()
+        ref = max(float(np.linalg.norm(B)), np.finfo(float).tiny)
+        out = {name: float(np.linalg.norm(getattr(self, name))) / ref for name in self._fields}
+        out["within_class"] = float(np.linalg.norm(B - self.class_mean)) / ref
+        out["beyond_class_averaged"] = float(np.linalg.norm(self.feature_covariance + self.joint)) / ref
+        return out
 
 
 def _kron_sum(As, Bs) -> np.ndarray:
