@@ -30,6 +30,7 @@ FIGURES = {
     "fig09_phase_diagram": "fig09_phase_diagram",
     "fig10_real_networks": "fig10_real_networks",
     "fig11_neighbouring": "fig11_neighbouring",
+    "fig15_real_error_vs_nc1": "fig15_real_error_vs_nc1",
 }
 
 

@@ -29,14 +29,14 @@ from ._models import (
     init_network,
     network_loss,
 )
-from ._train import NetworkTrainResult, load_checkpoint, make_optimizer, save_checkpoint, train_network
+from ._train import NetworkTrainResult, load_checkpoint, make_optimizer, save_checkpoint, train_network, train_snapshots
 
 __all__ = [
     "Dataset", "read_idx", "load_mnist", "load_digits", "gaussian_mixture", "subsample", "stratified_split",
     "MNIST_T10K_CLASS_COUNTS",
     "NetworkSpec", "NetworkParams", "init_network", "backbone_features", "head_features", "forward",
     "network_loss", "head_leaf_indices", "accuracy", "apply_head",
-    "NetworkTrainResult", "train_network", "make_optimizer", "save_checkpoint", "load_checkpoint",
+    "NetworkTrainResult", "train_network", "train_snapshots", "make_optimizer", "save_checkpoint", "load_checkpoint",
 ]
 from ._analysis import (
     NC1_THRESHOLD,
