@@ -33,6 +33,7 @@ FIGURES = {
     "fig12_sgd_ode": "fig12_sgd_ode",
     "fig13_catapults": "fig13_catapults",
     "fig14_diffusion_maps": "fig14_diffusion_maps",
+    "fig15_real_error_vs_nc1": "fig15_real_error_vs_nc1",
 }
 
 

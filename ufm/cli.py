@@ -1,4 +1,4 @@
-"""`ufm` command line: ``ufm train | verify | theory | real | figures | dynamics``.
+"""`ufm` command line: ``ufm train | verify | theory | real | analyze | figures | dynamics``.
 
 Spec flags are generated from `UFMSpec`'s fields (``--num-classes``, ``--lambda-W``, ...). Exit status: 0 success, 1 a check failed, 2 bad
 arguments (one-line reason on stderr).
@@ -296,6 +296,40 @@ def _cmd_real(args) -> int:
         from . import plotting
 
         plotting.savefig(plotting.real_network_figure(report), args.plot)
+    if not report.verdict["all_collapsed"]:
+        print(f"ufm: warning: {report.verdict['summary']}", file=sys.stderr)
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    """``ufm analyze PATH.npz``: a head saved from any framework (format: ``ufm.networks._saved``)."""
+    import os
+
+    from . import networks
+
+    for path in (args.json, args.plot):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise _ArgumentError(f"the directory of {path} does not exist")
+    if args.dense_max < 1:
+        raise _ArgumentError(f"--dense-max must be >= 1, got {args.dense_max}")
+    try:
+        arrays = networks.load_features(args.path)
+        report = networks.analyze_features(**arrays, dense_max=args.dense_max, config={"source": str(args.path)})
+    except (TypeError, ValueError) as e:
+        raise _ArgumentError(f"{args.path}: {e}") from None
+    print(networks.format_table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_dict(), f, indent=1)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from . import plotting
+
+        plotting.savefig(plotting.real_network_figure(report), args.plot)
+    if not report.verdict["all_collapsed"]:
+        print(f"ufm: warning: {report.verdict['summary']}", file=sys.stderr)
     return 0
 
 
@@ -361,6 +395,21 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PATH", help="figure of predicted vs measured layer spectra")
     _add_precision_args(p, default=None)
     p.set_defaults(func=_cmd_real)
+
+    p = sub.add_parser(
+        "analyze", help="analyse a network's head saved from any framework (.npz: H1, labels, W1..WL, ...)",
+        description="Collapse (NC1-NC4) per head layer, the class-mean and class-averaged predictions of each head "
+                    "layer's data-Hessian outliers, the measured blocks (autodiff on the head alone, float64) and "
+                    "their comparison, with a verdict. File format: README 'Analyse your own network'.",
+        epilog="A legend under the table explains every column and states the thresholds of the verdict "
+               "(ufm.networks.NC1_THRESHOLD, REL_ERROR_THRESHOLD).")
+    p.add_argument("path", metavar="PATH.npz", help="H1 (N×d or d×N), labels, W1..WL (d_out×d_in), optional "
+                                                    "b1..bL and H2..HL, activation, loss")
+    p.add_argument("--json", metavar="PATH", help="write the report (the schema of `ufm real --json`)")
+    p.add_argument("--plot", metavar="PATH", help="figure of predicted vs measured layer spectra (PDF + PNG)")
+    p.add_argument("--dense-max", type=int, default=4096,
+                   help="blocks up to this many parameters are measured densely, larger ones by Lanczos")
+    p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("figures", help="regenerate every paper figure (PDF + PNG + index.md)")
     p.add_argument("--out", default="figs", help="output directory (default figs/)")

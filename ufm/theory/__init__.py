@@ -15,6 +15,7 @@
 import importlib
 
 from ..spectrum import GaussNewtonSplit, GradientSpectra, SingularValues
+from ._class_averaged import LayerBlockSplit, class_averaged_layer_hessian, layer_block_split, softmax_curvature
 from ._full import full_hessian_spectrum
 from ._kron import MAX_DENSE_ENTRIES, kron_eigh, kron_sum_spectrum
 from ._layer import collapsed_layer_hessian, feature_hessian_spectrum, layer_hessian_spectrum
@@ -43,6 +44,7 @@ __all__ = [
     "symbolic",
     "weight_spectrum",
 ]
+__all__ += ["LayerBlockSplit", "class_averaged_layer_hessian", "layer_block_split", "softmax_curvature"]
 
 
 def latex_report() -> str:
