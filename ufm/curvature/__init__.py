@@ -26,6 +26,9 @@ from .dense import (
 from .hvp import ggn_operator, ggn_vp, hessian_operator, linearized_hvp, residual_operator, residual_vp
 from .hvp import hvp as hvp  # noqa: PLC0414  (the function shadows the submodule on purpose)
 from .lanczos import SpectralDensity, TraceEstimate, spectral_density, top_eigenpairs, trace
+from .lanczos import ConvergenceWarning, NotConvergedError
+from .hvp import gradient
+from ._data import data_mesh
 from .subspace import alignment, count_outliers, gradient_fraction, principal_angles, projector_overlap
 
 __all__ = [
@@ -57,6 +60,10 @@ __all__ = [
     "alignment",
     "gradient_fraction",
     "count_outliers",
+    "ConvergenceWarning",
+    "NotConvergedError",
+    "gradient",
+    "data_mesh",
     "dense",
     "lanczos",
     "subspace",
