@@ -113,3 +113,7 @@ def test_adaptive_default_finds_a_degenerate_group_and_reports_its_phases():
     phases = top.info["phases"]
     assert phases[1]["detected"] and len(phases) == 3
     assert top.info["products"] == sum(p["products"] for p in phases) and top.info["wall_s"] > 0
+    w[:6] = np.linspace(3.5, 3.0, 6)  # no degenerate group: the check finds nothing, two phases
+    plain = C.top_eigenpairs(C.Operator.from_matvec((Q * w) @ Q.T), k=8)
+    np.testing.assert_allclose(plain.eigenvalues, np.sort(w)[::-1][:8], atol=1e-10)
+    assert [p.get("detected") for p in plain.info["phases"]] == [None, False]
