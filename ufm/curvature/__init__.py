@@ -27,7 +27,9 @@ from .dense import (
 )
 from .hvp import ggn_operator, ggn_vp, hessian_operator, linearized_hvp, residual_operator, residual_vp
 from .hvp import hvp as hvp  # noqa: PLC0414  (the function shadows the submodule on purpose)
-from .lanczos import SpectralDensity, TraceEstimate, spectral_density, top_eigenpairs, trace
+from .hvp import gradient
+from .lanczos import ConvergenceWarning, NotConvergedError, SpectralDensity, TraceEstimate, spectral_density, top_eigenpairs, trace
+from ._data import data_mesh
 from .subspace import alignment, count_outliers, gradient_fraction, principal_angles, projector_overlap
 
 # What a user needs (the lower-level pieces — `materialize`, `linearized_hvp`, `ggn_vp`,
@@ -64,4 +66,9 @@ __all__ = [
     "alignment",
     "gradient_fraction",
     "count_outliers",
+    # data as an argument (streamed / sharded) and failure made loud
+    "gradient",
+    "data_mesh",
+    "ConvergenceWarning",
+    "NotConvergedError",
 ]

@@ -98,11 +98,13 @@ def materialize(operator: Operator, *, chunk_size: int | None = None, max_bytes:
 
 
 def hessian(loss_fn: Callable, params, leaves=None, *, chunk_size: int | None = None,
-            max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
+            max_bytes: int = DEFAULT_MAX_BYTES, data=None, batch_size=None, mesh=None, devices=None) -> jax.Array:
     """Dense Hessian (P × P) of ``loss_fn`` over the chosen ``leaves`` (flat, row-major).
 
     ``leaves=[l]`` is layer l's block of a `UFMParams`; ``leaves=[l, m]`` is the 2×2 block
-    matrix with the cross-layer blocks off the diagonal (see `hessian_block`).
+    matrix with the cross-layer blocks off the diagonal (see `hessian_block`). ``data=``,
+    ``batch_size=``, ``mesh=``: a loss ``loss_fn(params, batch)`` streamed / sharded as in
+    `hessian_operator`.
 
     >>> import jax.numpy as jnp
     >>> from ufm.curvature import hessian
@@ -110,7 +112,8 @@ def hessian(loss_fn: Callable, params, leaves=None, *, chunk_size: int | None = 
     >>> H.tolist()                                      # x xᵀ for x = (1, 2)
     [[1.0, 2.0], [2.0, 4.0]]
     """
-    return materialize(hessian_operator(loss_fn, params, leaves=leaves), chunk_size=chunk_size, max_bytes=max_bytes)
+    op = hessian_operator(loss_fn, params, leaves=leaves, data=data, batch_size=batch_size, mesh=mesh, devices=devices)
+    return materialize(op, chunk_size=chunk_size, max_bytes=max_bytes)
 
 
 def hessian_block(loss_fn: Callable, params, rows, cols, *, chunk_size: int | None = None,
@@ -144,9 +147,10 @@ def _as_list(x, name):
 
 
 def ggn(model_fn: Callable, output_loss: Callable, params, leaves=None, *, chunk_size: int | None = None,
-        max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
-    """Dense Gauss–Newton matrix ``Jᵀ ∇²ℓ J`` of ``output_loss ∘ model_fn`` over ``leaves``."""
-    op = ggn_operator(model_fn, output_loss, params, leaves=leaves)
+        max_bytes: int = DEFAULT_MAX_BYTES, data=None, batch_size=None, mesh=None, devices=None) -> jax.Array:
+    """Dense Gauss–Newton matrix ``Jᵀ ∇²ℓ J`` of ``output_loss ∘ model_fn`` over ``leaves`` (``data=`` as in `hessian`)."""
+    op = ggn_operator(model_fn, output_loss, params, leaves=leaves, data=data, batch_size=batch_size, mesh=mesh,
+                      devices=devices)
     return materialize(op, chunk_size=chunk_size, max_bytes=max_bytes)
 
 
