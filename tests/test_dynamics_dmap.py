@@ -209,3 +209,25 @@ def test_cli_quadratic_recovers_the_rank(tmp_path):
     assert len(d["slope_curve"]["epsilons"]) == len(d["slope_curve"]["slopes"])
     assert main(["dynamics", "dmap", "--task", "ufm", "--rank", "2"]) == 2
     assert main(["dynamics", "dmap", "--json", str(tmp_path / "missing" / "x.json")]) == 2
+
+
+def test_participation_ratio_equals_direct_pca():
+    X = np.random.default_rng(7).standard_normal((60, 7)) * np.arange(1, 8)
+    sigma = np.linalg.eigvalsh(np.cov(X.T, bias=True))
+    res = analyze_trajectory(X, max_coords=3)
+    assert res.participation_ratio == pytest.approx(sigma.sum() ** 2 / (sigma**2).sum(), rel=1e-10)
+
+
+def test_stationary_covariance_solves_the_discrete_lyapunov_equation():
+    from scipy.linalg import solve_discrete_lyapunov
+
+    from ufm.dynamics.dmap import _stationary_covariance
+
+    rng = np.random.default_rng(8)
+    A = rng.standard_normal((6, 6))
+    H, Bc = A @ A.T + 0.1 * np.eye(6), rng.standard_normal((6, 6))
+    C, eta = Bc @ Bc.T, 0.05
+    lam, U = np.linalg.eigh(H)
+    M = np.eye(6) - eta * H
+    np.testing.assert_allclose(_stationary_covariance(lam[::-1], U[:, ::-1], C, eta),
+                               solve_discrete_lyapunov(M, eta**2 * C), rtol=1e-9, atol=1e-12)
