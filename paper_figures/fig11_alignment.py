@@ -81,7 +81,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         b.plot([], [], color="0.4", linestyle=(0, (1, 1)), linewidth=0.7, label=f"eigenvalues {k + 1}..{2 * k}")
         b.set(xlabel="time t", ylabel=r"top eigenvalues of $H_{11}$ (data)", yscale="log")
         b.set_title("(b) outliers of the class block")
-        b.legend(loc="center right")
+        b.legend(loc="lower right", bbox_to_anchor=(1.0, 0.1))
 
         xr = reps["xor"]
         t = [r["time"] for r in xr["checkpoints"]]
@@ -122,7 +122,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
               ylim=(0, 1.02))
         e.invert_xaxis()
         e.set_title("(e) deep UFM (GD): gradient vs NC1")
-        e.legend(loc="lower left", fontsize=5)
+        e.legend(loc="lower right")
         f.set(xscale="log", xlabel="step + 1", ylabel=r"$\|P g\|^2/\|g\|^2$", ylim=(0, 1.02))
         f.set_title("(f) deep UFM: over training")
         files = plotting.savefig(fig, os.path.join(out_dir, "fig11_alignment"))

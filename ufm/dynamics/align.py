@@ -421,7 +421,6 @@ def mnist(*, train_samples: int = 4000, hessian_samples: int = 500, pool: int = 
               "checkpoints": checkpoints, "num_params": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))}
     summary = {key: rows[-1][key] for key in keys}
     summary["f_top_update"] = None if rows[-1]["align_update"] is None else rows[-1]["align_update"] ** 2
-    summary["mean_f_top_grad_after_first"] = float(np.nanmean([r["f_top_grad"] for r in rows[1:]]))
     return AlignmentReport("mnist", config, rows, summary)
 
 
