@@ -531,8 +531,10 @@ def phase_diagram(exponents, decays, times, *, dim: int = 1000, loss: str = "log
 
 # ---- plotting ------------------------------------------------------------------------------------
 def plot_ode_sgd(ax, ode: ODEResult, sgd: SGDResult, quantity: str = "risk", index: tuple = (), *, color=None,
-                 label: str | None = None, band: float = 2.0):
-    """On ``ax``: the ODE as a line over the SGD mean (dots) ± ``band`` standard errors (shaded)."""
+                 label: str | None = None, band: float = 2.0, band_label: str | None = None):
+    """On ``ax``: the ODE as a line over the SGD mean (dots) ± ``band`` standard errors (shaded).
+    Legend entries: ``label`` for the ODE line if given (else "ODE" and the band's, ``band_label``
+    or "SGD mean ± 2 s.e. (S runs)")."""
     from .. import plotting
 
     color = plotting.COLORS[0] if color is None else color
@@ -540,7 +542,7 @@ def plot_ode_sgd(ax, ode: ODEResult, sgd: SGDResult, quantity: str = "risk", ind
     m, se = sgd.mean(quantity)[(Ellipsis, *index)], sgd.stderr(quantity)[(Ellipsis, *index)]
     runs = sgd.risk.shape[0]
     ax.fill_between(sgd.times, m - band * se, m + band * se, color=color, alpha=0.25, linewidth=0,
-                    label=f"SGD mean ± {band:g} s.e. ({runs} runs)" if label is None else None)
+                    label=(band_label or f"SGD mean ± {band:g} s.e. ({runs} runs)") if label is None else None)
     ax.plot(sgd.times, m, "o", color=color, markersize=2.0, markerfacecolor="none", markeredgewidth=0.6)
     ax.plot(ode.times, o, "-", color=color, linewidth=1.0, label="ODE" if label is None else label)
 
