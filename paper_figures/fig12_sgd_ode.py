@@ -59,7 +59,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         for i, name in enumerate(names):
             sgd, ode = _results(data, name)
             ax = axes[0, i]
-            plot_ode_sgd(ax, ode, sgd, "risk")
+            plot_ode_sgd(ax, ode, sgd, "risk", band_label="SGD mean ± 2 s.e.")
             ax.set(title=name + (" (a = 1.5 / 2.5)" if name == "power-law" else " (f = 0.1)" if name == "zero-one"
                                  else ""))
             res = axes[1, i]
@@ -92,9 +92,9 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         b0 = int(np.argmin(np.abs(de)))
         for c, k in enumerate(np.linspace(GRID // 3, GRID - 1, 4).astype(int)):
             ax.plot(ex, risk[:, b0, k], "o-", markersize=2.5, color=plotting.COLORS[c], label=f"t = {long[k]:.3g}")
-        plotting.mark_value(ax, 1.0, axis="x", color="0.3", legend="$a_c = 1$ (b = 0)")
+        plotting.mark_value(ax, 1.0, axis="x", color="0.3", legend="$a_c = 1$ (b = 0)", ymin=0.4)
         ax.set(yscale="log", xlabel="power-law exponent a (b = 0)", ylabel="ODE risk", title="risk → 0 iff a ≥ 1 + 2b")
-        ax.legend(loc="lower left", frameon=True, facecolor="white", edgecolor="none", framealpha=1.0)
+        ax.legend(loc="lower left")
         # clean-direction alignment
         ax = axes[2, 2]
         for c, name in enumerate(["zero-one", "power-law"]):

@@ -531,8 +531,10 @@ def phase_diagram(exponents, decays, times, *, dim: int = 1000, loss: str = "log
 
 # ---- plotting ------------------------------------------------------------------------------------
 def plot_ode_sgd(ax, ode: ODEResult, sgd: SGDResult, quantity: str = "risk", index: tuple = (), *, color=None,
-                 label: str | None = None, band: float = 2.0):
-    """On ``ax``: the ODE as a line over the SGD mean (dots) ± ``band`` standard errors (shaded)."""
+                 label: str | None = None, band: float = 2.0, band_label: str | None = None):
+    """On ``ax``: the ODE as a line over the SGD mean (dots) ± ``band`` standard errors (shaded).
+    Legend entries: ``label`` for the ODE line if given (else "ODE" and the band's, ``band_label``
+    or "SGD mean ± 2 s.e. (S runs)")."""
     from .. import plotting
 
     color = plotting.COLORS[0] if color is None else color
@@ -540,7 +542,7 @@ def plot_ode_sgd(ax, ode: ODEResult, sgd: SGDResult, quantity: str = "risk", ind
     m, se = sgd.mean(quantity)[(Ellipsis, *index)], sgd.stderr(quantity)[(Ellipsis, *index)]
     runs = sgd.risk.shape[0]
     ax.fill_between(sgd.times, m - band * se, m + band * se, color=color, alpha=0.25, linewidth=0,
-                    label=f"SGD mean ± {band:g} s.e. ({runs} runs)" if label is None else None)
+                    label=(band_label or f"SGD mean ± {band:g} s.e. ({runs} runs)") if label is None else None)
     ax.plot(sgd.times, m, "o", color=color, markersize=2.0, markerfacecolor="none", markeredgewidth=0.6)
     ax.plot(ode.times, o, "-", color=color, linewidth=1.0, label="ODE" if label is None else label)
 
@@ -569,15 +571,16 @@ def comparison_figure(ode: ODEResult, sgd: SGDResult, title: str = ""):
 def add_cli(subparsers) -> None:
     """``ufm dynamics ode``: SGD runs against the ODE on one covariance model (``docs/sgd_ode.md`` §8)."""
     p = subparsers.add_parser("ode", help="one-pass SGD on an anisotropic Gaussian mixture vs its high-dimensional ODE")
-    p.add_argument("--covariance", choices=COVARIANCES, default="power-law")
-    p.add_argument("--loss", choices=LOSSES, default="logistic")
+    p.add_argument("--covariance", choices=COVARIANCES, default="power-law", help="covariance model (default power-law)")
+    p.add_argument("--loss", choices=LOSSES, default="logistic",
+                   help="logistic / lsq (one output) or softmax (k outputs); default logistic")
     p.add_argument("--num-classes", type=int, default=2, help="k (default 2: labels 1, 0, means ±μ)")
     p.add_argument("--dim", type=int, default=1000, help="d (default 1000)")
     p.add_argument("--lr", type=float, default=1.0, help="γ; SGD step γ/d (default 1)")
     p.add_argument("--time", type=float, default=10.0, help="T = steps / d (default 10)")
     p.add_argument("--points", type=int, default=41, help="time-grid points (default 41)")
     p.add_argument("--sgd-runs", type=int, default=8, help="S independent SGD runs (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="SGD runs (and the random basis / signs) seed")
     p.add_argument("--exponents", type=float, nargs="+", default=[1.5, 2.5], metavar="A",
                    help="power-law exponents a_j, one or one per class (default 1.5 2.5)")
     p.add_argument("--mean-decay", type=float, default=0.0, help="b: <μ,u_ρ> ∝ d^-1/2 (ρ/d)^b (default 0)")
