@@ -125,3 +125,25 @@ def test_result_types_pass_through_jax_tree_and_compare_field_by_field():
     assert jax.tree.map(lambda x: 2 * x, sol).scale == 2 * sol.scale and jax.tree.structure(sol).num_leaves > 5
     w = theory.weight_spectrum(spec, params)[0]
     assert jax.tree.map(np.shape, w).values == (4,)
+
+
+def test_dnc_solution_levels_per_layer_against_dense_autodiff():
+    """DNCSolution's layer outliers use each layer's own λ_l, and its full-Hessian levels are
+    eigenvalues of the dense full data Hessian with their multiplicities (MATH.md §4)."""
+    spec = ufm.UFMSpec(num_classes=2, per_class=1, depth=2, width=3, lambda_H=2e-2, lambda_W=(1e-2, 3e-2))
+    params = theory.construct_optimum(spec, 0)
+    sol = theory.dnc_solution(spec)
+    f = ufm.model.loss_fn(spec, regularized=False)
+    K = spec.num_classes
+    for l in (1, 2):
+        dense = curvature.spectrum(f, params, leaves=[l], method="dense").eigenvalues
+        np.testing.assert_allclose(dense[: K * K], sol.layer_outliers[l - 1][0], rtol=EIG_RTOL)
+        assert sol.layer_multiplicities[l - 1] == (K * K,)
+    assert sol.layer_outliers[0][0] != pytest.approx(sol.layer_outliers[1][0])  # unequal λ: unequal outliers
+    full = curvature.spectrum(f, params, leaves=[1, 2], method="dense").eigenvalues
+    levels = sol.full_levels
+    for values, mult in ((levels.symmetric, levels.symmetric_multiplicity),
+                         (levels.antisymmetric, levels.antisymmetric_multiplicity)):
+        for v in values:
+            assert np.sum(np.abs(full - v) <= EIG_RTOL * np.abs(full).max()) >= mult, (v, full)
+    assert full[0] == pytest.approx(max(levels.symmetric[0], levels.antisymmetric[0]), rel=EIG_RTOL)
