@@ -110,7 +110,8 @@ class Spectrum:
         """The eigendecomposition of a dense symmetric matrix the caller already has.
 
         The matrix is symmetrised (``(A + Aᵀ)/2``, which removes the rounding asymmetry of a
-        matrix built from products) and decomposed by ``eigh``; ``residuals`` are
+        matrix built from products) and decomposed by ``eigh`` (on one BLAS thread, see
+        `_one_blas_thread`); ``residuals`` are
         ``‖A v − λ v‖`` measured against the symmetrised matrix.
 
         Args:

@@ -236,10 +236,11 @@ def run_mnist(*, steps: int = 10_000, seed: int = 0, per_class: int = 30, hidden
     loss, train = functools.partial(_mnist_loss, spec), {"X": X, "y": y}
 
     _progress(f"mnist: {pretrain_steps} Adam steps on {X.shape[0]} images, {theta0.size} parameters", progress)
-    pre = record(loss, p0, optax.adam(1e-3), steps=pretrain_steps, checkpoints=[0], data=train, seed=seed)
+    if pretrain_steps:
+        p0 = record(loss, p0, optax.adam(1e-3), steps=pretrain_steps, checkpoints=[0], data=train, seed=seed).final_params
 
-    _progress(f"mnist: {steps} SGD steps (batch {batch_size}), loss {pre.losses[-1]:.4g} after Adam", progress)
-    thetas, st, losses = _sgd_trajectory(loss, pre.final_params, steps=steps, learning_rate=learning_rate,
+    _progress(f"mnist: {steps} SGD steps (batch {batch_size}), loss {float(loss(p0, train)):.4g} after Adam", progress)
+    thetas, st, losses = _sgd_trajectory(loss, p0, steps=steps, learning_rate=learning_rate,
                                         record_every=record_every, seed=seed, data=train, batch_size=batch_size)
     _progress(f"mnist: top {hessian_k} Hessian eigenpairs at the end point", progress)
     top = curvature.spectrum(full, jnp.asarray(thetas[-1], dtype), k=hessian_k, method="krylov", seed=seed)
