@@ -89,3 +89,21 @@ def test_dense_fallback_counts_its_products():
     assert top.info["method"].startswith("dense") and top.info["products"] == 8 + 3
     _assert_top_k(top, A, 3)
     assert jax.numpy.asarray(top.eigenvalues).dtype == np.float64
+
+
+def test_spectrum_of_a_matrix_both_routes():
+    """A dense matrix source: the dense route is LAPACK's ``eigh``, the Krylov route agrees."""
+    rng = np.random.default_rng(3)
+    Q = np.linalg.qr(rng.standard_normal((60, 60)))[0]
+    lam = np.r_[9.0, 7.0, 5.0, rng.uniform(0, 1, 57)]
+    A = (Q * lam) @ Q.T
+    dense = C.spectrum(A, method="dense")
+    np.testing.assert_allclose(dense.eigenvalues, np.sort(lam)[::-1], rtol=1e-12, atol=1e-12)
+    assert dense.source == "dense" and dense.dim == 60 and dense.residuals.max() < 1e-12
+    top = C.spectrum(A, k=3, method="krylov")
+    np.testing.assert_allclose(top.eigenvalues, [9.0, 7.0, 5.0], rtol=1e-10)
+    assert top.source == "krylov" and C.projector_overlap(top.eigenvectors, Q[:, :3]) == pytest.approx(1, abs=1e-10)
+    with pytest.raises(ValueError, match="square"):
+        C.spectrum(A[:5])
+    with pytest.raises(ValueError, match="params=None"):
+        C.spectrum(A, {"x": 1.0})

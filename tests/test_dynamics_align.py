@@ -172,6 +172,25 @@ def test_record_modes_and_python_loop_agree():
         D.record(loss, p0, opt, steps=3, data=data, batch_size=2, sampler=lambda k, d: d)
 
 
+def test_iterates_every_equals_checkpoints_and_resumes(tmp_path):
+    """Iterates kept inside the compiled loop == parameters at checkpoints every n steps."""
+    loss = LOSS
+    g = D.KGMM.create(3, 8, 20.0, seed=0)
+    p0, opt = D.init_softmax(0, 3, 8), optax.sgd(0.1)
+    args = dict(steps=12, sampler=functools.partial(_one, g), seed=3)
+    ref = D.record(loss, p0, opt, checkpoints=np.arange(0, 13, 3), keep_params=True, **args)
+    flat = np.stack([np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(p)]) for p in ref.params[1:]])
+    for kw in ({}, {"compiled": False}, {"checkpoints": [0, 6]}, {"path": str(tmp_path / "t.npz")}):
+        tr = D.record(loss, p0, opt, iterates_every=3, **args, **({"checkpoints": [0]} | kw))
+        np.testing.assert_allclose(tr.iterates, flat, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(tr.iterate_losses, ref.train_losses[1:], rtol=1e-12)
+        assert tr.iterate_steps.tolist() == [3, 6, 9, 12]
+    resumed = D.record(loss, p0, opt, iterates_every=3, checkpoints=[0], path=str(tmp_path / "t.npz"), **args)
+    np.testing.assert_array_equal(resumed.iterates, tr.iterates)
+    with pytest.raises(ValueError, match="iterates_every"):
+        D.record(loss, p0, opt, iterates_every=5, checkpoints=[0], **args)
+
+
 def test_kgmm_high_snr_aligns_better_than_low():
     kw = dict(num_classes=3, dim=30, time=8.0, checkpoints=2, test_samples=90, seed=0)
     hi, lo = align.kgmm(snr=200.0, **kw), align.kgmm(snr=1.0, **kw)

@@ -14,6 +14,7 @@ Kronecker vector ``a ⊗ b`` is the matrix ``a bᵀ`` flattened with ``reshape(-
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import NamedTuple
 
@@ -23,6 +24,19 @@ import numpy as np
 __all__ = ["Spectrum", "group_levels", "GaussNewtonSplit", "GradientSpectra", "SingularValues"]
 
 _WHICH = ("largest", "magnitude")
+
+
+def _one_blas_thread():
+    """LAPACK / BLAS on one thread for a dense ``eigh``: with more threads than free cores
+    OpenBLAS spin-waits — measured 0.10 s on one thread vs 5–10 s with 2 threads for one
+    400 × 400 ``eigh`` on the loaded 2-core CI machine (``docs/alignment.md`` §6). The
+    blocks ufm decomposes densely (≤ `ufm.curvature.DEFAULT_DENSE_MAX`) gain little from
+    threads when cores are free."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it, leave BLAS alone
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def group_levels(values, rtol: float = 1e-6, atol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +110,8 @@ class Spectrum:
         """The eigendecomposition of a dense symmetric matrix the caller already has.
 
         The matrix is symmetrised (``(A + Aᵀ)/2``, which removes the rounding asymmetry of a
-        matrix built from products) and decomposed by ``eigh``; ``residuals`` are
+        matrix built from products) and decomposed by ``eigh`` (on one BLAS thread, see
+        `_one_blas_thread`); ``residuals`` are
         ``‖A v − λ v‖`` measured against the symmetrised matrix.
 
         Args:
@@ -123,17 +138,18 @@ class Spectrum:
         if not 0 <= k <= P:
             raise ValueError(f"k must be in [0, P={P}], got {k}")
         A = 0.5 * (A + A.T)
-        if vectors:
-            vals, vecs = np.linalg.eigh(A)
-        else:
-            vals, vecs = np.linalg.eigvalsh(A), None
-        key = -vals if which == "largest" else -np.abs(vals)
-        idx = np.argsort(key, kind="stable")[:k]
-        vals = vals[idx]
-        res = None
-        if vectors:
-            vecs = vecs[:, idx]
-            res = np.linalg.norm(A @ vecs - vecs * vals, axis=0)
+        with _one_blas_thread():
+            if vectors:
+                vals, vecs = np.linalg.eigh(A)
+            else:
+                vals, vecs = np.linalg.eigvalsh(A), None
+            key = -vals if which == "largest" else -np.abs(vals)
+            idx = np.argsort(key, kind="stable")[:k]
+            vals = vals[idx]
+            res = None
+            if vectors:
+                vecs = vecs[:, idx]
+                res = np.linalg.norm(A @ vecs - vecs * vals, axis=0)
         return cls(vals, vecs, dim=P, residuals=res, source=source, info=dict(info or {}))
 
     @property

@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 
 from ..spectrum import Spectrum
-from ._operator import as_operator
+from ._operator import Operator, as_operator
 from .dense import DEFAULT_MAX_BYTES, materialize
 from .hvp import hessian_operator
 from .lanczos import top_eigenpairs
@@ -39,11 +39,12 @@ _KRYLOV_WHICH = {"largest": "LA", "magnitude": "LM"}
 def spectrum(loss_fn, params=None, *, leaves=None, k: int | None = None, method: str = "auto",
              which: str = "largest", seed: int = 0, tol: float | None = None, dense_max: int = DEFAULT_DENSE_MAX,
              vectors: bool = True, max_bytes: int = DEFAULT_MAX_BYTES, **krylov_options) -> Spectrum:
-    """The spectrum of the Hessian of ``loss_fn`` over ``leaves`` (or of an `Operator`).
+    """The spectrum of the Hessian of ``loss_fn`` over ``leaves`` (or of an `Operator` / a matrix).
 
     Args:
       loss_fn: ``params -> scalar``, or an `Operator` (then ``params=None``, ``leaves=None``;
-        e.g. `ggn_operator`).
+        e.g. `ggn_operator`), or a dense symmetric (P, P) matrix the caller already has
+        (dense route: `Spectrum.from_dense`; Krylov route: products with it).
       params: the pytree at which the Hessian is taken.
       leaves: indices into ``jax.tree_util.tree_leaves(params)`` (None = all), flattened
         row-major in the order given.
@@ -68,7 +69,16 @@ def spectrum(loss_fn, params=None, *, leaves=None, k: int | None = None, method:
     >>> s.eigenvalues.tolist(), s.dim, s.source
     ([3.0, 2.0], 3, 'dense')
     """
-    op = as_operator(loss_fn, params, leaves, hessian_operator)
+    matrix = None
+    if not (callable(loss_fn) or isinstance(loss_fn, Operator)):
+        if params is not None or leaves is not None:
+            raise ValueError("pass params=None and leaves=None when the first argument is a matrix")
+        matrix = np.asarray(loss_fn)
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"a matrix source must be square (P, P), got shape {matrix.shape}")
+        op = Operator.from_matvec(matrix)
+    else:
+        op = as_operator(loss_fn, params, leaves, hessian_operator)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if which not in _KRYLOV_WHICH:
@@ -78,7 +88,7 @@ def spectrum(loss_fn, params=None, *, leaves=None, k: int | None = None, method:
     if method == "dense":
         if krylov_options:
             raise TypeError(f"options {sorted(krylov_options)} apply to method='krylov' only")
-        M = np.asarray(materialize(op, max_bytes=max_bytes))
+        M = matrix if matrix is not None else np.asarray(materialize(op, max_bytes=max_bytes))
         return Spectrum.from_dense(M, k=k, which=which, vectors=vectors,
                                    info={"method": "dense eigh", "which": which})
     if k is None:

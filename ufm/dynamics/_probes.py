@@ -15,16 +15,14 @@ bundles them into a probe for `ufm.dynamics.record`:
   (`ufm.curvature.count_outliers`, applied once for the outliers and once more below them).
 * `collapse_probe`: NC1–NC4 of given features (`ufm.collapse.nc_metrics`).
 
-Every eigendecomposition goes through the one private helper `_spectrum`.
+Every eigendecomposition goes through `ufm.curvature.spectrum` (the private helper `_spectrum`).
 Flat vectors follow ``ufm.curvature``: the chosen leaves, row-major, in the order given.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import warnings
 from collections.abc import Callable
 
 import jax
@@ -70,26 +68,14 @@ class _WithBatch:
         return self.loss_fn(*pair)
 
 
-def _one_blas_thread():
-    """LAPACK on one thread for the dense ``eigh``: with more threads than free cores
-    OpenBLAS spin-waits — measured 0.05 s single-threaded vs 7–10 s with 2 threads for one
-    400 × 400 ``eigh`` on a loaded 2-core machine (``docs/alignment.md`` §6)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # threadpoolctl comes with scikit-learn; without it, leave BLAS alone
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
-
-
 def _spectrum(source, params=None, batch=None, *, leaves=None, k=None, method="auto", tol=None) -> Spectrum:
-    """Top ``k`` eigenpairs, descending; the dense route returns all of them (``k`` only
-    chooses the route: None forces dense).
+    """Top ``k`` eigenpairs, descending, by `ufm.curvature.spectrum`; the dense route returns
+    all of them (``k`` only chooses the route: None forces dense).
 
     ``source`` is a dense symmetric matrix, or ``loss_fn(params, batch)`` whose Hessian over
-    ``leaves`` of ``params`` is meant. ``method``: ``"dense"`` (materialise + ``eigh``),
-    ``"krylov"`` (`ufm.curvature.top_eigenpairs`) or ``"auto"`` (dense up to `DENSE_MAX`).
-    ``tol``: the Krylov residual tolerance (default that of `top_eigenpairs`); a Krylov
-    solve that misses it warns. The single place to switch to ``ufm.curvature.spectrum``.
+    ``leaves`` of ``params`` is meant. ``method``: ``"dense"``, ``"krylov"`` or ``"auto"``
+    (dense up to `DENSE_MAX`). ``tol``: the Krylov residual tolerance (default that of
+    `ufm.curvature.top_eigenpairs`, which warns when a solve misses it).
     """
     if method not in ("auto", "dense", "krylov"):
         raise ValueError(f"method must be 'auto', 'dense' or 'krylov', got {method!r}")
@@ -97,28 +83,16 @@ def _spectrum(source, params=None, batch=None, *, leaves=None, k=None, method="a
         pair = (params, batch)
         num = len(jax.tree_util.tree_leaves(params))
         chosen = list(range(num)) if leaves is None else [int(i) % num for i in leaves]
-        loss, dim = _WithBatch(source), flat_view(params, chosen)[0].dim
+        source, dim = _WithBatch(source), flat_view(params, chosen)[0].dim
     else:
-        A = jnp.asarray(source)
-        if A.ndim != 2 or A.shape[0] != A.shape[1]:
-            raise ValueError(f"a matrix source must be square, got shape {A.shape}")
-        dim = A.shape[0]
+        pair = chosen = None
+        dim = np.shape(source)[0]
     if k is not None and not 1 <= k <= dim:
         raise ValueError(f"k must be in [1, {dim}], got {k}")
-    if method == "dense" or (method == "auto" and dim <= DENSE_MAX) or k is None:
-        M = curvature.hessian(loss, pair, chosen) if callable(source) else A
-        M = np.asarray(M, dtype=np.float64)
-        with _one_blas_thread():
-            vals, vecs = np.linalg.eigh(0.5 * (M + M.T))
-        return Spectrum(vals[::-1], vecs[:, ::-1], dim=dim, source="dense")
-    if callable(source):
-        spec = curvature.top_eigenpairs(loss, pair, k, leaves=chosen, tol=tol)
-    else:
-        spec = curvature.top_eigenpairs(curvature.Operator.from_matvec(A), None, k, tol=tol)
-    if not spec.info.get("converged", True):
-        warnings.warn(f"top-{k} eigenpairs did not converge to tol={spec.info['tol']:.1e} "
-                      f"(max residual {np.max(spec.residuals):.2e}); the probe uses them anyway", stacklevel=3)
-    return spec
+    dense = method == "dense" or (method == "auto" and dim <= DENSE_MAX) or k is None
+    if dense:
+        return curvature.spectrum(source, pair, leaves=chosen, method="dense")
+    return curvature.spectrum(source, pair, leaves=chosen, k=k, method="krylov", tol=tol)
 
 
 # ---- results ------------------------------------------------------------------------------

@@ -17,6 +17,12 @@ serves every segment length, linear or log spaced); the probes run in Python bet
 segments. ``compiled=False`` runs the same step as one jitted call per step from Python
 (debugging, and the reference of ``benchmarks/dynamics.py``).
 
+``iterates_every=n`` also keeps the flat iterate (``ravel_pytree`` order) after every n
+steps *inside* the compiled loop (a ``lax.scan`` over blocks of n steps), with the mean
+batch loss of its block: a dense trajectory (e.g. for a diffusion map, every 20th of
+40 000 steps) without a Python round trip per kept iterate. n must divide every gap
+between checkpoints; one compilation per distinct gap.
+
 A probe is ``probe(params, ctx) -> dict`` with ``ctx`` a `ProbeContext` (step, time,
 index of the checkpoint, the last update ``θ_t − θ_{t−1}`` and this probe's previous
 output). Its values must be numbers or arrays (stored as numpy arrays). Keys starting with
@@ -42,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from ..training import TrainingDiverged
 
@@ -104,6 +111,10 @@ class Trajectory:
       final_params: parameters at the last checkpoint.
       probe_state: ``{name: dict}``: the ``"_"`` keys of each probe's last output.
       config: the settings (JSON-able), also the resume fingerprint.
+      iterates: with ``iterates_every=n``, (T'', P) the flat parameters after every n
+        steps (``ravel_pytree`` order, the params' dtype), else None.
+      iterate_steps: (T'',) their steps, or None.
+      iterate_losses: (T'',) the mean batch loss over the n steps before each, or None.
     """
 
     steps: np.ndarray
@@ -116,6 +127,9 @@ class Trajectory:
     final_params: Any
     probe_state: dict
     config: dict
+    iterates: np.ndarray | None = None
+    iterate_steps: np.ndarray | None = None
+    iterate_losses: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.steps.size)
@@ -189,6 +203,22 @@ def _segment(carry, num_steps, data, key, *, loss_fn, opt, mode, batch_size, sam
     return jax.lax.fori_loop(0, num_steps, lambda _, c: body(c, data, key), carry)
 
 
+@functools.partial(jax.jit, static_argnames=_STATIC + ("blocks", "every"))
+def _traced_segment(carry, data, key, *, loss_fn, opt, mode, batch_size, sampler, blocks, every):
+    """`_segment` of ``blocks · every`` steps that also returns the flat iterate after each
+    block of ``every`` steps and the block's mean batch loss."""
+    body = functools.partial(_step, loss_fn, opt, mode, batch_size, sampler)
+    zero = jnp.zeros_like(carry.loss_sum)
+
+    def block(state, _):
+        c, total = state
+        c = jax.lax.fori_loop(0, every, lambda _, cc: body(cc, data, key), c._replace(loss_sum=zero))
+        return (c, total + c.loss_sum), (ravel_pytree(c.params)[0], c.loss_sum / every)
+
+    (carry, total), kept = jax.lax.scan(block, (carry, zero), None, length=blocks)
+    return carry._replace(loss_sum=total), kept
+
+
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _one_step(carry, data, key, *, loss_fn, opt, mode, batch_size, sampler):
     return _step(loss_fn, opt, mode, batch_size, sampler, carry, data, key)
@@ -205,6 +235,24 @@ def _python_segment(carry, num_steps, data, key, **static):
     for _ in range(int(num_steps)):
         carry = _one_step(carry, data, key, **static)
     return carry
+
+
+def _run_segment(compiled, carry, num_steps, data, key, every, **static):
+    """``(carry, kept)``: ``num_steps`` steps; ``kept`` = (flat iterates, block losses) every
+    ``every`` steps (numpy), or None when ``every`` is None."""
+    if not every:
+        run = _segment if compiled else _python_segment
+        return run(carry, jnp.asarray(num_steps, jnp.int32), data, key, **static), None
+    if compiled:
+        carry, (flat, losses) = _traced_segment(carry, data, key, blocks=num_steps // every, every=every, **static)
+        return carry, (np.asarray(flat), np.asarray(losses))
+    flat, losses, total = [], [], jnp.zeros_like(carry.loss_sum)
+    for _ in range(num_steps // every):
+        carry = _python_segment(carry, every, data, key, **static)
+        total = total + carry.loss_sum
+        flat.append(np.asarray(ravel_pytree(carry.params)[0]))
+        losses.append(np.asarray(carry.loss_sum / every))
+    return carry._replace(loss_sum=total), (np.stack(flat), np.stack(losses))
 
 
 # ---- the npz file ------------------------------------------------------------------------
@@ -229,6 +277,8 @@ def _save(path, config, carry, rows, kept, probe_state):
             arrays |= {f"probe/{pname}/{i}/{k}": v for k, v in out.items()}
     for pname, state in probe_state.items():
         arrays |= {f"state/{pname}/{k}": v for k, v in state.items()}
+    for i, (flat, losses) in enumerate(rows.get("iterates", [])):
+        arrays |= {f"iterates/{i}": flat, f"iterate_losses/{i}": losses}
     for j, (s, p) in enumerate(kept):
         arrays[f"kept_step/{j}"] = np.asarray(s)
         arrays |= _leaves(f"kept/{j}/", p)
@@ -248,19 +298,23 @@ def _load(path, config, carry):
         rows = {name: f[name].tolist() for name in ("steps", "times", "losses", "train_losses")}
         rows["probes"] = {p: [{} for _ in range(T)] for p in config["probes"]}
         state = {p: {} for p in config["probes"]}
-        kept = {}
+        kept, iterates = {}, {}
         for key in f.files:
             parts = key.split("/")
             if parts[0] == "probe":
                 rows["probes"][parts[1]][int(parts[2])]["/".join(parts[3:])] = f[key]
             elif parts[0] == "state":
                 state[parts[1]]["/".join(parts[2:])] = f[key]
+            elif parts[0] in ("iterates", "iterate_losses"):
+                iterates.setdefault(int(parts[1]), {})[parts[0]] = f[key]
             elif parts[0] == "kept_step":
                 j = int(parts[1])
                 kept[j] = (int(f[key]), _rebuild(f, f"kept/{j}/", carry.params))
         carry = _Carry(_rebuild(f, "params/", carry.params), _rebuild(f, "opt_state/", carry.opt_state),
                        jnp.asarray(rows["steps"][-1], carry.step.dtype), _rebuild(f, "last_update/", carry.params),
                        carry.loss_sum)
+    if "iterates_every" in config:
+        rows["iterates"] = [(iterates[i]["iterates"], iterates[i]["iterate_losses"]) for i in sorted(iterates)]
     return carry, rows, [kept[j] for j in sorted(kept)], state
 
 
@@ -313,6 +367,7 @@ def record(
     path=None,
     compiled: bool = True,
     callback: Callable | None = None,
+    iterates_every: int | None = None,
 ) -> Trajectory:
     """Train with ``optimizer`` for ``steps`` steps and record at the checkpoints.
 
@@ -338,6 +393,8 @@ def record(
       path: an ``.npz`` to write after every checkpoint and to resume from.
       compiled: False runs one jitted step per Python iteration (same result).
       callback: called as ``callback(index, step, loss)`` after each checkpoint (progress).
+      iterates_every: keep the flat iterate after every this many steps, inside the
+        compiled loop (module docstring); must divide every gap between checkpoints.
 
     Raises:
       TrainingDiverged: (a ``FloatingPointError``) when the loss at a checkpoint, or the sum
@@ -357,29 +414,40 @@ def record(
     every = 1 if keep_params is True else int(keep_params)
     if every < 0:
         raise ValueError(f"keep_params must be a bool or an int >= 1, got {keep_params!r}")
+    if iterates_every is not None:
+        if not (isinstance(iterates_every, (int, np.integer)) and iterates_every >= 1
+                and np.all(np.diff(marks) % iterates_every == 0) and marks[0] % iterates_every == 0):
+            raise ValueError(f"iterates_every must be an int >= 1 dividing every checkpoint and gap "
+                             f"(checkpoints {marks.tolist()}), got {iterates_every!r}")
+        iterates_every = int(iterates_every)
     eval_data = data if eval_data is None and mode != "online" else eval_data
     leaves = jax.tree_util.tree_leaves(params)
     config = {"steps": int(steps), "checkpoints": marks.tolist(), "mode": mode, "batch_size": batch_size,
               "seed": int(seed), "time_per_step": float(time_per_step), "keep_params": every,
               "probes": list(probes), "optimizer": type(optimizer).__name__,
               "params": [[list(np.shape(x)), str(jnp.asarray(x).dtype)] for x in leaves]}
+    if iterates_every:
+        config["iterates_every"] = iterates_every
 
     dtype = jnp.result_type(*leaves) if leaves else jnp.float32
     carry = _Carry(params, optimizer.init(params), jnp.asarray(0, jnp.int32),
                    jax.tree_util.tree_map(jnp.zeros_like, params), jnp.zeros((), dtype))
     rows = {"steps": [], "times": [], "losses": [], "train_losses": [], "probes": {p: [] for p in probes}}
+    if iterates_every:
+        rows["iterates"] = []
     kept, probe_state = [], {p: {} for p in probes}
     if path is not None and os.path.exists(path):
         carry, rows, kept, probe_state = _load(path, config, carry)
     key = jax.random.PRNGKey(seed)
     static = dict(loss_fn=loss_fn, opt=optimizer, mode=mode, batch_size=batch_size, sampler=sampler)
-    run = _segment if compiled else _python_segment
     evaluate = _jitted(loss_fn)
     for index in range(len(rows["steps"]), marks.size):
         done = int(carry.step)
         n = int(marks[index]) - done
         if n > 0:
-            carry = run(carry, jnp.asarray(n, jnp.int32), data, key, **static)
+            carry, block = _run_segment(compiled, carry, n, data, key, iterates_every, **static)
+            if block is not None:
+                rows["iterates"].append(block)
         step = int(carry.step)
         time = step * float(time_per_step)
         loss = float(evaluate(carry.params, eval_data)) if eval_data is not None else float("nan")
@@ -410,4 +478,14 @@ def record(
         train_losses=np.asarray(rows["train_losses"], dtype=np.float64), probes=rows["probes"],
         params=tuple(p for _, p in kept) if every else None,
         param_steps=np.asarray([s for s, _ in kept], dtype=np.int64) if every else None,
-        final_params=carry.params, probe_state=probe_state, config=config)
+        final_params=carry.params, probe_state=probe_state, config=config, **_iterate_fields(rows, iterates_every, marks))
+
+
+def _iterate_fields(rows, every, marks) -> dict:
+    if not every:
+        return {}
+    flat = [f for f, _ in rows["iterates"]]
+    losses = [l for _, l in rows["iterates"]]
+    return {"iterates": np.concatenate(flat) if flat else None,
+            "iterate_steps": np.arange(every, int(marks[-1]) + 1, every, dtype=np.int64),  # from step 0
+            "iterate_losses": np.concatenate(losses) if losses else None}

@@ -1,7 +1,7 @@
 """Diffusion maps of SGD trajectories: the experiments of ``DYNAMICS.md`` §D5 and their CLI.
 
-``ufm dynamics dmap --task {quadratic,ufm,mnist}``: run SGD (optax, one ``lax.scan``), keep
-every ``record_every``-th iterate, and compare the trajectory's diffusion dimension and
+``ufm dynamics dmap --task {quadratic,ufm,mnist}``: run SGD (`ufm.dynamics.record` with
+``optax.sgd``), keep every ``record_every``-th iterate, and compare the trajectory's diffusion dimension and
 spectral gap with the Hessian's outliers at the end point (``docs/diffusion_maps.md`` §6):
 
 * ``quadratic``: ``f(θ) = ½ θᵀHθ`` on R^dim, H of rank r, gradient noise of covariance
@@ -9,7 +9,8 @@ spectral gap with the Hessian's outliers at the end point (``docs/diffusion_maps
 * ``ufm``: mini-batch SGD (columns of H_1) on a linear-MSE deep UFM from its DNC point
   (`ufm.theory.construct_optimum`), full dense Hessian, outliers by the gap rule;
 * ``mnist``: a small MLP (``ufm.networks``) on the shipped MNIST split, pre-trained with
-  Adam, then mini-batch SGD; top Hessian eigenpairs by `ufm.curvature.top_eigenpairs`.
+  Adam, then mini-batch SGD; top Hessian eigenpairs by the Krylov route of
+  `ufm.curvature.spectrum` (the dense Hessians of the other tasks by its dense route).
 
 Every ``run_*`` returns a `DiffusionReport`; ``progress`` (optional) is called with one line
 per stage (the CLI prints them on stderr).
@@ -18,6 +19,7 @@ per stage (the CLI prints them on stderr).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import sys
 import time
@@ -27,7 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jax.flatten_util import ravel_pytree
+
+from .. import curvature
 from ._diffusion_map import TrajectoryDiffusion, analyze_trajectory
+from ._trajectory import record
 
 __all__ = ["DiffusionReport", "TASKS", "diffusion_figure", "run", "run_quadratic", "run_ufm", "run_mnist",
            "add_cli", "run_cli"]
@@ -55,30 +61,19 @@ class DiffusionReport:
 
 
 # ---- SGD trajectories -------------------------------------------------------------------
-def _sgd_trajectory(value_and_noisy_grad, theta0, *, steps: int, learning_rate: float, record_every: int, seed: int):
-    """Plain SGD ``θ ← θ − η g(θ, key)`` (``optax.sgd``), one compiled ``lax.scan``.
+def _sgd_trajectory(loss_fn, params, *, steps: int, learning_rate: float, record_every: int, seed: int, **batches):
+    """Plain SGD ``θ ← θ − η ∇loss_fn(θ, batch)`` (``optax.sgd``) by `ufm.dynamics.record`,
+    one compiled loop keeping the iterate every ``record_every`` steps (``iterates_every``);
+    ``batches``: `record`'s ``data`` / ``batch_size`` / ``sampler``.
 
-    ``value_and_noisy_grad(θ, key) -> (loss, g)`` on a flat θ. Returns ``(iterates, steps,
-    losses)``: the ``steps // record_every`` iterates after every ``record_every`` steps
-    (float32 rows, to halve the memory of long trajectories), their step numbers, and the
-    mini-batch loss of the last step of each block.
+    Returns ``(iterates, steps, losses)``: the ``steps // record_every`` flat iterates after
+    every ``record_every`` steps (float32 rows, to halve the memory of long trajectories),
+    their step numbers, and the mean training-batch loss over the steps of each block.
     """
-    opt = optax.sgd(learning_rate)
     n = steps // record_every
-
-    def block(carry, key):
-        def step(c, k):
-            theta, state = c
-            value, g = value_and_noisy_grad(theta, k)
-            upd, state = opt.update(g, state, theta)
-            return (optax.apply_updates(theta, upd), state), value
-
-        carry, values = jax.lax.scan(step, carry, jax.random.split(key, record_every))
-        return carry, (carry[0].astype(jnp.float32), values[-1])
-
-    run = jax.jit(lambda th, keys: jax.lax.scan(block, (th, opt.init(th)), keys)[1])
-    thetas, losses = run(jnp.asarray(theta0), jax.random.split(jax.random.PRNGKey(seed), n))
-    return np.asarray(thetas), record_every * np.arange(1, n + 1), np.asarray(losses)
+    traj = record(loss_fn, params, optax.sgd(learning_rate), steps=n * record_every, checkpoints=[0],
+                  iterates_every=record_every, seed=seed, **batches)
+    return traj.iterates.astype(np.float32), traj.iterate_steps, traj.iterate_losses
 
 
 def _progress(message: str, progress) -> None:
@@ -87,12 +82,9 @@ def _progress(message: str, progress) -> None:
 
 
 def _dense_eigh(loss, theta):
-    """Eigenvalues / vectors (descending) of the dense Hessian (`ufm.curvature.hessian`)."""
-    from .. import curvature
-
-    H = np.asarray(curvature.hessian(loss, theta), np.float64)
-    lam, U = np.linalg.eigh(0.5 * (H + H.T))
-    return lam[::-1], U[:, ::-1]
+    """Eigenvalues / vectors (descending) of the dense Hessian (`ufm.curvature.spectrum`)."""
+    s = curvature.spectrum(loss, theta, method="dense")
+    return np.asarray(s.eigenvalues), np.asarray(s.eigenvectors)
 
 
 def _analyze(task, config, thetas, steps, losses, lam, U, t0, progress, **kw) -> DiffusionReport:
@@ -128,24 +120,28 @@ def run_quadratic(*, dim: int = 50, rank: int = 3, steps: int = 40_000, seed: in
     Q = np.linalg.qr(rng.standard_normal((dim, rank)))[0]
     h = np.linspace(1.0, 2.0, rank)
     H = jnp.asarray((Q * h) @ Q.T)
-    B = jnp.asarray(Q * np.sqrt(h))  # B Bᵀ = H
-
-    def loss(theta):
-        return 0.5 * theta @ H @ theta
-
-    def value_and_noisy_grad(theta, key):
-        return loss(theta), H @ theta + noise * B @ jax.random.normal(key, (rank,), theta.dtype)
+    B = jnp.asarray(noise * Q * np.sqrt(h))  # B Bᵀ = σ² H
 
     _progress(f"quadratic: {steps} SGD steps in R^{dim}, Hessian rank {rank}", progress)
     theta0 = jnp.asarray(rng.standard_normal(dim))
-    thetas, st, losses = _sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
-                                        record_every=record_every, seed=seed)
-    lam, U = _dense_eigh(loss, jnp.asarray(thetas[-1], theta0.dtype))
+    thetas, st, losses = _sgd_trajectory(_noisy_quadratic, theta0, steps=steps, learning_rate=learning_rate,
+                                        record_every=record_every, seed=seed, sampler=_quadratic_noise,
+                                        data={"H": H, "B": B})
+    lam, U = _dense_eigh(lambda th: 0.5 * th @ H @ th, jnp.asarray(thetas[-1], theta0.dtype))
     return _analyze("quadratic", config, thetas, st, losses, lam[: rank + 10], U[:, : rank + 10], t0, progress)
 
 
-def _fixed_batch(value_and_noisy_grad, cols):
-    return lambda theta, key: value_and_noisy_grad(theta, key, cols)
+def _noisy_quadratic(theta, batch):
+    """Value ``½ θᵀHθ``, gradient ``Hθ + ξ``: the noise ``ξ = batch["noise"]`` enters the
+    gradient only (``θ·ξ − stop_gradient(θ·ξ)`` is 0 with gradient ξ)."""
+    tilt = theta @ batch["noise"]
+    return 0.5 * theta @ batch["H"] @ theta + tilt - jax.lax.stop_gradient(tilt)
+
+
+def _quadratic_noise(key, data):
+    """The `record` sampler of the quadratic task: ``ξ = B z``, ``z ~ N(0, I_r)``."""
+    B = data["B"]
+    return {"H": data["H"], "noise": B @ jax.random.normal(key, (B.shape[1],), B.dtype)}
 
 
 def _stationary_covariance(lam, U, C, learning_rate):
@@ -156,6 +152,21 @@ def _stationary_covariance(lam, U, C, learning_rate):
     Ct = V.T @ C @ V
     St = learning_rate * Ct / (h[:, None] + h[None, :] - learning_rate * np.outer(h, h))
     return V @ St @ V.T
+
+
+def _ufm_batch_loss(spec, params, batch):
+    """The UFM loss on the columns ``batch["cols"]`` of H_1 (labels ``batch["labels"]``), the
+    ridge over all parameters."""
+    from ..model import UFMParams, forward, output_loss, regularizer
+
+    Z = forward(spec, UFMParams(params.H1[:, batch["cols"]], params.Ws)).output
+    return output_loss(spec.loss, Z, batch["labels"]) + regularizer(spec, params)
+
+
+def _mnist_loss(spec, params, batch):
+    from .. import networks as nets
+
+    return nets.network_loss(spec, params, batch["X"], batch["y"])
 
 
 def _ufm_spec():
@@ -169,11 +180,8 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
             progress=None) -> DiffusionReport:
     """Mini-batch SGD (``batch_size`` columns of H_1, the ridge over all parameters) on a
     linear-MSE deep UFM (K = 3, n = 4, L = 2, d = 6, λ = 5e-3), started at its DNC point."""
-    from jax.flatten_util import ravel_pytree
-
     from .. import model
     from ..curvature import count_outliers
-    from ..model import UFMParams, forward, output_loss, regularizer
     from ..theory import construct_optimum, dnc_solution
 
     spec = _ufm_spec()
@@ -183,30 +191,20 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
     t0 = time.perf_counter()
     p0 = construct_optimum(spec, seed)
     theta0, unravel = ravel_pytree(p0)
-    labels = jnp.asarray(spec.class_index)
-
-    def value_and_noisy_grad(theta, key, cols=None):
-        if cols is None:
-            cols = jax.random.choice(key, spec.num_samples, (batch_size,), replace=False)
-
-        def batch_loss(th):
-            p = unravel(th)
-            Z = forward(spec, UFMParams(p.H1[:, cols], p.Ws)).output
-            return output_loss(spec.loss, Z, labels[cols]) + regularizer(spec, p)
-
-        return jax.value_and_grad(batch_loss)(theta)
+    loss = functools.partial(_ufm_batch_loss, spec)
+    data = {"cols": jnp.arange(spec.num_samples), "labels": jnp.asarray(spec.class_index)}
 
     _progress(f"ufm: {steps} SGD steps (batch {batch_size}) from the DNC point, {theta0.size} parameters", progress)
-    thetas, st, losses = _sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
-                                        record_every=record_every, seed=seed)
+    thetas, st, losses = _sgd_trajectory(loss, p0, steps=steps, learning_rate=learning_rate,
+                                        record_every=record_every, seed=seed, data=data, batch_size=batch_size)
     full = model.loss_fn(spec)
     lam, U = _dense_eigh(lambda th: full(unravel(th)), jnp.asarray(thetas[-1], theta0.dtype))
     positive = lam[lam > 1e-8 * lam[0]]  # the gap rule without the exactly flat (symmetry) directions
     # the stationary covariance the linearised SGD predicts, from the exact mini-batch noise (every batch)
     batches = jnp.asarray(list(itertools.combinations(range(spec.num_samples), batch_size)))
-    keys = jax.random.split(jax.random.PRNGKey(0), batches.shape[0])
-    theta_end = jnp.asarray(thetas[-1], theta0.dtype)
-    grads = np.asarray(jax.vmap(lambda c, k: _fixed_batch(value_and_noisy_grad, c)(theta_end, k)[1])(batches, keys))
+    p_end = unravel(jnp.asarray(thetas[-1], theta0.dtype))
+    grad = jax.grad(loss)
+    grads = np.asarray(jax.vmap(lambda c: ravel_pytree(grad(p_end, {k: v[c] for k, v in data.items()}))[0])(batches))
     Sigma = _stationary_covariance(lam, U, np.cov(grads.T, bias=True), learning_rate)
     return _analyze("ufm", config, thetas, st, losses, lam, U, t0, progress,
                     optimal_loss=dnc_solution(spec).optimal_loss, final_loss=float(full(unravel(thetas[-1]))),
@@ -220,9 +218,7 @@ def run_mnist(*, steps: int = 10_000, seed: int = 0, per_class: int = 30, hidden
               progress=None) -> DiffusionReport:
     """A small MLP (784 → hidden → width → 10, MSE, λ_W = 5e-4) on ``per_class`` shipped MNIST
     images per class: Adam for ``pretrain_steps`` full-batch steps, then mini-batch SGD."""
-    from jax.flatten_util import ravel_pytree
-
-    from .. import curvature, networks as nets
+    from .. import networks as nets
 
     config = dict(task="mnist", steps=steps, seed=seed, per_class=per_class, hidden=hidden, width=width,
                      pretrain_steps=pretrain_steps, batch_size=batch_size, learning_rate=learning_rate,
@@ -234,28 +230,20 @@ def run_mnist(*, steps: int = 10_000, seed: int = 0, per_class: int = 30, hidden
                             lambda_W=5e-4)
     dtype = jnp.zeros(()).dtype
     X, y = jnp.asarray(data.X, dtype), jnp.asarray(data.labels)
-    theta0, unravel = ravel_pytree(nets.init_network(spec, seed, dtype=dtype))
+    p0 = nets.init_network(spec, seed, dtype=dtype)
+    theta0, unravel = ravel_pytree(p0)
     full = jax.jit(lambda th: nets.network_loss(spec, unravel(th), X, y))
+    loss, train = functools.partial(_mnist_loss, spec), {"X": X, "y": y}
 
     _progress(f"mnist: {pretrain_steps} Adam steps on {X.shape[0]} images, {theta0.size} parameters", progress)
-    adam = optax.adam(1e-3)
+    if pretrain_steps:
+        p0 = record(loss, p0, optax.adam(1e-3), steps=pretrain_steps, checkpoints=[0], data=train, seed=seed).final_params
 
-    def pre(c, _):
-        th, s = c
-        upd, s = adam.update(jax.grad(full)(th), s, th)
-        return (optax.apply_updates(th, upd), s), None
-
-    theta0 = jax.jit(lambda th: jax.lax.scan(pre, (th, adam.init(th)), None, pretrain_steps)[0][0])(theta0)
-
-    def value_and_noisy_grad(theta, key):
-        idx = jax.random.choice(key, X.shape[0], (batch_size,), replace=False)
-        return jax.value_and_grad(lambda th: nets.network_loss(spec, unravel(th), X[idx], y[idx]))(theta)
-
-    _progress(f"mnist: {steps} SGD steps (batch {batch_size}), loss {float(full(theta0)):.4g} after Adam", progress)
-    thetas, st, losses = _sgd_trajectory(value_and_noisy_grad, theta0, steps=steps, learning_rate=learning_rate,
-                                        record_every=record_every, seed=seed)
+    _progress(f"mnist: {steps} SGD steps (batch {batch_size}), loss {float(loss(p0, train)):.4g} after Adam", progress)
+    thetas, st, losses = _sgd_trajectory(loss, p0, steps=steps, learning_rate=learning_rate,
+                                        record_every=record_every, seed=seed, data=train, batch_size=batch_size)
     _progress(f"mnist: top {hessian_k} Hessian eigenpairs at the end point", progress)
-    top = curvature.top_eigenpairs(full, jnp.asarray(thetas[-1], dtype), k=hessian_k, seed=seed)
+    top = curvature.spectrum(full, jnp.asarray(thetas[-1], dtype), k=hessian_k, method="krylov", seed=seed)
     accuracy = nets.accuracy(spec, unravel(jnp.asarray(thetas[-1], dtype)), X, y)
     return _analyze("mnist", config, thetas, st, losses, top.eigenvalues, top.eigenvectors, t0, progress,
                     final_loss=float(full(jnp.asarray(thetas[-1], dtype))), train_accuracy=accuracy,
