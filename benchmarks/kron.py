@@ -1,6 +1,6 @@
 """Layer-wise Hessian spectrum: Kronecker closed form vs dense autodiff, d × d layers.
 
-For a linear MSE layer the data-Hessian block is exactly ``AᵀA ⊗ H̃H̃ᵀ/N`` (``MATH.md`` §4),
+For a linear MSE layer the data-Hessian block is exactly ``AᵀA ⊗ H̃H̃ᵀ/N`` (``docs/theory.md`` §4),
 so `ufm.theory.layer_hessian_spectrum` (through `kron_eigh`) never forms the P × P block
 (P = d²). The dense route builds the block and calls `eigvalsh` (`ufm.curvature.spectrum`);
 it is run only while the block fits (P <= 4096 here). Printed: times, the ratio and the

@@ -1,4 +1,4 @@
-"""Figure 1: layer-wise data-Hessian spectra of a trained linear deep UFM (``MATH.md`` §4).
+"""Figure 1: layer-wise data-Hessian spectra of a trained linear deep UFM (``docs/theory.md`` §4).
 
 Each block ``∇²_{W_l}Φ`` measured by dense autodiff at the end of training: K² outliers at
 the predicted ``λ_lγ/(1−γ)``, the rest a zero bulk (rounding level, drawn hollow at the floor).

@@ -1,4 +1,4 @@
-"""Figure 2: training dynamics of the layer-wise outliers (``MATH.md`` §4).
+"""Figure 2: training dynamics of the layer-wise outliers (``docs/theory.md`` §4).
 
 Along line-search GD from random init: the K² top eigenvalues of each block ``∇²_{W_l}Φ``
 converge to ``λ_lγ/(1−γ)``, and the alignment ``f(v) = (vᵀHv)²/(‖v‖²‖Hv‖²)`` of the predicted

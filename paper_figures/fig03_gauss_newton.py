@@ -1,4 +1,4 @@
-"""Figure 3: Papyan's split of the Gauss–Newton block, ``G = G_class + G_cross + G_within`` (``MATH.md`` §4).
+"""Figure 3: Papyan's split of the Gauss–Newton block, ``G = G_class + G_cross + G_within`` (``docs/theory.md`` §4).
 
 Measured by autodiff (`ufm.curvature.papyan_decomposition`, per-sample Jacobians) at the
 trained linear-MSE state: G_class has K outliers, G_cross K(K−1), both at ``λ_lγ/(1−γ)``;

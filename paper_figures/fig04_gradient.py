@@ -1,4 +1,4 @@
-"""Figure 4: the data gradient in the outlier eigenbasis, over training (``MATH.md`` §4).
+"""Figure 4: the data gradient in the outlier eigenbasis, over training (``docs/theory.md`` §4).
 
 At the MSE optimum ``∇_{W_l}Φ = −λ_l W_l ∝ Σ_c μ_c^{(l+1)} ⊗ μ_c^{(l)}``: squared coefficients
 1/K on the K "diagonal" eigenvectors ``μ̂_c^{(l+1)} ⊗ μ̂_c^{(l)}``, 0 on the K(K−1) others, and

@@ -1,4 +1,4 @@
-"""Figure 5: the full data Hessian over W_1..W_L against the layer-wise one (``MATH.md`` §4).
+"""Figure 5: the full data Hessian over W_1..W_L against the layer-wise one (``docs/theory.md`` §4).
 
 At the linear-MSE optimum the cross-layer blocks carry the residual term (``Z − Y = (γ−1)Y``).
 The closed form (`ufm.theory.full_hessian_spectrum`): K(K−1)/2 antisymmetric outliers
@@ -33,7 +33,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     sol = ufm.theory.dnc_solution(spec)
     lam = spec.lambdas[0]  # the symlog scale
     layerwise = sol.layer_outliers[0][0]
-    top_T, top_S = sol.full_levels.antisymmetric[0], sol.full_levels.symmetric[0]  # MATH.md §4
+    top_T, top_S = sol.full_levels.antisymmetric[0], sol.full_levels.symmetric[0]  # docs/theory.md §4
     vals, pred = data["vals"], np.sort(data["pred"])[::-1]
     err = np.max(np.abs(vals - pred)) / np.max(np.abs(pred))
     with plotting.use_style():

@@ -1,4 +1,4 @@
-"""Figure 6: weights' singular values per layer and the class-mean geometry (``MATH.md`` §2, §3, §5).
+"""Figure 6: weights' singular values per layer and the class-mean geometry (``docs/theory.md`` §2, §3, §5).
 
 MSE: each W_l has K equal singular values ``σ_l² = γ(1−γ)/(Kλ_l)``, class means form an
 orthogonal frame (``MᵀM ∝ I_K``). CE: K−1 equal singular values ``σ_l² = (1−p)α/((K−1)λ_l)``,

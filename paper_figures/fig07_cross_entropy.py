@@ -1,4 +1,4 @@
-"""Figure 7: cross-entropy layer-wise spectra, (K−1)² outliers in three levels (``MATH.md`` §5).
+"""Figure 7: cross-entropy layer-wise spectra, (K−1)² outliers in three levels (``docs/theory.md`` §5).
 
 At the CE DNC point (simplex ETF, ``p = e^α/(e^α+K−1)``) each block ``∇²_{W_l}Φ`` has rank
 (K−1)²: ``αλ_l p`` (×1), ``(αλ_l/K)[1+(Kp−1)(K−2)/(K−1)]`` (×(K−1)) and ``αλ_l/K``
@@ -32,7 +32,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         fig, axes = plotting.figure(1, L, columns=2 if L > 1 else 1, height=2.3, sharey=True)
         axes = np.atleast_1d(axes)
         for l, ax in enumerate(axes, start=1):
-            levels = sol.layer_outliers[l - 1]  # MATH.md §5, this layer's λ_l
+            levels = sol.layer_outliers[l - 1]  # docs/theory.md §5, this layer's λ_l
             vals = data[f"eig{l}"]
             ax.plot(np.arange(1, show + 1), vals[:show], "o", color=plotting.COLORS[0], label="autodiff")
             for i, (v, m, nm) in enumerate(zip(levels, mults, names)):

@@ -1,4 +1,4 @@
-"""Figure 8: ReLU deep UFMs — the derivative-at-0 convention decides the spectrum (``MATH.md`` §6).
+"""Figure 8: ReLU deep UFMs — the derivative-at-0 convention decides the spectrum (``docs/theory.md`` §6).
 
 At the constructed MSE optimum (non-negative frames, exact zeros in the features):
 σ'(0) = 1 reproduces the linear K² outliers; σ'(0) = 0 (``jax.nn.relu``) leaves only K for

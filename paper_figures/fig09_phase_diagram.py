@@ -1,4 +1,4 @@
-"""Figure 9: the (λ_W, λ_H) phase diagram of the linear MSE deep UFM (``MATH.md`` §3).
+"""Figure 9: the (λ_W, λ_H) phase diagram of the linear MSE deep UFM (``docs/theory.md`` §3).
 
 ``b = K^{L+1} n λ_H λ_W^L``: the DNC point is the global minimiser iff ``b < (L−1)^{L−1}/L^{2L}``
 (L = 1: ``K²nλ_Wλ_H < 1``), with ``Z* = γY``, γ the largest root of ``γ^{L−1}(1−γ)^{L+1} = b``;

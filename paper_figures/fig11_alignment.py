@@ -1,4 +1,4 @@
-"""Figure 11: SGD aligns with the emerging outlier eigenspaces (``DYNAMICS.md`` §D2, ``docs/alignment.md``).
+"""Figure 11: SGD aligns with the emerging outlier eigenspaces (``docs/dynamics.md`` §D2, ``docs/alignment.md``).
 
 (a) k-GMM, one-pass SGD of softmax regression: alignment of each class block x^c with the
 top-k eigenspace of its Hessian block H_cc and G-matrix block G_cc, at a high and a low SNR
@@ -128,7 +128,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         files = plotting.savefig(fig, os.path.join(out_dir, "fig11_alignment"))
     kc, xc, uc = hi["config"], xr["config"], ur["config"]
     fin = {key: np.round(hi["summary"][key], 3).tolist() for key in ("block_alignment_hessian", "block_alignment_g")}
-    caption = (f"SGD aligns with the emerging outlier eigenspaces (Ben Arous et al. 2024; DYNAMICS §D2). (a, b) k-GMM "
+    caption = (f"SGD aligns with the emerging outlier eigenspaces (Ben Arous et al. 2024; docs/dynamics.md §D2). (a, b) k-GMM "
                f"k={kc['num_classes']}, d={kc['dim']}, ridge β={kc['ridge']:g}, δ={kc['lr_scale']:g}/d, M="
                f"{kc['test_samples']} test samples, λ = {kc['snr']:g} (solid) and {lo['config']['snr']:g} (dashed); "
                f"bands: min–max over classes. Final alignment at λ={kc['snr']:g}: H {fin['block_alignment_hessian']}, "

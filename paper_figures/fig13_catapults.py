@@ -1,4 +1,4 @@
-"""Figure 13: catapults in GD and SGD [ZLRB] (``docs/catapults.md``; ``DYNAMICS.md`` §D4).
+"""Figure 13: catapults in GD and SGD [ZLRB] (``docs/catapults.md``; ``docs/dynamics.md`` §D4).
 
 Top row: full-batch GD on the x₁x₂ target with a 2-layer NTK ReLU network at η = 0.5 η_crit
 (monotone) and 1.5 η_crit (a catapult): loss, P_s L and P_s^⊥ L (s = 5) and λ_max(K) with

@@ -1,4 +1,4 @@
-"""Figure 14: diffusion maps of SGD trajectories (``DYNAMICS.md`` §D5, ``docs/diffusion_maps.md``).
+"""Figure 14: diffusion maps of SGD trajectories (``docs/dynamics.md`` §D5, ``docs/diffusion_maps.md``).
 
 Rows: SGD with noise ∝ H on a rank-3 quadratic in R^50 (the trajectory is a 3-dimensional
 Gaussian cloud: three slow modes above a gap, dimension ≈ 3, R² ≈ 1 against the Hessian

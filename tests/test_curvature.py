@@ -112,7 +112,7 @@ def test_ggn_equals_hessian_for_a_linear_layer_block_of_the_ufm():
         H = C.hessian(data_loss, params, [layer])
         G = C.ggn(model_fn, output_loss, params, [layer])
         np.testing.assert_allclose(G, H, rtol=0, atol=1e3 * EPS * np.abs(H).max())
-    # ...but not over two layers: the cross blocks carry the residual (Z − Y ≠ 0, MATH §4)
+    # ...but not over two layers: the cross blocks carry the residual (Z − Y ≠ 0, docs/theory.md §4)
     R = C.materialize(C.residual_operator(model_fn, output_loss, params, leaves=[1, 2]))
     assert np.abs(R).max() > 1e-3 * np.abs(H).max()
 

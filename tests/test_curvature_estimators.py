@@ -1,6 +1,6 @@
 """ufm.curvature estimators and decompositions: Hutchinson trace, SLQ density, Papyan's
 split of the GGN, per-sample gradient moments — against dense float64 matrices,
-algebraic identities and the closed forms of MATH.md §4 (with γ read off the trained Z)."""
+algebraic identities and the closed forms of docs/theory.md §4 (with γ read off the trained Z)."""
 
 import jax
 import jax.numpy as jnp
@@ -89,7 +89,7 @@ def test_papyan_split_at_neural_collapse_matches_math_section_4():
     G = np.asarray(C.ggn(model_fn, output_loss, params, [layer]))
     scale = np.abs(G).max()
     np.testing.assert_allclose(parts.ggn, G, rtol=0, atol=1e3 * EPS * scale)
-    # MATH §4: G_class rank K, G_cross rank K(K−1), G_within = 0, one common eigenvalue
+    # docs/theory.md §4: G_class rank K, G_cross rank K(K−1), G_within = 0, one common eigenvalue
     assert (_rank(parts.class_), _rank(parts.cross)) == (K, K * (K - 1))
     assert np.abs(parts.within).max() < 1e-8 * scale
     outlier = np.linalg.eigvalsh(np.asarray(C.hessian(data_loss, params, [layer])))[-1]
@@ -120,7 +120,7 @@ def test_gradient_structure_at_neural_collapse_matches_math_section_4():
     data_loss, _, model_fn, _ = ufm_functions()
     K, layer = spec.num_classes, 2
     Z = np.asarray(model_fn(params))
-    gamma = Z[spec.targets == 1].mean()  # Z* = γY at the optimum (MATH §3)
+    gamma = Z[spec.targets == 1].mean()  # Z* = γY at the optimum (docs/theory.md §3)
     assert np.abs(Z - gamma * spec.targets).max() < 1e-6
     lam = spec.lambdas[layer - 1]
     gm = C.gradient_moments(_ufm_per_sample_loss(spec, model_fn), params, [layer])

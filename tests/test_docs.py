@@ -135,7 +135,6 @@ def test_every_cited_section_exists():
     assert not missing, "\n".join(missing)
 
 
-@pytest.mark.xfail(strict=False, reason="the lead rewrites the old citations to docs/*.md at merge time")
 @pytest.mark.parametrize("old", OLD_NOTES)
 def test_no_citation_of_the_old_notes_remains(old):
     """(b) The code cites the shipped docs, not notes outside the repository."""

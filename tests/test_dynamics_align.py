@@ -39,7 +39,7 @@ def test_softmax_closed_forms_equal_autodiff(small_gmm):
     np.testing.assert_allclose(hess(params, batch[0], beta), H, atol=1e-14)
     J = D.per_sample_grads(loss, params, batch)
     np.testing.assert_allclose(jax.jit(D.softmax_per_sample_grads)(params, *batch, beta), J, atol=1e-14)
-    # the data Hessian annihilates every 1 ⊗ w (rank(diag π − ππᵀ) = k − 1, DYNAMICS §D2)
+    # the data Hessian annihilates every 1 ⊗ w (rank(diag π − ππᵀ) = k − 1, docs/dynamics.md §D2)
     w = RNG.standard_normal(6)
     np.testing.assert_allclose(hess(params, batch[0], 0.0) @ np.tile(w, 3), 0, atol=1e-14)
 

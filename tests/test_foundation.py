@@ -163,7 +163,7 @@ def test_class_means_rejects_missing_class():
 
 # ---- training --------------------------------------------------------------------------
 def _sigma_dnc(spec):
-    """σ_l from MATH §3 via an independent route: brentq on the scale equation, largest root."""
+    """σ_l from docs/theory.md §3 via an independent route: brentq on the scale equation, largest root."""
     K, n, L = spec.num_classes, spec.per_class, spec.depth
     b = K ** (L + 1) * n * spec.lambda_H * np.prod(spec.lambdas)
     f = lambda g: g ** (L - 1) * (1 - g) ** (L + 1) - b  # noqa: E731

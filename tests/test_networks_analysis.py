@@ -74,7 +74,7 @@ def test_compare_layer_at_collapse():
         assert c.num_outliers == k and c.gap > 1e6
         assert c.max_rel_error < 1e-8
         assert c.overlap > 1 - 1e-8 and c.alignment_min > 1 - 1e-8
-        # linear MSE: the data gradient A^T R ⊗ M lies in the outlier space (MATH §4)
+        # linear MSE: the data gradient A^T R ⊗ M lies in the outlier space (docs/theory.md §4)
         assert c.gradient_fraction > 1 - 1e-8
         json.dumps(c.to_dict())
 

@@ -17,7 +17,7 @@ def test_readme_tour_runs_and_agrees():
     spec, pred, meas, top, report = (scope[k] for k in ("spec", "pred", "meas", "top", "report"))
     assert scope["state"].converged and report.passed, [c.to_dict() for c in report.failed]
     K = spec.num_classes
-    # the closed form and the dense measurement of W_2's block: K² outliers at λγ/(1−γ) (MATH.md §4)
+    # the closed form and the dense measurement of W_2's block: K² outliers at λγ/(1−γ) (docs/theory.md §4)
     assert pred.eigenvalues.size == K * K and meas.dim == pred.dim == int(np.prod(spec.weight_shapes[1]))
     np.testing.assert_allclose(meas.eigenvalues[: K * K], pred.eigenvalues, rtol=1e-8)
     np.testing.assert_allclose(pred.eigenvalues, scope["sol"].layer_outliers[1][0], rtol=1e-6)

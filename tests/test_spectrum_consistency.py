@@ -17,7 +17,7 @@ from ufm.spectrum import Spectrum
 
 EIG_RTOL, ANGLE_TOL = 1e-8, 1e-6
 CASES = {
-    # one level ×K² (MSE, MATH.md §4) and three levels 1, K−1, K²−3K+1 (CE, §5)
+    # one level ×K² (MSE, docs/theory.md §4) and three levels 1, K−1, K²−3K+1 (CE, §5)
     "mse": ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=8, lambda_W=(2e-2, 1e-2), lambda_H=2e-2),
     "ce": ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=8, loss="ce", lambda_W=5e-3, lambda_H=5e-3),
 }
@@ -115,7 +115,7 @@ def test_result_types_pass_through_jax_tree_and_compare_field_by_field():
     model = lambda p: ufm.model.forward(spec, p).output  # noqa: E731
     measured = curvature.papyan_decomposition(model, params, spec.class_index, loss="mse", leaves=[1]).spectra()
     assert type(closed) is type(measured)
-    for name in ("G_class", "G_cross"):  # ranks K and K(K−1), one common value (MATH.md §4)
+    for name in ("G_class", "G_cross"):  # ranks K and K(K−1), one common value (docs/theory.md §4)
         c, m = getattr(closed, name), getattr(measured, name)
         np.testing.assert_allclose(m.top(c.eigenvalues.size).eigenvalues, c.eigenvalues, rtol=EIG_RTOL)
         assert np.all(np.abs(m.eigenvalues[c.eigenvalues.size:]) < EIG_RTOL * c.eigenvalues[0])
@@ -129,7 +129,7 @@ def test_result_types_pass_through_jax_tree_and_compare_field_by_field():
 
 def test_dnc_solution_levels_per_layer_against_dense_autodiff():
     """DNCSolution's layer outliers use each layer's own λ_l, and its full-Hessian levels are
-    eigenvalues of the dense full data Hessian with their multiplicities (MATH.md §4)."""
+    eigenvalues of the dense full data Hessian with their multiplicities (docs/theory.md §4)."""
     spec = ufm.UFMSpec(num_classes=2, per_class=1, depth=2, width=3, lambda_H=2e-2, lambda_W=(1e-2, 3e-2))
     params = theory.construct_optimum(spec, 0)
     sol = theory.dnc_solution(spec)

@@ -247,7 +247,7 @@ def test_tail_curvature_formula_at_generic_points(activation, loss_name):
 
 
 def test_layer_hessian_relu_convention():
-    """MATH.md §6: σ'(0) = 1 reproduces the linear spectrum; σ'(0) = 0 leaves K outliers for l < L."""
+    """docs/theory.md §6: σ'(0) = 1 reproduces the linear spectrum; σ'(0) = 0 leaves K outliers for l < L."""
     base = ufm.UFMSpec(num_classes=3, per_class=2, depth=3, width=(6, 7, 6), lambda_H=1e-2, lambda_W=(1e-2, 3e-2, 5e-3))
     lin = th.construct_optimum(base, 3)
     for grad0, counts in ((1.0, [9, 9, 9]), (0.0, [3, 3, 9])):
@@ -285,7 +285,7 @@ def test_full_hessian_vs_autodiff(spec, include_H, regularized, seed):
 
 
 def test_full_hessian_equal_widths_zero_count():
-    """MATH.md §4: exactly L[K(K−1)/2 + K(d−K)] zeros of the regularised Hessian with H_1."""
+    """docs/theory.md §4: exactly L[K(K−1)/2 + K(d−K)] zeros of the regularised Hessian with H_1."""
     spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=3, width=5, lambda_H=2e-2, lambda_W=(1e-2, 4e-2, 2e-2))
     s = th.full_hessian_spectrum(spec, include_H=True, regularized=True)
     K, d, L = 3, 5, 3
@@ -295,7 +295,7 @@ def test_full_hessian_equal_widths_zero_count():
 
 
 def test_full_hessian_equal_lambda_levels():
-    """MATH.md §4, equal λ: top K(K−1)/2 at λ(L−1+γ)/(1−γ), next K(K+1)/2 at λ(L(2γ−1)+1−γ)/(1−γ)."""
+    """docs/theory.md §4, equal λ: top K(K−1)/2 at λ(L−1+γ)/(1−γ), next K(K+1)/2 at λ(L(2γ−1)+1−γ)/(1−γ)."""
     spec = ufm.UFMSpec(num_classes=4, per_class=2, depth=3, width=6, lambda_H=1e-2, lambda_W=1e-2)
     sol = th.dnc_solution(spec)
     g, u, lam, L, K = sol.gamma, sol.one_minus_scale, 1e-2, 3, 4
@@ -403,7 +403,7 @@ def test_gradient_spectrum_vs_autodiff(loss_name, data):
         # the data gradient is −λ_l W_l = −c Σ_c μ̂_c^{(l+1)} ⊗ μ̂_c^{(l)}: squared coefficients 1/K on the diagonal
         assert np.allclose(gs.class_coefficients, -np.eye(K) / math.sqrt(K), atol=1e-12)
         assert abs(gs.outlier_fraction - 1) < 1e-12
-    else:  # MATH.md §5: the data gradient is exactly the top eigenvector
+    else:  # docs/theory.md §5: the data gradient is exactly the top eigenvector
         top = th.layer_hessian_spectrum(spec, p, layer, vectors=True).eigenvectors[:, 0]
         g = gs.gradient.reshape(-1) / np.linalg.norm(gs.gradient)
         assert abs(abs(top @ g) - 1) < 1e-10
@@ -574,7 +574,7 @@ def test_above_threshold_collapses_to_zero():
 
 
 def test_threshold_is_where_zero_wins():
-    """Just below the bound the collapsed loss is < 1/2 (the zero loss); the bound is MATH.md §3's."""
+    """Just below the bound the collapsed loss is < 1/2 (the zero loss); the bound is docs/theory.md §3's."""
     for L in (1, 2, 3, 4):
         bound = th.mse_threshold(L)
         lam = (0.999 * bound / (3 ** (L + 1) * 2)) ** (1 / (L + 1))

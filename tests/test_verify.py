@@ -74,7 +74,7 @@ def test_relu_reports_its_convention(grad0):
     assert report.passed, [c.to_dict() for c in report.failed]
     counts = {c.group: c.predicted for c in report.checks if c.name == "outlier count (gap rule)"}
     K = spec.num_classes
-    if grad0 == 1.0:  # identical to linear: K² outliers at every layer (MATH §6)
+    if grad0 == 1.0:  # identical to linear: K² outliers at every layer (docs/theory.md §6)
         assert all(v == K * K for v in counts.values())
     else:  # jax.nn.relu's convention: fewer outliers before the last layer
         assert counts["layer 1"] < K * K and counts[f"layer {spec.depth}"] == K * K

@@ -31,11 +31,11 @@ _SPEC_HELP = {
     "per_class": ("-n", "n, samples per class"),
     "depth": ("-L", "L, weight layers"),
     "width": ("-d", "d, one value or one per layer"),
-    "activation": (None, "after W_1..W_{L-1} (MATH.md §1)"),
+    "activation": (None, "after W_1..W_{L-1} (docs/theory.md §1)"),
     "loss": (None, "the data term"),
     "lambda_H": (None, "λ_H, ridge on the free features"),
     "lambda_W": (None, "λ_W, one value or one per layer"),
-    "relu_grad0": (None, "ReLU derivative at 0, a value in [0, 1] (MATH.md §6); 1 reproduces the linear spectra"),
+    "relu_grad0": (None, "ReLU derivative at 0, a value in [0, 1] (docs/theory.md §6); 1 reproduces the linear spectra"),
     "softplus_beta": (None, "sharpness β of softplus(βx)/β"),
 }
 

@@ -1,4 +1,4 @@
-"""Deep neural collapse metrics NC1–NC4, layer by layer (``MATH.md`` §2).
+"""Deep neural collapse metrics NC1–NC4, layer by layer (``docs/theory.md`` §2).
 
 Everything here takes plain arrays — features as columns (d × N) and integer labels —
 so trained UFMs and real networks share one implementation. Conventions:
@@ -182,7 +182,7 @@ def metrics(spec: UFMSpec, params, *, rcond: float = 1e-10) -> CollapseMetrics:
     """NC1–NC4 of a deep UFM at layers ``H̃_1..H̃_L`` and the output ``Z`` (L + 1 rows).
 
     Row ``l-1`` describes ``H̃_l`` read by ``W_l``; the last row is the output Z (no
-    weight). NC2 geometry: orthogonal frame for MSE, simplex ETF for CE (``MATH.md`` §2).
+    weight). NC2 geometry: orthogonal frame for MSE, simplex ETF for CE (``docs/theory.md`` §2).
 
     >>> import jax; jax.config.update("jax_enable_x64", True)
     >>> import ufm

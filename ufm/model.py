@@ -1,4 +1,4 @@
-"""The deep UFM as pure functions: parameters, forward pass, loss terms (``MATH.md`` §1).
+"""The deep UFM as pure functions: parameters, forward pass, loss terms (``docs/theory.md`` §1).
 
 Parameters are a `UFMParams` pytree ``(H1, Ws)``. Flattening for curvature follows
 ``jax.flatten_util.ravel_pytree`` order, i.e. ``H1`` first, then ``W_1..W_L``, each
@@ -78,7 +78,7 @@ def check_params(spec: UFMSpec, params: UFMParams) -> None:
 
 # ---- activations ----------------------------------------------------------------------
 def relu_with_grad0(grad0: float):
-    """ReLU whose derivative at exactly 0 is ``grad0`` (``MATH.md`` §6).
+    """ReLU whose derivative at exactly 0 is ``grad0`` (``docs/theory.md`` §6).
 
     ``jax.nn.relu`` uses 0; the collapsed optimum has exact zeros, so the Hessian there
     depends on this choice. The second derivative is 0 everywhere (as for any
@@ -155,7 +155,7 @@ def regularizer(spec: UFMSpec, params: UFMParams) -> Array:
 
 
 def loss(spec: UFMSpec, params: UFMParams) -> Array:
-    """Total loss: data term + ridge on every factor (``MATH.md`` §1)."""
+    """Total loss: data term + ridge on every factor (``docs/theory.md`` §1)."""
     return data_loss(spec, params) + regularizer(spec, params)
 
 

@@ -1,6 +1,6 @@
 """`UFMSpec`: the deep unconstrained feature model, fixed once and validated once.
 
-Conventions (``MATH.md`` §1, ``DESIGN.md``):
+Conventions (``docs/theory.md`` §1, ``DESIGN.md``):
 
 * K classes, n samples per class, N = K n; columns are class-major, so column ``i``
   belongs to class ``i // n``. MSE targets are ``Y = I_K ⊗ 1_nᵀ`` (K × N).
@@ -40,13 +40,13 @@ class UFMSpec:
       depth: L >= 1 weight layers after the free features.
       width: d_l >= K, one int for every hidden layer or a tuple (d_1, ..., d_L).
       activation: ``"linear"``, ``"relu"`` or ``"softplus"``; applied after
-        W_1..W_{L-1}, never to H_1 or to the output (``MATH.md`` §1).
+        W_1..W_{L-1}, never to H_1 or to the output (``docs/theory.md`` §1).
       loss: ``"mse"`` or ``"ce"``.
       lambda_H: ridge on the free features, > 0.
       lambda_W: ridge on the weights, > 0, one float or a tuple (λ_{W_1}, ..., λ_{W_L}).
       relu_grad0: the derivative of ReLU at exactly 0, a value in [0, 1]. It matters at
         the collapsed optimum, whose non-negative features have exact zeros
-        (``MATH.md`` §6): 1 reproduces the linear spectra, 0 is ``jax.nn.relu``'s.
+        (``docs/theory.md`` §6): 1 reproduces the linear spectra, 0 is ``jax.nn.relu``'s.
       softplus_beta: sharpness β of ``softplus(βx)/β`` (→ ReLU as β → ∞), > 0.
     """
 

@@ -8,7 +8,7 @@ through ``jax.tree`` functions. A spectrum holds its
 the single bulk value that fills the remaining ``dim − len(eigenvalues)`` directions
 (e.g. 0 for a layer-wise data Hessian at DNC, λ once regularised).
 
-Flat eigenvectors follow the project's row-major convention (``MATH.md`` §1): the
+Flat eigenvectors follow the project's row-major convention (``docs/theory.md`` §1): the
 Kronecker vector ``a ⊗ b`` is the matrix ``a bᵀ`` flattened with ``reshape(-1)``.
 """
 
@@ -203,7 +203,7 @@ def _value(x):
 
 
 class GaussNewtonSplit(NamedTuple):
-    """Papyan's split of a Gauss–Newton block, ``G = G_class + G_cross + G_within`` (``MATH.md`` §4).
+    """Papyan's split of a Gauss–Newton block, ``G = G_class + G_cross + G_within`` (``docs/theory.md`` §4).
 
     Built by the closed form (`ufm.theory.gn_decomposition`) and by autodiff
     (`ufm.curvature.PapyanDecomposition.spectra`), so the two compare field by field.
@@ -221,7 +221,7 @@ class GaussNewtonSplit(NamedTuple):
 
 
 class GradientSpectra(NamedTuple):
-    """A block's mean data gradient and the spectra of its per-sample gradients (``MATH.md`` §4).
+    """A block's mean data gradient and the spectra of its per-sample gradients (``docs/theory.md`` §4).
 
     Built by the closed form (`ufm.theory.gradient_spectrum`) and by autodiff
     (`ufm.curvature.GradientMoments.spectra`).

@@ -4,11 +4,11 @@ For a state (trained from random init, or the constructed optimum) every layer l
 
 * the data-Hessian block of ``W_l`` measured by dense autodiff (`ufm.curvature.hessian`;
   block Krylov `top_eigenpairs` when the block exceeds ``dense_max``) against the class-mean
-  closed form (`ufm.theory.layer_hessian_spectrum`, ``MATH.md`` §4–§6): outlier
+  closed form (`ufm.theory.layer_hessian_spectrum`, ``docs/theory.md`` §4–§6): outlier
   eigenvalues, their count (gap rule), the bulk, principal angles between the predicted
   and measured outlier subspaces, and the alignment ``f(v) = (vᵀHv)²/(‖v‖²‖Hv‖²)`` of every
   predicted eigenvector;
-* where the DNC point has a closed form (``MATH.md`` §3, §5), the outlier value and the
+* where the DNC point has a closed form (``docs/theory.md`` §3, §5), the outlier value and the
   singular values of ``W_l`` against it;
 * MSE: Papyan's split measured by autodiff (`ufm.curvature.papyan_decomposition`) against
   the predicted ranks K / K(K−1) / 0; the data gradient's squared coefficients on the unit
@@ -16,7 +16,7 @@ For a state (trained from random init, or the constructed optimum) every layer l
   fraction in the outlier space (1);
 * NC1–NC4 (`ufm.collapse.metrics`).
 
-Then the full data Hessian over ``W_1..W_L`` against ``MATH.md`` §4's S/T closed form
+Then the full data Hessian over ``W_1..W_L`` against ``docs/theory.md`` §4's S/T closed form
 (linear MSE, or ReLU with σ'(0) = 1). Every check carries its tolerance and pass/fail.
 The "data Hessian" (no ridge) is compared throughout; the ridge only shifts a block by λ.
 """
@@ -189,7 +189,7 @@ def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list
         return checks + (_gn_checks(spec, params, l, tol, g) if spec.loss == "mse" else []), LayerSpectra(l, pred, meas)
     sol = theory.dnc_solution(spec)
     levels, mults = sol.layer_outliers[l - 1], sol.layer_multiplicities[l - 1]
-    if mults:  # the layer's own λ_l (MATH.md §4, §5)
+    if mults:  # the layer's own λ_l (docs/theory.md §4, §5)
         value = np.sort(np.repeat(levels, mults))[::-1]
         name = "outliers vs DNC closed form λγ/(1−γ)" if spec.loss == "mse" else "CE outlier levels vs DNC closed form"
         checks.append(Check(name, float(levels[0]) if spec.loss == "mse" else list(levels), vals[: value.size],
@@ -260,7 +260,7 @@ def _collapse_checks(spec, params, tol, geometry_required=True) -> list[Check]:
 
 
 def _dnc_distance_check(spec, params, sol, tol) -> Check:
-    """``‖Z − Z*‖/‖Z*‖`` with ``Z* = γY`` (MSE, ``MATH.md`` §3) or ``α (I − 11ᵀ/K) ⊗ 1_nᵀ`` (CE, §5)."""
+    """``‖Z − Z*‖/‖Z*‖`` with ``Z* = γY`` (MSE, ``docs/theory.md`` §3) or ``α (I − 11ᵀ/K) ⊗ 1_nᵀ`` (CE, §5)."""
     Z = np.asarray(forward(spec, params).output, dtype=np.float64)
     if sol.collapsed_to_zero:
         target = np.zeros_like(Z)
@@ -383,7 +383,7 @@ def verify(
     sol = theory.dnc_solution(spec)
     info["dnc"] = sol.to_dict()
     f_data = loss_fn(spec, regularized=False)
-    # Trained ReLU deep UFMs need not reach the symmetric DNC point (MATH.md §6: K² unequal
+    # Trained ReLU deep UFMs need not reach the symmetric DNC point (docs/theory.md §6: K² unequal
     # outliers): there the geometry and DNC-point checks are reported, not required.
     symmetric_required = not (spec.activation == "relu" and state.info.get("trained", False))
     checks = _collapse_checks(spec, params, tol, symmetric_required)

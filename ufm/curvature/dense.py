@@ -1,7 +1,7 @@
 """Dense curvature matrices: full Hessian, layer and cross-layer blocks, G/H split,
 gradient moments and Papyan's class / cross-class / within decomposition of the GGN.
 
-Conventions (``MATH.md`` §1, §4):
+Conventions (``docs/theory.md`` §1, §4):
 
 * A dense matrix acts on the flat vector of the chosen ``leaves`` (indices into
   ``jax.tree_util.tree_leaves(params)``, concatenated row-major in the order given; for
@@ -192,7 +192,7 @@ class GradientMoments:
     """Per-sample gradients ``g_i`` (N × P), their mean, second moment and covariance.
 
     ``second_moment = (1/N) Σ g_i g_iᵀ``, ``covariance = (1/N) Σ (g_i − ḡ)(g_i − ḡ)ᵀ``
-    (population normalisation, ``MATH.md`` §4).
+    (population normalisation, ``docs/theory.md`` §4).
     """
 
     per_sample: jax.Array
@@ -244,7 +244,7 @@ def _per_sample_grads(f, x0):
 @_pytree
 @dataclasses.dataclass(frozen=True)
 class PapyanDecomposition:
-    """``G = class_ + cross + within`` (Papyan 2020, ``MATH.md`` §4), dense P × P each.
+    """``G = class_ + cross + within`` (Papyan 2020, ``docs/theory.md`` §4), dense P × P each.
 
     ``class_vectors`` v_c (C × P) and ``pair_vectors`` v_{cc'} (C × K × P) are the class and
     class-pair means of the per-sample, per-output vectors v_{icc'}.
@@ -288,7 +288,7 @@ def papyan_decomposition(model_fn: Callable, params, labels, *, loss: str, leave
       G_within = (1/N) Σ_{c, i∈c, c'} (v_{icc'} − v_{cc'})(v_{icc'} − v_{cc'})ᵀ,
 
     with v_{cc'} = mean_i v_{icc'} and v_c = mean_{c'} v_{cc'}; for balanced classes these
-    are ``MATH.md`` §4's Σ_c v_c v_cᵀ and (1/K) Σ_{cc'}(·). The weights are absorbed into
+    are ``docs/theory.md`` §4's Σ_c v_c v_cᵀ and (1/K) Σ_{cc'}(·). The weights are absorbed into
     the vectors, so the three parts sum to G exactly.
     """
     if loss not in ("mse", "ce"):

@@ -1,6 +1,6 @@
 """Hessian-, Gauss–Newton- and residual-vector products over pytrees.
 
-Conventions (``MATH.md`` §1, §4):
+Conventions (``docs/theory.md`` §1, §4):
 
 * ``loss_fn(params) -> scalar`` is any loss; its Hessian is ``H = ∇²L``. Products are
   forward-over-reverse: ``H v = ∂_t ∇L(θ + t v)|_{t=0}`` (``jax.jvp`` of ``jax.grad``;
@@ -8,7 +8,7 @@ Conventions (``MATH.md`` §1, §4):
 * The generalised Gauss–Newton matrix of ``L(θ) = ℓ(f(θ))`` with ``f = model_fn`` and
   ``ℓ = output_loss`` is ``G = Jᵀ (∇²ℓ) J``, ``J = ∂f/∂θ`` (Schraudolph 2002; Papyan 2020
   eq. (2)); the residual ``H − G = Σ_o (∂ℓ/∂f_o) ∇²f_o`` vanishes for a model linear in
-  the chosen leaves (e.g. one UFM layer, ``MATH.md`` §4). Whatever 1/N factor ``ℓ``
+  the chosen leaves (e.g. one UFM layer, ``docs/theory.md`` §4). Whatever 1/N factor ``ℓ``
   carries, ``G`` carries too (ufm's MSE: ``(1/2N)‖Z − Y‖²`` gives ``∇²ℓ = I/N``).
 * Flat operators act on the chosen leaves (``leaves`` indexes
   ``jax.tree_util.tree_leaves(params)``; for ``UFMParams`` 0 is H_1 and l is W_l),

@@ -3,14 +3,14 @@
 Every function takes either ``(loss_fn, params)`` (the Hessian of ``loss_fn`` over the
 chosen ``leaves``, linearised once with ``jax.linearize``) or an `Operator` as first
 argument with ``params=None`` (e.g. `ggn_operator`). Vectors are flat, row-major over
-the chosen leaves in the order given (``MATH.md`` §1). The whole iteration of each solver
+the chosen leaves in the order given (``docs/theory.md`` §1). The whole iteration of each solver
 is one jitted XLA program; products are batched with ``vmap`` (no host round trip per
 product).
 
 * `top_eigenpairs`: thick-restarted block Krylov (block Krylov–Schur; Stewart 2001,
   Zhou & Saad 2008) with full reorthogonalisation and Rayleigh–Ritz on the whole basis.
   A block of ``b`` vectors resolves eigenvalues of multiplicity up to ``b`` — e.g. the K²
-  equal layer-wise outliers of a collapsed UFM (``MATH.md`` §4) — which single-vector
+  equal layer-wise outliers of a collapsed UFM (``docs/theory.md`` §4) — which single-vector
   Lanczos cannot do in exact arithmetic; ``b = 1`` is thick-restart Lanczos (Wu & Simon
   2000). Converged when every one of the top k Ritz pairs has
   ``‖A v − θ v‖ <= tol · max|θ|``; the returned residuals are recomputed with fresh products.
@@ -278,7 +278,7 @@ def top_eigenpairs(loss_fn, params=None, k: int | None = None, *, leaves=None, s
 
     The default (``block_size=None``) is *adaptive*, at the product floor of single-vector
     Lanczos (ARPACK's ``eigsh``) on spectra without degenerate groups, and still exact on
-    groups of equal eigenvalues (e.g. the K² layer-wise UFM outliers, ``MATH.md`` §4),
+    groups of equal eigenvalues (e.g. the K² layer-wise UFM outliers, ``docs/theory.md`` §4),
     which a single Krylov vector cannot resolve (it sees one direction per eigenspace):
 
     1. thick-restart Lanczos (block 1) for the top k;

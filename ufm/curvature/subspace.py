@@ -6,7 +6,7 @@
   (1 iff the smaller subspace lies in the larger; Gur-Ari, Roberts & Dyer 2018 use it for
   the gradient / top-Hessian overlap).
 * `alignment(H, v) = (vᵀHv)² / (‖v‖² ‖Hv‖²) ∈ [0, 1]`, 1 iff v is an eigenvector of H
-  (``MATH.md`` §4).
+  (``docs/theory.md`` §4).
 * `gradient_fraction(g, U) = ‖P_U g‖² / ‖g‖²` (Gur-Ari et al. 2018).
 * `count_outliers(eigenvalues)`: the number of eigenvalues above the largest ratio gap.
 """

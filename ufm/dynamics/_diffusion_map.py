@@ -1,6 +1,6 @@
 """Diffusion maps (Coifman & Lafon 2006) of point clouds and optimiser trajectories.
 
-Conventions are ``docs/diffusion_maps.md`` (from ``DYNAMICS.md`` §D5):
+Conventions are ``docs/diffusion_maps.md`` (from ``docs/dynamics.md`` §D5):
 
 * kernel ``k_ij = exp(−‖x_i − x_j‖²/ε)`` (no factor 4, no 1/2), density ``q_i = Σ_j k_ij``
   (diagonal included), α-normalised kernel ``k_ij / (q_i q_j)^α``, Markov matrix
@@ -204,7 +204,7 @@ def _check_map_args(N, epsilon, alpha, n_coords, t, method="dense"):
 
 def diffusion_map(X, *, epsilon: float, alpha: float = 1.0, n_coords: int, t: int = 1,
                   method: str = "dense", chunk_size: int = 4096) -> DiffusionMap:
-    r"""Diffusion map of the points ``X`` (``DYNAMICS.md`` §D5, ``docs/diffusion_maps.md`` §2).
+    r"""Diffusion map of the points ``X`` (``docs/dynamics.md`` §D5, ``docs/diffusion_maps.md`` §2).
 
     With ``k_ij = exp(−‖x_i − x_j‖²/ε)``, ``q_i = Σ_j k_ij``,
     ``k^{(α)}_ij = k_ij / (q_i^α q_j^α)``, ``d_i = Σ_j k^{(α)}_ij`` and ``P = D⁻¹K^{(α)}``:
@@ -421,7 +421,7 @@ def analyze_trajectory(iterates, *, steps=None, losses=None, burn_in: int = 0, t
                        hessian_eigenvalues=None, hessian_vectors=None, reference=None, epsilon="median",
                        alpha: float = 0.5, t: int = 1, max_coords: int = 10, min_ratio: float = 1.5,
                        max_projections: int = 10, chunk_size: int = 4096) -> TrajectoryDiffusion:
-    """Diffusion analysis of recorded iterates (``DYNAMICS.md`` §D5, ``docs/diffusion_maps.md`` §5).
+    """Diffusion analysis of recorded iterates (``docs/dynamics.md`` §D5, ``docs/diffusion_maps.md`` §5).
 
     Keeps rows ``burn_in, burn_in + thin, …`` of ``iterates``; computes the kernel-sum
     curve (the dimension estimate), takes ε by the median heuristic, the kernel-sum rule or

@@ -1,4 +1,4 @@
-"""The Gaussian mixtures of ``DYNAMICS.md`` §D2 (Ben Arous, Gheissari, Huang, Jagannath 2024).
+"""The Gaussian mixtures of ``docs/dynamics.md`` §D2 (Ben Arous, Gheissari, Huang, Jagannath 2024).
 
 * `KGMM`: k classes, label c with probability p_c, input ``Y = μ_c + Z/√λ``,
   ``Z ~ N(0, I_d)``, unit means μ_c (orthonormal by default); λ is the SNR.
@@ -39,7 +39,7 @@ def _check_snr(snr):
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class KGMM:
-    """k-component Gaussian mixture with unit means (``DYNAMICS.md`` §D2).
+    """k-component Gaussian mixture with unit means (``docs/dynamics.md`` §D2).
 
     Fields:
       means: (k × d), rows μ_c of unit norm.
@@ -92,7 +92,7 @@ class KGMM:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class XORGMM:
-    """XOR mixture: ±μ with label 1, ±ν with label 0, probability 1/4 each (``DYNAMICS.md`` §D2)."""
+    """XOR mixture: ±μ with label 1, ±ν with label 0, probability 1/4 each (``docs/dynamics.md`` §D2)."""
 
     mu: jax.Array
     nu: jax.Array

@@ -1,4 +1,4 @@
-"""The models of ``DYNAMICS.md`` §D2 and the exact closed forms of the 1-layer model.
+"""The models of ``docs/dynamics.md`` §D2 and the exact closed forms of the 1-layer model.
 
 Every loss here is ``loss(params, batch, ridge)`` with ``batch = (Y, labels)`` (samples as
 rows, ``Y`` n × d) and is the *mean* over the batch of the per-sample loss ``ℓ`` of §D2, the

@@ -1,4 +1,4 @@
-"""Spectral probes along a trajectory (``DYNAMICS.md`` §D1; ``docs/alignment.md`` §1).
+"""Spectral probes along a trajectory (``docs/dynamics.md`` §D1; ``docs/alignment.md`` §1).
 
 Small functions of (params, data) returning small results, plus `spectral_probe`, which
 bundles them into a probe for `ufm.dynamics.record`:
@@ -158,7 +158,7 @@ def top_fraction(v, U) -> float:
 
 
 def alignment(v, U) -> float:
-    """``a(v, U) = ‖P_U v‖/‖v‖`` ∈ [0, 1] (``DYNAMICS.md`` §D1; NaN for v = 0)."""
+    """``a(v, U) = ‖P_U v‖/‖v‖`` ∈ [0, 1] (``docs/dynamics.md`` §D1; NaN for v = 0)."""
     return float(np.sqrt(min(top_fraction(v, U), 1.0)))
 
 

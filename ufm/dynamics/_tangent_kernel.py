@@ -1,6 +1,6 @@
 """The tangent kernel K = J Jᵀ of any model ``f(params, X)``: matrix-free, dense, per batch.
 
-Conventions (``docs/catapults.md`` §1; ``DYNAMICS.md`` §D4):
+Conventions (``docs/catapults.md`` §1; ``docs/dynamics.md`` §D4):
 
 * ``f(params, X)`` returns ``(n,)`` (scalar outputs, c = 1) or ``(n, c)``; outputs are
   flattened row-major, so row ``i·c + o`` of ``J = ∂ vec f / ∂θ`` is output ``o`` of sample

@@ -1,4 +1,4 @@
-"""Recording a training trajectory with probes at checkpoints (``DYNAMICS.md`` §D1).
+"""Recording a training trajectory with probes at checkpoints (``docs/dynamics.md`` §D1).
 
 `record` runs any optax optimiser on any ``loss_fn(params, batch) -> scalar`` over a pytree
 ``params`` and returns a `Trajectory`. Three ways to feed batches (exactly one):

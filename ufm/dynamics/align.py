@@ -1,6 +1,6 @@
 """SGD aligning with the emerging outlier eigenspaces: four experiments and ``ufm dynamics align``.
 
-``DYNAMICS.md`` §D2 ([BGHJ] Ben Arous, Gheissari, Huang, Jagannath 2024; [GRD] Gur-Ari,
+``docs/dynamics.md`` §D2 ([BGHJ] Ben Arous, Gheissari, Huang, Jagannath 2024; [GRD] Gur-Ari,
 Roberts, Dyer 2018); the derivations and conventions are in ``docs/alignment.md``.
 
 * `kgmm`: one-pass SGD (δ = c_δ/d) of 1-layer softmax regression with ridge on the k-GMM;
@@ -506,7 +506,7 @@ _FLAGS = {  # flag -> (keyword, type, help); each task takes the keywords its fu
 def add_cli(subparsers) -> None:
     """``ufm dynamics align --task {kgmm,xor,ufm,mnist} ... --json PATH [--plot PATH]``."""
     p = subparsers.add_parser("align", help="SGD aligning with the outlier eigenspaces (kgmm, xor, ufm, mnist)",
-                              description="Outlier-alignment experiments (DYNAMICS.md §D2, docs/alignment.md). "
+                              description="Outlier-alignment experiments (docs/dynamics.md §D2, docs/alignment.md). "
                                           "Unset flags take each task's defaults.")
     p.add_argument("--task", choices=list(TASKS), default="kgmm")
     for flag, (_, typ, text) in _FLAGS.items():

@@ -2,7 +2,7 @@
 
 Zhu, Liu, Radhakrishnan, Belkin, "Catapults in SGD: spikes in the training loss and their
 impact on generalization through feature learning", ICML 2024 (arXiv 2306.04815);
-``DYNAMICS.md`` §D4; the maths and conventions are in ``docs/catapults.md``.
+``docs/dynamics.md`` §D4; the maths and conventions are in ``docs/catapults.md``.
 
 * `NTKMLP`: NTK-parameterised MLPs (every layer's pre-activation scaled by 1/√fan_in,
   weights N(0, 1), no biases), any depth / width, ReLU / tanh / linear, c ≥ 1 outputs.
@@ -219,7 +219,7 @@ def agop(f: Callable, params, X) -> jax.Array:
 
 
 def agop_alignment(G, G_star) -> jax.Array:
-    """``ρ(G, G*) = ⟨G, G*⟩_F / (‖G‖_F ‖G*‖_F)`` ∈ [0, 1] for PSD G, G* (``DYNAMICS.md`` §D4)."""
+    """``ρ(G, G*) = ⟨G, G*⟩_F / (‖G‖_F ‖G*‖_F)`` ∈ [0, 1] for PSD G, G* (``docs/dynamics.md`` §D4)."""
     return jnp.sum(G * G_star) / (jnp.linalg.norm(G) * jnp.linalg.norm(G_star))
 
 

@@ -1,4 +1,4 @@
-"""Diffusion maps of SGD trajectories: the experiments of ``DYNAMICS.md`` §D5 and their CLI.
+"""Diffusion maps of SGD trajectories: the experiments of ``docs/dynamics.md`` §D5 and their CLI.
 
 ``ufm dynamics dmap --task {quadratic,ufm,mnist}``: run SGD (`ufm.dynamics.record` with
 ``optax.sgd``), keep every ``record_every``-th iterate, and compare the trajectory's diffusion dimension and
@@ -324,7 +324,7 @@ def _draw_row(fig, axes, report: DiffusionReport, color_by: str) -> None:
 # ---- command line -----------------------------------------------------------------------
 def add_cli(subparsers) -> None:
     """``ufm dynamics dmap --task {quadratic,ufm,mnist} [--dim --rank] --steps --seed --json [--plot]``."""
-    p = subparsers.add_parser("dmap", help="diffusion maps of SGD trajectories vs Hessian outliers (DYNAMICS §D5)")
+    p = subparsers.add_parser("dmap", help="diffusion maps of SGD trajectories vs Hessian outliers (docs/dynamics.md §D5)")
     p.add_argument("--task", choices=TASKS, default="quadratic")
     p.add_argument("--dim", type=int, default=None, help="quadratic: ambient dimension m (default 50)")
     p.add_argument("--rank", type=int, default=None, help="quadratic: Hessian rank r (default 3)")

@@ -23,7 +23,7 @@ exactly Gaussian, ``z_j ~ N(M_j, S_j)`` with ``M_j = X μ_j = (1/d) Σ_ρ μ̄_{
 The noise term is ``d · E[(Δw)(Δw)ᵀ] = γ² E[∇ℓ∇ℓᵀ ⟨a,u_ρ⟩²]`` with ``E⟨a,u_ρ⟩² = λ_ρ +
 ⟨μ_j,u_ρ⟩²``; the mean part ``⟨μ_j,u_ρ⟩² = O(1/d)`` is of the same order as the dropped
 correlation between ``∇ℓ`` and ``⟨a,u_ρ⟩``, so the leading-order ODE keeps ``λ_ρ C_j`` only
-(``DYNAMICS.md`` §D3 keeps ``λ_ρ + ⟨μ_j,u_ρ⟩²``: an O(1/d), partial correction; §5 of the
+(``docs/dynamics.md`` §D3 keeps ``λ_ρ + ⟨μ_j,u_ρ⟩²``: an O(1/d), partial correction; §5 of the
 doc). The d modes interact only through ``(M_j, S_j)``; the field is vectorised over ρ
 (cost linear in d). Expectations: Gauss–Hermite product rule (order a parameter) on
 ``z = M + S^{1/2} ξ``, derivatives of ℓ by autodiff; closed form for least squares

@@ -7,7 +7,7 @@ corrupt or truncated file fails with a message naming the file.
 
 Conventions: a `Dataset` stores samples as *rows* of ``X`` (N × features, or N × C × H × W
 images), integer ``labels`` (N,) and ``num_classes``. Networks turn the last hidden layer
-into features as *columns* (d × N), the project's convention (``MATH.md`` §1).
+into features as *columns* (d × N), the project's convention (``docs/theory.md`` §1).
 "Class-major" means sorted by label (stable), so with n per class, sample i has class i // n.
 """
 

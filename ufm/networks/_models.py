@@ -1,4 +1,4 @@
-"""Real networks whose last layers are exactly a deep UFM head (``MATH.md`` §1).
+"""Real networks whose last layers are exactly a deep UFM head (``docs/theory.md`` §1).
 
 A network is a backbone (an MLP or a small CNN) followed by an L-layer head of width d:
 
@@ -24,7 +24,7 @@ Loss (`network_loss`), on a batch of B samples:
 with ℓ the MSE ½‖z − e_y‖² or cross-entropy (``ufm.model.output_loss``), the ridge over
 *every* leaf (weights, kernels, biases; explicit L2 terms, not decoupled decay), and the
 optional feature penalty on the columns h_i of H_1 averaged over samples. With the full
-training set (B = N) this is the deep-UFM loss of ``MATH.md`` §1 with λ_{W_l} = λ_W and
+training set (B = N) this is the deep-UFM loss of ``docs/theory.md`` §1 with λ_{W_l} = λ_W and
 λ_H^{UFM} = λ_H / N.
 """
 

@@ -1,4 +1,4 @@
-"""Deep-neural-collapse theory: the closed-form DNC point and its spectra (``MATH.md`` §3–§6).
+"""Deep-neural-collapse theory: the closed-form DNC point and its spectra (``docs/theory.md`` §3–§6).
 
 * `dnc_solution`, `construct_optimum`: the point itself (scale γ or α, singular values, the
   layer-wise outliers with each layer's λ, the full-Hessian levels) — ``_solution.py``.

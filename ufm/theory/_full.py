@@ -1,4 +1,4 @@
-"""The full data Hessian over W_1..W_L (and H_1) at the linear-MSE DNC optimum (``MATH.md`` §4).
+"""The full data Hessian over W_1..W_L (and H_1) at the linear-MSE DNC optimum (``docs/theory.md`` §4).
 
 Conventions as in `ufm.theory._layer`; full-Hessian vectors are ordered ``W_1, ..., W_L``
 then ``H_1``, each block row-major.
@@ -37,7 +37,7 @@ def _full_structure(spec: UFMSpec, sol, include_H: bool, regularized: bool) -> F
     """The block structure of the full Hessian at the DNC point, in frame coordinates.
 
     Layers are indexed 0 (H_1, if included) and 1..L; ``λ_0 = λ_H``. With
-    ``r_{lm} = √(λ_lλ_m)/(1−γ)`` (derived; ``MATH.md`` §4):
+    ``r_{lm} = √(λ_lλ_m)/(1−γ)`` (derived; ``docs/theory.md`` §4):
       * frame×frame entries: symmetric modes see ``S = (2γ−1) r + diag(λ)`` (K(K+1)/2 copies),
         antisymmetric ones ``T = r − diag(λ)`` (K(K−1)/2 copies);
       * output-complement × frame-input of layer l paired with frame-output ×
@@ -117,7 +117,7 @@ def full_hessian_spectrum(
     optimum_tol: float = 1e-6,
     allow_zero: bool = False,
 ) -> Spectrum:
-    """Spectrum of the Hessian over W_1..W_L (and H_1) at the linear-MSE DNC optimum (``MATH.md`` §4).
+    """Spectrum of the Hessian over W_1..W_L (and H_1) at the linear-MSE DNC optimum (``docs/theory.md`` §4).
 
     Per-layer λ; structure in `_full_structure` (S and T matrices, ±√(λ_lλ_{l+1}) pairs,
     zeros). The cross-layer blocks carry the residual term, since ``Z − Y = (γ−1)Y ≠ 0``.
@@ -153,7 +153,7 @@ def full_hessian_spectrum(
     if sol.collapsed_to_zero:
         if not allow_zero:
             raise ValueError(
-                f"λ is above the threshold (b = {sol.b:.4g} >= {sol.b_bound:.4g}, MATH.md §3): the minimiser is 0; "
+                f"λ is above the threshold (b = {sol.b:.4g} >= {sol.b_bound:.4g}, docs/theory.md §3): the minimiser is 0; "
                 "pass allow_zero=True for the Hessian at 0"
             )
         return _zero_full_hessian(spec, include_H, regularized)

@@ -1,6 +1,6 @@
 """Eigenpairs of Kronecker products and of short sums of Kronecker products.
 
-Row-major convention (``MATH.md`` §1): the Kronecker vector ``a ⊗ b`` is the matrix
+Row-major convention (``docs/theory.md`` §1): the Kronecker vector ``a ⊗ b`` is the matrix
 ``a bᵀ`` flattened with ``reshape(-1)``, and ``(A ⊗ B) vec(X) = vec(A X Bᵀ)``.
 """
 

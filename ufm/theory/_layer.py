@@ -1,6 +1,6 @@
 """Layer-wise closed forms at a collapsed point: the data-Hessian blocks of W_l and H_1.
 
-Conventions, fixed once (``MATH.md`` §1):
+Conventions, fixed once (``docs/theory.md`` §1):
 
 * Loss ``Φ + R`` with data term ``Φ = (1/N) Σ_i ℓ_i``: ``ℓ_i = ½‖z_i − y_i‖²`` (MSE) or
   ``−log softmax(z_i)_{y_i}`` (CE); ridge ``R = Σ_l (λ_l/2)‖W_l‖² + (λ_H/2)‖H_1‖²``,
@@ -76,7 +76,7 @@ def _threshold_text(spec: UFMSpec) -> str:
     except ValueError:
         return ""
     if sol.collapsed_to_zero:
-        return f" (b = {sol.b:.4g} >= bound {sol.b_bound:.4g}, MATH.md §3)"
+        return f" (b = {sol.b:.4g} >= bound {sol.b_bound:.4g}, docs/theory.md §3)"
     return ""
 
 
@@ -104,7 +104,7 @@ def collapsed_layer_hessian(
     shift: float = 0.0,
     vectors: bool | None = None,
 ) -> Spectrum:
-    """Data Hessian of a linear layer at a collapsed point, from arrays (``MATH.md`` §4, §5).
+    """Data Hessian of a linear layer at a collapsed point, from arrays (``docs/theory.md`` §4, §5).
 
     ``∇²_W Φ = (1/K) Σ_c A_cᵀ Q_c A_c ⊗ μ_c μ_cᵀ`` for the layer ``u = W h̃`` (W: d_out × d_in).
 
@@ -206,7 +206,7 @@ def layer_hessian_spectrum(
     """Spectrum of the block of ``W_layer`` of the (data or regularised) Hessian at a collapsed point.
 
     ``(1/K) Σ_c C_c ⊗ μ_c μ_cᵀ`` with the tail curvature ``C_c`` of the module docstring:
-    ``A^{(l+1)ᵀ}A^{(l+1)} ⊗ MMᵀ/K`` for linear MSE (``MATH.md`` §4, K² outliers
+    ``A^{(l+1)ᵀ}A^{(l+1)} ⊗ MMᵀ/K`` for linear MSE (``docs/theory.md`` §4, K² outliers
     ``λ_lγ/(1−γ)`` at the optimum, Kronecker ``factors`` returned), ``ρ_c``-weighted for CE
     (§5: levels αλ_l p ×1, ... ×(K−1), αλ_l/K ×(K²−3K+1)), masks and the residual term for
     ReLU / softplus (§6). Valid for trained or real-network parameters, not only the exact
@@ -226,7 +226,7 @@ def layer_hessian_spectrum(
     >>> import ufm
     >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
     >>> s = ufm.theory.layer_hessian_spectrum(spec, ufm.theory.construct_optimum(spec), layer=1)
-    >>> s.levels()[1].tolist(), s.dim, s.bulk_value     # K² equal outliers, the rest 0 (MATH.md §4)
+    >>> s.levels()[1].tolist(), s.dim, s.bulk_value     # K² equal outliers, the rest 0 (docs/theory.md §4)
     ([9], 16, 0.0)
     """
     layer = _check_layer(spec, layer)
@@ -249,7 +249,7 @@ def feature_hessian_spectrum(
     regularized: bool = False,
     vectors: bool | None = None,
 ) -> Spectrum:
-    """Spectrum of the ``H_1`` block of the Hessian (``MATH.md`` §4), exact at any point.
+    """Spectrum of the ``H_1`` block of the Hessian (``docs/theory.md`` §4), exact at any point.
 
     Each column ``h_i`` of ``H_1`` enters only its own loss term, so the block is
     ``(1/N) Σ_i C_i ⊗ e_i e_iᵀ`` with ``C_i`` the tail curvature at ``h_i`` (row-major
@@ -260,7 +260,7 @@ def feature_hessian_spectrum(
     >>> import ufm
     >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
     >>> s = ufm.theory.feature_hessian_spectrum(spec, ufm.theory.construct_optimum(spec))
-    >>> s.levels()[1].tolist(), s.dim                   # rank K·N, one value (MATH.md §4)
+    >>> s.levels()[1].tolist(), s.dim                   # rank K·N, one value (docs/theory.md §4)
     ([18], 24)
     """
     check_params(spec, params)

@@ -1,15 +1,15 @@
 """The deep-neural-collapse (DNC) point of a deep UFM: scale, singular values, loss.
 
-Conventions are ``MATH.md`` §1: loss ``(1/2N)‖Z − Y‖² + Σ_l (λ_l/2)‖W_l‖² + (λ_H/2)‖H_1‖²``
+Conventions are ``docs/theory.md`` §1: loss ``(1/2N)‖Z − Y‖² + Σ_l (λ_l/2)‖W_l‖² + (λ_H/2)‖H_1‖²``
 (MSE) or the mean cross-entropy plus the same ridge, λ_l := λ_{W_l}.
 
-* MSE (``MATH.md`` §3, v1 Eq. (2)): ``Z* = γ Y`` with γ the largest root of
+* MSE (``docs/theory.md`` §3, v1 Eq. (2)): ``Z* = γ Y`` with γ the largest root of
   ``γ^{L−1}(1−γ)^{L+1} = b``, ``b = K^{L+1} n λ_H Π_l λ_l``; ``σ_l² = γ(1−γ)/(K λ_l)``,
   ``s² = γ(1−γ)/(K n λ_H)`` (``M_1ᵀM_1 = s² I_K``), optimal loss ``(1−γ)(1+Lγ)/2``.
   The collapsed point beats the zero point iff ``γ > (L−1)/L``, i.e. iff
   ``b < (L−1)^{L−1}/L^{2L}`` (a non-zero critical point exists up to the larger bound
   ``max_γ γ^{L−1}(1−γ)^{L+1}``, but above ``(L−1)^{L−1}/L^{2L}`` zero is the global minimum).
-* CE (``MATH.md`` §5): class means of Z are ``α S`` (``S = I − 11ᵀ/K``), ``p = e^α/(e^α+K−1)``,
+* CE (``docs/theory.md`` §5): class means of Z are ``α S`` (``S = I − 11ᵀ/K``), ``p = e^α/(e^α+K−1)``,
   α the larger root of ``α^{L−1}/(e^α+K−1)^{L+1} = n λ_H Π λ_l``,
   ``σ_l² = (1−p)α/((K−1)λ_l)``, ``M_1ᵀM_1 = s² S`` with ``λ_H n s² = (1−p)α/(K−1)``.
   A critical point, not always the global minimum (arXiv 2410.23169 Thm 1).
@@ -34,7 +34,7 @@ __all__ = ["DNCSolution", "FullHessianLevels", "dnc_solution", "construct_optimu
 
 
 class FullHessianLevels(NamedTuple):
-    """The frame levels of the full data Hessian over W_1..W_L at the linear-MSE DNC point (``MATH.md`` §4).
+    """The frame levels of the full data Hessian over W_1..W_L at the linear-MSE DNC point (``docs/theory.md`` §4).
 
     ``symmetric``: the L eigenvalues of ``S = (2γ−1) r + diag(λ)``, each ×``K(K+1)/2``;
     ``antisymmetric``: those of ``T = r − diag(λ)``, each ×``K(K−1)/2``, with
@@ -75,11 +75,11 @@ class DNCSolution:
       p: CE only: the softmax probability of the true class.
       one_minus_scale: MSE: 1 − γ to full relative precision.
       layer_outliers: per layer l, the distinct outlier levels (descending) of the data-Hessian
-        block of W_l at the point, with its own λ_l: MSE ``λ_lγ/(1−γ)`` (``MATH.md`` §4); CE
+        block of W_l at the point, with its own λ_l: MSE ``λ_lγ/(1−γ)`` (``docs/theory.md`` §4); CE
         ``αλ_l p``, ``(αλ_l/K)[1+(Kp−1)(K−2)/(K−1)]``, ``αλ_l/K`` (§5; only the first for K = 2).
       layer_multiplicities: their multiplicities per layer: MSE ``(K²,)``, CE
         ``(1, K−1, K²−3K+1)``; ``None`` where the value holds but the count is not known in
-        closed form (ReLU with σ'(0) < 1 before the last layer, ``MATH.md`` §6).
+        closed form (ReLU with σ'(0) < 1 before the last layer, ``docs/theory.md`` §6).
       full_levels: `FullHessianLevels` where the full-Hessian closed form applies (MSE, linear
         or ReLU with σ'(0) = 1), else ``None``.
     """
@@ -156,7 +156,7 @@ def _ce_alpha(b: float, L: int, K: int) -> tuple[float, float]:
     if not b < bound:
         raise ValueError(
             f"cross-entropy has no collapsed critical point for these lambdas: n·λ_H·Πλ_l = {b:.6g} "
-            f"must be < max_α α^(L-1)/(e^α+K-1)^(L+1) = {bound:.6g} (MATH.md §5); lower lambda_H or lambda_W"
+            f"must be < max_α α^(L-1)/(e^α+K-1)^(L+1) = {bound:.6g} (docs/theory.md §5); lower lambda_H or lambda_W"
         )
     lo = max(amax, 1e-300)
     hi = max(2.0 * lo, 1.0)
@@ -170,11 +170,11 @@ def _ce_alpha(b: float, L: int, K: int) -> tuple[float, float]:
 
 
 def dnc_solution(spec: UFMSpec) -> DNCSolution:
-    """The closed-form DNC point of ``spec`` (``MATH.md`` §3 MSE, §5 CE), any depth, per-layer λ.
+    """The closed-form DNC point of ``spec`` (``docs/theory.md`` §3 MSE, §5 CE), any depth, per-layer λ.
 
     The scale equation is solved on a bracket in log form (largest root), so the result
     is accurate to a few ulps even when γ → 1. ReLU with MSE has the same point as the
-    linear model (non-negative frames, ``MATH.md`` §6).
+    linear model (non-negative frames, ``docs/theory.md`` §6).
 
     Raises:
       ValueError: CE with no critical point; softplus, or ReLU with CE (no closed form).
@@ -223,7 +223,7 @@ def dnc_solution(spec: UFMSpec) -> DNCSolution:
     s = math.sqrt(c / (n * spec.lambda_H))
     ce = math.log1p((K - 1) * math.exp(-alpha))
     p = 1.0 - one_minus_p
-    if K == 2:  # (K−1)² = 1: only the top level (MATH.md §5's multiplicities assume K >= 3)
+    if K == 2:  # (K−1)² = 1: only the top level (docs/theory.md §5's multiplicities assume K >= 3)
         outliers, mults = tuple((alpha * lam * p,) for lam in lams), ((1,),) * L
     else:
         outliers = tuple((alpha * lam * p, alpha * lam / K * (1 + (K * p - 1) * (K - 2) / (K - 1)), alpha * lam / K)
@@ -259,7 +259,7 @@ def simplex_basis(K: int) -> np.ndarray:
 
 
 def construct_optimum(spec: UFMSpec, seed: int = 0) -> UFMParams:
-    """Parameters exactly at the DNC point of ``spec`` (``MATH.md`` §3, §5, §6).
+    """Parameters exactly at the DNC point of ``spec`` (``docs/theory.md`` §3, §5, §6).
 
     MSE: ``H_1 = s U_1 Y``, ``W_l = σ_l U_{l+1} U_lᵀ`` with random orthonormal frames U_l
     (d_l × K, ``U_{L+1} = I_K``); for ReLU all frames are non-negative with disjoint supports,

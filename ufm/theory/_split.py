@@ -1,5 +1,5 @@
 """The parts of a layer's curvature at a collapsed point: Papyan's Gauss–Newton split, the
-per-sample gradient moments, and the singular values of the weights (``MATH.md`` §3–§5).
+per-sample gradient moments, and the singular values of the weights (``docs/theory.md`` §3–§5).
 
 Results are the types shared with the autodiff route (`ufm.spectrum.GaussNewtonSplit`,
 `ufm.spectrum.GradientSpectra`, `ufm.spectrum.SingularValues`), so `ufm.verify` compares
@@ -32,7 +32,7 @@ def gn_decomposition(
     allow_zero: bool = False,
     vectors: bool | None = None,
 ) -> GaussNewtonSplit:
-    """``G_class``, ``G_cross``, ``G_within`` of the MSE Gauss–Newton block of ``W_layer`` (``MATH.md`` §4).
+    """``G_class``, ``G_cross``, ``G_within`` of the MSE Gauss–Newton block of ``W_layer`` (``docs/theory.md`` §4).
 
     With ``v_{icc'} = a_{c,c'} ⊗ h̃_i`` (row c' of the tail Jacobian of class c, sample i of
     class c), ``v_{cc'}`` its class average and ``v_c = (1/K) Σ_{c'} v_{cc'}``:
@@ -50,11 +50,11 @@ def gn_decomposition(
     >>> import ufm
     >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
     >>> split = ufm.theory.gn_decomposition(spec, ufm.theory.construct_optimum(spec), layer=1)
-    >>> [part.levels()[1].tolist() for part in split[:3]]    # ranks K, K(K−1), 0 (MATH.md §4)
+    >>> [part.levels()[1].tolist() for part in split[:3]]    # ranks K, K(K−1), 0 (docs/theory.md §4)
     [[3], [6], []]
     """
     if spec.loss != "mse":
-        raise ValueError("gn_decomposition implements the MSE split of MATH.md §4; got loss='ce'")
+        raise ValueError("gn_decomposition implements the MSE split of docs/theory.md §4; got loss='ce'")
     layer = _check_layer(spec, layer)
     M, feats, nc1 = _collapsed_means(spec, params, layer, collapse_tol, allow_zero)
     K, n, N = spec.num_classes, spec.per_class, spec.num_samples
@@ -92,7 +92,7 @@ def gradient_spectrum(
 
     At collapse every sample of class c has the gradient ``G_c = g_c ⊗ μ_c`` (``g_c = ∇_u ℓ``),
     so the second moment is ``(1/K) Σ_c G_c G_cᵀ`` and the covariance removes ``ḠḠᵀ``.
-    MSE optimum (``MATH.md`` §4): rank K at ``γ(1−γ)λ_l``; covariance rank K−1, same value.
+    MSE optimum (``docs/theory.md`` §4): rank K at ``γ(1−γ)λ_l``; covariance rank K−1, same value.
 
     Returns:
       `GradientSpectra` (the type `ufm.curvature.GradientMoments.spectra` returns) with the
@@ -138,7 +138,7 @@ def gradient_spectrum(
 
 
 def weight_spectrum(spec: UFMSpec, params: UFMParams) -> tuple[SingularValues, ...]:
-    """Singular values of W_1..W_L against the DNC prediction (``MATH.md`` §3, §5).
+    """Singular values of W_1..W_L against the DNC prediction (``docs/theory.md`` §3, §5).
 
     One `SingularValues` per layer: the singular values (descending) with the left / right
     singular vectors and, where the DNC point has a closed form, the predicted σ_l, its

@@ -1,9 +1,9 @@
-"""The tail recursion: how a layer's input reaches the loss (``MATH.md`` §4–§6).
+"""The tail recursion: how a layer's input reaches the loss (``docs/theory.md`` §4–§6).
 
 Conventions (loss ``Φ = (1/N) Σ_i ℓ_i``, row-major vec, layer l = the block of ``W_l``) are
 those of `ufm.theory._layer`.
 
-The one formula behind every layer-wise closed form (derived; it generalises ``MATH.md`` §4–§6):
+The one formula behind every layer-wise closed form (derived; it generalises ``docs/theory.md`` §4–§6):
 ``W_l`` enters the network only through ``u_i = W_l h̃_i``, so
 
     ∇²_{W_l} Φ = (1/N) Σ_i C_i ⊗ h̃_i h̃_iᵀ,     C_i = ∇²_u ℓ_i(u_i)   (d_{l+1} × d_{l+1}),
@@ -12,7 +12,7 @@ exactly, at any point and for any activation. At a collapsed point (``h̃_i = μ
 ``(1/K) Σ_c C_c ⊗ μ_c μ_cᵀ``. ``C`` is computed by the backward recursion
 ``C_j = D_j W_jᵀ C_{j+1} W_j D_j + diag(σ''(h_j) ⊙ W_jᵀ g_{j+1})``, ``g_j = D_j W_jᵀ g_{j+1}``
 from ``C_{L+1} = ∇²_z ℓ`` (``I`` for MSE, ``ρ = diag(p) − ppᵀ`` for CE), ``D_j = diag(σ'(h_j))``.
-Linear MSE gives ``C = A^{(l+1)ᵀ}A^{(l+1)}`` (``MATH.md`` §4, one Kronecker product); CE
+Linear MSE gives ``C = A^{(l+1)ᵀ}A^{(l+1)}`` (``docs/theory.md`` §4, one Kronecker product); CE
 gives ``A^{(l+1)ᵀ} ρ_c A^{(l+1)}`` (§5); ReLU uses ``σ'(0) = spec.relu_grad0`` and ``σ'' = 0``
 (the autodiff convention); softplus ``softplus(βx)/β`` has ``σ' = sigmoid(βx)`` and
 ``σ'' = β·sigmoid(βx)(1 − sigmoid(βx))`` (§6).

@@ -1,8 +1,8 @@
-"""Symbolic derivations of the DNC results with sympy (``MATH.md`` §3–§5).
+"""Symbolic derivations of the DNC results with sympy (``docs/theory.md`` §3–§5).
 
 Nothing here is transcribed: each function starts from the balanced collapsed ansatz,
 writes the loss in its few scalar unknowns, imposes stationarity with ``sympy.diff`` and
-solves/simplifies. Conventions are ``MATH.md`` §1 (loss ``(1/2N)‖Z−Y‖² + Σ(λ_l/2)‖W_l‖² +
+solves/simplifies. Conventions are ``docs/theory.md`` §1 (loss ``(1/2N)‖Z−Y‖² + Σ(λ_l/2)‖W_l‖² +
 (λ_H/2)‖H_1‖²``, CE mean over N). Symbols (module attributes): ``K, n, L`` (classes, per
 class, depth), ``lam`` (λ_l of one layer), ``lam_H``, ``Lam`` (``Π_l λ_l``), ``gamma``,
 ``alpha``, ``p``, ``sigma`` (σ_l), ``s`` (feature scale), ``b``.
@@ -61,7 +61,7 @@ def _neat(derived: sp.Expr, neat: sp.Expr) -> sp.Expr:
     return neat
 
 
-# ---- MSE (MATH.md §3) -----------------------------------------------------------------------------
+# ---- MSE (docs/theory.md §3) -----------------------------------------------------------------------------
 _MSE_DATA = (1 - gamma) ** 2 / 2  # (1/2N)‖γY − Y‖² = (1−γ)²/2: Y has N unit entries
 
 
@@ -158,13 +158,13 @@ def full_hessian_matrices(depth: int, include_H: bool = False) -> tuple[sp.Matri
     D = sp.diag(*lams)
     S = (gn + res).applyfunc(sp.simplify)
     T = (gn - res).applyfunc(sp.simplify)
-    S_neat, T_neat = (2 * gamma - 1) * r + D, r - D  # MATH.md §4's form
+    S_neat, T_neat = (2 * gamma - 1) * r + D, r - D  # docs/theory.md §4's form
     if (S - S_neat).applyfunc(sp.simplify) != sp.zeros(m, m) or (T - T_neat).applyfunc(sp.simplify) != sp.zeros(m, m):
         raise RuntimeError("derivation mismatch in the full-Hessian blocks")
     return S_neat, T_neat
 
 
-# ---- cross-entropy (MATH.md §5) -----------------------------------------------------------------
+# ---- cross-entropy (docs/theory.md §5) -----------------------------------------------------------------
 _CE_DATA = sp.log(1 + (K - 1) * sp.exp(-alpha))  # −log softmax(α(e_c − 1/K))_c
 
 
@@ -225,7 +225,7 @@ def latex_report() -> str:
     pe, csig2, cs2 = ce_critical_point()
     S2, T2 = full_hessian_matrices(2)
     lines = [
-        r"% ufm.theory.symbolic — derived with sympy from the balanced collapsed ansatz (MATH.md §3–§5)",
+        r"% ufm.theory.symbolic — derived with sympy from the balanced collapsed ansatz (docs/theory.md §3–§5)",
         r"\begin{align*}",
         r"&\text{MSE scale: } " + sp.latex(mse_scale_equation().lhs) + " = b = " + sp.latex(K ** (L + 1) * n * lam_H * Lam)
         + r",\quad Z^\star = \gamma Y \\",
