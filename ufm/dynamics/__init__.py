@@ -1,7 +1,7 @@
 """Spectra along training (``docs/dynamics.md``).
 
-One module per concept; each experiment module (`ufm.dynamics.align`, `ufm.dynamics.sgd_ode`, `ufm.dynamics.catapult`, `ufm.dynamics.dmap`)
-defines ``add_cli(subparsers)`` for its ``ufm dynamics <task>`` command (see ``ufm.cli``).
+One module per concept; each experiment module (`align`, `sgd_ode`, `catapult`, `dmap`) defines
+``add_cli(subparsers)`` for its ``ufm dynamics <task>`` command (see ``ufm.cli``).
 
 * Trajectory recording with probes at checkpoints (``docs/alignment.md``).
 * Probes: top-k blocks, G-matrix, alignment, overlaps, outlier counts, NC (``docs/dynamics.md`` §D1).
@@ -14,170 +14,35 @@ defines ``add_cli(subparsers)`` for its ``ufm dynamics <task>`` command (see ``u
 * Diffusion maps of trajectories (``docs/diffusion_maps.md``).
 """
 
-from ._trajectory import (
-    ProbeContext,
-    Trajectory,
-    checkpoint_steps,
-    record,
+from . import (
+    _trajectory,
+    _probes,
+    _mixtures,
+    _models,
+    _anisotropic,
+    sgd_ode,
+    _tangent_kernel,
+    catapult,
+    _diffusion_map,
 )
-from ._probes import (
-    Counts,
-    TopSpace,
-    Overlap,
-    alignment,
-    top_fraction,
-    subspace_overlap,
-    spectrum_counts,
-    top_space,
-    hessian_top_space,
-    per_sample_grads,
-    g_top_space,
-    collapse_probe,
-    spectral_probe,
-)
-from ._mixtures import (
-    KGMM,
-    XORGMM,
-    orthonormal_means,
-)
-from ._models import (
-    TwoLayerParams,
-    init_softmax,
-    softmax_loss,
-    softmax_hessian,
-    softmax_per_sample_grads,
-    init_two_layer,
-    two_layer_hidden,
-    two_layer_logits,
-    two_layer_loss,
-)
-from ._anisotropic import (
-    COVARIANCES,
-    AnisotropicMixture,
-    anisotropic_mixture,
-)
-from .sgd_ode import (
-    LOSSES,
-    ODEResult,
-    PhaseDiagram,
-    SGDResult,
-    TrajectoryGap,
-    gaussian_expectations,
-    ode_sgd_gap,
-    phase_diagram,
-    simulate_sgd,
-    solve_sgd_ode,
-    time_grid,
-)
-from ._tangent_kernel import (
-    tangent_kernel_operator,
-    tangent_kernel,
-    batch_tangent_kernels,
-    kernel_spectrum,
-    critical_learning_rate,
-    NORMALIZATIONS,
-)
-from .catapult import (
-    NTKMLP,
-    Target,
-    make_target,
-    TARGETS,
-    agop,
-    agop_alignment,
-    projected_loss,
-    Catapult,
-    detect_catapults,
-    CatapultConfig,
-    CatapultRun,
-    CatapultReport,
-    run_gd,
-    run_schedule,
-    run_sgd,
-)
-from ._diffusion_map import (
-    DiffusionMap,
-    KernelSumCurve,
-    TrajectoryDiffusion,
-    analyze_trajectory,
-    diffusion_map,
-    kernel_sum_curve,
-    quadratic_r2,
-    spectral_gap,
-    squared_distances,
-)
+from ._trajectory import *  # noqa: F403  (re-exports _trajectory.__all__)
+from ._probes import *  # noqa: F403  (re-exports _probes.__all__)
+from ._mixtures import *  # noqa: F403  (re-exports _mixtures.__all__)
+from ._models import *  # noqa: F403  (re-exports _models.__all__)
+from ._anisotropic import *  # noqa: F403  (re-exports _anisotropic.__all__)
+from .sgd_ode import *  # noqa: F403  (re-exports sgd_ode.__all__)
+from ._tangent_kernel import *  # noqa: F403  (re-exports _tangent_kernel.__all__)
+from .catapult import *  # noqa: F403  (re-exports catapult.__all__)
+from ._diffusion_map import *  # noqa: F403  (re-exports _diffusion_map.__all__)
 
 __all__ = [
-    "ProbeContext",
-    "Trajectory",
-    "checkpoint_steps",
-    "record",
-    "Counts",
-    "TopSpace",
-    "Overlap",
-    "alignment",
-    "top_fraction",
-    "subspace_overlap",
-    "spectrum_counts",
-    "top_space",
-    "hessian_top_space",
-    "per_sample_grads",
-    "g_top_space",
-    "collapse_probe",
-    "spectral_probe",
-    "KGMM",
-    "XORGMM",
-    "orthonormal_means",
-    "TwoLayerParams",
-    "init_softmax",
-    "softmax_loss",
-    "softmax_hessian",
-    "softmax_per_sample_grads",
-    "init_two_layer",
-    "two_layer_hidden",
-    "two_layer_logits",
-    "two_layer_loss",
-    "COVARIANCES",
-    "AnisotropicMixture",
-    "anisotropic_mixture",
-    "LOSSES",
-    "ODEResult",
-    "PhaseDiagram",
-    "SGDResult",
-    "TrajectoryGap",
-    "gaussian_expectations",
-    "ode_sgd_gap",
-    "phase_diagram",
-    "simulate_sgd",
-    "solve_sgd_ode",
-    "time_grid",
-    "tangent_kernel_operator",
-    "tangent_kernel",
-    "batch_tangent_kernels",
-    "kernel_spectrum",
-    "critical_learning_rate",
-    "NORMALIZATIONS",
-    "NTKMLP",
-    "Target",
-    "make_target",
-    "TARGETS",
-    "agop",
-    "agop_alignment",
-    "projected_loss",
-    "Catapult",
-    "detect_catapults",
-    "CatapultConfig",
-    "CatapultRun",
-    "CatapultReport",
-    "run_gd",
-    "run_schedule",
-    "run_sgd",
-    "DiffusionMap",
-    "KernelSumCurve",
-    "TrajectoryDiffusion",
-    "analyze_trajectory",
-    "diffusion_map",
-    "kernel_sum_curve",
-    "quadratic_r2",
-    "spectral_gap",
-    "squared_distances",
+    *_trajectory.__all__,
+    *_probes.__all__,
+    *_mixtures.__all__,
+    *_models.__all__,
+    *_anisotropic.__all__,
+    *sgd_ode.__all__,
+    *_tangent_kernel.__all__,
+    *catapult.__all__,
+    *_diffusion_map.__all__,
 ]
