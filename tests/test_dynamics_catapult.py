@@ -203,7 +203,7 @@ def test_gd_regimes_small(tmp_path):
     with λ_max below 2n/η; 4 η_crit diverges. Through the CLI, checking the JSON schema."""
     path = tmp_path / "gd.json"
     rc = main(["dynamics", "catapult", "--task", "gd", "--lr-multipliers", "0.5", "1.5", "4", "--samples", "32",
-               "--width", "256", "--steps", "150", "--test-samples", "200", "--json", str(path)])
+               "--width", "128", "--steps", "100", "--test-samples", "100", "--json", str(path)])
     assert rc == 0
     out = json.loads(path.read_text())
     assert set(out) >= {"config", "runs"}

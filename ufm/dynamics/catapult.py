@@ -718,11 +718,11 @@ def plot_batch_sweep(axes, report: dict):
         for ax, name in zip(axes, ("catapults", "agop_alignment", "test_mse")):
             ax.errorbar(b, [r[name] for r in rows], yerr=[r[name + "_std"] for r in rows], marker="o", capsize=2,
                         color=plotting.COLORS[i % 8], label=f"c = {c_mult:g}")
-    from matplotlib.ticker import ScalarFormatter
-
+    sizes = sorted({row["batch_size"] for row in table})
     for ax, label in zip(axes, ("catapults", "AGOP alignment", "test MSE")):
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xticks(sizes, [str(b) for b in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("batch size")
         ax.set_ylabel(label)
     return axes
