@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._tangent_kernel import _check_normalization, critical_learning_rate, tangent_kernel
+from ._tangent_kernel import _check_normalization, _positive_int, critical_learning_rate, tangent_kernel
 
 __all__ = [
     "NTKMLP",
@@ -55,12 +55,6 @@ __all__ = [
 ]
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "linear": lambda z: z}
-
-
-def _positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 # ---- the model ------------------------------------------------------------------------------
