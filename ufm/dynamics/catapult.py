@@ -466,8 +466,9 @@ class CatapultRun:
     ``test_mse``. ``learning_rates`` is the rate of every step. ``regime``: ``"diverged"``
     (non-finite, frozen, or not below the initial loss at the end), ``"catapult"`` (≥ 1
     catapult), ``"monotone"`` (``L_{t+1} ≤ L_t (1 + 1e-9)`` throughout) or ``"non-monotone"``.
-    ``segments`` (schedule only): per segment its rate, η_crit at its start, catapults so
-    far and the AGOP alignment at its end.
+    ``segments`` (schedule only): per segment its rate, η_crit at its start, the catapults
+    started so far (a catapult can end in the next segment: its loss must fall below the
+    pre-spike level, §4) and the AGOP alignment at its end.
     """
 
     label: dict
@@ -593,7 +594,7 @@ def run_schedule(cfg: CatapultConfig, progress: Callable | None = None) -> Catap
         steps = np.concatenate([parts[0][2]] + [p[2][1:] for p in parts[1:]])
         run = _make_run(cfg, {"multiplier": c_mult}, eta0, np.concatenate(rates), loss, probes, steps)
         for seg in segments:
-            seg["catapults_so_far"] = sum(1 for cat in run.catapults if cat.end <= seg["end_step"])
+            seg["catapults_so_far"] = sum(1 for cat in run.catapults if cat.start < seg["end_step"])
         runs.append(dataclasses.replace(run, segments=tuple(segments)))
         if progress:
             progress(f"schedule: c = {c_mult:g}: {run.num_catapults} catapult(s), AGOP alignment "
