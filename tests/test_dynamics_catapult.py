@@ -56,6 +56,7 @@ def test_matrix_free_kernel_equals_dense(name, model):
     full = np.asarray(jax.vmap(op.make(op.args), in_axes=1, out_axes=1)(jnp.eye(op.dim)))
     np.testing.assert_allclose(full, K, atol=1e3 * EPS * scale)
     np.testing.assert_allclose(D.tangent_kernel(model, params, X), K, atol=1e3 * EPS * scale)
+    np.testing.assert_allclose(D.tangent_kernel(model, params, X, independent=True), K, atol=1e3 * EPS * scale)
     if isinstance(model, D.NTKMLP):  # the layer-structured kernel (docs/catapults.md §2)
         np.testing.assert_allclose(model.tangent_kernel(params, X), K, atol=1e3 * EPS * scale)
 
