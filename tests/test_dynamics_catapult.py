@@ -30,10 +30,9 @@ def _dict_model(p, X):
     return jax.nn.softplus(X @ p["a"] + p["b"]) @ p["c"]
 
 
-MODELS = [
+MODELS = [  # the depth-1 (linear) NTKMLP is covered by the AGOP and η_crit tests
     ("ntk-tanh-depth3-vector", D.NTKMLP(4, (6, 5), 3, 2, "tanh")),
     ("ntk-relu-depth2-scalar", D.NTKMLP(3, 7, 2, 1, "relu")),
-    ("ntk-linear-depth1", D.NTKMLP(5, 4, 1, 3, "linear")),
 ]
 
 
@@ -51,11 +50,10 @@ def test_matrix_free_kernel_equals_dense(name, model):
     scale = np.abs(K).max()
     op = D.tangent_kernel_operator(model, params, X)
     assert op.dim == K.shape[0]
-    v = np.asarray(jax.random.normal(jax.random.PRNGKey(5), (op.dim,)))
-    np.testing.assert_allclose(op.matvec(v), K @ v, atol=1e3 * EPS * scale * np.abs(v).sum())
     full = np.asarray(jax.vmap(op.make(op.args), in_axes=1, out_axes=1)(jnp.eye(op.dim)))
     np.testing.assert_allclose(full, K, atol=1e3 * EPS * scale)
     np.testing.assert_allclose(D.tangent_kernel(model, params, X), K, atol=1e3 * EPS * scale)
+    np.testing.assert_allclose(D.tangent_kernel(model, params, X, independent=True), K, atol=1e3 * EPS * scale)
     if isinstance(model, D.NTKMLP):  # the layer-structured kernel (docs/catapults.md §2)
         np.testing.assert_allclose(model.tangent_kernel(params, X), K, atol=1e3 * EPS * scale)
 
@@ -203,7 +201,7 @@ def test_gd_regimes_small(tmp_path):
     with λ_max below 2n/η; 4 η_crit diverges. Through the CLI, checking the JSON schema."""
     path = tmp_path / "gd.json"
     rc = main(["dynamics", "catapult", "--task", "gd", "--lr-multipliers", "0.5", "1.5", "4", "--samples", "32",
-               "--width", "256", "--steps", "150", "--test-samples", "200", "--json", str(path)])
+               "--width", "128", "--steps", "100", "--test-samples", "100", "--json", str(path)])
     assert rc == 0
     out = json.loads(path.read_text())
     assert set(out) >= {"config", "runs"}

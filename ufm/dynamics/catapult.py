@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._tangent_kernel import _check_normalization, critical_learning_rate, tangent_kernel
+from ._tangent_kernel import _check_normalization, _positive_int, critical_learning_rate, tangent_kernel
 
 __all__ = [
     "NTKMLP",
@@ -55,12 +55,6 @@ __all__ = [
 ]
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "linear": lambda z: z}
-
-
-def _positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 # ---- the model ------------------------------------------------------------------------------
@@ -472,8 +466,9 @@ class CatapultRun:
     ``test_mse``. ``learning_rates`` is the rate of every step. ``regime``: ``"diverged"``
     (non-finite, frozen, or not below the initial loss at the end), ``"catapult"`` (≥ 1
     catapult), ``"monotone"`` (``L_{t+1} ≤ L_t (1 + 1e-9)`` throughout) or ``"non-monotone"``.
-    ``segments`` (schedule only): per segment its rate, η_crit at its start, catapults so
-    far and the AGOP alignment at its end.
+    ``segments`` (schedule only): per segment its rate, η_crit at its start, the catapults
+    started so far (a catapult can end in the next segment: its loss must fall below the
+    pre-spike level, §4) and the AGOP alignment at its end.
     """
 
     label: dict
@@ -599,7 +594,7 @@ def run_schedule(cfg: CatapultConfig, progress: Callable | None = None) -> Catap
         steps = np.concatenate([parts[0][2]] + [p[2][1:] for p in parts[1:]])
         run = _make_run(cfg, {"multiplier": c_mult}, eta0, np.concatenate(rates), loss, probes, steps)
         for seg in segments:
-            seg["catapults_so_far"] = sum(1 for cat in run.catapults if cat.end <= seg["end_step"])
+            seg["catapults_so_far"] = sum(1 for cat in run.catapults if cat.start < seg["end_step"])
         runs.append(dataclasses.replace(run, segments=tuple(segments)))
         if progress:
             progress(f"schedule: c = {c_mult:g}: {run.num_catapults} catapult(s), AGOP alignment "
@@ -718,11 +713,11 @@ def plot_batch_sweep(axes, report: dict):
         for ax, name in zip(axes, ("catapults", "agop_alignment", "test_mse")):
             ax.errorbar(b, [r[name] for r in rows], yerr=[r[name + "_std"] for r in rows], marker="o", capsize=2,
                         color=plotting.COLORS[i % 8], label=f"c = {c_mult:g}")
-    from matplotlib.ticker import ScalarFormatter
-
+    sizes = sorted({row["batch_size"] for row in table})
     for ax, label in zip(axes, ("catapults", "AGOP alignment", "test MSE")):
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xticks(sizes, [str(b) for b in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("batch size")
         ax.set_ylabel(label)
     return axes
