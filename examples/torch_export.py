@@ -3,7 +3,7 @@
 Needs torch (not a ufm dependency). The export is the ten lines between the markers, the
 same as in the README; everything above them is an ordinary PyTorch training loop.
 
-    python examples/torch_export.py digits_head.npz && ufm analyze digits_head.npz
+    OMP_NUM_THREADS=1 python examples/torch_export.py digits_head.npz && ufm analyze digits_head.npz
 """
 
 import sys

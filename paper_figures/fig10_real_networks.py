@@ -67,8 +67,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             plotting.plot_spectrum(ax, pred, color=plotting.COLORS[1], marker="x", label="class-mean formula",
                                    floor=floor)
             ax.axvline(int(data[f"expected{l}"]) + 0.5, color="0.5", linewidth=0.6, linestyle=":")
-            ax.set_title(f"head layer {l}: NC1(in) {float(data[f'nc1in{l}']):.2g}\nrel. err max "
-                         f"{float(data[f'err{l}']):.2e}, median {float(data[f'med{l}']):.2e}", fontsize=7)
+            ax.set_title(f"$W_{l}$: NC1 of input {float(data[f'nc1in{l}']):.2g}\nrel. err max "
+                         f"{float(data[f'err{l}']):.1e}, med {float(data[f'med{l}']):.1e}", fontsize=6)
             ax.set_xlabel("index")
         axes[0].set_ylabel("eigenvalue (data Hessian)")
         axes[0].legend(loc="lower left")
@@ -80,9 +80,10 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         # a log step axis only when the checkpoints span a decade (else it shows no tick labels)
         xscale = "log" if x.max() >= 10 * max(x.min(), 1) else "linear"
         ax.set(xscale=xscale, yscale="log", xlabel="SGD step", ylabel="NC1 (uncentred)", title="collapse over training")
-        from matplotlib.ticker import NullFormatter
+        from matplotlib.ticker import FuncFormatter, NullFormatter
 
         ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if str(int(f"{v:.0e}"[0])) in "25" else ""))
         ax.legend(loc="lower left")
         files = plotting.savefig(fig, os.path.join(out_dir, "fig10_real_networks"))
     caption = (f"MLP (784-128-128-{WIDTH}) on MNIST (the shipped t10k split, {int(data['per_class'])} training "

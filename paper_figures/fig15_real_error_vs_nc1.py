@@ -84,6 +84,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
         axes[0].set_ylabel("max rel. error of the top outliers")
+        top = max(np.nanmax(data[loss]["rows"][:, 3:5]) for loss in ("mse", "ce"))
+        axes[0].set_ylim(top=top * 1e4)  # headroom: the legends sit above the data
         files = plotting.savefig(fig, os.path.join(out_dir, "fig15_real_error_vs_nc1"))
     K = int(data["mse"]["num_classes"])
     marks = ", ".join(str(m) for m in cfg["marks"])
