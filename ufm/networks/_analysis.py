@@ -105,21 +105,20 @@ def _count(vals) -> int:
     return int(_curvature().count_outliers(np.asarray(vals)))
 
 
-# ---- the one eigendecomposition route (the lead switches it to ufm.curvature.spectrum) ----------
+# ---- the one eigendecomposition route: ufm.curvature.spectrum ------------------------------------
 def _eig(fn, params, *, leaves=None, k: int | None = None, dense_max: int = 4096, seed: int = 0):
-    """Eigenpairs of the Hessian of ``fn`` over ``leaves``: dense ``eigh`` (descending, residuals
-    measured) when the block has at most ``dense_max`` parameters, else the top ``k`` by Lanczos.
-    Returns ``(Spectrum, dense matrix or None)``."""
+    """Eigenpairs of the Hessian of ``fn`` over ``leaves`` through ``ufm.curvature.spectrum``:
+    dense (all pairs, residuals measured) when the block has at most ``dense_max`` parameters —
+    the matrix is kept for the exact class-mean / within-class split —, else the top ``k`` by
+    the Krylov solver. Returns ``(Spectrum, dense matrix or None)``."""
     curv = _curvature()
     sel = jax.tree_util.tree_leaves(params)
     P = sum(sel[i].size for i in leaves) if leaves is not None else sum(x.size for x in sel)
     if P <= dense_max:
         Hm = np.asarray(curv.hessian(fn, params, leaves=leaves), np.float64)
         Hm = 0.5 * (Hm + Hm.T)
-        vals, vecs = np.linalg.eigh(Hm)
-        res = np.linalg.norm(Hm @ vecs - vecs * vals, axis=0)
-        return Spectrum(vals[::-1], vecs[:, ::-1], residuals=res[::-1], source="dense"), Hm
-    return curv.top_eigenpairs(fn, params, k, leaves=leaves, seed=seed), None
+        return curv.spectrum(Hm, method="dense"), Hm
+    return curv.spectrum(fn, params, leaves=leaves, k=k, method="krylov", seed=seed), None
 
 
 # ---- the head as a deep UFM ---------------------------------------------------------------------
