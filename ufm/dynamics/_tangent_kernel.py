@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ..curvature import Operator, top_eigenpairs
+from ..curvature import Operator, spectrum
 from ..spectrum import Spectrum
 
 __all__ = [
@@ -129,10 +129,10 @@ def kernel_spectrum(f: Callable, params, X, k: int, *, method: str = "auto", max
     """The top ``k`` eigenpairs of ``K = J Jᵀ`` (eigenvectors in ``R^{nc}``) as a `Spectrum`.
 
     Args:
-      method: ``"dense"`` (form K, LAPACK ``eigh``), ``"krylov"`` (matrix-free
-        `tangent_kernel_operator` through ``ufm.curvature.top_eigenpairs``), or ``"auto"``:
-        dense when ``nc <= max_dense``.
-      krylov_kw: passed to ``top_eigenpairs`` (``tol``, ``block_size``, ``seed`` …).
+      method: ``"dense"`` (form K, ``eigh``), ``"krylov"`` (matrix-free
+        `tangent_kernel_operator` through the Krylov solver), or ``"auto"``: dense when
+        ``nc <= max_dense``; both through ``ufm.curvature.spectrum``.
+      krylov_kw: passed to ``spectrum`` (``tol``, ``seed``, ``block_size`` …).
     """
     if method not in ("auto", "dense", "krylov"):
         raise ValueError(f"method must be 'auto', 'dense' or 'krylov', got {method!r}")
@@ -140,9 +140,8 @@ def kernel_spectrum(f: Callable, params, X, k: int, *, method: str = "auto", max
     if _positive_int("k", k) > dim:
         raise ValueError(f"k must be <= nc={dim}, got {k!r}")
     if method == "krylov" or (method == "auto" and dim > max_dense):
-        return top_eigenpairs(tangent_kernel_operator(f, params, X), None, int(k), **krylov_kw)
-    vals, vecs = np.linalg.eigh(np.asarray(tangent_kernel(f, params, X)))
-    return Spectrum(vals[::-1][:k], vecs[:, ::-1][:, :k], dim=dim, source="dense", info={"method": "dense eigh"})
+        return spectrum(tangent_kernel_operator(f, params, X), k=int(k), method="krylov", **krylov_kw)
+    return spectrum(np.asarray(tangent_kernel(f, params, X)), k=int(k), method="dense")
 
 
 def critical_learning_rate(lambda_max, num_samples: int, normalization: str = "half"):
