@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 
 import numpy as np
 
@@ -24,6 +26,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"ufm: error: {message}\n")
 
 
+def _int_at_least(low: int):
+    """An argparse type: an int >= ``low`` (argparse turns the ValueError into one line, exit 2)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse's message: "invalid integer value: 'x'"
+    return parse
+
+
+_SEED = _int_at_least(0)
+_POSITIVE = _int_at_least(1)
+
+
+def _check_outputs(args) -> None:
+    """Refuse, before any work, an output path (``--json``, ``--plot``) that cannot be written."""
+    for flag in ("json", "plot"):
+        path = getattr(args, flag, None)
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise _ArgumentError(f"--{flag} {path}: the directory {folder} does not exist")
+        if os.path.isdir(path):
+            raise _ArgumentError(f"--{flag} {path}: is a directory, expected a file path")
+        if not os.access(folder, os.W_OK):
+            raise _ArgumentError(f"--{flag} {path}: the directory {folder} is not writable")
+
+
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (UFMSpec)")
     g.add_argument("--num-classes", "-K", type=int, default=4, help="K, number of classes (default 4)")
@@ -37,8 +71,8 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", choices=["mse", "ce"], default="mse")
     g.add_argument("--lambda-W", type=float, nargs="+", default=[1e-3], help="λ_W, one value or one per layer")
     g.add_argument("--lambda-H", type=float, default=1e-3, help="λ_H (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    p.add_argument("--seed", type=_SEED, default=0, help="PRNG seed, an integer >= 0 (default 0)")
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON (its directory must exist)")
     x = p.add_mutually_exclusive_group()
     x.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
     x.add_argument("--x32", dest="x64", action="store_false", help="float32")
@@ -66,14 +100,71 @@ def _console():
     return Console(highlight=False, no_color=not tty, width=None if tty else 150)
 
 
-def _progress(total: int, description: str):
-    """A rich progress bar on stderr (silent when stderr is not a terminal)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.console import Console
+class _Progress:
+    """Progress on stderr that follows the stage actually running.
 
-    console = Console(stderr=True)
-    return Progress(TextColumn(description), BarColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
+    On a terminal: one live rich line (label, bar or spinner, info, elapsed), replaced at each
+    `stage`. Elsewhere (a pipe, a CI log): one line when a stage starts, one when it ends with
+    its time, and a heartbeat line at most every ``heartbeat`` seconds in between, so a log is
+    never silent for long. ``with _Progress() as p: p.stage("training", total=n); p.update(i, info)``.
+    """
+
+    def __init__(self, console=None, heartbeat: float = 15.0):
+        from rich.console import Console
+
+        self.console = console if console is not None else Console(stderr=True, highlight=False)
+        self.heartbeat = heartbeat
+        self.label = None
+        self._bar = None
+
+    def __enter__(self):
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console,
+                                 transient=True)
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._end(failed=exc[0] is not None)
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+        return False
+
+    def _log(self, text: str) -> None:
+        self.console.print(f"ufm: {text}", markup=False, soft_wrap=True)
+
+    def _end(self, failed: bool = False) -> None:
+        if self.label is None:
+            return
+        if self._bar is not None:
+            self._bar.remove_task(self._task)
+        else:
+            seconds = time.perf_counter() - self._t0
+            info = f"; {self._info}" if self._info else ""
+            self._log(f"{self.label}: {'stopped' if failed else 'done'} after {seconds:.1f} s{info}")
+        self.label = None
+
+    def stage(self, label: str, total: int | None = None) -> None:
+        """End the running stage (if any) and start ``label`` (``total`` steps, or open-ended)."""
+        self._end()
+        self.label, self._info, self._t0 = label, "", time.perf_counter()
+        self._beat = self._t0
+        if self._bar is not None:
+            self._task = self._bar.add_task(label, total=total, info="")
+        else:
+            self._log(f"{label} ...")
+
+    def update(self, completed: int | None = None, info: str = "") -> None:
+        """Report progress within the running stage."""
+        self._info = info
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed, info=info)
+        elif time.perf_counter() - self._beat >= self.heartbeat:
+            self._beat = time.perf_counter()
+            self._log(f"{self.label}: {info} ({self._beat - self._t0:.0f} s)")
 
 
 def _nc_table(nc, title):
@@ -92,6 +183,10 @@ def _nc_table(nc, title):
     return table
 
 
+#: `ufm.train`'s default stopping tolerance on ‖∇L‖ (float64, float32); `ufm verify` trains to 1e-10.
+_TRAIN_TOL = {True: 1e-9, False: 1e-4}
+
+
 def _cmd_train(args) -> int:
     import jax
 
@@ -100,13 +195,15 @@ def _cmd_train(args) -> int:
 
     spec = _spec_from_args(args)
     params = ufm.init_params(spec, seed=args.seed)
-    with _progress(args.steps, "training") as bar:
-        task = bar.add_task("train", total=args.steps, info="")
+    with _Progress() as progress:
+        progress.stage(f"training (at most {args.steps} steps, stops at ‖∇L‖ <= {_TRAIN_TOL[args.x64]:g})",
+                       total=args.steps)
 
         def callback(rec):
-            bar.update(task, completed=rec["step"], info=f"loss {rec['loss']:.6g} |∇| {rec['grad_norm']:.1e}")
+            progress.update(rec["step"], f"step {rec['step']}  loss {rec['loss']:.6g}  |∇L| {rec['grad_norm']:.1e}")
 
-        result = ufm.train(spec, params, steps=args.steps, log_every=args.log_every, callback=callback)
+        result = ufm.train(spec, params, steps=args.steps, tol=_TRAIN_TOL[args.x64], log_every=args.log_every,
+                           callback=callback)
     nc = ufm.collapse.metrics(spec, result.params)
     console = _console()
     h = result.history
@@ -165,10 +262,13 @@ def _plot_report(report, path):
 def _verify_one(spec, args, callback=None):
     from .verification import verify
 
+    return verify(spec, from_optimum=args.from_optimum, seed=args.seed, steps=_verify_steps(spec), callback=callback)
+
+
+def _verify_steps(spec) -> int:
     # ReLU's loss has a kink at the collapsed optimum (exact zeros): GD converges there only
     # sublinearly, so the training budget is capped instead of chasing ‖∇L‖ = 1e-10.
-    steps = 100_000 if spec.activation == "relu" else 200_000
-    return verify(spec, from_optimum=args.from_optimum, seed=args.seed, steps=steps, callback=callback)
+    return 100_000 if spec.activation == "relu" else 200_000
 
 
 def _grid_specs(base):
@@ -190,9 +290,11 @@ def _cmd_verify(args) -> int:
     spec = _spec_from_args(args)
     console = _console()
     if args.grid:
-        results = []
-        for s in _grid_specs(spec):
-            r = _verify_one(s, args)
+        results, specs = [], list(_grid_specs(spec))
+        for i, s in enumerate(specs):
+            with _Progress() as progress:
+                progress.stage(f"[{i + 1}/{len(specs)}] verifying L={s.depth} K={s.num_classes} {s.loss} {s.activation}")
+                r = _verify_one(s, args)
             w = r.worst()
             results.append({"spec": s.to_dict(), "passed": r.passed, "worst": w.to_dict(),
                             "seconds": r.info["seconds"], "failed": [c.to_dict() for c in r.failed]})
@@ -204,11 +306,18 @@ def _cmd_verify(args) -> int:
             with open(args.json, "w") as f:
                 json.dump({"passed": passed, "grid": results}, f, indent=1)
         return 0 if passed else 1
-    with _progress(1, "training to collapse") as bar:
-        task = bar.add_task("train", total=None, info="")
+    with _Progress() as progress:
+        if args.from_optimum:
+            progress.stage("constructing the DNC optimum and checking the closed forms against autodiff")
+            callback = None
+        else:
+            steps = _verify_steps(spec)
+            progress.stage(f"training to collapse (at most {steps} steps, stops at ‖∇L‖ <= 1e-10)", total=steps)
 
-        def callback(rec):
-            bar.update(task, info=f"step {rec['step']}  |∇L| {rec['grad_norm']:.1e}")
+            def callback(rec):
+                progress.update(rec["step"], f"step {rec['step']}  |∇L| {rec['grad_norm']:.1e}")
+                if rec["grad_norm"] <= 1e-10 or rec["step"] >= steps:  # training ends with this record
+                    progress.stage("checking the closed forms against autodiff")
 
         report = _verify_one(spec, args, callback)
     console.print(f"{spec}")
@@ -231,10 +340,9 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_theory(args) -> int:
-    from . import theory
+    from .theory import symbolic
 
-    if args.latex:
-        print(theory.latex_report())
+    print(symbolic.latex_report() if args.latex else symbolic.text_report())
     return 0
 
 
@@ -246,12 +354,15 @@ def _cmd_real(args) -> int:
     from . import networks
 
     try:
-        with _progress(1, f"training {args.model} on {args.dataset}") as bar:
-            task = bar.add_task("train", total=None, info="")
+        with _Progress() as progress:
+            progress.stage(f"training {args.model} on {args.dataset}")
 
             def callback(rec):
-                bar.update(task, info=" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                               for k, v in rec.items() if not hasattr(v, "__len__")))
+                if "stage" in rec:  # run_real's training is over: the next stage starts
+                    progress.stage(rec["stage"])
+                else:
+                    progress.update(rec.get("step"), " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                              for k, v in rec.items() if not hasattr(v, "__len__")))
 
             report, _history = networks.run_real(
                 dataset=args.dataset, model=args.model, loss=args.loss, quick=args.quick, seed=args.seed,
@@ -273,11 +384,21 @@ def _cmd_real(args) -> int:
     return 0
 
 
+def _figure_names() -> list[str]:
+    from paper_figures import FIGURES
+
+    return list(FIGURES)
+
+
 def _cmd_figures(args) -> int:
     import paper_figures
 
+    try:
+        paper_figures.select(args.only)
+    except ValueError as e:
+        raise _ArgumentError(f"--{e}") from None
     for name, seconds, files in paper_figures.build(args.out, quick=args.quick, only=args.only):
-        print(f"{name:28s} {seconds:7.1f} s  {', '.join(str(f) for f in files)}")
+        print(f"{name:28s} {seconds:7.1f} s  {', '.join(str(f) for f in files) or 'skipped'}")
     return 0
 
 
@@ -296,13 +417,18 @@ def _add_dynamics(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ufm", description="Deep unconstrained feature models: collapse, spectra, figures.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from . import __version__
+
+    parser = _Parser(prog="ufm", description="Deep unconstrained feature models: collapse, spectra, figures.",
+                     epilog="`ufm COMMAND --help` describes a command's flags. Exit status: 0 success, "
+                            "1 a check failed, 2 bad arguments.")
+    parser.add_argument("--version", action="version", version=f"ufm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a deep UFM to collapse and print NC1-NC4 per layer")
     _add_spec_args(p)
-    p.add_argument("--steps", type=int, default=100_000)
-    p.add_argument("--log-every", type=int, default=1_000)
+    p.add_argument("--steps", type=_POSITIVE, default=100_000, help="the most optimiser steps (default 100000)")
+    p.add_argument("--log-every", type=_POSITIVE, default=1_000, help="steps between progress records")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("verify", help="check the closed-form theory against autodiff (exit 1 if a check fails)")
@@ -319,26 +445,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", "-L", type=int, default=3, help="head depth L (default 3)")
     p.add_argument("--width", "-d", type=int, default=32, help="head width d (default 32)")
     p.add_argument("--activation", choices=["linear", "relu"], default="linear", help="head activation")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the run's preset)")
+    p.add_argument("--steps", type=_POSITIVE, default=None, help="training steps (default: the run's preset)")
     p.add_argument("--quick", action="store_true", help="a small smoke run")
     p.add_argument("--data-dir", default=None, help="another directory with the MNIST IDX files")
     p.add_argument("--checkpoint", default=None, help="npz checkpoint path: resume from / save to")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--seed", type=_SEED, default=0, help="PRNG seed, an integer >= 0 (default 0)")
+    p.add_argument("--json", metavar="PATH", help="write the report as JSON (its directory must exist)")
     p.add_argument("--plot", metavar="PATH", help="figure of predicted vs measured layer spectra")
     x = p.add_mutually_exclusive_group()
     x.add_argument("--x64", dest="x64", action="store_true", default=None, help="everything in float64")
     x.add_argument("--x32", dest="x64", action="store_false", help="float32 everywhere")
     p.set_defaults(func=_cmd_real)
 
-    p = sub.add_parser("figures", help="regenerate every paper figure (PDF + PNG + index.md)")
+    p = sub.add_parser("figures", help="regenerate every paper figure (PDF + PNG + index.md)",
+                       epilog="figures: " + ", ".join(_figure_names()))
     p.add_argument("--out", default="figs", help="output directory (default figs/)")
     p.add_argument("--quick", action="store_true", help="reduced sizes (smoke test)")
-    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="build only these figures")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="build only these figures (names or prefixes such as fig01; listed below)")
     p.set_defaults(func=_cmd_figures)
 
-    p = sub.add_parser("theory", help="print the derived closed forms")
-    p.add_argument("--latex", action="store_true", help="as LaTeX")
+    p = sub.add_parser("theory", help="print the derived closed forms (plain text; --latex for LaTeX)")
+    p.add_argument("--latex", action="store_true", help="as a LaTeX align* block")
     p.set_defaults(func=_cmd_theory)
 
     _add_dynamics(sub)
@@ -348,7 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # bare `ufm`: the usage and the command list
+        parser.print_help(sys.stderr)
+        return 2
     try:
+        _check_outputs(args)
         return args.func(args)
     except _ArgumentError as e:
         print(f"ufm: error: {e}", file=sys.stderr)
