@@ -1,0 +1,146 @@
+"""What a new user meets in the first hour (issue 12): a user's mistake is one line on stderr
+and exit 2 (never a traceback, never after the work), bare commands say what they do, and
+progress follows the stage actually running. The CLI runs in-process (`ufm.cli.main`).
+"""
+
+import io
+import re
+
+import pytest
+import sympy as sp
+
+import paper_figures
+import ufm
+from ufm import cli
+
+TINY = ["-K", "2", "-n", "2", "-L", "2", "-d", "3"]
+
+
+def run(argv, capsys):
+    """``(exit status, stdout, stderr)`` of ``ufm argv`` (argparse's own exits included)."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(argv, capsys, *words):
+    code, out, err = run(argv, capsys)
+    assert code == 2, (code, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("ufm: error: ") and all(w in err for w in words), err
+    return err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--steps", "0"], ["--steps", ">= 1"]),
+    (["train", "--log-every", "-5"], ["--log-every"]),
+    (["verify", "--seed", "-1"], ["--seed", ">= 0"]),
+    (["verify", "--seed", "-1", "--from-optimum"], ["--seed"]),
+    (["real", "--seed", "x"], ["--seed", "'x'"]),
+    (["train", "--num-classes", "1"], ["num_classes"]),
+])
+def test_bad_values_are_one_line_and_exit_2(argv, words, capsys):
+    assert_user_error(argv, capsys, *words)
+
+
+@pytest.mark.parametrize("command", [["train"], ["verify"], ["verify", "--from-optimum"], ["real", "--quick"]])
+def test_output_path_is_checked_before_any_work(command, tmp_path, capsys, monkeypatch):
+    def no_work(*a, **k):
+        raise AssertionError("the run started before the output path was checked")
+
+    for name in ("train", "verify", "init_params"):
+        monkeypatch.setattr(ufm, name, no_work)
+    monkeypatch.setattr(ufm.verification, "verify", no_work)
+    monkeypatch.setattr(ufm.networks, "run_real", no_work)
+    missing = tmp_path / "no" / "such" / "dir"
+    assert_user_error(command + ["--json", str(missing / "x.json")], capsys, str(missing), "does not exist")
+    if command[0] != "train":  # --plot too
+        assert_user_error(command + ["--plot", str(missing / "fig")], capsys, "--plot", "does not exist")
+    assert_user_error(command + ["--json", str(tmp_path)], capsys, "is a directory")
+
+
+def test_bare_ufm_prints_the_command_list_and_version_works(capsys):
+    code, out, err = run([], capsys)
+    assert code == 2 and "Traceback" not in err
+    for command in ("train", "verify", "real", "figures", "theory", "dynamics"):
+        assert re.search(rf"^\s+{command}\s+\S", err, re.M), f"{command} missing from:\n{err}"
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and out.strip() == f"ufm {ufm.__version__}"
+
+
+def test_figures_names_in_help_and_a_wrong_name_lists_them(capsys):
+    code, out, _ = run(["figures", "--help"], capsys)
+    assert code == 0
+    flat = " ".join(out.split())
+    assert all(name in flat for name in paper_figures.FIGURES)
+    err = assert_user_error(["figures", "--only", "nonexistent", "--out", "/nonexistent"], capsys, "no such figure")
+    assert all(name in err for name in paper_figures.FIGURES)
+    assert_user_error(["figures", "--only", "fig1"], capsys, "ambiguous", "fig10_real_networks", "fig11_neighbouring")
+    assert paper_figures.select(["fig02", "fig01"]) == ["fig01_layer_spectra", "fig02_training_dynamics"]
+
+
+def test_theory_without_flag_prints_the_closed_forms(capsys):
+    code, out, _ = run(["theory"], capsys)
+    assert code == 0 and "\\" not in out  # plain text, not LaTeX
+    # the printed threshold, parsed back, is ufm.theory's numeric one at every depth
+    line = next(line for line in out.splitlines() if "collapse to zero iff b >= " in line)
+    names = {x: sp.Symbol(x) for x in ("gamma", "K", "L", "lambda_l")}  # not sympy's gamma function
+    threshold = sp.sympify(line.split("collapse to zero iff b >= ")[1], locals=names)
+    for depth in (2, 3, 5):
+        assert float(threshold.subs("L", depth)) == pytest.approx(ufm.theory.mse_threshold(depth), rel=1e-14)
+    # σ_l² = γ(1−γ)/(Kλ_l) evaluated at the DNC point of a spec is its singular value squared
+    spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4, lambda_W=(2e-3, 5e-3), lambda_H=1e-3)
+    sol = ufm.theory.dnc_solution(spec)
+    sig2 = sp.sympify(next(line for line in out.splitlines() if line.startswith("sigma_l**2 = gamma"))
+                      .split(",")[0].split(" = ")[1], locals=names)
+    for l, lam in enumerate(spec.lambdas):
+        value = float(sig2.subs({"gamma": sol.scale, "K": 3, "lambda_l": lam}))
+        assert value == pytest.approx(float(sol.singular_values[l]) ** 2, rel=1e-10)
+    code, tex, _ = run(["theory", "--latex"], capsys)
+    assert code == 0 and tex.count(r"\begin{align*}") == 1
+
+
+def test_progress_follows_the_stages_when_not_a_terminal(capsys, monkeypatch):
+    code, out, err = run(["train", *TINY, "--steps", "20", "--log-every", "10"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 0 and lines[0] == "ufm: training (at most 20 steps, stops at ‖∇L‖ <= 1e-09) ..."
+    assert lines[-1].startswith("ufm: training (") and "done after" in lines[-1] and "step 20" in lines[-1]
+
+    def checked(spec, args, callback):
+        assert callback is None  # nothing trains
+        raise cli._ArgumentError("stop here")
+
+    monkeypatch.setattr(cli, "_verify_one", checked)
+    code, out, err = run(["verify", *TINY, "--from-optimum"], capsys)
+    assert code == 2 and "training" not in err
+    assert err.splitlines()[0] == "ufm: constructing the DNC optimum and checking the closed forms against autodiff ..."
+
+
+def test_real_progress_switches_to_the_analysis_stage(capsys, monkeypatch):
+    def fake_run_real(callback, **kw):
+        callback({"step": 0, "loss": 1.0})
+        callback({"stage": "analysing the trained head"})
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(ufm.networks, "run_real", fake_run_real)
+    code, _, err = run(["real", "--quick"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[0] == "ufm: training mlp on mnist ..."
+    assert lines[1].startswith("ufm: training mlp on mnist: done after") and "loss 1" in lines[1]
+    assert lines[2] == "ufm: analysing the trained head ..." and lines[-1] == "ufm: error: stop here"
+
+
+def test_progress_on_a_terminal_is_one_live_line_that_follows_the_stage():
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    with cli._Progress(Console(file=buffer, force_terminal=True, width=100)) as progress:
+        progress.stage("first stage", total=10)
+        progress.update(5, "half way")
+        assert [t.description for t in progress._bar.tasks] == ["first stage"]
+        progress.stage("second stage")
+        assert [t.description for t in progress._bar.tasks] == ["second stage"]
+    assert "first stage" in buffer.getvalue()
