@@ -97,7 +97,7 @@ def _console():
     from rich.console import Console
 
     tty = sys.stdout.isatty()
-    return Console(highlight=False, no_color=not tty, width=None if tty else 150)
+    return Console(highlight=False, no_color=not tty, width=None if tty else _WIDTH)
 
 
 class _Progress:
@@ -218,34 +218,61 @@ def _cmd_train(args) -> int:
 
 
 def _fmt(x) -> str:
-    """Short text for a predicted/measured value: scalars as .6g, equal arrays as 'v ×m'."""
+    """Short text for a predicted/measured value: scalars as .4g, equal arrays as 'v ×m', else 'lo…hi ×m'."""
     if isinstance(x, str):
         return x if len(x) < 40 else x[:37] + "..."
     a = np.asarray(x, dtype=float).ravel() if not isinstance(x, (int, float)) else np.array([x], float)
     if a.size == 0:
         return "-"
     if a.size == 1:
-        return f"{a[0]:.6g}"
+        return f"{a[0]:.4g}"
     lo, hi = a.min(), a.max()
     if hi - lo <= 1e-9 * max(abs(hi), abs(lo), 1e-300):
-        return f"{a[0]:.6g} ×{a.size}"
-    return f"[{lo:.4g}, {hi:.4g}] ({a.size})"
+        return f"{a[0]:.4g} ×{a.size}"
+    text = f"{lo:.3g}…{hi:.3g} ×{a.size}"
+    return text if len(text) <= 19 else f"{lo:.2g}…{hi:.2g} ×{a.size}"
+
+
+#: The width of the tables and the spec line when stdout is not a terminal (logs, pipes).
+_WIDTH = 100
+
+
+def _spec_text(spec, width: int = _WIDTH) -> str:
+    """``UFMSpec(...)`` wrapped between fields, never inside a value."""
+    items = [f"{k}={v!r}" for k, v in spec.to_dict().items()]
+    lines, line = [], "UFMSpec("
+    for i, item in enumerate(items):
+        item += ")" if i == len(items) - 1 else ","
+        if len(line) + 1 + len(item) > width and line.strip() not in ("UFMSpec(", ""):
+            lines.append(line)
+            line = "    " + item
+        else:
+            line += ("" if line.endswith("(") else " ") + item
+    return "\n".join(lines + [line])
 
 
 def _report_table(report):
+    """The checks, one row each, under a bold row per group; fits `_WIDTH` columns (names wrap at most twice)."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"ufm verify — {report.info.get('state', '')}", show_lines=False)
-    for col, just in (("group", "left"), ("check", "left"), ("predicted", "right"), ("measured", "right"),
-                      ("error", "right"), ("tol", "right"), ("", "center")):
-        table.add_column(col, justify=just)
+    table = Table(title=f"ufm verify — {report.info.get('state', '')}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  expand=True)
+    table.add_column("check", ratio=1, min_width=30, overflow="fold")
+    for col in ("predicted", "measured"):
+        table.add_column(col, justify="right", max_width=19, overflow="fold")
+    table.add_column("error", justify="right", no_wrap=True)
+    table.add_column("tol", justify="right", no_wrap=True)
+    table.add_column("", justify="center", no_wrap=True)
     last = None
     for c in report.checks:
+        if c.group != last:
+            table.add_row(f"[bold]{c.group}[/bold]", end_section=False)
+            last = c.group
         mark = ("[green]ok[/green]" if c.passed else "[bold red]FAIL[/bold red]") if c.required else \
             ("info" if c.passed else "[yellow]info: off[/yellow]")
-        table.add_row("" if c.group == last else c.group, c.name, _fmt(c.predicted), _fmt(c.measured),
-                      f"{c.error:.1e}", f"{c.tolerance:.0e}", mark, end_section=False)
-        last = c.group
+        table.add_row(c.name, _fmt(c.predicted), _fmt(c.measured), f"{c.error:.1e}", f"{c.tolerance:.0e}",
+                      mark)
     return table
 
 
@@ -320,7 +347,7 @@ def _cmd_verify(args) -> int:
                     progress.stage("checking the closed forms against autodiff")
 
         report = _verify_one(spec, args, callback)
-    console.print(f"{spec}")
+    console.print(_spec_text(spec, console.width), soft_wrap=True, markup=False)
     console.print(_report_table(report))
     info = report.info
     extra = f"{info.get('train_steps', 0)} training steps, " if "train_steps" in info else ""
