@@ -13,9 +13,9 @@ import json
 import os
 import time
 
-from ._common import FigureResult, Skipped
+from ._common import FigureResult
 
-__all__ = ["FIGURES", "FigureResult", "Skipped", "build", "select"]
+__all__ = ["FIGURES", "FigureResult", "build", "select"]
 
 #: name -> module (in gallery order).
 FIGURES = {
@@ -29,7 +29,11 @@ FIGURES = {
     "fig08_relu": "fig08_relu",
     "fig09_phase_diagram": "fig09_phase_diagram",
     "fig10_real_networks": "fig10_real_networks",
-    "fig11_neighbouring": "fig11_neighbouring",
+    "fig11_alignment": "fig11_alignment",
+    "fig12_sgd_ode": "fig12_sgd_ode",
+    "fig13_catapults": "fig13_catapults",
+    "fig14_diffusion_maps": "fig14_diffusion_maps",
+    "fig15_real_error_vs_nc1": "fig15_real_error_vs_nc1",
 }
 
 
@@ -58,7 +62,7 @@ def select(only=None) -> list[str]:
 
 
 def build(out_dir, *, quick: bool = False, only=None) -> list[tuple[str, float, tuple[str, ...]]]:
-    """Build the figures into ``out_dir``; returns ``[(name, seconds, files)]`` (no files if skipped).
+    """Build the figures into ``out_dir``; returns ``[(name, seconds, files)]``.
 
     Args:
       out_dir: output folder (created); the cache lives in ``out_dir/cache``.
@@ -78,11 +82,8 @@ def build(out_dir, *, quick: bool = False, only=None) -> list[tuple[str, float, 
     results = []
     for name in names:
         t0 = time.perf_counter()
-        try:
-            res = _module(name).make(out_dir, quick=quick)
-            files, caption = tuple(str(f) for f in res.files), res.caption
-        except Skipped as e:
-            files, caption = (), f"**Skipped:** {e}"
+        res = _module(name).make(out_dir, quick=quick)
+        files, caption = tuple(str(f) for f in res.files), res.caption
         dt = time.perf_counter() - t0
         results.append((name, dt, files))
         entries[name] = {"seconds": dt, "files": list(files), "caption": caption, "quick": quick}

@@ -19,7 +19,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for name, seconds, files in results:
-        print(f"{name:28s} {seconds:7.1f} s  {'skipped' if not files else files[-1]}")
+        print(f"{name:28s} {seconds:7.1f} s  {files[-1]}")
     print(f"gallery: {args.out}/index.md")
     return 0
 

@@ -19,10 +19,6 @@ import numpy as np
 SEED = 0
 
 
-class Skipped(Exception):
-    """A figure that cannot be built in this installation; the message says why."""
-
-
 @dataclasses.dataclass(frozen=True)
 class FigureResult:
     """What a figure module's ``make`` returns: the files written and the gallery caption."""
@@ -219,6 +215,13 @@ def trajectory(out_dir, quick: bool) -> dict:
         return {**{k: np.array(v) for k, v in rows.items()}, **params_to_arrays(p)}
 
     return cached(out_dir, "mse-trajectory", {"spec": spec.to_dict(), "marks": marks, "seed": SEED}, compute)
+
+
+def mse_final_state(out_dir, quick: bool):
+    """``(spec, trajectory, final params)`` of the linear-MSE run shared by figures 1–6."""
+    spec = mse_spec(quick)
+    traj = trajectory(out_dir, quick)
+    return spec, traj, arrays_to_params(traj, spec.depth)
 
 
 def _grad_norm(spec, params) -> float:

@@ -16,9 +16,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     import ufm
     from ufm import plotting
 
-    spec = C.mse_spec(quick)
-    traj = C.trajectory(out_dir, quick)
-    params = C.arrays_to_params(traj, spec.depth)
+    spec, traj, params = C.mse_final_state(out_dir, quick)
 
     data = C.cached(out_dir, "fig01", {"spec": spec.to_dict(), "steps": int(traj["steps"][-1])},
                     lambda: C.layer_eigenvalues(spec, params))
@@ -28,7 +26,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         fig, axes = plotting.figure(1, spec.depth, columns=2, height=2.1, sharey=True)
         for l, ax in enumerate(axes, start=1):
             vals = data[f"eig{l}"]
-            pred = spec.lambdas[l - 1] * sol.scale / sol.one_minus_scale
+            pred = sol.layer_outliers[l - 1][0]
             floor = plotting.plot_spectrum(ax, vals, color=plotting.COLORS[0], label="autodiff",
                                            floor_label=r"$\leq 10^{-14}\lambda_{max}$ (zero bulk)")
             plotting.mark_value(ax, pred, rf"$\lambda_{l}\gamma/(1-\gamma)$ ×{K * K}", color=plotting.COLORS[1])
@@ -45,6 +43,6 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     caption = (f"Layer-wise data-Hessian spectra of a trained linear deep UFM ({C.describe(spec)}; trained "
                f"{steps} steps of line-search GD from `init_params(seed=0)`, ‖∇L‖ = {traj['grad_norm'][-1]:.1e}). "
                f"Every block has K² = {K * K} outliers at the predicted λ_lγ/(1−γ) = "
-               f"{spec.lambdas[0] * sol.scale / sol.one_minus_scale:.4g} (γ = {sol.scale:.4f}, dashed) and a zero "
+               f"{', '.join(f'{v[0]:.4g}' for v in sol.layer_outliers)} (γ = {sol.scale:.4f}, dashed) and a zero "
                f"bulk.")
     return C.FigureResult(files, caption)

@@ -37,9 +37,10 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.plot(x, top[:, K * K - 1], color=c, linewidth=0.7)
             ax.plot(x, np.maximum(top[:, K * K], 1e-17), color=c, linestyle=BULK, linewidth=0.8)
         # the prediction is named in the legend: any text next to the line would sit on the converged curves
-        predicted = plotting.mark_value(ax, spec.lambdas[0] * sol.scale / sol.one_minus_scale, color="0.2",
-                                        legend=r"predicted $\lambda\gamma/(1-\gamma)$")
-        extra = [predicted,
+        predicted = [plotting.mark_value(ax, value, color="0.2", legend=r"predicted $\lambda_l\gamma/(1-\gamma)$"
+                                         if i == 0 else None)
+                     for i, value in enumerate(sorted({v[0] for v in sol.layer_outliers}, reverse=True))]  # per λ_l
+        extra = [predicted[0],
                  ax.fill_between([], [], [], color="0.6", alpha=0.4, linewidth=0,
                                  label=r"band $\lambda_1 \ldots \lambda_{K^2}$"),
                  ax.plot([], [], color="0.4", linestyle=BULK, linewidth=0.8, label=r"$\lambda_{K^2+1}$ (bulk)")[0]]
@@ -77,7 +78,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                "top eigenvalues of each layer's data Hessian (band between λ₁ and λ_{K²}; dash-dotted: λ_{K²+1}) "
                "converge "
                "to "
-               f"λγ/(1−γ) = {spec.lambdas[0] * sol.scale / sol.one_minus_scale:.4g} (dashed). Middle: alignment f of "
+               f"λ_lγ/(1−γ) = {', '.join(f'{v[0]:.4g}' for v in sol.layer_outliers)} (dashed). Middle: alignment f of "
                f"the "
                "predicted eigenvectors μ̂_c^{(l+1)} ⊗ μ̂_{c'}^{(l)} (current class means; solid: min over the K² "
                "vectors, dotted: mean) rises to 1. Right: f for all "

@@ -19,9 +19,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     import ufm
     from ufm import plotting
 
-    spec = C.mse_spec(quick)
-    traj = C.trajectory(out_dir, quick)
-    params = C.arrays_to_params(traj, spec.depth)
+    spec, traj, params = C.mse_final_state(out_dir, quick)
     K, L = spec.num_classes, spec.depth
 
     def compute():
@@ -37,7 +35,6 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
 
     data = C.cached(out_dir, "fig03", {"spec": spec.to_dict(), "steps": int(traj["steps"][-1])}, compute)
     sol = ufm.theory.dnc_solution(spec)
-    pred = spec.lambdas[0] * sol.scale / sol.one_minus_scale
     show = K * K + 3
     with plotting.use_style():
         fig, axes = plotting.figure(1, L, columns=2, height=2.1, sharey=True)
@@ -49,6 +46,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                 want = {"class_": K, "cross": K * (K - 1), "within": 0}[key]
                 floor = plotting.plot_spectrum(ax, vals[:show], floor=1e-14 * top, marker=marker, offset=0.22 * (i - 1),
                                                color=plotting.COLORS[i], label=f"{name}: rank {rank} (theory {want})")
+            pred = sol.layer_outliers[l - 1][0]
             plotting.mark_value(ax, pred, r"$\lambda_l\gamma/(1-\gamma)$", color="0.25", where=0.98)
             ax.set_ylim(floor / 5, pred * 8)
             ax.set_title(rf"layer {l}: Gauss–Newton block of $W_{l}$")
@@ -60,6 +58,6 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         files = plotting.savefig(fig, os.path.join(out_dir, "fig03_gauss_newton"))
     caption = (f"Gauss–Newton split at the trained state of figure 1 ({C.describe(spec)}). Papyan's decomposition "
                "measured by autodiff: G_class has K outliers, G_cross K(K−1), both at the layer-wise outlier "
-               f"λγ/(1−γ) = {pred:.4g} (dashed), and G_within is zero at collapse; together the K² outliers of "
+               f"λ_lγ/(1−γ) = {', '.join(f'{v[0]:.4g}' for v in sol.layer_outliers)} (dashed), and G_within is zero at collapse; together the K² outliers of "
                f"figure 1.")
     return C.FigureResult(files, caption)

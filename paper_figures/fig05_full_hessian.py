@@ -18,9 +18,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     import ufm
     from ufm import plotting
 
-    spec = C.mse_spec(quick)
-    traj = C.trajectory(out_dir, quick)
-    params = C.arrays_to_params(traj, spec.depth)
+    spec, traj, params = C.mse_final_state(out_dir, quick)
     K, L = spec.num_classes, spec.depth
     sizes = [a * b for a, b in spec.weight_shapes]
 
@@ -33,10 +31,9 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
 
     data = C.cached(out_dir, "fig05", {"spec": spec.to_dict(), "steps": int(traj["steps"][-1])}, compute)
     sol = ufm.theory.dnc_solution(spec)
-    g, u, lam = sol.scale, sol.one_minus_scale, spec.lambdas[0]
-    layerwise = lam * g / u
-    top_T = lam * (L - 1 + g) / u  # MATH.md §4, equal λ
-    top_S = lam * (L * (2 * g - 1) + 1 - g) / u
+    lam = spec.lambdas[0]  # the symlog scale
+    layerwise = sol.layer_outliers[0][0]
+    top_T, top_S = sol.full_levels.antisymmetric[0], sol.full_levels.symmetric[0]  # MATH.md §4
     vals, pred = data["vals"], np.sort(data["pred"])[::-1]
     err = np.max(np.abs(vals - pred)) / np.max(np.abs(pred))
     with plotting.use_style():

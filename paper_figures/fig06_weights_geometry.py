@@ -24,9 +24,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     import ufm
     from ufm import plotting
 
-    mse = C.mse_spec(quick)
-    traj = C.trajectory(out_dir, quick)
-    p_mse = C.arrays_to_params(traj, mse.depth)
+    mse, _, p_mse = C.mse_final_state(out_dir, quick)
     ce = C.ce_spec(quick)
     p_ce, ce_info = C.trained_state(out_dir, ce, steps=20_000, name="ce-state")
     cases = []
@@ -41,14 +39,14 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         for ax, (spec, ws, _, _, _), name in zip(axes[:2], cases, ("MSE", "CE")):
             for l, s in enumerate(ws, start=1):
                 c = plotting.COLORS[l - 1]
-                plotting.plot_spectrum(ax, s.eigenvalues, color=c, offset=0.2 * (l - 1) - 0.1 * (spec.depth - 1),
-                                       label=f"$W_{l}$", floor=1e-7 * s.eigenvalues[0])
-                plotting.mark_value(ax, s.info["predicted"], None, color=c)
-            k = ws[0].info["predicted_multiplicity"]
+                plotting.plot_spectrum(ax, s.values, color=c, offset=0.2 * (l - 1) - 0.1 * (spec.depth - 1),
+                                       label=f"$W_{l}$", floor=1e-7 * s.values[0])
+                plotting.mark_value(ax, s.predicted, None, color=c)
+            k = ws[0].multiplicity
             ax.set_title(f"{name}: " + (f"K = {k}" if name == "MSE" else f"K−1 = {k}") + " equal σ")
             ax.set_xlabel("index")
             ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.set_ylim(1e-7 * max(s.eigenvalues[0] for s in ws) / 3, 3 * max(s.eigenvalues[0] for s in ws))
+            ax.set_ylim(1e-7 * max(s.values[0] for s in ws) / 3, 3 * max(s.values[0] for s in ws))
         axes[0].set_ylabel(r"singular value $\sigma_i(W_l)$")
         axes[0].legend(loc="center right")
         for ax, (spec, _, G, dist, geo), name in zip(axes[2:], cases, ("MSE", "CE")):

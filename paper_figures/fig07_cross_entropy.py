@@ -24,7 +24,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     data = C.cached(out_dir, "fig07", {"spec": spec.to_dict(), "steps": info["steps"]},
                     lambda: C.layer_eigenvalues(spec, params))
     sol = ufm.theory.dnc_solution(spec)
-    mults = [1, K - 1, K * K - 3 * K + 1]
+    mults = sol.layer_multiplicities[0]
     names = [r"$\alpha\lambda p$", r"$\frac{\alpha\lambda}{K}[1+\frac{(Kp-1)(K-2)}{K-1}]$",
              r"$\alpha\lambda/K$ (mini-bulk)"]
     show = (K - 1) ** 2 + 4
@@ -32,9 +32,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         fig, axes = plotting.figure(1, L, columns=2 if L > 1 else 1, height=2.3, sharey=True)
         axes = np.atleast_1d(axes)
         for l, ax in enumerate(axes, start=1):
-            lam = spec.lambdas[l - 1]
-            a, p = sol.scale, sol.p
-            levels = [a * lam * p, a * lam / K * (1 + (K * p - 1) * (K - 2) / (K - 1)), a * lam / K]
+            levels = sol.layer_outliers[l - 1]  # MATH.md §5, this layer's λ_l
             vals = data[f"eig{l}"]
             ax.plot(np.arange(1, show + 1), vals[:show], "o", color=plotting.COLORS[0], label="autodiff")
             for i, (v, m, nm) in enumerate(zip(levels, mults, names)):

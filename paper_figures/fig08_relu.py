@@ -42,7 +42,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                      lambda s=spec, p=params: C.layer_eigenvalues(s, p))
             for i, (_, spec, params, info) in enumerate(cases)]
     sol = ufm.theory.dnc_solution(base)
-    pred = base.lambdas[0] * sol.scale / sol.one_minus_scale
+    pred = max(v[0] for v in sol.layer_outliers)  # the linear value (equal λ: one value)
     show = K * K + 4
     with plotting.use_style():
         fig, axes = plotting.figure(1, 4, columns=2, height=2.2, sharey=True)

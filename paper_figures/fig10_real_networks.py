@@ -3,8 +3,7 @@
 Left panels: each head layer's data-Hessian block, measured (autodiff at the trained
 network) against the class-mean closed form from the network's own head features
 (``ufm.networks.analyze``). Right: NC1 of every head layer's features over training
-(``ufm.collapse.nc_metrics``), trained in segments through ``train_network``'s checkpoint.
-Needs ``ufm.networks`` (branch ``net``); without it the figure is skipped with a message.
+(``ufm.collapse.nc_metrics``), at snapshots of one run (``ufm.networks.train_snapshots``).
 """
 
 import os
@@ -16,22 +15,13 @@ from . import _common as C
 WIDTH, DEPTH = 32, 3
 
 
-def _networks():
-    try:
-        import ufm.networks as nets
-    except ImportError as e:
-        raise C.Skipped(f"`ufm.networks` is not available in this installation ({e}); the real-network figure "
-                        "needs it (branch `net`).") from None
-    return nets
-
-
 def make(out_dir, quick: bool = False) -> C.FigureResult:
-    nets = _networks()
     C.enable_x64()
     import jax
     import jax.numpy as jnp
 
     import ufm
+    import ufm.networks as nets
     from ufm import plotting
 
     cfg = dict(nets.DEFAULTS[(bool(quick), "mse")])
@@ -46,21 +36,15 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                                 width=WIDTH, depth=DEPTH, activation="linear", loss="mse",
                                 lambda_W=float(cfg["lambda_W"]), lambda_H=0.0)
         params = nets.init_network(spec, C.SEED, dtype=np.float32)
-        ckpt = os.path.join(out_dir, "cache", f"fig10-checkpoint-{'quick' if quick else 'full'}.npz")
-        if os.path.exists(ckpt):
-            os.remove(ckpt)
-        os.makedirs(os.path.dirname(ckpt), exist_ok=True)
         nc1, acc = [], []
-        for s in marks:
-            res = nets.train_network(spec, params, train, steps=s, optimizer="sgd",
-                                     learning_rate=float(cfg["learning_rate"]), warmup_steps=min(200, steps // 5),
-                                     seed=C.SEED, log_every=max(1, min(s, steps // 20)), checkpoint=ckpt)
+        for s, res in nets.train_snapshots(spec, params, train, marks, optimizer="sgd",
+                                           learning_rate=float(cfg["learning_rate"]), warmup_steps=min(200, steps // 5),
+                                           seed=C.SEED, log_every=max(1, steps // 20)):
             p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), res.params)
             feats = nets.head_features(spec, p64, nets.backbone_features(spec, p64, jnp.asarray(train.X, jnp.float64)))
             met = ufm.collapse.nc_metrics([np.asarray(f) for f in feats], train.labels, geometry="of")
             nc1.append(met.nc1_uncentred)
             acc.append(float(np.mean(np.asarray(feats[-1]).argmax(axis=0) == train.labels)))
-        os.remove(ckpt)
         report = nets.analyze(spec, res.params, train, test, whole_network=False, seed=C.SEED)
         out = {"steps": np.array(marks), "nc1": np.array(nc1), "train_accuracy": np.array(acc),
                "test_accuracy": report.test_accuracy if report.test_accuracy is not None else np.nan,
@@ -68,6 +52,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         for c in report.layers:
             out[f"pred{c.layer}"], out[f"meas{c.layer}"] = c.predicted, c.measured
             out[f"err{c.layer}"], out[f"expected{c.layer}"] = c.max_rel_error, c.expected
+            out[f"med{c.layer}"], out[f"nc1in{c.layer}"] = c.median_rel_error, c.nc1
         return out
 
     data = C.cached(out_dir, "fig10", {"cfg": cfg, "marks": marks, "width": WIDTH, "depth": DEPTH}, compute)
@@ -75,13 +60,15 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     with plotting.use_style():
         fig, axes = plotting.figure(1, DEPTH + 1, columns=2, height=2.2, width_ratios=[1] * DEPTH + [1.2])
         for l, ax in enumerate(axes[:DEPTH], start=1):
-            meas, pred = data[f"meas{l}"], data[f"pred{l}"]
+            meas, k = data[f"meas{l}"], int(data[f"expected{l}"])
+            pred = data[f"pred{l}"][:k]  # the prediction's bulk is exactly 0: only its outliers are drawn
             floor = 1e-8 * meas[0]
             plotting.plot_spectrum(ax, meas, color=plotting.COLORS[0], label="measured (autodiff)", floor=floor)
             plotting.plot_spectrum(ax, pred, color=plotting.COLORS[1], marker="x", label="class-mean formula",
                                    floor=floor)
             ax.axvline(int(data[f"expected{l}"]) + 0.5, color="0.5", linewidth=0.6, linestyle=":")
-            ax.set_title(f"head layer {l}\nmax rel. err {float(data[f'err{l}']):.2e}", fontsize=7)
+            ax.set_title(f"head layer {l}: NC1(in) {float(data[f'nc1in{l}']):.2g}\nrel. err max "
+                         f"{float(data[f'err{l}']):.2e}, median {float(data[f'med{l}']):.2e}", fontsize=7)
             ax.set_xlabel("index")
         axes[0].set_ylabel("eigenvalue (data Hessian)")
         axes[0].legend(loc="lower left")

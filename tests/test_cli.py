@@ -31,3 +31,21 @@ def test_theory_latex(capsys):
     assert cli.main(["theory", "--latex"]) == 0
     out = capsys.readouterr().out
     assert "\\gamma" in out and out.count("\n") > 5
+
+
+def test_spec_flags_are_generated_from_the_spec_fields(capsys):
+    import dataclasses
+
+    from ufm.spec import UFMSpec
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["verify", "--relu-grad0", "0.25", "--width", "8", "9", "-L", "2", "--x32"])
+    spec = cli._spec_from_args(args)
+    assert spec.relu_grad0 == 0.25 and spec.width == (8, 9) and args.x64 is False  # the spec's interval, not {0, 1}
+    assert parser.parse_args(["verify"]).x64 is True and parser.parse_args(["real"]).x64 is None
+    help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
+    for f in dataclasses.fields(UFMSpec):
+        assert "--" + f.name.replace("_", "-") in help_text
+    assert cli.main(["train", "--relu-grad0", "1.5"]) == 2  # outside [0, 1]: one line, exit 2
+    err = capsys.readouterr().err
+    assert "relu_grad0" in err and err.count("\n") == 1

@@ -9,7 +9,7 @@ import scipy.optimize
 
 import ufm
 from ufm import collapse, model
-from ufm.train import TrainingDiverged
+from ufm import TrainingDiverged
 
 EPS = np.finfo(np.float64).eps
 
@@ -197,7 +197,7 @@ def test_training_is_deterministic_and_records_history():
 
 
 def test_second_train_call_does_not_recompile():
-    from ufm.train import _run_chunk
+    from ufm.training import _run_chunk
 
     spec = ufm.UFMSpec(num_classes=2, per_class=2, depth=2, width=3)
     ufm.train(spec, ufm.init_params(spec, 0), steps=20, log_every=10)

@@ -14,10 +14,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-pytest.importorskip("ufm.curvature")
-pytest.importorskip("ufm.theory")
-
-from ufm import networks as nw  # noqa: E402
+from ufm import networks as nw
 
 EPS = np.finfo(np.float64).eps
 K = 3

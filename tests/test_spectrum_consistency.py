@@ -105,3 +105,23 @@ def test_spectrum_rejects_bad_arguments():
         curvature.spectrum(f, params, which="smallest")
     with pytest.raises(ValueError, match="square"):
         Spectrum.from_dense(np.zeros((2, 3)))
+
+
+def test_result_types_pass_through_jax_tree_and_compare_field_by_field():
+    """The Gauss–Newton split from the closed form and from autodiff is one type: map over both."""
+    spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
+    params = theory.construct_optimum(spec, 0)
+    closed = theory.gn_decomposition(spec, params, 1, vectors=False)
+    model = lambda p: ufm.model.forward(spec, p).output  # noqa: E731
+    measured = curvature.papyan_decomposition(model, params, spec.class_index, loss="mse", leaves=[1]).spectra()
+    assert type(closed) is type(measured)
+    for name in ("G_class", "G_cross"):  # ranks K and K(K−1), one common value (MATH.md §4)
+        c, m = getattr(closed, name), getattr(measured, name)
+        np.testing.assert_allclose(m.top(c.eigenvalues.size).eigenvalues, c.eigenvalues, rtol=EIG_RTOL)
+        assert np.all(np.abs(m.eigenvalues[c.eigenvalues.size:]) < EIG_RTOL * c.eigenvalues[0])
+    doubled = jax.tree.map(lambda x: 2 * x, measured)  # a NamedTuple of Spectrum pytrees
+    np.testing.assert_array_equal(doubled.G_cross.eigenvalues, 2 * measured.G_cross.eigenvalues)
+    sol = theory.dnc_solution(spec)
+    assert jax.tree.map(lambda x: 2 * x, sol).scale == 2 * sol.scale and jax.tree.structure(sol).num_leaves > 5
+    w = theory.weight_spectrum(spec, params)[0]
+    assert jax.tree.map(np.shape, w).values == (4,)

@@ -7,7 +7,7 @@ import pytest
 
 import ufm
 from ufm import cli
-from ufm.verification import verify
+from ufm.verification import collapsed_state, verify
 
 TINY = ["--num-classes", "2", "--per-class", "2", "--depth", "2", "--width", "3"]
 
@@ -59,7 +59,7 @@ def test_off_collapse_state_fails_the_right_checks():
 
 def test_cross_entropy_optimum_reports_three_levels():
     spec = ufm.UFMSpec(num_classes=4, per_class=2, depth=2, width=5, loss="ce")
-    report = verify(spec, from_optimum=True)
+    report = verify(spec, collapsed_state(spec, from_optimum=True))
     assert report.passed, [c.to_dict() for c in report.failed]
     levels = [c for c in report.checks if c.name == "CE outlier levels vs DNC closed form"]
     assert len(levels) == spec.depth
@@ -69,7 +69,7 @@ def test_cross_entropy_optimum_reports_three_levels():
 @pytest.mark.parametrize("grad0", [0.0, 1.0])
 def test_relu_reports_its_convention(grad0):
     spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=3, width=4, activation="relu", relu_grad0=grad0)
-    report = verify(spec, from_optimum=True)
+    report = verify(spec, collapsed_state(spec, from_optimum=True))
     assert report.info["relu_convention"] == f"σ'(0) = {grad0:g}"
     assert report.passed, [c.to_dict() for c in report.failed]
     counts = {c.group: c.predicted for c in report.checks if c.name == "outlier count (gap rule)"}

@@ -10,14 +10,15 @@ import importlib
 from . import collapse, model
 from .model import UFMParams, init_params
 from .spec import UFMSpec
-from .train import TrainResult, train
+from .training import TrainingDiverged, TrainResult, train
 
 __version__ = "0.1.0"
 
 _LAZY = ("theory", "curvature", "networks", "plotting", "verification", "cli")
-_LAZY_NAMES = {"verify": "verification", "Report": "verification", "Spectrum": "spectrum"}
+_LAZY_NAMES = {"verify": "verification", "collapsed_state": "verification", "Report": "verification",
+               "Spectrum": "spectrum"}
 
-__all__ = ["UFMSpec", "UFMParams", "init_params", "train", "TrainResult", "collapse", "model",
+__all__ = ["UFMSpec", "UFMParams", "init_params", "train", "TrainResult", "TrainingDiverged", "collapse", "model",
            *_LAZY, *_LAZY_NAMES]
 
 

@@ -1,6 +1,6 @@
-"""`ufm` command line: ``ufm train | verify | theory | real | figures | dynamics``.
+"""`ufm` command line: ``ufm train | verify | theory | real | analyze | figures | dynamics``.
 
-Flags mirror `UFMSpec`'s field names. Exit status: 0 success, 1 a check failed, 2 bad
+Spec flags are generated from `UFMSpec`'s fields (``--num-classes``, ``--lambda-W``, ...). Exit status: 0 success, 1 a check failed, 2 bad
 arguments (one-line reason on stderr).
 """
 
@@ -58,37 +58,66 @@ def _check_outputs(args) -> None:
             raise _ArgumentError(f"--{flag} {path}: the directory {folder} is not writable")
 
 
+#: Help text and short flag of each `UFMSpec` field; the flags themselves (name, type,
+#: default, choices, one value or one per layer) are generated from the dataclass.
+_SPEC_HELP = {
+    "num_classes": ("-K", "K, number of classes"),
+    "per_class": ("-n", "n, samples per class"),
+    "depth": ("-L", "L, weight layers"),
+    "width": ("-d", "d, one value or one per layer"),
+    "activation": (None, "after W_1..W_{L-1} (MATH.md §1)"),
+    "loss": (None, "the data term"),
+    "lambda_H": (None, "λ_H, ridge on the free features"),
+    "lambda_W": (None, "λ_W, one value or one per layer"),
+    "relu_grad0": (None, "ReLU derivative at 0, a value in [0, 1] (MATH.md §6); 1 reproduces the linear spectra"),
+    "softplus_beta": (None, "sharpness β of softplus(βx)/β"),
+}
+
+
+def _spec_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from .spec import ACTIVATIONS, LOSSES, UFMSpec
+
+    choices = {"activation": ACTIVATIONS, "loss": LOSSES}
     g = p.add_argument_group("model (UFMSpec)")
-    g.add_argument("--num-classes", "-K", type=int, default=4, help="K, number of classes (default 4)")
-    g.add_argument("--per-class", "-n", type=int, default=5, help="n, samples per class (default 5)")
-    g.add_argument("--depth", "-L", type=int, default=3, help="L, weight layers (default 3)")
-    g.add_argument("--width", "-d", type=int, nargs="+", default=[16], help="d, one value or one per layer (default 16)")
-    g.add_argument("--activation", choices=["linear", "relu", "softplus"], default="linear")
-    g.add_argument("--relu-grad0", type=float, choices=[0.0, 1.0], default=0.0,
-                   help="ReLU derivative at 0 (MATH §6); 1 reproduces the linear spectra")
-    g.add_argument("--softplus-beta", type=float, default=20.0, help="sharpness of softplus(βx)/β")
-    g.add_argument("--loss", choices=["mse", "ce"], default="mse")
-    g.add_argument("--lambda-W", type=float, nargs="+", default=[1e-3], help="λ_W, one value or one per layer")
-    g.add_argument("--lambda-H", type=float, default=1e-3, help="λ_H (default 1e-3)")
+    for f in dataclasses.fields(UFMSpec):
+        short, text = _SPEC_HELP[f.name]
+        kw = {"dest": f.name, "default": f.default, "help": f"{text} (default {f.default})"}
+        if f.name in choices:
+            kw["choices"] = choices[f.name]
+        else:
+            kw["type"] = type(f.default)
+        if "tuple" in str(f.type):  # one value for every layer, or one per layer
+            kw.update(nargs="+", default=[f.default])
+        g.add_argument(*([_spec_flag(f.name)] + ([short] if short else [])), **kw)
     p.add_argument("--seed", type=_SEED, default=0, help="PRNG seed, an integer >= 0 (default 0)")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON (its directory must exist)")
+    _add_precision_args(p, default=True)
+
+
+def _add_precision_args(p: argparse.ArgumentParser, default: bool | None) -> None:
+    """``--x64`` / ``--x32``: one switch, two spellings; ``default`` None leaves the process's setting."""
     x = p.add_mutually_exclusive_group()
-    x.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
-    x.add_argument("--x32", dest="x64", action="store_false", help="float32")
+    x.add_argument("--x64", dest="x64", action="store_const", const=True,
+                   help="float64" + (" (default)" if default is True else ""))
+    x.add_argument("--x32", dest="x64", action="store_const", const=False,
+                   help="float32" + (" (default)" if default is False else ""))
+    p.set_defaults(x64=default)
 
 
 def _spec_from_args(args):
+    import dataclasses
+
     from .spec import UFMSpec
 
-    one = lambda v: v[0] if len(v) == 1 else tuple(v)  # noqa: E731
+    one = lambda v: (v[0] if len(v) == 1 else tuple(v)) if isinstance(v, list) else v  # noqa: E731
     try:
-        return UFMSpec(
-            num_classes=args.num_classes, per_class=args.per_class, depth=args.depth,
-            width=one(args.width), activation=args.activation, loss=args.loss,
-            lambda_H=args.lambda_H, lambda_W=one(args.lambda_W),
-            relu_grad0=args.relu_grad0, softplus_beta=args.softplus_beta,
-        )
+        return UFMSpec(**{f.name: one(getattr(args, f.name)) for f in dataclasses.fields(UFMSpec)})
     except (TypeError, ValueError) as e:
         raise _ArgumentError(str(e)) from None
 
@@ -287,15 +316,9 @@ def _plot_report(report, path):
 
 
 def _verify_one(spec, args, callback=None):
-    from .verification import verify
+    from .verification import collapsed_state, verify
 
-    return verify(spec, from_optimum=args.from_optimum, seed=args.seed, steps=_verify_steps(spec), callback=callback)
-
-
-def _verify_steps(spec) -> int:
-    # ReLU's loss has a kink at the collapsed optimum (exact zeros): GD converges there only
-    # sublinearly, so the training budget is capped instead of chasing ‖∇L‖ = 1e-10.
-    return 100_000 if spec.activation == "relu" else 200_000
+    return verify(spec, collapsed_state(spec, from_optimum=args.from_optimum, seed=args.seed, callback=callback))
 
 
 def _grid_specs(base):
@@ -408,6 +431,40 @@ def _cmd_real(args) -> int:
         from . import plotting
 
         plotting.savefig(plotting.real_network_figure(report), args.plot)
+    if not report.verdict["all_collapsed"]:
+        print(f"ufm: warning: {report.verdict['summary']}", file=sys.stderr)
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    """``ufm analyze PATH.npz``: a head saved from any framework (format: ``ufm.networks._saved``)."""
+    import os
+
+    from . import networks
+
+    for path in (args.json, args.plot):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise _ArgumentError(f"the directory of {path} does not exist")
+    if args.dense_max < 1:
+        raise _ArgumentError(f"--dense-max must be >= 1, got {args.dense_max}")
+    try:
+        arrays = networks.load_features(args.path)
+        report = networks.analyze_features(**arrays, dense_max=args.dense_max, config={"source": str(args.path)})
+    except (TypeError, ValueError) as e:
+        raise _ArgumentError(f"{args.path}: {e}") from None
+    print(networks.format_table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_dict(), f, indent=1)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from . import plotting
+
+        plotting.savefig(plotting.real_network_figure(report), args.plot)
+    if not report.verdict["all_collapsed"]:
+        print(f"ufm: warning: {report.verdict['summary']}", file=sys.stderr)
     return 0
 
 
@@ -431,19 +488,26 @@ def _cmd_figures(args) -> int:
 
 #: ``ufm dynamics <task>``: task -> the module of ``ufm.dynamics`` whose ``add_cli(subparsers)``
 #: adds that task's parser (imported only when ``ufm dynamics`` is parsed).
-DYNAMICS_TASKS = {}
+DYNAMICS_TASKS = {
+    "dmap": "ufm.dynamics.dmap",
+    "ode": "ufm.dynamics.sgd_ode",
+    "catapult": "ufm.dynamics.catapult",
+    "align": "ufm.dynamics.align",
+}
 
 
-def _add_dynamics(sub) -> None:
+def _add_dynamics(sub, load: bool) -> None:
+    """The ``dynamics`` parser; its task modules (JAX, experiments) load only when ``load``."""
     import importlib
 
-    p = sub.add_parser("dynamics", help="spectra along training: " + (", ".join(DYNAMICS_TASKS) or "no task yet"))
+    p = sub.add_parser("dynamics", help="spectra along training: " + ", ".join(DYNAMICS_TASKS))
     tasks = p.add_subparsers(dest="task", required=True, parser_class=_Parser)
-    for module in DYNAMICS_TASKS.values():
-        importlib.import_module(module).add_cli(tasks)
+    if load:
+        for module in DYNAMICS_TASKS.values():
+            importlib.import_module(module).add_cli(tasks)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv=None) -> argparse.ArgumentParser:
     from . import __version__
 
     parser = _Parser(prog="ufm", description="Deep unconstrained feature models: collapse, spectra, figures.",
@@ -479,10 +543,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_SEED, default=0, help="PRNG seed, an integer >= 0 (default 0)")
     p.add_argument("--json", metavar="PATH", help="write the report as JSON (its directory must exist)")
     p.add_argument("--plot", metavar="PATH", help="figure of predicted vs measured layer spectra")
-    x = p.add_mutually_exclusive_group()
-    x.add_argument("--x64", dest="x64", action="store_true", default=None, help="everything in float64")
-    x.add_argument("--x32", dest="x64", action="store_false", help="float32 everywhere")
+    _add_precision_args(p, default=None)
     p.set_defaults(func=_cmd_real)
+
+    p = sub.add_parser(
+        "analyze", help="analyse a network's head saved from any framework (.npz: H1, labels, W1..WL, ...)",
+        description="Collapse (NC1-NC4) per head layer, the class-mean and class-averaged predictions of each head "
+                    "layer's data-Hessian outliers, the measured blocks (autodiff on the head alone, float64) and "
+                    "their comparison, with a verdict. File format: README 'Analyse your own network'.",
+        epilog="A legend under the table explains every column and states the thresholds of the verdict "
+               "(ufm.networks.NC1_THRESHOLD, REL_ERROR_THRESHOLD).")
+    p.add_argument("path", metavar="PATH.npz", help="H1 (N×d or d×N), labels, W1..WL (d_out×d_in), optional "
+                                                    "b1..bL and H2..HL, activation, loss")
+    p.add_argument("--json", metavar="PATH", help="write the report (the schema of `ufm real --json`)")
+    p.add_argument("--plot", metavar="PATH", help="figure of predicted vs measured layer spectra (PDF + PNG)")
+    p.add_argument("--dense-max", type=int, default=4096,
+                   help="blocks up to this many parameters are measured densely, larger ones by Lanczos")
+    p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("figures", help="regenerate every paper figure (PDF + PNG + index.md)",
                        epilog="figures: " + ", ".join(_figure_names()))
@@ -496,12 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latex", action="store_true", help="as a LaTeX align* block")
     p.set_defaults(func=_cmd_theory)
 
-    _add_dynamics(sub)
+    argv = sys.argv[1:] if argv is None else argv
+    _add_dynamics(sub, load="dynamics" in argv)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:  # bare `ufm`: the usage and the command list
         parser.print_help(sys.stderr)

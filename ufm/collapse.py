@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 
 from .model import forward
@@ -101,6 +102,9 @@ class CollapseMetrics:
         return {k: np.asarray(v).tolist() for k, v in dataclasses.asdict(self).items()}
 
 
+
+jax.tree_util.register_dataclass(CollapseMetrics, data_fields=[f.name for f in dataclasses.fields(CollapseMetrics)],
+                                 meta_fields=[])
 def _layer_metrics(H, labels, K, W, predictions, geometry, rcond) -> dict:
     H = np.asarray(H, dtype=np.float64)
     d, N = H.shape
@@ -179,6 +183,13 @@ def metrics(spec: UFMSpec, params, *, rcond: float = 1e-10) -> CollapseMetrics:
 
     Row ``l-1`` describes ``H̃_l`` read by ``W_l``; the last row is the output Z (no
     weight). NC2 geometry: orthogonal frame for MSE, simplex ETF for CE (``MATH.md`` §2).
+
+    >>> import jax; jax.config.update("jax_enable_x64", True)
+    >>> import ufm
+    >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
+    >>> nc = ufm.collapse.metrics(spec, ufm.theory.construct_optimum(spec))
+    >>> bool(max(nc.nc1) < 1e-12 and max(nc.of_distance) < 1e-12)   # collapsed onto orthogonal frames
+    True
     """
     acts = forward(spec, params)
     preds = np.asarray(acts.output).argmax(axis=0)

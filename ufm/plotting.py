@@ -25,7 +25,6 @@ import os
 
 import numpy as np
 
-from .spectrum import group_levels
 
 __all__ = [
     "COLORS",
@@ -225,25 +224,17 @@ def heatmap(ax, M, *, vmin=None, vmax=None, cmap="cividis", annotate: bool | Non
 
 
 # ---- the figure behind `ufm verify --plot` ----------------------------------------------------
-_PREDICTED_CHECK = "outlier eigenvalues (class-mean formula)"
-
-
 def layer_spectra_figure(report):
     """Each layer's measured data-Hessian spectrum with the predicted outliers (`ufm.verification.Report`).
 
-    Reads ``report.info["layer_spectra"]`` (layer -> measured eigenvalues, descending) and,
-    from the checks named ``"outlier eigenvalues (class-mean formula)"`` in group
-    ``"layer l"``, the predicted outlier eigenvalues (``.predicted``), drawn as dashed lines
-    at their distinct levels with their multiplicities. Returns a ``Figure``.
+    Reads ``report.spectra`` (per layer a `ufm.verification.LayerSpectra`: the predicted and
+    measured `Spectrum`) and draws the measured eigenvalues (descending) with the predicted
+    outliers as dashed lines at their distinct levels, with their multiplicities. Returns a ``Figure``.
     """
-    spectra = dict(report.info.get("layer_spectra", {}))
+    spectra = {s.layer: s for s in report.spectra}
     if not spectra:
-        raise ValueError("report.info['layer_spectra'] is empty: the report measured no layer spectrum")
-    predicted = {}
-    for c in report.checks:
-        if c.name == _PREDICTED_CHECK and c.group.startswith("layer "):
-            predicted[int(c.group.split()[1])] = np.asarray(c.predicted, dtype=np.float64)
-    layers = sorted(int(k) for k in spectra)
+        raise ValueError("report.spectra is empty: the report measured no layer spectrum")
+    layers = sorted(spectra)
     ncols = min(len(layers), 4)
     nrows = math.ceil(len(layers) / ncols)
     spec = report.spec
@@ -251,15 +242,13 @@ def layer_spectra_figure(report):
         fig, axes = figure(nrows, ncols, columns=1 if ncols == 1 else 2, height=2.0 * nrows, squeeze=False,
                            sharey=True)
         for ax, l in zip(axes.flat, layers):
-            vals = np.asarray(spectra[l] if l in spectra else spectra[str(l)], dtype=np.float64)
-            k = predicted[l].size if l in predicted else 0
+            pred, vals = spectra[l].predicted, spectra[l].measured.eigenvalues
+            k = pred.eigenvalues.size
             show = min(vals.size, max(2 * k, k + 10))
             floor = plot_spectrum(ax, vals[:show], label="measured (autodiff)", color=COLORS[0],
                                   floor_label=r"$\leq 10^{-14}\lambda_{max}$ (zero bulk)")
-            if k:
-                levels, mult = group_levels(predicted[l], rtol=1e-6)
-                for i, (v, m) in enumerate(zip(levels, mult)):
-                    mark_value(ax, v, f"predicted ×{m}" if i == 0 else f"×{m}", color=COLORS[1], where=0.98)
+            for i, (v, m) in enumerate(zip(*pred.levels(rtol=1e-6))):
+                mark_value(ax, v, f"predicted ×{m}" if i == 0 else f"×{m}", color=COLORS[1], where=0.98)
             ax.set_title(f"layer {l}: block of $W_{l}$")
             ax.set_xlabel("eigenvalue index")
             ax.set_ylim(floor / 3, None)

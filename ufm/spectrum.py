@@ -15,11 +15,12 @@ Kronecker vector ``a ⊗ b`` is the matrix ``a bᵀ`` flattened with ``reshape(-
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
-__all__ = ["Spectrum", "group_levels"]
+__all__ = ["Spectrum", "group_levels", "GaussNewtonSplit", "GradientSpectra", "SingularValues"]
 
 _WHICH = ("largest", "magnitude")
 
@@ -178,6 +179,79 @@ class Spectrum:
         if vectors and self.eigenvectors is not None:
             out["eigenvectors"] = np.asarray(self.eigenvectors).tolist()
         return out
+
+
+# ---- results whose fields are spectra (one type per object, closed form and autodiff alike) ----------
+def _value(x):
+    return None if x is None else (np.asarray(x).tolist() if np.ndim(x) else float(x))
+
+
+class GaussNewtonSplit(NamedTuple):
+    """Papyan's split of a Gauss–Newton block, ``G = G_class + G_cross + G_within`` (``MATH.md`` §4).
+
+    Built by the closed form (`ufm.theory.gn_decomposition`) and by autodiff
+    (`ufm.curvature.PapyanDecomposition.spectra`), so the two compare field by field.
+    ``nc1``: the (uncentred) NC1 of the layer input, where the closed form measured it.
+    """
+
+    G_class: Spectrum
+    G_cross: Spectrum
+    G_within: Spectrum
+    nc1: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"G_class": self.G_class.to_dict(), "G_cross": self.G_cross.to_dict(),
+                "G_within": self.G_within.to_dict(), "nc1": _value(self.nc1)}
+
+
+class GradientSpectra(NamedTuple):
+    """A block's mean data gradient and the spectra of its per-sample gradients (``MATH.md`` §4).
+
+    Built by the closed form (`ufm.theory.gradient_spectrum`) and by autodiff
+    (`ufm.curvature.GradientMoments.spectra`).
+
+    Fields:
+      gradient: the mean (data) gradient, flat row-major (P,).
+      second_moment: spectrum of ``(1/N) Σ_i g_i g_iᵀ``.
+      covariance: spectrum of ``(1/N) Σ_i (g_i − ḡ)(g_i − ḡ)ᵀ``.
+      class_coefficients: closed form only, (K × K) coefficients of the unit gradient on the
+        unit Kronecker vectors ``μ̂_c^{(l+1)} ⊗ μ̂_{c'}^{(l)}``.
+      outlier_fraction: closed form only, ``‖P g‖²/‖g‖²`` on the layer Hessian's outlier space.
+    """
+
+    gradient: np.ndarray
+    second_moment: Spectrum
+    covariance: Spectrum
+    class_coefficients: np.ndarray | None = None
+    outlier_fraction: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"gradient_norm": float(np.linalg.norm(self.gradient)),
+                "second_moment": self.second_moment.to_dict(), "covariance": self.covariance.to_dict(),
+                "class_coefficients": _value(self.class_coefficients), "outlier_fraction": _value(self.outlier_fraction)}
+
+
+class SingularValues(NamedTuple):
+    """Singular values of a weight matrix (descending) with its singular vectors and a prediction.
+
+    Fields:
+      values: (r,) singular values, descending; left (d_out × r), right (d_in × r): singular
+        vectors, ``W = left @ diag(values) @ right.T``.
+      layer: l of W_l; predicted: the closed-form σ_l and multiplicity (the rest 0), where one
+        exists; max_rel_error: ``max |s_i − σ_l| / σ_l`` over the leading ``multiplicity``.
+    """
+
+    values: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    layer: int | None = None
+    predicted: float | None = None
+    multiplicity: int | None = None
+    max_rel_error: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"values": _value(self.values), "layer": self.layer, "predicted": _value(self.predicted),
+                "multiplicity": self.multiplicity, "max_rel_error": _value(self.max_rel_error)}
 
 
 # ---- pytree registration ------------------------------------------------------------------------

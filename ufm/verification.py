@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,9 +35,10 @@ import numpy as np
 from . import collapse, curvature, theory
 from .model import UFMParams, check_params, forward, init_params, loss_fn
 from .spec import UFMSpec
-from .train import train
+from .spectrum import Spectrum
+from .training import train
 
-__all__ = ["Check", "Report", "verify"]
+__all__ = ["Check", "LayerSpectra", "Report", "State", "collapsed_state", "training_steps", "verify"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,24 +52,45 @@ class Check:
     tolerance: float
     group: str = ""
     required: bool = True  # False: reported for information, not counted in Report.passed
+    layer: int | None = None  # the layer l (block of W_l) the check is about, if any
 
     @property
     def passed(self) -> bool:
         return bool(np.isfinite(self.error) and self.error <= self.tolerance)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "group": self.group, "predicted": _jsonable(self.predicted),
+        return {"name": self.name, "group": self.group, "layer": self.layer, "predicted": _jsonable(self.predicted),
                 "measured": _jsonable(self.measured), "error": float(self.error),
                 "tolerance": float(self.tolerance), "passed": self.passed, "required": self.required}
 
 
+class LayerSpectra(NamedTuple):
+    """The data-Hessian block of W_l: the class-mean closed form and the autodiff measurement."""
+
+    layer: int
+    predicted: Spectrum
+    measured: Spectrum
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "predicted": self.predicted.to_dict(), "measured": self.measured.to_dict()}
+
+
+class State(NamedTuple):
+    """A state to verify and how it was made (``info``: ``state``, ``trained``, training steps ...)."""
+
+    params: UFMParams
+    info: dict
+
+
 @dataclasses.dataclass(frozen=True)
 class Report:
-    """All checks of one state, plus how the state was made (``info``)."""
+    """All checks of one state, how the state was made (``info``), and per layer the predicted
+    and measured spectra (``spectra``, what `ufm.plotting.layer_spectra_figure` draws)."""
 
     spec: UFMSpec
     checks: tuple[Check, ...]
     info: dict
+    spectra: tuple[LayerSpectra, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -91,7 +114,7 @@ class Report:
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "spec": self.spec.to_dict(), "info": _jsonable(self.info),
-                "checks": [c.to_dict() for c in self.checks]}
+                "checks": [c.to_dict() for c in self.checks], "spectra": [s.to_dict() for s in self.spectra]}
 
     def to_json(self, path) -> None:
         with open(path, "w") as f:
@@ -163,26 +186,22 @@ def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list
                         float(1 - f_vals.min()), tol["angle"], g))
 
     if not at_dnc:  # the closed-form DNC values hold only at the DNC point itself
-        return checks + (_gn_checks(spec, params, l, tol, g) if spec.loss == "mse" else []), vals
-    dnc = pred.info
-    if "outlier" in dnc and dnc.get("multiplicity"):
-        value = np.full(dnc["multiplicity"], dnc["outlier"])
-        checks.append(Check("outliers vs DNC closed form λγ/(1−γ)", float(dnc["outlier"]),
-                            vals[: value.size], _rel(vals[: value.size], value), tol["dnc"], g))
-    if "outliers" in dnc:
-        value = np.repeat(dnc["outliers"], dnc["multiplicities"])
-        checks.append(Check("CE outlier levels vs DNC closed form", dnc["outliers"],
-                            vals[: value.size], _rel(np.sort(vals[: value.size])[::-1], np.sort(value)[::-1]),
-                            tol["dnc"], g))
+        return checks + (_gn_checks(spec, params, l, tol, g) if spec.loss == "mse" else []), LayerSpectra(l, pred, meas)
+    sol = theory.dnc_solution(spec)
+    levels, mults = sol.layer_outliers[l - 1], sol.layer_multiplicities[l - 1]
+    if mults:  # the layer's own λ_l (MATH.md §4, §5)
+        value = np.sort(np.repeat(levels, mults))[::-1]
+        name = "outliers vs DNC closed form λγ/(1−γ)" if spec.loss == "mse" else "CE outlier levels vs DNC closed form"
+        checks.append(Check(name, float(levels[0]) if spec.loss == "mse" else list(levels), vals[: value.size],
+                            _rel(vals[: value.size], value), tol["dnc"], g))
     ws = theory.weight_spectrum(spec, params)[l - 1]
-    if "max_rel_error" in ws.info:
-        k = ws.info["predicted_multiplicity"]
-        checks.append(Check(f"singular values of W_{l} vs DNC", ws.info["predicted"], ws.eigenvalues[:k],
-                            ws.info["max_rel_error"], tol["dnc"], g))
+    if ws.max_rel_error is not None:
+        checks.append(Check(f"singular values of W_{l} vs DNC", ws.predicted, ws.values[: ws.multiplicity],
+                            ws.max_rel_error, tol["dnc"], g))
     if spec.loss == "mse":
         checks += _gn_checks(spec, params, l, tol, g)
         checks += _gradient_checks(spec, params, l, pred, tol, g)
-    return checks, vals
+    return checks, LayerSpectra(l, pred, meas)
 
 
 def _gn_checks(spec, params, l, tol, g) -> list[Check]:
@@ -190,13 +209,12 @@ def _gn_checks(spec, params, l, tol, g) -> list[Check]:
     class-mean closed form (`ufm.theory.gn_decomposition`): ranks and eigenvalues."""
     model = lambda p: forward(spec, p).output  # noqa: E731
     dec = curvature.papyan_decomposition(model, params, spec.class_index, loss="mse", leaves=[l])
-    pred = theory.gn_decomposition(spec, params, l, vectors=False)
-    parts = {"G_class": (dec.class_, pred.G_class), "G_cross": (dec.cross, pred.G_cross),
-             "G_within": (dec.within, pred.G_within)}
+    measured = dec.spectra(vectors=False)
+    predicted = theory.gn_decomposition(spec, params, l, vectors=False)
     top = max(float(np.linalg.eigvalsh(np.asarray(dec.class_ + dec.cross)).max()), 1e-300)
     checks = []
-    for name, (G, p) in parts.items():
-        ev = np.linalg.eigvalsh(np.asarray(G))[::-1]
+    for name in ("G_class", "G_cross", "G_within"):
+        ev, p = getattr(measured, name).eigenvalues, getattr(predicted, name)
         rank = int(np.sum(ev > tol["rank"] * top))
         pv = p.eigenvalues[p.eigenvalues > tol["rank"] * top]  # same numerical-rank rule on both sides
         checks.append(Check(f"{name} rank (> {tol['rank']:g}·λ_max)", pv.size, rank, float(abs(rank - pv.size)), 0.0, g))
@@ -230,12 +248,14 @@ def _collapse_checks(spec, params, tol, geometry_required=True) -> list[Check]:
     checks = []
     for i in range(spec.depth):
         g = f"layer {i + 1}"
-        checks.append(Check("NC1 tr(Σ_W Σ_B†)/K", 0.0, float(nc.nc1[i]), float(abs(nc.nc1[i])), tol["nc"], g))
+        checks.append(Check("NC1 tr(Σ_W Σ_B†)/K", 0.0, float(nc.nc1[i]), float(abs(nc.nc1[i])), tol["nc"], g,
+                            layer=i + 1))
         checks.append(Check(f"NC2 {geometry}", 0.0, float(getattr(nc, geometry)[i]),
-                            float(getattr(nc, geometry)[i]), tol["nc2"], g, geometry_required))
+                            float(getattr(nc, geometry)[i]), tol["nc2"], g, geometry_required, i + 1))
         checks.append(Check("NC3 rows of W outside span(M)", 0.0, float(nc.nc3[i]), float(nc.nc3[i]),
-                            tol["nc2"], g, geometry_required))
-        checks.append(Check("NC4 nearest-centre disagreement", 0.0, float(nc.nc4[i]), float(nc.nc4[i]), 0.0, g))
+                            tol["nc2"], g, geometry_required, i + 1))
+        checks.append(Check("NC4 nearest-centre disagreement", 0.0, float(nc.nc4[i]), float(nc.nc4[i]), 0.0, g,
+                            layer=i + 1))
     return checks
 
 
@@ -283,87 +303,115 @@ DEFAULT_TOLERANCES = {
 }
 
 
+#: The one training budget of a verified state, per activation: ReLU's loss has a kink at the
+#: collapsed optimum (exact zeros), where GD converges only sublinearly, so its budget is capped
+#: instead of chasing ‖∇L‖ = 1e-10 (the L=3, K=4 ReLU state passes every required check at 100k).
+TRAIN_STEPS = {"linear": 200_000, "softplus": 200_000, "relu": 100_000}
+TRAIN_TOL = 1e-10
+
+
+def training_steps(spec: UFMSpec) -> int:
+    """The training budget of `collapsed_state` for ``spec`` (`TRAIN_STEPS`)."""
+    return TRAIN_STEPS[spec.activation]
+
+
+def collapsed_state(spec: UFMSpec, *, from_optimum: bool = False, seed: int = 0, steps: int | None = None,
+                    tol: float = TRAIN_TOL, callback=None) -> State:
+    """The state `verify` checks: trained from ``init_params(spec, seed)`` to ``‖∇L‖ <= tol``
+    (at most ``steps``, default `training_steps`), or the constructed DNC optimum.
+
+    >>> import jax; jax.config.update("jax_enable_x64", True)
+    >>> import ufm
+    >>> state = ufm.verification.collapsed_state(ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=2),
+    ...                                          from_optimum=True)
+    >>> state.info["state"], state.info["trained"]
+    ('constructed optimum (seed 0)', False)
+    """
+    t0 = time.perf_counter()
+    if from_optimum:
+        params = theory.construct_optimum(spec, seed)
+        info = {"state": f"constructed optimum (seed {seed})", "trained": False}
+    else:
+        steps = training_steps(spec) if steps is None else steps
+        result = train(spec, init_params(spec, seed), steps=steps, tol=tol, callback=callback, log_every=2_000)
+        params = result.params
+        info = {"state": f"trained from random init (seed {seed})", "trained": True, "train_steps": result.steps,
+                "train_converged": result.converged, "grad_norm": float(result.history["grad_norm"][-1])}
+    info["train_seconds"] = time.perf_counter() - t0
+    return State(params, info)
+
+
 def verify(
     spec: UFMSpec,
-    params: UFMParams | None = None,
+    params: UFMParams | State,
     *,
-    from_optimum: bool = False,
-    seed: int = 0,
-    steps: int = 200_000,
-    train_tol: float = 1e-10,
-    dense_max: int = 4096,
+    dense_max: int = curvature.DEFAULT_DENSE_MAX,
     full: bool = True,
     tolerances: dict | None = None,
-    callback=None,
 ) -> Report:
-    """Check the closed-form theory against autodiff at one state of ``spec``.
+    """Check the closed-form theory against autodiff at the given state of ``spec``.
 
     Args:
       spec: the model.
-      params: the state; default: trained from ``init_params(spec, seed)`` to
-        ``‖∇L‖ <= train_tol`` (or the constructed optimum with ``from_optimum``).
+      params: the state: parameters, or a `State` from `collapsed_state` (its ``info`` goes
+        into the report; a trained ReLU state is not required to be the symmetric DNC point).
       dense_max: blocks up to this many coordinates are measured densely, larger ones by
-        block Krylov.
+        block Krylov (`ufm.curvature.spectrum`).
       full: also check the full Hessian over W_1..W_L where a closed form exists.
       tolerances: overrides of `DEFAULT_TOLERANCES`.
-      callback: forwarded to `ufm.train` (progress).
 
     Use float64 (``jax.config.update("jax_enable_x64", True)``): the tolerances are set for it.
+
+    >>> import jax; jax.config.update("jax_enable_x64", True)
+    >>> import ufm
+    >>> spec = ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=3)
+    >>> report = ufm.verify(spec, ufm.theory.construct_optimum(spec))
+    >>> report.passed, [s.layer for s in report.spectra]
+    (True, [1])
     """
+    state = params if isinstance(params, State) else State(params, {"state": "given", "trained": False})
+    params = state.params
+    check_params(spec, params)
+    t0 = time.perf_counter()
     tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     info = {"float64": bool(jax.config.jax_enable_x64)}
     if spec.activation == "relu":
         info["relu_convention"] = f"σ'(0) = {spec.relu_grad0:g}"
     if spec.activation == "softplus":
         info["softplus_beta"] = spec.softplus_beta
-    t0 = time.perf_counter()
-    if params is None:
-        if from_optimum:
-            params = theory.construct_optimum(spec, seed)
-            info["state"] = f"constructed optimum (seed {seed})"
-        else:
-            result = train(spec, init_params(spec, seed), steps=steps, tol=train_tol, callback=callback,
-                           log_every=2_000)
-            params = result.params
-            info.update(state=f"trained from random init (seed {seed})", train_steps=result.steps,
-                        train_converged=result.converged, grad_norm=float(result.history["grad_norm"][-1]))
-    else:
-        check_params(spec, params)
-        info["state"] = "given"
-    info["train_seconds"] = time.perf_counter() - t0
+    info.update(state.info)
     sol = theory.dnc_solution(spec)
     info["dnc"] = sol.to_dict()
     f_data = loss_fn(spec, regularized=False)
     # Trained ReLU deep UFMs need not reach the symmetric DNC point (MATH.md §6: K² unequal
     # outliers): there the geometry and DNC-point checks are reported, not required.
-    symmetric_required = not (spec.activation == "relu" and info["state"].startswith("trained"))
+    symmetric_required = not (spec.activation == "relu" and state.info.get("trained", False))
     checks = _collapse_checks(spec, params, tol, symmetric_required)
     dnc = dataclasses.replace(_dnc_distance_check(spec, params, sol, tol), required=symmetric_required)
     checks.append(dnc)
     geometry = [c for c in checks if c.name.startswith("NC2")]
     at_dnc = dnc.passed and all(c.passed for c in geometry)  # Z ≈ Z* alone admits non-symmetric ReLU states
     skipped = {} if at_dnc else {"DNC-point checks": "the state is not the DNC point: " + f"{dnc.measured:.3g}"}
-    info["layer_spectra"] = {}
+    spectra = []
     for l in range(1, spec.depth + 1):
         try:
-            layer_checks, vals = _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc)
-            checks += layer_checks
-            info["layer_spectra"][l] = vals
+            layer_checks, layer_spectra = _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc)
+            spectra.append(layer_spectra)
         except ValueError as e:  # e.g. not collapsed: the theory says how far
-            checks.append(Check("class-mean formula applicable", "collapsed", str(e), np.inf, 0.0, f"layer {l}"))
+            layer_checks = [Check("class-mean formula applicable", "collapsed", str(e), np.inf, 0.0, f"layer {l}")]
+        checks += [dataclasses.replace(c, layer=l) for c in layer_checks]
     if full and at_dnc:
         full_checks, reason = _full_checks(spec, params, f_data, dense_max, tol)
         checks += full_checks
         if reason:
             skipped["full Hessian"] = reason
     info["skipped"] = skipped
-    info["seconds"] = time.perf_counter() - t0
-    return Report(spec, tuple(sorted(checks, key=_group_order)), info)
+    info["seconds"] = info.get("train_seconds", 0.0) + time.perf_counter() - t0
+    return Report(spec, tuple(sorted(checks, key=_group_order)), info, tuple(spectra))
 
 
 def _group_order(check: Check) -> tuple:
     """Report order (stable): the DNC point, layers 1..L, the full Hessian."""
-    if check.group.startswith("layer "):
-        return (1, int(check.group.split()[1]))
+    if check.layer is not None:
+        return (1, check.layer)
     return (0, 0) if check.group == "DNC point" else (2, 0)
-

@@ -12,7 +12,7 @@
 
 from . import dense, lanczos, subspace
 from ._operator import Operator
-from ._spectrum import spectrum
+from ._spectrum import DEFAULT_DENSE_MAX, spectrum
 from .dense import (
     GradientMoments,
     HessianSplit,
@@ -27,40 +27,48 @@ from .dense import (
 )
 from .hvp import ggn_operator, ggn_vp, hessian_operator, linearized_hvp, residual_operator, residual_vp
 from .hvp import hvp as hvp  # noqa: PLC0414  (the function shadows the submodule on purpose)
-from .lanczos import SpectralDensity, TraceEstimate, spectral_density, top_eigenpairs, trace
+from .hvp import gradient
+from .lanczos import ConvergenceWarning, NotConvergedError, SpectralDensity, TraceEstimate, spectral_density, top_eigenpairs, trace
+from ._data import data_mesh
 from .subspace import alignment, count_outliers, gradient_fraction, principal_angles, projector_overlap
 
+# What a user needs (the lower-level pieces — `materialize`, `linearized_hvp`, `ggn_vp`,
+# `residual_vp` — stay importable from here and their submodules).
 __all__ = [
+    # measure a block's spectrum (dense or matrix-free), the one entry
     "spectrum",
+    "DEFAULT_DENSE_MAX",
+    # operators over the chosen leaves
     "Operator",
-    "hvp",
-    "linearized_hvp",
-    "ggn_vp",
-    "residual_vp",
     "hessian_operator",
     "ggn_operator",
     "residual_operator",
+    "hvp",
+    # dense objects
     "hessian",
     "hessian_block",
     "ggn",
     "hessian_split",
     "HessianSplit",
-    "materialize",
     "gradient_moments",
     "GradientMoments",
     "papyan_decomposition",
     "PapyanDecomposition",
+    # matrix-free estimators
     "top_eigenpairs",
     "trace",
     "TraceEstimate",
     "spectral_density",
     "SpectralDensity",
+    # subspaces
     "principal_angles",
     "projector_overlap",
     "alignment",
     "gradient_fraction",
     "count_outliers",
-    "dense",
-    "lanczos",
-    "subspace",
+    # data as an argument (streamed / sharded) and failure made loud
+    "gradient",
+    "data_mesh",
+    "ConvergenceWarning",
+    "NotConvergedError",
 ]

@@ -4,6 +4,11 @@ A curvature object is a symmetric linear map on the *flat* vector of the chosen 
 (``leaves`` indexes ``jax.tree_util.tree_leaves(params)``; the flat vector concatenates
 those leaves row-major, in the order given; all other leaves are held fixed).
 
+Flattening order is JAX's: ``tree_leaves`` visits a dict in *sorted key order*, so a layer
+``{"w": W, "b": b}`` flattens as ``b`` then ``W`` (a bias before its weight), a list or
+tuple in position order, a NamedTuple / dataclass pytree in field order. Pass ``leaves=``
+to choose another order; `FlatView.unflatten` inverts the map.
+
 An `Operator` does not hold a matvec closure: it holds a hashable *builder* ``make`` and
 its array arguments ``args``. Solvers call ``make(args)`` once inside their jitted body,
 so a linearisation (``jax.linearize``) is traced once and its residuals are computed once
@@ -14,6 +19,8 @@ recompile.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -76,6 +83,8 @@ def flat_view(params, leaves) -> tuple[FlatView, list]:
     if not all_leaves:
         raise ValueError("params has no leaves")
     idx = leaf_indices(leaves, len(all_leaves))
+    for i in idx:
+        check_x64(all_leaves[i], "params")
     all_leaves = [jnp.asarray(a) for a in all_leaves]
     dtypes = {all_leaves[i].dtype for i in idx}
     if len(dtypes) != 1 or not jnp.issubdtype(next(iter(dtypes)), jnp.floating):
@@ -98,20 +107,66 @@ class Operator:
     dtype: Any
 
     def matvec(self, v) -> jax.Array:
-        """One product (convenience; solvers build the map once inside their jit)."""
-        return self.make(self.args)(jnp.asarray(v, self.dtype))
+        """``A v`` for a (dim,) vector: one compiled product (compiled once per builder)."""
+        v = jnp.asarray(v, self.dtype)
+        if v.shape != (self.dim,):
+            raise ValueError(f"v must have shape ({self.dim},), got {v.shape}")
+        return _matvec(self.make, self.args, v)
+
+    def matmat(self, V) -> jax.Array:
+        """``A V`` for a (dim, n) matrix: n products, vmapped and compiled."""
+        V = jnp.asarray(V, self.dtype)
+        if V.ndim != 2 or V.shape[0] != self.dim:
+            raise ValueError(f"V must have shape ({self.dim}, n), got {V.shape}")
+        return _matmat(self.make, self.args, V)
+
+    def to_scipy(self):
+        """A `scipy.sparse.linalg.LinearOperator` of this operator (symmetric; NumPy in and out).
+
+        Each call runs the compiled product, e.g. ``scipy.sparse.linalg.eigsh(op.to_scipy(), k=5)``.
+        """
+        from scipy.sparse.linalg import LinearOperator
+
+        dtype = np.dtype(self.dtype)
+        mv = lambda v: np.asarray(self.matvec(np.asarray(v, dtype).reshape(-1)))
+        mm = lambda V: np.asarray(self.matmat(np.asarray(V, dtype)))
+        return LinearOperator((self.dim, self.dim), matvec=mv, rmatvec=mv, matmat=mm, rmatmat=mm, dtype=dtype)
 
     @staticmethod
-    def from_matvec(matvec, dim: int | None = None, dtype=jnp.float64) -> "Operator":
-        """Wrap a plain ``(dim,) -> (dim,)`` function (or a dense symmetric matrix)."""
+    def from_matvec(matvec, dim: int | None = None, dtype=None) -> "Operator":
+        """Wrap a plain ``(dim,) -> (dim,)`` function (or a dense symmetric matrix).
+
+        ``dtype`` defaults to float64 when ``jax_enable_x64`` is on, else float32.
+        """
         if not callable(matvec):
+            check_x64(matvec, "matvec")
             A = jnp.asarray(matvec)
             if A.ndim != 2 or A.shape[0] != A.shape[1]:
                 raise ValueError(f"matvec must be callable or a square matrix, got shape {A.shape}")
             return Operator(_dense_make, A, int(A.shape[0]), A.dtype)
         if dim is None:
             raise ValueError("dim is required when matvec is a function")
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
         return Operator(_FixedMake(matvec), (), int(dim), jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _matvec(make, args, v):
+    return make(args)(v)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _matmat(make, args, V):
+    return jax.vmap(make(args), in_axes=1, out_axes=1)(V)
+
+
+def check_x64(x, name):
+    """Warn when a float64 input would silently become float32 (``jax_enable_x64`` off)."""
+    if getattr(x, "dtype", None) == np.float64 and not jax.config.jax_enable_x64:
+        warnings.warn(
+            f"{name} is float64 but jax_enable_x64 is off: it is computed in float32 (and results may come back "
+            "as float64 all the same). Enable float64 first with jax.config.update('jax_enable_x64', True), or "
+            "pass float32 arrays", UserWarning, stacklevel=3)
 
 
 def _dense_make(A):
@@ -126,12 +181,19 @@ class _FixedMake:
         return self.matvec
 
 
-def as_operator(loss_fn, params, leaves, builder) -> Operator:
-    """``loss_fn`` if it is already an `Operator` (then ``params`` must be None), else ``builder``."""
+def as_operator(loss_fn, params, leaves, builder, **data_kw) -> Operator:
+    """``loss_fn`` if it is already an `Operator` (then ``params`` must be None), else ``builder``.
+
+    ``data_kw`` (``data``, ``batch_size``, ``mesh``, ``devices``; None = not given) go to the
+    builder; an `Operator` already carries its data.
+    """
+    data_kw = {key: val for key, val in data_kw.items() if val is not None}
     if isinstance(loss_fn, Operator):
         if params is not None or leaves is not None:
             raise ValueError("pass params=None and leaves=None when the first argument is an Operator")
+        if data_kw:
+            raise ValueError(f"{', '.join(sorted(data_kw))} cannot be given with an Operator (build it with them)")
         return loss_fn
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be a callable params -> scalar or an Operator, got {type(loss_fn).__name__}")
-    return builder(loss_fn, params, leaves=leaves)
+    return builder(loss_fn, params, leaves=leaves, **data_kw)

@@ -11,6 +11,11 @@ Conventions (``MATH.md`` §1, §4):
   of unit vectors, ``lax.map`` over chunks), never with ``jax.hessian``: the peak memory
   is the P×P result plus one chunk. A matrix larger than ``max_bytes`` is refused; use the
   matrix-free route (`top_eigenpairs`, `spectral_density`, `trace`) instead.
+* The result types are registered pytrees (they pass through ``jax.tree`` functions); the
+  ones whose object the closed forms also compute turn into the shared spectra types:
+  `PapyanDecomposition.spectra` -> `ufm.spectrum.GaussNewtonSplit` (as
+  `ufm.theory.gn_decomposition`), `GradientMoments.spectra` -> `ufm.spectrum.GradientSpectra`
+  (as `ufm.theory.gradient_spectrum`).
 * 1/N factors are those of the loss you pass. ufm's MSE data term ``(1/2N)‖Z − Y‖²`` has
   per-sample output Hessian I and ``G = (1/N) Σ_i J_iᵀ J_i``; the mean cross-entropy has
   ``G = (1/N) Σ_i J_iᵀ (diag p_i − p_i p_iᵀ) J_i``.
@@ -26,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..spectrum import GaussNewtonSplit, GradientSpectra, Spectrum
 from ._operator import Operator, flat_view
 from .hvp import ggn_operator, hessian_operator, residual_operator
 
@@ -92,13 +98,22 @@ def materialize(operator: Operator, *, chunk_size: int | None = None, max_bytes:
 
 
 def hessian(loss_fn: Callable, params, leaves=None, *, chunk_size: int | None = None,
-            max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
+            max_bytes: int = DEFAULT_MAX_BYTES, data=None, batch_size=None, mesh=None, devices=None) -> jax.Array:
     """Dense Hessian (P × P) of ``loss_fn`` over the chosen ``leaves`` (flat, row-major).
 
     ``leaves=[l]`` is layer l's block of a `UFMParams`; ``leaves=[l, m]`` is the 2×2 block
-    matrix with the cross-layer blocks off the diagonal (see `hessian_block`).
+    matrix with the cross-layer blocks off the diagonal (see `hessian_block`). ``data=``,
+    ``batch_size=``, ``mesh=``: a loss ``loss_fn(params, batch)`` streamed / sharded as in
+    `hessian_operator`.
+
+    >>> import jax.numpy as jnp
+    >>> from ufm.curvature import hessian
+    >>> H = hessian(lambda p: 0.5 * jnp.sum((p["w"] @ jnp.array([1.0, 2.0])) ** 2), {"w": jnp.zeros(2)})
+    >>> H.tolist()                                      # x xᵀ for x = (1, 2)
+    [[1.0, 2.0], [2.0, 4.0]]
     """
-    return materialize(hessian_operator(loss_fn, params, leaves=leaves), chunk_size=chunk_size, max_bytes=max_bytes)
+    op = hessian_operator(loss_fn, params, leaves=leaves, data=data, batch_size=batch_size, mesh=mesh, devices=devices)
+    return materialize(op, chunk_size=chunk_size, max_bytes=max_bytes)
 
 
 def hessian_block(loss_fn: Callable, params, rows, cols, *, chunk_size: int | None = None,
@@ -132,12 +147,20 @@ def _as_list(x, name):
 
 
 def ggn(model_fn: Callable, output_loss: Callable, params, leaves=None, *, chunk_size: int | None = None,
-        max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
-    """Dense Gauss–Newton matrix ``Jᵀ ∇²ℓ J`` of ``output_loss ∘ model_fn`` over ``leaves``."""
-    op = ggn_operator(model_fn, output_loss, params, leaves=leaves)
+        max_bytes: int = DEFAULT_MAX_BYTES, data=None, batch_size=None, mesh=None, devices=None) -> jax.Array:
+    """Dense Gauss–Newton matrix ``Jᵀ ∇²ℓ J`` of ``output_loss ∘ model_fn`` over ``leaves`` (``data=`` as in `hessian`)."""
+    op = ggn_operator(model_fn, output_loss, params, leaves=leaves, data=data, batch_size=batch_size, mesh=mesh,
+                      devices=devices)
     return materialize(op, chunk_size=chunk_size, max_bytes=max_bytes)
 
 
+def _pytree(cls):
+    """Register a frozen dataclass of arrays as a pytree (every field a child)."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=[])
+
+
+@_pytree
 @dataclasses.dataclass(frozen=True)
 class HessianSplit:
     """``hessian = ggn + residual`` over the same leaves (dense, P × P)."""
@@ -163,6 +186,7 @@ def hessian_split(model_fn: Callable, output_loss: Callable, params, leaves=None
 
 
 # ---- per-sample gradients ---------------------------------------------------------
+@_pytree
 @dataclasses.dataclass(frozen=True)
 class GradientMoments:
     """Per-sample gradients ``g_i`` (N × P), their mean, second moment and covariance.
@@ -175,6 +199,11 @@ class GradientMoments:
     mean: jax.Array
     second_moment: jax.Array
     covariance: jax.Array
+
+    def spectra(self) -> GradientSpectra:
+        """The mean gradient and the spectra of the two moment matrices (`Spectrum.from_dense`)."""
+        return GradientSpectra(np.asarray(self.mean), Spectrum.from_dense(self.second_moment),
+                               Spectrum.from_dense(self.covariance))
 
     def to_dict(self) -> dict:
         return {"num_samples": int(self.per_sample.shape[0]), "dim": int(self.per_sample.shape[1]),
@@ -212,6 +241,7 @@ def _per_sample_grads(f, x0):
 
 
 # ---- Papyan's decomposition -------------------------------------------------------
+@_pytree
 @dataclasses.dataclass(frozen=True)
 class PapyanDecomposition:
     """``G = class_ + cross + within`` (Papyan 2020, ``MATH.md`` §4), dense P × P each.
@@ -229,6 +259,11 @@ class PapyanDecomposition:
     @property
     def ggn(self) -> jax.Array:
         return self.class_ + self.cross + self.within
+
+    def spectra(self, *, vectors: bool = True) -> GaussNewtonSplit:
+        """The three parts' spectra (`Spectrum.from_dense`), the type `ufm.theory.gn_decomposition` returns."""
+        return GaussNewtonSplit(*(Spectrum.from_dense(G, vectors=vectors) for G in (self.class_, self.cross,
+                                                                                   self.within)))
 
     def to_dict(self) -> dict:
         tr = lambda A: float(jnp.trace(A))

@@ -20,11 +20,14 @@ Conventions (``MATH.md`` §1, §4):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
+from jax.sharding import NamedSharding, PartitionSpec
 
-from ._operator import FlatView, Operator, flat_view
+from ._data import DataSpec, data_mean, data_spec, place_data
+from ._operator import FlatView, Operator, check_x64, flat_view
 
 __all__ = [
     "hvp",
@@ -34,6 +37,7 @@ __all__ = [
     "hessian_operator",
     "ggn_operator",
     "residual_operator",
+    "gradient",
     "Operator",
 ]
 
@@ -68,6 +72,97 @@ def residual_vp(model_fn: Callable, output_loss: Callable, params, v):
 
 # ---- flat operators (hashable builders; see _operator.py) -------------------------------
 @dataclasses.dataclass(frozen=True)
+class _DataMake:
+    """Products over a data set (``_data.py``): the exact mean of per-batch products.
+
+    ``kind`` is ``"hessian"`` (``loss_fn(params, batch)``), ``"ggn"`` or ``"residual"``
+    (``model_fn(params, batch)``, ``output_loss(outputs, batch)``); each per-batch term is
+    re-linearised inside the product (forward-over-reverse), so nothing of size N is kept.
+    """
+
+    kind: str
+    fns: tuple
+    view: FlatView
+    spec: DataSpec
+
+    def batch_product(self, batch, ops):
+        leaves, x, v = ops
+        if self.kind == "hessian":
+            f = lambda y: self.fns[0](self.view.unflatten(leaves, y), batch)
+            return jax.jvp(jax.grad(f), (x,), (v,))[1]
+        model_fn, output_loss = self.fns
+        f = lambda y: model_fn(self.view.unflatten(leaves, y), batch)
+        z, Jv = jax.jvp(f, (x,), (v,))
+        HJv = jax.jvp(jax.grad(lambda u: output_loss(u, batch)), (z,), (Jv,))[1]
+        Gv = jax.vjp(f, x)[1](HJv)[0]
+        if self.kind == "ggn":
+            return Gv
+        return jax.jvp(jax.grad(lambda y: output_loss(f(y), batch)), (x,), (v,))[1] - Gv
+
+    def __call__(self, args):
+        all_leaves, data = args
+        x0 = self.view.flatten(all_leaves)
+        return lambda v: data_mean(self.batch_product, data, self.spec, (all_leaves, x0, v))
+
+
+def _data_operator(kind, fns, params, leaves, data, batch_size, mesh, devices) -> Operator:
+    view, all_leaves = flat_view(params, leaves)
+    for leaf in jax.tree_util.tree_leaves(data):
+        check_x64(leaf, "data")
+    spec = data_spec(data, batch_size, mesh, devices)
+    if spec.mesh is not None:  # parameters replicated on every device of the mesh
+        all_leaves = list(jax.device_put(all_leaves, NamedSharding(spec.mesh, PartitionSpec())))
+    args = (all_leaves, place_data(data, spec))
+    return Operator(_DataMake(kind, tuple(fns), view, spec), args, view.dim, all_leaves[view.indices[0]].dtype)
+
+
+def _no_data(data, batch_size, mesh, devices):
+    if data is None and (batch_size is not None or mesh is not None or devices is not None):
+        raise ValueError("batch_size=, mesh= and devices= need data= (the loss then takes (params, batch))")
+    return data is None
+
+
+@dataclasses.dataclass(frozen=True)
+class _GradMake:
+    loss_fn: Callable
+    view: FlatView
+    spec: DataSpec | None
+
+    def __call__(self, args):
+        all_leaves, data = args
+        x0 = self.view.flatten(all_leaves)
+        if self.spec is None:
+            return jax.grad(lambda y: self.loss_fn(self.view.unflatten(all_leaves, y)))(x0)
+
+        def batch_grad(batch, ops):
+            leaves, x = ops
+            return jax.grad(lambda y: self.loss_fn(self.view.unflatten(leaves, y), batch))(x)
+
+        return data_mean(batch_grad, data, self.spec, (all_leaves, x0))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run(make, args):
+    return make(args)
+
+
+def gradient(loss_fn: Callable, params, *, leaves=None, data=None, batch_size=None, mesh=None,
+             devices=None) -> jax.Array:
+    """The flat gradient ``∇L`` over the chosen ``leaves`` (row-major, in the order given).
+
+    With ``data=`` the loss is ``loss_fn(params, batch)`` (the mean over the batch) and the
+    gradient is the exact mean over all samples, streamed in batches of ``batch_size`` and
+    split over ``mesh`` (``_data.py``).
+    """
+    view, all_leaves = flat_view(params, leaves)
+    if _no_data(data, batch_size, mesh, devices):
+        return _run(_GradMake(loss_fn, view, None), (all_leaves, None))
+    op = _data_operator("hessian", (loss_fn,), params, leaves, data, batch_size, mesh, devices)
+    return _run(_GradMake(loss_fn, view, op.make.spec), op.args)
+
+
+
+@dataclasses.dataclass(frozen=True)
 class _HessianMake:
     loss_fn: Callable
     view: FlatView
@@ -98,20 +193,44 @@ class _GGNMake:
         return lambda v: H(v) - ggn(v)
 
 
-def hessian_operator(loss_fn: Callable, params, *, leaves=None) -> Operator:
+_DATA_DOC = """
+    With ``data=`` (a pytree, leading axis = samples) the functions take the data as last
+    argument (``loss_fn(params, batch)``; ``model_fn(params, batch)``,
+    ``output_loss(outputs, batch)``), each returning the *mean* over its batch; products are
+    the exact means over all samples, streamed in batches of ``batch_size`` (``lax.scan``,
+    a last partial batch weighted by its size) and split over the first axis of ``mesh``
+    (a `jax.sharding.Mesh`; or ``devices=``) with one all-reduce per product. See
+    ``ufm/curvature/_data.py`` and ``docs/curvature.md`` §3.
+"""
+
+
+def hessian_operator(loss_fn: Callable, params, *, leaves=None, data=None, batch_size=None, mesh=None,
+                     devices=None) -> Operator:
     """The Hessian of ``loss_fn`` over the chosen ``leaves`` as a flat `Operator`."""
+    if not _no_data(data, batch_size, mesh, devices):
+        return _data_operator("hessian", (loss_fn,), params, leaves, data, batch_size, mesh, devices)
     view, all_leaves = flat_view(params, leaves)
     return Operator(_HessianMake(loss_fn, view), all_leaves, view.dim, all_leaves[view.indices[0]].dtype)
 
 
-def ggn_operator(model_fn: Callable, output_loss: Callable, params, *, leaves=None) -> Operator:
+def ggn_operator(model_fn: Callable, output_loss: Callable, params, *, leaves=None, data=None, batch_size=None,
+                 mesh=None, devices=None) -> Operator:
     """The Gauss–Newton matrix ``Jᵀ∇²ℓ J`` of ``output_loss ∘ model_fn`` as a flat `Operator`."""
+    if not _no_data(data, batch_size, mesh, devices):
+        return _data_operator("ggn", (model_fn, output_loss), params, leaves, data, batch_size, mesh, devices)
     view, all_leaves = flat_view(params, leaves)
     return Operator(_GGNMake(model_fn, output_loss, view), all_leaves, view.dim, all_leaves[view.indices[0]].dtype)
 
 
-def residual_operator(model_fn: Callable, output_loss: Callable, params, *, leaves=None) -> Operator:
+def residual_operator(model_fn: Callable, output_loss: Callable, params, *, leaves=None, data=None,
+                      batch_size=None, mesh=None, devices=None) -> Operator:
     """``H − G`` of ``output_loss ∘ model_fn`` as a flat `Operator`."""
+    if not _no_data(data, batch_size, mesh, devices):
+        return _data_operator("residual", (model_fn, output_loss), params, leaves, data, batch_size, mesh, devices)
     view, all_leaves = flat_view(params, leaves)
     make = _GGNMake(model_fn, output_loss, view, residual=True)
     return Operator(make, all_leaves, view.dim, all_leaves[view.indices[0]].dtype)
+
+
+for _f in (hessian_operator, ggn_operator, residual_operator):
+    _f.__doc__ += _DATA_DOC

@@ -15,7 +15,7 @@ product).
   2000). Converged when every one of the top k Ritz pairs has
   ``‖A v − θ v‖ <= tol · max|θ|``; the returned residuals are recomputed with fresh products.
 * `trace`: Hutchinson's estimator with Rademacher probes (Hutchinson 1990), mean ± standard
-  error.
+  error; probes and integrand from ``matfree.stochtrace``.
 * `spectral_density`: stochastic Lanczos quadrature (Golub & Meurant 1994; Lin, Saad & Yang
   2016; Ghorbani, Krishnan & Xiao 2019): per probe, the Ritz values of m Lanczos steps
   (full reorthogonalisation) are quadrature nodes with weights ``(e_1ᵀ y_j)²``; the density
@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matfree import stochtrace
 
 from ..spectrum import Spectrum
 from ._operator import as_operator
@@ -85,8 +87,27 @@ def _select(theta, count, which):
     return jnp.argsort(key)[:count]
 
 
-@functools.partial(jax.jit, static_argnames=("make", "k", "keep", "num_blocks", "max_restarts", "which"))
-def _block_krylov(make, args, X0, tol, *, k, keep, num_blocks, max_restarts, which):
+def _project_out(L, W):
+    """The rows of ``W`` with span(rows of ``L``) removed (two classical Gram–Schmidt passes)."""
+    W = W - (L @ W.T).T @ L
+    return W - (L @ W.T).T @ L
+
+
+@dataclasses.dataclass(frozen=True)
+class _Progress:
+    """Hashable adaptor: calls ``callback(dict)`` at every restart (a static jit argument)."""
+
+    callback: object
+    phase: str
+
+    def __call__(self, restarts, products, max_residual):
+        self.callback({"phase": self.phase, "restarts": int(restarts), "products": int(products),
+                       "max_residual": float(max_residual)})
+
+
+@functools.partial(jax.jit, static_argnames=("make", "k", "keep", "num_blocks", "which", "progress"))
+def _block_krylov(make, args, X0, lock, tol, stop_above, max_restarts, max_products, *, k, keep, num_blocks,
+                  which, progress=None):
     """Thick-restarted block Krylov (block Krylov–Schur) with full reorthogonalisation.
 
     Vectors are rows. The basis ``V`` ((m + b) × P, preallocated; rows not yet reached are
@@ -94,58 +115,80 @@ def _block_krylov(make, args, X0, tol, *, k, keep, num_blocks, max_restarts, whi
     filled block by block from the Gram–Schmidt coefficients,
     ``A q_j = Σ_r T_rj v_r + (R̃_j Q_{j+1})``, so no product is stored or recomputed and a
     restart's only P-sized work is ``X = Yᵀ V``. ``T`` is filled on and above the
-    diagonal blocks and mirrored. After Rayleigh–Ritz, ``A x_i = θ_i x_i + (R̃ᵀ y_i,last)ᵀ C``
-    (Stewart 2001), so ``‖A x_i − θ_i x_i‖ = ‖R̃ᵀ y_i,last‖``: the restart keeps ``X`` and
-    ``C`` and the next basis is ``[X; C; A C ...]``. The first basis is a plain block
-    Krylov space of the random block ``X0``.
+    diagonal blocks and mirrored. After Rayleigh–Ritz on the leading ``pos`` rows,
+    ``A x_i = θ_i x_i + (R̃ᵀ y_i,last)ᵀ C`` (Stewart 2001), so
+    ``‖A x_i − θ_i x_i‖ = ‖R̃ᵀ y_i,last‖`` is known after every block without a product:
+    the loop stops at the first block where the k pairs meet ``tol`` (or where the top Ritz
+    value exceeds ``stop_above``, the multiplicity check's detection), and when it reaches
+    the end of the basis it restarts from ``[X; C; A C ...]``. The first basis is a plain
+    block Krylov space of the random block ``X0``. Every vector is kept orthogonal to the
+    rows of ``lock`` (deflation: the solve sees ``(I − LᵀL) A (I − LᵀL)``).
+
+    Returns ``(θ_k, X_k (P × k), residuals, restarts, products, done)``; if the k Ritz
+    vectors lost orthonormality (never observed; a guard), a Rayleigh–Ritz step with k fresh
+    products replaces them, so the values always lie in the spectrum.
     """
     A = jax.vmap(make(args))
     b, P = X0.shape
+    dtype = X0.dtype
     m = keep + num_blocks * b
-    tiny = jnp.finfo(X0.dtype).tiny
-
-    def fill(V, T, first):
-        """Blocks first, first + b, ... of the chain from the block at row ``first``."""
-        rows = T.shape[0]
-
-        def extend(j, carry):
-            V, T, _ = carry
-            off = first + j * b
-            Qn, H, R = _orthonormal_block(V, A(jax.lax.dynamic_slice_in_dim(V, off, b)))
-            T = jax.lax.dynamic_update_slice_in_dim(T, H[:, :rows].T, off, axis=1)
-            return jax.lax.dynamic_update_slice_in_dim(V, Qn, off + b, axis=0), T, R
-
-        R0 = jnp.zeros((b, b), V.dtype)
-        V, T, R = jax.lax.fori_loop(0, (rows - first) // b, extend, (V, T, R0))
-        return V, T, R
-
-    def ritz(V, T, R):
-        rows = T.shape[0]
-        T = jnp.triu(T) + jnp.triu(T, 1).T
-        theta, Y = jnp.linalg.eigh(T)
-        idx = _select(theta, keep, which)
-        theta, Y = theta[idx], Y[:, idx]
-        X = Y.T @ V[:rows]
-        return X, V[rows:], theta, jnp.linalg.norm(R.T @ Y[rows - b :], axis=0)
-
-    def restart(state):
-        X, C, it, theta, _ = state
-        V = jnp.zeros((m + b, P), X.dtype).at[:keep].set(X).at[keep : keep + b].set(C)
-        T = jnp.zeros((m, m), X.dtype).at[jnp.arange(keep), jnp.arange(keep)].set(theta)
-        X, C, theta, res = ritz(*fill(V, T, keep))
-        return X, C, it + 1, theta, res
-
-    def not_done(state):
-        *_, it, theta, res = state
-        scale = jnp.maximum(jnp.max(jnp.abs(theta[:k])), tiny)
-        return (it < max_restarts) & (jnp.max(res[:k]) > tol * scale)
-
     m0 = m // b * b
-    V0 = jnp.zeros((m0 + b, P), X0.dtype).at[:b].set(jnp.linalg.qr(X0.T)[0].T)
-    X, C, theta, res = ritz(*fill(V0, jnp.zeros((m0, m0), X0.dtype), 0))
-    X, _, it, theta, _ = jax.lax.while_loop(not_done, restart, (X, C, 0, theta, res))
-    theta_k, Xk, residuals = _rayleigh_ritz(A, X[:k], which)
-    return theta_k, Xk.T, residuals, it
+    rows = jnp.arange(m)
+    tiny = jnp.finfo(dtype).tiny
+    key_of = (lambda t: t) if which == "LA" else jnp.abs
+
+    def ritz(T, R, pos):
+        active = rows < pos
+        Ts = jnp.triu(T) + jnp.triu(T, 1).T
+        Ts = jnp.where(active[:, None] & active[None, :], Ts, 0.0)
+        big = 4.0 * (m * jnp.max(jnp.abs(Ts)) + 1.0)  # inactive rows: decoupled, far below the spectrum
+        theta, Y = jnp.linalg.eigh(Ts - jnp.diag(jnp.where(active, 0.0, big)))
+        valid = theta > -0.5 * big
+        idx = jnp.argsort(jnp.where(valid, -key_of(theta), jnp.inf))[:keep]
+        theta, Y, valid = jnp.where(valid[idx], theta[idx], 0.0), Y[:, idx], valid[idx]
+        Y = jnp.where(active[:, None] & valid[None, :], Y, 0.0)
+        last = jax.lax.dynamic_slice_in_dim(Y, pos - b, b, axis=0)
+        return theta, Y, jnp.where(valid, jnp.linalg.norm(R.T @ last, axis=0), jnp.inf)
+
+    def finished(theta, res):
+        scale = jnp.maximum(jnp.max(jnp.abs(theta[:k])), tiny)
+        return jnp.all(res[:k] <= tol * scale) | (key_of(theta[0]) > stop_above)
+
+    def restart(V, T, pos, end, it, nprod, theta, Y, res):
+        if progress is not None:
+            jax.debug.callback(progress, it + 1, nprod, jnp.max(res[:k]))
+        X = Y.T @ V[:m]
+        C = jax.lax.dynamic_slice_in_dim(V, end, b, axis=0)
+        V = jnp.zeros_like(V).at[:keep].set(X).at[keep : keep + b].set(C)
+        T = jnp.zeros_like(T).at[jnp.arange(keep), jnp.arange(keep)].set(theta)
+        return V, T, jnp.int32(keep), jnp.int32(m), it + 1
+
+    def body(state):
+        V, T, R, pos, end, it, nprod, theta, Y, res, _ = state
+        V, T, pos, end, it = jax.lax.cond(pos == end, restart, lambda V, T, pos, end, it, *_: (V, T, pos, end, it),
+                                          V, T, pos, end, it, nprod, theta, Y, res)
+        W = A(jax.lax.dynamic_slice_in_dim(V, pos, b, axis=0))
+        Qn, H, R = _orthonormal_block(V if lock.shape[0] == 0 else jnp.concatenate([V, lock]), W)
+        T = jax.lax.dynamic_update_slice_in_dim(T, H[:, :m].T, pos, axis=1)
+        V = jax.lax.dynamic_update_slice_in_dim(V, Qn, pos + b, axis=0)
+        pos, nprod = pos + b, nprod + b
+        theta, Y, res = ritz(T, R, pos)
+        return V, T, R, pos, end, it, nprod, theta, Y, res, finished(theta, res)
+
+    def running(state):
+        *_, pos, end, it, nprod, _, _, _, done = state
+        return ~done & (nprod + b <= max_products) & ~((pos == end) & (it >= max_restarts))
+
+    V0 = jnp.zeros((m + b, P), dtype).at[:b].set(jnp.linalg.qr(_project_out(lock, X0).T)[0].T)
+    i32 = jnp.int32
+    state = (V0, jnp.zeros((m, m), dtype), jnp.zeros((b, b), dtype), i32(0), i32(m0), i32(0), i32(0),
+             jnp.zeros((keep,), dtype), jnp.zeros((m, keep), dtype), jnp.full((keep,), jnp.inf, dtype),
+             jnp.array(False))
+    V, _, _, _, _, it, nprod, theta, Y, res, done = jax.lax.while_loop(running, body, state)
+    X = Y[:, :k].T @ V[:m]
+    lost = jnp.max(jnp.abs(X @ X.T - jnp.eye(k, dtype=dtype))) > 1e3 * jnp.sqrt(jnp.finfo(dtype).eps)
+    theta, X, res = jax.lax.cond(lost, lambda: _rayleigh_ritz(A, X, which), lambda: (theta[:k], X, res[:k]))
+    return theta, X.T, res, it, nprod + jnp.where(lost, k, 0), done
 
 
 def _rayleigh_ritz(A, X, which):
@@ -175,95 +218,205 @@ def _dense_top(make, args, *, dim, dtype, k, which):
     return theta, Y, jnp.linalg.norm(A(Y) - Y * theta, axis=0)
 
 
-def top_eigenpairs(loss_fn, params, k: int, *, leaves=None, seed: int = 0, tol: float | None = None,
-                   block_size: int | None = None, oversample: int | None = None, num_blocks: int | None = None,
-                   max_restarts: int = 200, which: str = "LA", throw: bool = False) -> Spectrum:
+def _basis_shape(P, k, b, oversample, num_blocks):
+    """``(keep, b, num_blocks)`` that fit in R^P, or None when the operator is too small.
+
+    The basis holds keep Ritz vectors, num_blocks Krylov blocks *and* the continuation block
+    carried into the next restart: ``keep + (num_blocks + 1) b`` orthonormal rows, which
+    must fit in R^P (issue 11 item 0: ignoring the continuation block forced more than P
+    orthonormal vectors into R^P and returned values far outside the spectrum).
+    """
+    keep = k + oversample
+    b = min(b, keep)
+    if num_blocks is None:
+        num_blocks = max(6, -(-(keep + 2 * b) // b))
+    if keep + (num_blocks + 1) * b > P:
+        num_blocks = (P - keep - b) // b
+    if num_blocks < 1 or (keep + num_blocks * b) // b * b < keep + 1:  # the first basis must exceed keep
+        return None
+    return keep, b, num_blocks
+
+
+def _solve(op, k, b, oversample, num_blocks, *, seed, tol, which, max_restarts, max_products, lock=None,
+           stop_above=np.inf, progress=None, phase="solve"):
+    """One `_block_krylov` run as a dict (values, vectors, residuals, counts), or None if it cannot fit."""
+    shape = _basis_shape(op.dim - (0 if lock is None else lock.shape[0]), k, b, oversample, num_blocks)
+    if shape is None:
+        return None
+    keep, b, num_blocks = shape
+    dtype = jnp.dtype(op.dtype)
+    lock = jnp.zeros((0, op.dim), dtype) if lock is None else lock
+    X0 = jax.random.normal(jax.random.PRNGKey(seed), (op.dim, b), dtype).T  # the same start as before for a seed
+    out = _block_krylov(op.make, op.args, X0, lock, jnp.asarray(tol, dtype), jnp.asarray(stop_above, dtype),
+                        jnp.int32(max_restarts), jnp.int32(max_products), k=k, keep=keep, num_blocks=num_blocks,
+                        which=which, progress=None if progress is None else _Progress(progress, phase))
+    theta, X, res, it, nprod, _ = out
+    return {"theta": np.asarray(theta), "X": np.asarray(X), "res": np.asarray(res), "restarts": int(it),
+            "products": int(nprod), "block_size": b, "keep": keep, "num_blocks": num_blocks}
+
+
+def _phase(run):
+    return {key: run[key] for key in ("block_size", "keep", "num_blocks", "products", "restarts")}
+
+
+def _converged(run, tol):
+    scale = max(float(np.max(np.abs(run["theta"]))), float(np.finfo(run["theta"].dtype).tiny))
+    return bool(float(np.max(run["res"])) <= tol * scale), scale
+
+
+def top_eigenpairs(loss_fn, params=None, k: int | None = None, *, leaves=None, seed: int = 0,
+                   tol: float | None = None, block_size: int | None = None, oversample: int | None = None,
+                   num_blocks: int | None = None, max_restarts: int = 200, max_products: int = 20_000,
+                   which: str = "LA", throw: bool = False, callback=None, data=None, batch_size=None,
+                   mesh=None, devices=None) -> Spectrum:
     """The ``k`` largest eigenpairs of the Hessian of ``loss_fn`` (or of an `Operator`).
 
-    Thick-restarted block Krylov: the basis holds ``keep = k + oversample`` Ritz vectors
-    plus ``num_blocks`` Krylov blocks of ``block_size`` vectors; each restart costs
-    ``num_blocks · block_size`` products (vmapped, one block at a time).
+    Thick-restarted (block) Krylov–Schur: the basis holds ``keep = k + oversample`` Ritz
+    vectors plus ``num_blocks`` Krylov blocks of ``block_size`` vectors; convergence is
+    checked after every block (from the Krylov–Schur relation, no extra product), so a
+    solve stops at the first block where all k pairs meet ``tol``.
+
+    The default (``block_size=None``) is *adaptive*, at the product floor of single-vector
+    Lanczos (ARPACK's ``eigsh``) on spectra without degenerate groups, and still exact on
+    groups of equal eigenvalues (e.g. the K² layer-wise UFM outliers, ``MATH.md`` §4),
+    which a single Krylov vector cannot resolve (it sees one direction per eigenspace):
+
+    1. thick-restart Lanczos (block 1) for the top k;
+    2. multiplicity check: a few Lanczos steps from a fresh random vector orthogonal to the
+       k converged vectors (on the deflated operator); a missing copy of one of the k
+       values shows up as a Ritz value above ``θ_k``, typically in a handful of products;
+    3. only if one was found: block Krylov with ``block_size = k`` (a group of multiplicity
+       up to k is resolved), from a fresh random block.
+
+    ``info["phases"]`` lists the products and restarts of each phase.
 
     Args:
-      loss_fn: ``params -> scalar``, or an `Operator` (then ``params=None``).
-      params: pytree at which the Hessian is taken.
-      k: number of eigenpairs, ``1 <= k <= P``.
+      loss_fn: ``params -> scalar``, or an `Operator` (then leave ``params=None``).
+      params: pytree at which the Hessian is taken (None for an `Operator`).
+      k: number of eigenpairs, ``1 <= k <= P`` (required; ``top_eigenpairs(op, k=5)``).
       leaves: indices into ``tree_leaves(params)`` (None = all), flattened in that order.
       seed: PRNG seed of the random starting block.
       tol: relative residual tolerance, ``‖Hv − θv‖ <= tol · max|θ|`` for each of the k
         pairs; default ``√eps`` of the dtype (eigenvalue errors are then ~``tol²`` relative
         for separated eigenvalues).
-      block_size: vectors per Krylov block, default ``k``. A group of equal eigenvalues is
-        resolved reliably when its multiplicity is at most ``block_size`` (e.g. the K²
-        layer-wise UFM outliers need ``block_size >= K²``); ``block_size=1`` is thick-restart
-        Lanczos, the fewest products for spectra without degenerate groups.
+      block_size: None (adaptive, above), or a fixed number of vectors per Krylov block
+        (no multiplicity check): a group of equal eigenvalues is resolved reliably when
+        its multiplicity is at most ``block_size``; ``block_size=1`` is plain thick-restart
+        Lanczos.
       oversample: extra Ritz vectors kept at a restart (``keep = k + oversample``);
         default ``max(10, block_size)``.
       num_blocks: Krylov blocks per restart; default so that the basis has about
-        ``2 keep + 2 block_size`` columns and at least 6 blocks (for large blocks the
-        polynomial degree per restart, not the basis width, limits convergence: top-20 of
-        the MLP Hessian in ``benchmarks/curvature.py`` took 1 560 products with 4 blocks
-        and oversample 10, 900 with 6 blocks and oversample 20).
-      max_restarts: cap on restarts; ``info["converged"]`` says whether ``tol`` was met.
-        A result that missed ``tol`` warns (`ConvergenceWarning`), or raises
-        `NotConvergedError` with ``throw=True``.
+        ``2 keep + 2 block_size`` columns and at least 6 blocks.
+      max_restarts, max_products: the budget of each phase. A solve that runs out of it
+        (e.g. no spectral gap) stops and returns what it has, with ``converged=False``
+        and the measured residuals.
       which: ``"LA"`` largest algebraic (descending) or ``"LM"`` largest magnitude.
+      throw: a result that missed ``tol`` warns (`ConvergenceWarning`) by default; with
+        ``throw=True`` it raises `NotConvergedError` instead.
+      callback: optional ``callback(dict)`` called at every restart with ``phase``,
+        ``restarts``, ``products`` and ``max_residual`` (progress for long solves; a
+        host callback from inside the compiled loop).
+      data, batch_size, mesh, devices: the loss takes its data, ``loss_fn(params, batch)``;
+        products are exact means streamed in batches and split over devices (see
+        `hessian_operator`, ``docs/curvature.md`` §3).
 
     Returns:
       `Spectrum` with ``eigenvalues`` (k, descending), ``eigenvectors`` (P × k, flat),
-      ``residuals`` ``‖Hv − λv‖`` (recomputed with fresh products, after a final
-      Rayleigh–Ritz step on the returned vectors, so every value lies in the spectrum) and ``info``
-      (restarts, products, converged, tol). An operator too small for the basis is
-      solved densely (``info["method"]``).
+      ``residuals`` ``‖Hv − λv‖`` (from the Krylov–Schur relation, exact to rounding; the
+      values are Ritz values of an orthonormal basis, so they lie in the spectrum) and
+      ``info`` (method, products, restarts, wall_s, converged, tol, phases). An operator
+      too small for the basis is solved densely with P + k products (``info["method"]``).
     """
-    op = as_operator(loss_fn, params, leaves, hessian_operator)
+    t_start = time.perf_counter()
+    op = as_operator(loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh,
+                     devices=devices)
     P = op.dim
+    if k is None:
+        raise TypeError("top_eigenpairs needs k, the number of eigenpairs (e.g. top_eigenpairs(op, k=5))")
     k = _check_int("k", k, 1)
     if k > P:
         raise ValueError(f"k must be <= the dimension P={P}, got {k}")
-    b = k if block_size is None else _check_int("block_size", block_size, 1)
-    oversample = max(10, b) if oversample is None else _check_int("oversample", oversample, 0)
+    adaptive = block_size is None
+    b = 1 if adaptive else _check_int("block_size", block_size, 1)
+    fixed_oversample = None if oversample is None else _check_int("oversample", oversample, 0)
+    oversample = max(10, b) if fixed_oversample is None else fixed_oversample
+    if num_blocks is not None:
+        num_blocks = _check_int("num_blocks", num_blocks, 1)
     max_restarts = _check_int("max_restarts", max_restarts, 1)
+    max_products = _check_int("max_products", max_products, 1)
     if which not in ("LA", "LM"):
         raise ValueError(f"which must be 'LA' (largest algebraic) or 'LM' (largest magnitude), got {which!r}")
     dtype = jnp.dtype(op.dtype)
     tol = float(np.sqrt(jnp.finfo(dtype).eps)) if tol is None else float(tol)
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
-    keep = k + oversample
-    b = min(b, keep)
-    if num_blocks is None:
-        num_blocks = max(6, -(-(keep + 2 * b) // b))
-    num_blocks = _check_int("num_blocks", num_blocks, 1)
-    # The basis holds keep Ritz vectors, num_blocks Krylov blocks *and* the continuation
-    # block carried into the next restart: keep + (num_blocks + 1) b orthonormal rows, which
-    # must fit in R^P. Shrink the basis to fit, or solve densely when it cannot.
-    if keep + (num_blocks + 1) * b > P:
-        num_blocks = (P - keep - b) // b
-    if (keep + num_blocks * b) // b * b < keep + 1:  # the first, plain Krylov basis must exceed keep
-        num_blocks = 0
-    if num_blocks < 1:
-        theta, X, res = _dense_top(op.make, op.args, dim=P, dtype=dtype, k=k, which=which)
-        info = {"method": "dense eigh (operator too small for a Krylov basis)", "products": P + k,
-                "restarts": 0, "converged": True, "tol": tol, "which": which}
-    else:
-        X0 = jax.random.normal(jax.random.PRNGKey(seed), (P, b), dtype).T  # the same start as before for a seed
-        theta, X, res, it = _block_krylov(op.make, op.args, X0, jnp.asarray(tol, dtype), k=k, keep=keep,
-                                          num_blocks=num_blocks, max_restarts=max_restarts, which=which)
-        it = int(it)
-        scale = max(float(jnp.max(jnp.abs(theta))), float(jnp.finfo(dtype).tiny))
-        info = {"method": "thick-restarted block Krylov", "block_size": b, "keep": keep, "num_blocks": num_blocks,
-                "restarts": it, "products": (keep + num_blocks * b) // b * b + it * num_blocks * b + k,
-                "converged": bool(float(jnp.max(res)) <= tol * scale), "tol": tol, "which": which}
-        if not info["converged"]:
-            msg = (f"top_eigenpairs did not converge: max residual {float(jnp.max(res)):.3g} > tol·max|λ| = "
-                   f"{tol * scale:.3g} after {it} restarts ({info['products']} products); the values are Ritz "
-                   "values (inside the spectrum) but not to tol. Raise max_restarts, loosen tol, or pass "
-                   "throw=True to make this an error")
-            if throw:
-                raise NotConvergedError(msg)
-            warnings.warn(msg, ConvergenceWarning, stacklevel=2)
-    return Spectrum(np.asarray(theta), np.asarray(X), dim=P, residuals=np.asarray(res), source="lanczos", info=info)
+    budget = dict(seed=seed, tol=tol, which=which, max_restarts=max_restarts, max_products=max_products,
+                  progress=callback)
+    run = _solve(op, k, b, oversample, num_blocks, phase="lanczos" if adaptive else "block", **budget)
+    phases, method = [], "thick-restarted block Krylov"
+    if run is not None and adaptive:
+        phases.append(_phase(run))
+        method = "adaptive: thick-restart Lanczos + multiplicity check"
+        found = _multiplicity_check(op, run, budget)
+        phases.append(found)
+        if found["detected"]:
+            over = max(10, k) if fixed_oversample is None else fixed_oversample
+            run = _solve(op, k, k, over, num_blocks, phase="block", **budget)
+            if run is not None:
+                phases.append(_phase(run))
+                method += " → block Krylov (block k)"
+    elif run is not None:
+        phases.append(_phase(run))
+    if run is None:  # the basis cannot fit in R^P: dense eigh, P + k products
+        theta, X, res = (np.asarray(a) for a in _dense_top(op.make, op.args, dim=P, dtype=dtype, k=k, which=which))
+        run = {"theta": theta, "X": X, "res": res, "restarts": 0, "products": P + k, "block_size": None,
+               "keep": None, "num_blocks": None}
+        method = (method + " → " if phases else "") + "dense eigh (operator too small for a Krylov basis)"
+        phases.append(_phase(run))
+    theta, X, res = run["theta"], run["X"], run["res"]
+    converged, scale = _converged(run, tol)
+    info = {"method": method, "block_size": run["block_size"], "keep": run["keep"], "num_blocks": run["num_blocks"],
+            "restarts": sum(p["restarts"] for p in phases), "products": sum(p["products"] for p in phases),
+            "converged": converged, "tol": tol, "which": which, "phases": phases}
+    if not converged:
+        msg = (f"top_eigenpairs did not converge: max residual {float(np.max(res)):.3g} > tol·max|λ| = "
+               f"{tol * scale:.3g} after {info['restarts']} restarts ({info['products']} products, budget "
+               f"max_restarts={max_restarts}, max_products={max_products}); the values are Ritz values "
+               "(inside the spectrum) but not to tol. Raise the budget, loosen tol, or pass throw=True to "
+               "make this an error")
+        if throw:
+            raise NotConvergedError(msg)
+        warnings.warn(msg, ConvergenceWarning, stacklevel=2)
+    info["wall_s"] = time.perf_counter() - t_start
+    return Spectrum(theta, X, dim=P, residuals=res, source="lanczos", info=info)
+
+
+_CHECK_STEPS = 10  # Lanczos steps of the multiplicity check (why 10: docs/curvature.md §2)
+
+
+def _multiplicity_check(op, run, budget):
+    """Phase 2 of the adaptive default: does the deflated operator have a value above θ_k?
+
+    A copy of an eigenvalue among the top k that a single Krylov vector missed is an
+    eigenvector of ``(I − XXᵀ) A (I − XXᵀ)`` (X = the k converged vectors) with that value;
+    its Ritz value from a random start passes ``θ_k + 10·tol·max|θ|`` within a few steps
+    when it is separated from the rest. No such value: the top k stand.
+    """
+    theta, tol = run["theta"], budget["tol"]
+    key = theta if budget["which"] == "LA" else np.abs(theta)
+    threshold = float(key[-1] + 10 * tol * np.max(np.abs(theta)))
+    steps = min(_CHECK_STEPS, max(op.dim - theta.size - 2, 0))
+    out = {"phase": "multiplicity check", "products": 0, "restarts": 0, "detected": False}
+    if steps < 1:
+        return out
+    lock = jnp.asarray(run["X"].T, op.dtype)
+    check = _solve(op, 1, 1, 0, steps, seed=budget["seed"] + 1, tol=budget["tol"], which=budget["which"],
+                   max_restarts=0, max_products=steps, lock=lock, stop_above=threshold)
+    if check is None:
+        return out
+    top = float(check["theta"][0] if budget["which"] == "LA" else abs(check["theta"][0]))
+    out.update(products=check["products"], detected=top > threshold, max_ritz=top, threshold=threshold)
+    return out
 
 
 # ---- Hutchinson trace -----------------------------------------------------------------
@@ -282,23 +435,34 @@ class TraceEstimate:
 
 @functools.partial(jax.jit, static_argnames=("make", "batch"))
 def _quadratic_forms(make, args, Z, *, batch):
+    integrand = stochtrace.monte_carlo_trace()  # z ↦ zᵀ A z
     A = make(args)
-    return jax.lax.map(lambda z: z @ A(z), Z, batch_size=batch)
+    return jax.lax.map(lambda z: integrand(A, z), Z, batch_size=batch)
+
+
+def _probes(key, dim, num, dtype):
+    """Rademacher probes from ``matfree.stochtrace.sampler_signs`` (the same draws as
+    ``jax.random.rademacher(key, (num, dim))``, so `trace` and `spectral_density` share probes)."""
+    return stochtrace.sampler_signs(jnp.zeros((dim,), dtype), num=num)(key)
 
 
 def trace(loss_fn, params=None, *, leaves=None, num_samples: int = 100, seed: int = 0,
-          batch_size: int = 32) -> TraceEstimate:
+          probe_batch: int = 32, data=None, batch_size=None, mesh=None, devices=None) -> TraceEstimate:
     """Hutchinson's estimate of ``tr H`` with its standard error.
 
     ``E[zᵀHz] = tr H`` for Rademacher ``z``; the variance of one probe is
     ``2(‖H‖_F² − Σ_i H_ii²)``. ``stderr`` is the sample standard deviation / √num_samples.
-    Products run ``batch_size`` at a time (vmapped).
+    Products run ``probe_batch`` at a time (vmapped); ``data=``/``batch_size=``/``mesh=`` as in `top_eigenpairs`.
     """
-    op = as_operator(loss_fn, params, leaves, hessian_operator)
+    op = as_operator(loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh,
+                     devices=devices)
     num_samples = _check_int("num_samples", num_samples, 2)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    Z = jax.random.rademacher(jax.random.PRNGKey(seed), (num_samples, op.dim), dtype=jnp.dtype(op.dtype))
-    q = np.asarray(_quadratic_forms(op.make, op.args, Z, batch=min(batch_size, num_samples)))
+    probe_batch = _check_int("probe_batch", probe_batch, 1)
+    # matfree's sampler and integrand; not its estimator_monte_carlo_mean_and_sem, which vmaps all
+    # probes at once (num_samples × P products in memory, × a network's activations) and returns
+    # neither the per-probe values (kept in TraceEstimate.samples) nor the ddof=1 standard error.
+    Z = _probes(jax.random.PRNGKey(seed), op.dim, num_samples, jnp.dtype(op.dtype))
+    q = np.asarray(_quadratic_forms(op.make, op.args, Z, batch=min(probe_batch, num_samples)))
     return TraceEstimate(float(q.mean()), float(q.std(ddof=1) / np.sqrt(num_samples)), num_samples, q)
 
 
@@ -327,6 +491,13 @@ class SpectralDensity:
 
 @functools.partial(jax.jit, static_argnames=("make", "num_matvecs"))
 def _slq_nodes(make, args, V0, *, num_matvecs):
+    # Hand-written rather than matfree.decomp.tridiag_sym: on an operator whose Krylov space is
+    # exhausted early — a collapsed block has only a few distinct eigenvalues — matfree keeps
+    # iterating on rounding noise without detecting the breakdown. Measured (matfree 0.6.3,
+    # full reorthogonalisation): A = diag(2·1_10, 0_30), 8 steps from a Rademacher probe gives
+    # Ritz values from −6.17 to 7.00, far outside the spectrum [0, 2], and a Lanczos basis that
+    # is not orthonormal (‖QᵀQ − I‖ = 1.0); this loop stops the recurrence at the breakdown
+    # (β_j ≤ √eps · scale) and returns nodes {0, 2} (tests/test_curvature_estimators.py).
     A = make(args)
     m = num_matvecs
     P = V0.shape[1]
@@ -361,7 +532,7 @@ def _slq_nodes(make, args, V0, *, num_matvecs):
 
 def spectral_density(loss_fn, params=None, *, leaves=None, num_matvecs: int = 64, num_samples: int = 8,
                      seed: int = 0, grid=None, sigma: float | None = None, num_points: int = 1000,
-                     log: bool = False) -> SpectralDensity:
+                     log: bool = False, data=None, batch_size=None, mesh=None, devices=None) -> SpectralDensity:
     """SLQ spectral density of the Hessian (or an `Operator`), Gaussian-smoothed.
 
     Args:
@@ -376,10 +547,11 @@ def spectral_density(loss_fn, params=None, *, leaves=None, num_matvecs: int = 64
     Returns:
       `SpectralDensity`; ``density`` integrates to 1 over a grid that covers the nodes.
     """
-    op = as_operator(loss_fn, params, leaves, hessian_operator)
+    op = as_operator(loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh,
+                     devices=devices)
     m = min(_check_int("num_matvecs", num_matvecs, 1), op.dim)
     num_samples = _check_int("num_samples", num_samples, 1)
-    V0 = jax.random.rademacher(jax.random.PRNGKey(seed), (num_samples, op.dim), dtype=jnp.dtype(op.dtype))
+    V0 = _probes(jax.random.PRNGKey(seed), op.dim, num_samples, jnp.dtype(op.dtype))
     nodes, weights = (np.asarray(a, dtype=np.float64) for a in _slq_nodes(op.make, op.args, V0, num_matvecs=m))
     floor = None
     x = nodes

@@ -21,6 +21,7 @@ from ._models import (
     NetworkParams,
     NetworkSpec,
     accuracy,
+    apply_head,
     backbone_features,
     forward,
     head_features,
@@ -28,29 +29,37 @@ from ._models import (
     init_network,
     network_loss,
 )
-from ._train import NetworkTrainResult, load_checkpoint, make_optimizer, save_checkpoint, train_network
+from ._train import NetworkTrainResult, load_checkpoint, make_optimizer, save_checkpoint, train_network, train_snapshots
 
 __all__ = [
     "Dataset", "read_idx", "load_mnist", "load_digits", "gaussian_mixture", "subsample", "stratified_split",
     "MNIST_T10K_CLASS_COUNTS",
     "NetworkSpec", "NetworkParams", "init_network", "backbone_features", "head_features", "forward",
-    "network_loss", "head_leaf_indices", "accuracy",
-    "NetworkTrainResult", "train_network", "make_optimizer", "save_checkpoint", "load_checkpoint",
+    "network_loss", "head_leaf_indices", "accuracy", "apply_head",
+    "NetworkTrainResult", "train_network", "train_snapshots", "make_optimizer", "save_checkpoint", "load_checkpoint",
 ]
 from ._analysis import (
+    NC1_THRESHOLD,
+    REL_ERROR_THRESHOLD,
     LayerComparison,
     NetworkSpectrum,
     RealNetworkReport,
     analyze,
+    analyze_features,
+    analyze_model,
     compare_layer,
+    head_as_ufm,
     expected_outliers,
     measured_layer_spectrum,
     network_spectrum,
     predicted_layer_spectrum,
 )
-from ._run import DEFAULTS, format_table, run_real
+from ._run import DEFAULTS, LEGEND, format_table, run_real
+from ._saved import load_features
 
 __all__ += [
-    "LayerComparison", "NetworkSpectrum", "RealNetworkReport", "analyze", "compare_layer", "expected_outliers",
+    "LayerComparison", "NetworkSpectrum", "RealNetworkReport", "analyze", "analyze_features", "analyze_model",
+    "head_as_ufm", "NC1_THRESHOLD", "REL_ERROR_THRESHOLD", "compare_layer", "expected_outliers",
     "measured_layer_spectrum", "network_spectrum", "predicted_layer_spectrum", "run_real", "format_table", "DEFAULTS",
+    "LEGEND", "load_features",
 ]

@@ -15,16 +15,15 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ._analysis import RealNetworkReport, analyze, expected_outliers
+from ._analysis import NC1_THRESHOLD, REL_ERROR_THRESHOLD, RealNetworkReport, analyze, expected_outliers
 from ._data import Dataset, gaussian_mixture, load_digits, load_mnist, stratified_split
 from ._models import NetworkSpec, init_network
 from ._train import train_network
 
-__all__ = ["run_real", "format_table", "DEFAULTS"]
+__all__ = ["run_real", "format_table", "DEFAULTS", "LEGEND"]
 
 #: Per (quick, loss) defaults: samples per class, SGD steps (momentum 0.9, full batch, 200
 #: warm-up steps), learning rate, λ_W, and how many top eigenpairs of the whole network.
-#: The CNN runs at most 1500 steps.
 DEFAULTS = {
     (False, "mse"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=20),
     (False, "ce"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=20),
@@ -63,7 +62,7 @@ def run_real(
     learning_rate: float | None = None,
     optimizer: str = "sgd",
     batch_size: int | None = None,
-    whole_network: bool = True,
+    whole_network: bool | None = None,
     network_k: int | None = None,
     density: bool | None = None,
     data_dir=None,
@@ -84,8 +83,8 @@ def run_real(
       depth, width, activation: the head (L, d, σ); hidden / channels: the MLP / CNN backbone.
       lambda_H: feature penalty (``_models`` docstring).
       optimizer, batch_size: ``"sgd"`` (momentum 0.9) or ``"adam"``; ``None`` = full batch.
-      whole_network, network_k, density: the whole-network Lanczos (how many eigenpairs) and SLQ
-        density (default: not quick).
+      whole_network, network_k, density: the whole-network Lanczos (default: for the MLP, not the
+        CNN; how many eigenpairs) and SLQ density (default: not quick).
       checkpoint: npz path to resume training from / save to.
       callback: training progress records, then ``{"stage": ...}`` when the analysis starts.
 
@@ -97,8 +96,10 @@ def run_real(
     if model not in ("mlp", "cnn"):
         raise ValueError(f"model must be 'mlp' or 'cnn', got {model!r}")
     cfg = dict(DEFAULTS[(bool(quick), loss)])
-    if model == "cnn":  # convolutions cost ~5x an MLP step on CPU: fewer steps (interpolates by ~400)
-        cfg["steps"] = min(cfg["steps"], 1500)
+    if whole_network is None:
+        # the CNN's whole-network Lanczos (top 20 of 28 736 parameters) alone took 411 s of a 698 s run
+        # (docs/real_networks.md §6): off by default for the CNN, on for the MLP
+        whole_network = model == "mlp"
     for name, value in (("per_class", per_class), ("steps", steps), ("learning_rate", learning_rate),
                         ("lambda_W", lambda_W), ("network_k", network_k)):
         if value is not None:
@@ -132,6 +133,7 @@ def run_real(
         "optimizer": optimizer, "batch_size": batch_size, **cfg,
         "train_steps": result.steps, "interpolation_step": result.interpolation_step,
         "train_seconds": result.seconds, "expected_outliers": expected_outliers(spec),
+        "whole_network_skipped": None if whole_network else "the CNN default; run_real(whole_network=True) to add it",
     }
     if callback is not None:
         callback({"stage": "analysing the trained head (float64: collapse, predicted and measured spectra)"})
@@ -148,17 +150,31 @@ def _fmt(x, spec=".3g") -> str:
     return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
 
 
+#: The column legend printed under the tables (also in ``ufm real --help`` / ``ufm analyze --help``).
+LEGEND = (
+    "columns: NC1 = tr(Σ_W Σ_B†)/K of the layer's input (uncentred Σ_B for MSE, centred for CE); 'coll' = NC1 <= "
+    f"{NC1_THRESHOLD:g}; out = outliers by the gap rule (expected K² MSE, (K−1)² CE); gap = λ_k/λ_(k+1) at the "
+    "expected k; mean err / avg err = max (median) |measured − predicted|/predicted over the top outliers for the "
+    "class-mean prediction (curvature at the class-mean logits) and the class-averaged-curvature prediction; "
+    "within = ‖within-class part‖/‖block‖ (features' covariance + curvature spread + joint); "
+    f"holds = the better prediction within {REL_ERROR_THRESHOLD:g} and the expected outlier count; "
+    "overlap = Tr(P_pred P_meas)/k; blocks = data Hessian (mean loss, no ridge) of each head weight W_l."
+)
+
+
 def format_table(report: RealNetworkReport) -> str:
-    """A plain-text summary: collapse per layer, predicted vs measured layer outliers, whole network."""
+    """A plain-text summary: verdict, collapse per layer, predicted vs measured layer outliers, whole network."""
     c = report.config
-    lines = [
-        f"{c.get('dataset', '?')} / {c.get('model', '?')} / {c.get('loss', '?')}: "
-        f"N={report.config['train']['num_samples']}, train acc {report.train_accuracy:.3f}, "
-        f"test acc {_fmt(report.test_accuracy, '.3f')}, steps {c.get('train_steps', '?')} "
-        f"(100% at {c.get('interpolation_step')}), train {_fmt(report.seconds.get('train'), '.1f')} s",
-        "",
-        "layer   NC1        NC1(unc)   OF dist    ETF dist   NC3",
-    ]
+    if "dataset" in c:
+        head = (f"{c.get('dataset', '?')} / {c.get('model', '?')} / {c.get('loss', '?')}: "
+                f"N={c['train']['num_samples']}, train acc {report.train_accuracy:.3f}, "
+                f"test acc {_fmt(report.test_accuracy, '.3f')}, steps {c.get('train_steps', '?')} "
+                f"(100% at {c.get('interpolation_step')}), train {_fmt(report.seconds.get('train'), '.1f')} s")
+    else:
+        head = (f"{c.get('source', 'saved head')}: N={c.get('num_samples')} ({c.get('per_class')} per class"
+                f"{', balanced subsample' if c.get('balanced_subsample') else ''}), K={c.get('num_classes')}, "
+                f"L={c.get('depth')}, {c.get('activation')}, {c.get('loss')}, accuracy {report.train_accuracy:.3f}")
+    lines = [head, "verdict: " + report.verdict["summary"], "", "layer   NC1        NC1(unc)   OF dist    ETF dist   NC3"]
     nc = report.nc
     names = [f"H~{l}" for l in range(1, nc.num_layers)] + ["Z"]
     for i, name in enumerate(names):
@@ -166,25 +182,39 @@ def format_table(report: RealNetworkReport) -> str:
             f"{name:<7} {_fmt(nc.nc1[i], '.3e'):<10} {_fmt(nc.nc1_uncentred[i], '.3e'):<10} "
             f"{_fmt(nc.of_distance[i], '.3f'):<10} {_fmt(nc.etf_distance[i], '.3f'):<10} {_fmt(nc.nc3[i], '.3f')}"
         )
-    lines += ["", "W_l  params  expected  pred out  meas out  gap(k/k+1)  max rel err  med rel err  overlap  f(v) min  grad frac"]
+    lines += ["", "W_l  params  NC1(in)  coll  expect  out   gap(k)    mean err (med)      avg err (med)     within  "
+                  "holds  overlap"]
     for r in report.layers:
+        within = r.split.get("within_class", float("nan"))
         lines.append(
-            f"W_{r.layer:<2} {r.num_params:>7} {r.expected:>9} {r.predicted_outliers:>9} {r.num_outliers:>9}  {r.gap:>10.3g}  "
-            f"{r.max_rel_error:>11.3g}  {r.median_rel_error:>11.3g}  {r.overlap:>7.4f}  {r.alignment_min:>8.4f}  "
-            f"{r.gradient_fraction:>9.4f}"
+            f"W_{r.layer:<2} {r.num_params:>7}  {r.nc1:>7.2g}  {'yes' if r.collapsed else 'NO':>4}  {r.expected:>6} "
+            f"{r.num_outliers:>4}  {r.gap:>8.3g}  {r.max_rel_error:>8.3g} ({r.median_rel_error:>7.2g})  "
+            f"{r.class_averaged_max_rel_error:>8.3g} ({r.class_averaged_median_rel_error:>7.2g})  "
+            f"{_fmt(within, '.3f'):>6}  {'yes' if r.holds else 'NO':>5}  {r.overlap:>7.4f}"
         )
+        if r.levels:
+            lv = r.levels
+            lines.append(f"     CE levels (1, K−1, K²−3K+1): {lv['levels'][0]:.3g}, {lv['levels'][1]:.3g}, "
+                         f"{lv['levels'][2]:.3g}; gaps {lv['gaps'][0]:.3g}, {lv['gaps'][1]:.3g}; "
+                         f"{'identified' if lv['identified'] else 'not identified'}")
     n = report.network
     if n is not None:
         # the outliers, or the top K eigenvectors when the gap rule finds none
-        top = n.num_outliers or min(int(report.config["spec"]["num_classes"]), n.eigenvalues.size)
+        top = n.num_outliers or min(int(report.layers[0].expected ** 0.5) + 1, n.eigenvalues.size)
         mean_mass = n.inheritance[:top].mean(axis=0)
+        count = (f"{n.num_outliers} outliers (gap rule)" if n.resolved else
+                 f"{n.num_outliers} outliers counted, but k={n.eigenvalues.size} <= {n.expected} expected: "
+                 "k was too small to see a gap")
         lines += [
             "",
-            f"whole network: P={n.num_params}, top {n.eigenvalues.size} by Lanczos, {n.num_outliers} outliers "
-            f"(gap rule), λ_max={n.eigenvalues[0]:.4g}, max residual {np.nanmax(n.residuals):.2e}",
+            f"whole network: P={n.num_params}, top {n.eigenvalues.size} by Lanczos, {count}, "
+            f"λ_max={n.eigenvalues[0]:.4g}, max residual {np.nanmax(n.residuals):.2e}",
             f"mean squared mass of the top {top} eigenvectors: backbone " + "  ".join(
                 [f"{mean_mass[0]:.3f}"] + [f"W_{l}: {m:.3f}" for l, m in enumerate(mean_mass[1:], start=1)]
             ),
         ]
-    lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items()))
+    elif "dataset" in c:
+        lines += ["", "whole network: skipped" + (f" ({c['whole_network_skipped']})" if c.get("whole_network_skipped")
+                                                   else "")]
+    lines += ["", LEGEND, "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())]
     return "\n".join(lines)

@@ -26,7 +26,7 @@ import optax
 from ._data import Dataset
 from ._models import NetworkParams, NetworkSpec, forward, network_loss
 
-__all__ = ["NetworkTrainResult", "make_optimizer", "train_network", "save_checkpoint", "load_checkpoint"]
+__all__ = ["NetworkTrainResult", "make_optimizer", "train_network", "train_snapshots", "save_checkpoint", "load_checkpoint"]
 
 _HISTORY_KEYS = ("step", "loss", "data_loss", "train_accuracy")
 
@@ -218,3 +218,21 @@ def train_network(
         plateaued=bool(plateaued),
         seconds=time.perf_counter() - t0,
     )
+
+
+def train_snapshots(spec: NetworkSpec, params: NetworkParams, data: Dataset, marks, **kwargs):
+    """`train_network` once, yielding ``(step, NetworkTrainResult)`` at each step of ``marks``.
+
+    The run is cut into segments that resume from a checkpoint in a temporary directory (the
+    optimiser state carries over), so the states equal those of one uninterrupted run of
+    ``max(marks)`` steps. ``kwargs`` go to `train_network` (``steps`` and ``checkpoint`` are set here).
+    """
+    import tempfile
+
+    marks = sorted({int(m) for m in marks})
+    if not marks or marks[0] < 1:
+        raise ValueError(f"marks must be positive step counts, got {marks}")
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "snapshot.npz")
+        for m in marks:
+            yield m, train_network(spec, params, data, steps=m, checkpoint=path, **kwargs)

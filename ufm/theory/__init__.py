@@ -1,32 +1,34 @@
 """Deep-neural-collapse theory: the closed-form DNC point and its spectra (``MATH.md`` §3–§6).
 
-* `dnc_solution`, `construct_optimum`: the point itself (scale γ or α, singular values).
-* `layer_hessian_spectrum`, `gn_decomposition`, `gradient_spectrum`, `weight_spectrum`,
-  `feature_hessian_spectrum`, `full_hessian_spectrum`: numeric closed forms from class means.
-* `collapsed_layer_hessian`, `kron_eigh`: the array-level routes used for real networks.
+* `dnc_solution`, `construct_optimum`: the point itself (scale γ or α, singular values, the
+  layer-wise outliers with each layer's λ, the full-Hessian levels) — ``_solution.py``.
+* the tail recursion (how a layer's input reaches the loss) — ``_tail.py``.
+* layer-wise blocks: `layer_hessian_spectrum`, `feature_hessian_spectrum` and the
+  array-level `collapsed_layer_hessian` used for real networks — ``_layer.py``.
+* the parts of a layer: `gn_decomposition`, `gradient_spectrum`, `weight_spectrum` — ``_split.py``.
+* the full Hessian at the linear-MSE optimum: `full_hessian_spectrum` — ``_full.py``.
+* `kron_eigh`, `kron_sum_spectrum`: Kronecker eigenproblems, one memory limit
+  `MAX_DENSE_ENTRIES` — ``_kron.py``.
 * `symbolic` (sympy, imported on first use): the derivations and `latex_report`.
 """
 
 import importlib
 
-from ._kron import kron_eigh, kron_sum_spectrum
-from ._solution import DNCSolution, construct_optimum, dnc_solution, mse_threshold
-from .spectra import (
-    GNDecomposition,
-    GradientSpectrum,
-    collapsed_layer_hessian,
-    feature_hessian_spectrum,
-    full_hessian_spectrum,
-    gn_decomposition,
-    gradient_spectrum,
-    layer_hessian_spectrum,
-    weight_spectrum,
-)
+from ..spectrum import GaussNewtonSplit, GradientSpectra, SingularValues
+from ._class_averaged import LayerBlockSplit, class_averaged_layer_hessian, layer_block_split, softmax_curvature
+from ._full import full_hessian_spectrum
+from ._kron import MAX_DENSE_ENTRIES, kron_eigh, kron_sum_spectrum
+from ._layer import collapsed_layer_hessian, feature_hessian_spectrum, layer_hessian_spectrum
+from ._solution import DNCSolution, FullHessianLevels, construct_optimum, dnc_solution, mse_threshold
+from ._split import gn_decomposition, gradient_spectrum, weight_spectrum
 
 __all__ = [
     "DNCSolution",
-    "GNDecomposition",
-    "GradientSpectrum",
+    "FullHessianLevels",
+    "GaussNewtonSplit",
+    "GradientSpectra",
+    "MAX_DENSE_ENTRIES",
+    "SingularValues",
     "collapsed_layer_hessian",
     "construct_optimum",
     "dnc_solution",
@@ -42,6 +44,7 @@ __all__ = [
     "symbolic",
     "weight_spectrum",
 ]
+__all__ += ["LayerBlockSplit", "class_averaged_layer_hessian", "layer_block_split", "softmax_curvature"]
 
 
 def latex_report() -> str:

@@ -10,9 +10,12 @@ import numpy as np
 
 from ..spectrum import Spectrum
 
-__all__ = ["kron_eigh", "kron_sum_spectrum"]
+__all__ = ["MAX_DENSE_ENTRIES", "kron_eigh", "kron_sum_spectrum"]
 
-_MAX_DENSE = 1 << 24  # flat eigenvectors are formed automatically up to this many entries
+#: The one memory limit of the closed forms: flat (row-major) eigenvectors are formed
+#: automatically (``vectors=None``) only while ``dim × count`` is at most this many entries
+#: (2^24 float64 = 128 MiB); Kronecker ``factors`` are returned regardless.
+MAX_DENSE_ENTRIES = 1 << 24
 
 
 def _symmetric(name: str, X) -> np.ndarray:
@@ -40,6 +43,11 @@ def kron_eigh(A, B, *, k: int | None = None, vectors: bool | None = None) -> Spe
 
     Returns:
       `Spectrum` with ``factors=(A_vecs, B_vecs)`` (``v_j = a_j ⊗ b_j``), ``dim = pq``.
+
+    >>> import numpy as np
+    >>> s = kron_eigh(np.diag([2.0, 1.0]), np.diag([3.0, 1.0]))
+    >>> s.eigenvalues.tolist(), s.dim
+    ([6.0, 3.0, 2.0, 1.0], 4)
     """
     A, B = _symmetric("A", A), _symmetric("B", B)
     a, U = np.linalg.eigh(A)
@@ -54,7 +62,7 @@ def kron_eigh(A, B, *, k: int | None = None, vectors: bool | None = None) -> Spe
     i, j = np.divmod(order, b.size)
     fa, fb = U[:, i], V[:, j]
     if vectors is None:
-        vectors = dim * k <= _MAX_DENSE
+        vectors = dim * k <= MAX_DENSE_ENTRIES
     vecs = np.einsum("pk,qk->pqk", fa, fb).reshape(dim, k) if vectors else None
     return Spectrum(prod[order], vecs, dim=dim, factors=(fa, fb), source="kron")
 
@@ -106,7 +114,7 @@ def kron_sum_spectrum(
     vals, Yv = vals[keep], Yv[:, keep]
     m = vals.size
     if vectors is None:
-        vectors = dim * m <= _MAX_DENSE
+        vectors = dim * m <= MAX_DENSE_ENTRIES
     vecs = None
     if vectors:
         Y = Yv.reshape(r1, r2, m)

@@ -21,14 +21,40 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import NamedTuple
 
+import jax
 import numpy as np
 from scipy.optimize import brentq
 
 from ..model import UFMParams
 from ..spec import UFMSpec
 
-__all__ = ["DNCSolution", "dnc_solution", "construct_optimum", "mse_threshold"]
+__all__ = ["DNCSolution", "FullHessianLevels", "dnc_solution", "construct_optimum", "mse_threshold"]
+
+
+class FullHessianLevels(NamedTuple):
+    """The frame levels of the full data Hessian over W_1..W_L at the linear-MSE DNC point (``MATH.md`` §4).
+
+    ``symmetric``: the L eigenvalues of ``S = (2γ−1) r + diag(λ)``, each ×``K(K+1)/2``;
+    ``antisymmetric``: those of ``T = r − diag(λ)``, each ×``K(K−1)/2``, with
+    ``r_{lm} = √(λ_lλ_m)/(1−γ)`` (descending). Equal λ: the tops are
+    ``λ(L(2γ−1)+1−γ)/(1−γ)`` and ``λ(L−1+γ)/(1−γ)``.
+    """
+
+    symmetric: tuple[float, ...]
+    antisymmetric: tuple[float, ...]
+    symmetric_multiplicity: int
+    antisymmetric_multiplicity: int
+
+
+def frame_matrices(lams, gamma: float, one_minus_gamma: float, regularized: bool = False):
+    """``(S, T)`` of `FullHessianLevels` for the per-layer ``lams`` (``regularized`` adds diag(λ) to both)."""
+    lams = np.asarray(lams, dtype=np.float64)
+    sq = np.sqrt(lams)
+    r = np.outer(sq, sq) / one_minus_gamma
+    reg = np.diag(lams) if regularized else 0.0
+    return (2 * gamma - 1) * r + np.diag(lams) + reg, r - np.diag(lams) + reg
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +73,15 @@ class DNCSolution:
         ``b < b_bound``.
       collapsed_to_zero: MSE only: the global minimiser is 0 (all fields then 0).
       p: CE only: the softmax probability of the true class.
+      one_minus_scale: MSE: 1 − γ to full relative precision.
+      layer_outliers: per layer l, the distinct outlier levels (descending) of the data-Hessian
+        block of W_l at the point, with its own λ_l: MSE ``λ_lγ/(1−γ)`` (``MATH.md`` §4); CE
+        ``αλ_l p``, ``(αλ_l/K)[1+(Kp−1)(K−2)/(K−1)]``, ``αλ_l/K`` (§5; only the first for K = 2).
+      layer_multiplicities: their multiplicities per layer: MSE ``(K²,)``, CE
+        ``(1, K−1, K²−3K+1)``; ``None`` where the value holds but the count is not known in
+        closed form (ReLU with σ'(0) < 1 before the last layer, ``MATH.md`` §6).
+      full_levels: `FullHessianLevels` where the full-Hessian closed form applies (MSE, linear
+        or ReLU with σ'(0) = 1), else ``None``.
     """
 
     loss: str
@@ -59,6 +94,9 @@ class DNCSolution:
     collapsed_to_zero: bool
     p: float | None = None
     one_minus_scale: float | None = None  # 1 − γ to full relative precision (MSE)
+    layer_outliers: tuple[tuple[float, ...], ...] = ()
+    layer_multiplicities: tuple[tuple[int, ...] | None, ...] = ()
+    full_levels: FullHessianLevels | None = None
 
     @property
     def gamma(self) -> float:
@@ -75,10 +113,15 @@ class DNCSolution:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["singular_values"] = list(self.singular_values)
+        out["full_levels"] = None if self.full_levels is None else self.full_levels._asdict()
         out["gamma" if self.loss == "mse" else "alpha"] = self.scale
         return out
 
 
+
+jax.tree_util.register_dataclass(
+    DNCSolution, meta_fields=["loss", "collapsed_to_zero"],
+    data_fields=[f.name for f in dataclasses.fields(DNCSolution) if f.name not in ("loss", "collapsed_to_zero")])
 def mse_threshold(depth: int) -> float:
     """``(L−1)^{L−1}/L^{2L}``: the DNC point is the global MSE minimiser iff ``b`` is below it."""
     L = depth
@@ -135,6 +178,15 @@ def dnc_solution(spec: UFMSpec) -> DNCSolution:
 
     Raises:
       ValueError: CE with no critical point; softplus, or ReLU with CE (no closed form).
+
+    >>> import jax; jax.config.update("jax_enable_x64", True)
+    >>> import ufm
+    >>> sol = ufm.theory.dnc_solution(ufm.UFMSpec(num_classes=3, per_class=2, depth=2, lambda_H=1e-2, lambda_W=1e-2))
+    >>> g, L = sol.gamma, 2                     # γ^{L−1}(1−γ)^{L+1} = b = K^{L+1} n λ_H Πλ_l
+    >>> abs(g ** (L - 1) * (1 - g) ** (L + 1) - 3**3 * 2 * 1e-2**3) < 1e-15
+    True
+    >>> abs(sol.layer_outliers[0][0] - 1e-2 * g / (1 - g)) < 1e-15, sol.layer_multiplicities[0]
+    (True, (9,))
     """
     if not isinstance(spec, UFMSpec):
         raise TypeError(f"spec must be a UFMSpec, got {type(spec).__name__}")
@@ -149,12 +201,20 @@ def dnc_solution(spec: UFMSpec) -> DNCSolution:
         b = float(K ** (L + 1) * n * spec.lambda_H * np.prod(lams))
         bound = mse_threshold(L)
         if not b < bound:
-            return DNCSolution("mse", 0.0, (0.0,) * L, 0.0, 0.5, b, bound, True, None, 1.0)
+            return DNCSolution("mse", 0.0, (0.0,) * L, 0.0, 0.5, b, bound, True, None, 1.0, ((),) * L, ((),) * L)
         u = _mse_one_minus_gamma(b, L)
         g = 1.0 - u
         sig = tuple(float(math.sqrt(g * u / (K * lam))) for lam in lams)
         s = math.sqrt(g * u / (K * n * spec.lambda_H))
-        return DNCSolution("mse", g, sig, s, 0.5 * u * (1 + L * g), b, bound, False, None, u)
+        linear = spec.activation == "linear" or spec.relu_grad0 == 1.0
+        outliers = tuple((float(lam * g / u),) for lam in lams)
+        mults = tuple((K * K,) if linear or l == L else None for l in range(1, L + 1))
+        full = None
+        if linear:
+            S, T = frame_matrices(lams, g, u)
+            full = FullHessianLevels(tuple(np.linalg.eigvalsh(S)[::-1].tolist()),
+                                     tuple(np.linalg.eigvalsh(T)[::-1].tolist()), K * (K + 1) // 2, K * (K - 1) // 2)
+        return DNCSolution("mse", g, sig, s, 0.5 * u * (1 + L * g), b, bound, False, None, u, outliers, mults, full)
     b = float(n * spec.lambda_H * np.prod(lams))
     alpha, bound = _ce_alpha(b, L, K)
     one_minus_p = (K - 1) / (math.exp(alpha) + K - 1)
@@ -162,8 +222,16 @@ def dnc_solution(spec: UFMSpec) -> DNCSolution:
     sig = tuple(float(math.sqrt(c / lam)) for lam in lams)
     s = math.sqrt(c / (n * spec.lambda_H))
     ce = math.log1p((K - 1) * math.exp(-alpha))
+    p = 1.0 - one_minus_p
+    if K == 2:  # (K−1)² = 1: only the top level (MATH.md §5's multiplicities assume K >= 3)
+        outliers, mults = tuple((alpha * lam * p,) for lam in lams), ((1,),) * L
+    else:
+        outliers = tuple((alpha * lam * p, alpha * lam / K * (1 + (K * p - 1) * (K - 2) / (K - 1)), alpha * lam / K)
+                         for lam in lams)
+        mults = ((1, K - 1, K * K - 3 * K + 1),) * L
+    outliers = tuple(tuple(float(v) for v in level) for level in outliers)
     return DNCSolution("ce", alpha, sig, s, ce + 0.5 * (L + 1) * one_minus_p * alpha, b, bound, False,
-                       1.0 - one_minus_p, None)
+                       p, None, outliers, mults, None)
 
 
 # ---- constructing the point ---------------------------------------------------------------
@@ -201,6 +269,14 @@ def construct_optimum(spec: UFMSpec, seed: int = 0) -> UFMParams:
     simplex-ETF critical point. Below the threshold the point has ‖∇L‖ = 0 up to rounding;
     above it (MSE) the zero parameters are returned. Arrays are ``jnp`` (float64 only
     with ``jax_enable_x64``).
+
+    >>> import jax; jax.config.update("jax_enable_x64", True)
+    >>> import ufm
+    >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
+    >>> p = ufm.theory.construct_optimum(spec, seed=0)
+    >>> g = jax.grad(ufm.model.loss_fn(spec))(p)       # a critical point of the total loss
+    >>> bool(max(abs(x).max() for x in jax.tree.leaves(g)) < 1e-12)
+    True
     """
     import jax.numpy as jnp
 

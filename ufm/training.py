@@ -6,8 +6,9 @@ curvature condition, so the iterates converge to a stationary point rather than
 hovering at a fixed step's noise floor (see `gd_linesearch`). Any optax optimiser may
 be passed instead.
 
-The loop runs ``log_every`` steps at a time inside one jitted ``lax.while_loop`` and
-stops as soon as ``‖∇L‖₂ <= tol`` (gradient of the total, regularised loss over all
+The loop runs ``log_every`` steps at a time inside one jitted ``lax.while_loop``, one
+gradient evaluation per full-batch step (the line search's own, reused through
+``optax.value_and_grad_from_state``), and stops as soon as ``‖∇L‖₂ <= tol`` (gradient of the total, regularised loss over all
 parameters) or the loss stops being finite.
 """
 
@@ -69,6 +70,8 @@ class TrainResult:
         }
 
 
+
+jax.tree_util.register_dataclass(TrainResult, data_fields=["params", "history"], meta_fields=["converged", "steps"])
 def _batch_loss(spec: UFMSpec, params: UFMParams, columns) -> jax.Array:
     """Ridge + data term on a column subset (SGD): the columns of H_1 form the batch."""
     batch = UFMParams(params.H1[:, columns], params.Ws)
@@ -82,32 +85,51 @@ def _value_and_grad(spec, params):
     return jax.value_and_grad(loss, argnums=1)(spec, params)
 
 
+def _stores_value_and_grad(state) -> bool:
+    """Whether the optimiser state keeps the value and gradient at the accepted point (optax line searches)."""
+    try:
+        return optax.tree.get(state, "value") is not None and optax.tree.get(state, "grad") is not None
+    except KeyError:  # several line searches in one chain: do not guess
+        return False
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _run_chunk(spec, opt, batch_size, carry, stop_at, tol, key):
     """Optimiser steps until ``stop_at``, ‖∇L‖ <= tol (full batch) or a non-finite loss.
 
-    Module-level and keyed on (spec, optimiser, batch size) so that a second `train` call
-    with the same settings reuses the compiled loop.
+    ``carry = (params, state, step, value, grad)`` holds the full-batch value and gradient at
+    ``params``, so a full-batch step evaluates one gradient: the update uses the carried one,
+    and the one at the new point is read from a line search's state
+    (``optax.value_and_grad_from_state``: the zoom search evaluated it to accept the step) or,
+    for other optimisers, computed once. Module-level and keyed on (spec, optimiser, batch
+    size) so that a second `train` call with the same settings reuses the compiled loop.
     """
     full_loss = lambda p: loss(spec, p)  # noqa: E731
+    from_state = batch_size is None and _stores_value_and_grad(carry[1])
+    new_value_and_grad = optax.value_and_grad_from_state(full_loss) if from_state else None
 
     def step_fn(carry):
-        p, state, i, _, _ = carry
+        p, state, i, value, grad = carry
         if batch_size is None:
             fn = full_loss
         else:
             cols = jax.random.choice(jax.random.fold_in(key, i), spec.num_samples, (batch_size,), replace=False)
             fn = lambda q: _batch_loss(spec, q, cols)  # noqa: E731
-        value, grad = jax.value_and_grad(fn)(p)
+            value, grad = jax.value_and_grad(fn)(p)
         updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=fn)
         p = optax.apply_updates(p, updates)
-        new_value, new_grad = jax.value_and_grad(full_loss)(p) if batch_size is None else (value, grad)
-        return p, state, i + 1, new_value, optax.tree.norm(new_grad)
+        if batch_size is not None:
+            return p, state, i + 1, value, grad  # SGD: the full gradient is checked at the records only
+        if from_state:
+            value, grad = new_value_and_grad(p, state=state)
+        else:
+            value, grad = jax.value_and_grad(full_loss)(p)
+        return p, state, i + 1, value, grad
 
     def cond(carry):
         _, _, j, v, g = carry
         keep = (j < stop_at) & jnp.isfinite(v)
-        return keep & (g > tol) if batch_size is None else keep
+        return keep & (optax.tree.norm(g) > tol) if batch_size is None else keep
 
     return jax.lax.while_loop(cond, step_fn, carry)
 
@@ -140,6 +162,13 @@ def train(
 
     Raises:
       TrainingDiverged: the loss became NaN/inf; the message names the step.
+
+    >>> import jax; jax.config.update("jax_enable_x64", True)
+    >>> import ufm
+    >>> spec = ufm.UFMSpec(num_classes=2, per_class=2, depth=1, width=2, lambda_H=1e-2, lambda_W=1e-2)
+    >>> r = ufm.train(spec, ufm.init_params(spec, 0), steps=2_000)
+    >>> r.converged, abs(float(ufm.model.loss(spec, r.params)) - ufm.theory.dnc_solution(spec).optimal_loss) < 1e-12
+    (True, True)
     """
     check_params(spec, params)
     for name, value in (("steps", steps), ("log_every", log_every)):
@@ -158,15 +187,13 @@ def train(
     # strong dtypes throughout, so the first chunk and later ones share one compilation
     p, state = params, jax.tree.map(lambda x: jnp.array(x, dtype=jnp.result_type(x)), opt.init(params))
     value, grad = value_and_grad(p)
-    gnorm = optax.tree.norm(grad)
     history = {"step": [], "loss": [], "grad_norm": [], "nc1": []}
     i = jnp.asarray(0, jnp.int32)
     converged = False
     while True:
         if batch_size is not None:
             value, grad = value_and_grad(p)
-            gnorm = optax.tree.norm(grad)
-        record = {"step": int(i), "loss": float(value), "grad_norm": float(gnorm)}
+        record = {"step": int(i), "loss": float(value), "grad_norm": float(optax.tree.norm(grad))}
         if not np.isfinite(record["loss"]):
             raise TrainingDiverged(
                 f"the loss became {record['loss']} at step {record['step']}: the step size is too large "
@@ -181,7 +208,7 @@ def train(
         if converged or record["step"] >= steps:
             break
         stop_at = jnp.asarray(min(int(i) + log_every, steps), jnp.int32)
-        p, state, i, value, gnorm = _run_chunk(spec, opt, batch_size, (p, state, i, value, gnorm), stop_at, tol_arr, key)
+        p, state, i, value, grad = _run_chunk(spec, opt, batch_size, (p, state, i, value, grad), stop_at, tol_arr, key)
     return TrainResult(
         params=p,
         history={k: np.asarray(v) for k, v in history.items()},

@@ -1,0 +1,180 @@
+"""One-pass SGD on anisotropic Gaussian mixtures vs its high-dimensional ODE (docs/sgd_ode.md).
+
+Independent routes: the closed-form solution of the least-squares ODE on isotropic data
+(§4), the mean of seeded SGD runs (§2), the same run in a rotated basis, Monte Carlo for the
+Gauss–Hermite expectations, and empirical moments for the sampler.
+"""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from ufm.cli import main
+from ufm.dynamics import (AnisotropicMixture, anisotropic_mixture, gaussian_expectations, ode_sgd_gap,
+                          simulate_sgd, solve_sgd_ode)
+
+# the SGD-vs-ODE case (shared with the CLI test so that both reuse one compilation)
+D, T, POINTS, RUNS = 500, 4.0, 9, 8
+TOL_STDERR = 4.0  # |ODE − mean SGD| ≤ 4 standard errors at every grid time
+
+
+def _lsq_isotropic_closed_form(t, lr, g):
+    """Means ±μ (‖μ‖² = g), π = ½, labels (1, 0), K = I, X_0 = 0 (docs/sgd_ode.md §4):
+    M' = −γ((1+g)M − g/2); q' = −(2γ−γ²)q + (γ²−2γ)M² + (γ−γ²)M + γ²/2; R = ½(M² − M + ½ + q)."""
+    kap, Ms, c = lr * (1 + g), g / (2 * (1 + g)), 2 * lr - lr**2
+    M = Ms * (1 - np.exp(-kap * t))
+    a2, a1 = lr**2 - 2 * lr, lr - lr**2  # f(t) = a2 M² + a1 M + γ²/2 = Σ c_i e^{-α_i t}
+    coef = ((a2 * Ms**2 + a1 * Ms + lr**2 / 2, 0.0), (-2 * a2 * Ms**2 - a1 * Ms, kap), (a2 * Ms**2, 2 * kap))
+    q = sum(ci * (np.exp(-al * t) - np.exp(-c * t)) / (c - al) for ci, al in coef)
+    return M, q, 0.5 * (M**2 - M + 0.5 + q)
+
+
+@pytest.mark.parametrize("lr", [0.5, 1.5])
+def test_lsq_isotropic_ode_matches_closed_form(lr):
+    mix = anisotropic_mixture(40, "isotropic", mean_scale=0.8)
+    t = np.linspace(0.0, 6.0, 13)
+    ode = solve_sgd_ode(mix, "lsq", lr, t, rtol=1e-10, atol=1e-12)
+    M, q, R = _lsq_isotropic_closed_form(t, lr, 0.8**2)
+    assert ode.success
+    np.testing.assert_allclose(ode.M[:, 0, 0], M, atol=1e-8)
+    np.testing.assert_allclose(ode.M[:, 1, 0], -M, atol=1e-8)
+    np.testing.assert_allclose(ode.norm2[:, 0], q, atol=1e-8)
+    np.testing.assert_allclose(ode.risk, R, atol=1e-8)
+    # per mode: the isotropic modes all carry the same v_ρ = q and r_ρ = √d μ_ρ M / ‖μ‖²
+    np.testing.assert_allclose(ode.V[-1, :, 0, 0], q[-1], atol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def power_law_run():
+    """Power-law logistic with per-class exponents at d = 500: 8 seeded SGD runs and the ODE."""
+    mix = anisotropic_mixture(D, "power-law", exponents=(1.0, 2.0), zero_fraction=0.1)
+    sgd = simulate_sgd(mix, "logistic", 1.0, time=T, num_points=POINTS, runs=RUNS, seed=3)
+    return mix, sgd, solve_sgd_ode(mix, "logistic", 1.0, sgd.times)
+
+
+def test_ode_matches_mean_of_sgd_runs(power_law_run):
+    """Risk, cos(x, μ_1), ‖x‖² and the clean alignment within 4 SGD standard errors on the grid."""
+    mix, sgd, ode = power_law_run
+    assert ode.success
+    for quantity, index in (("risk", ()), ("overlap", (0, 0)), ("norm2", (0,)), ("clean_overlap", (0, 0))):
+        gap = ode_sgd_gap(ode, sgd, quantity, index)
+        assert gap.max_ratio <= TOL_STDERR, gap
+    # the comparison has teeth: the risk moved by far more than its stderr
+    assert ode.risk[0] - ode.risk[-1] > 100 * sgd.stderr("risk").max()
+    # per-mode split, in 5 bands of modes: mean over runs and band of w_ρ² against V_ρ
+    w2 = (sgd.modes[:, :, 0] ** 2).reshape(RUNS, 5, -1).mean(axis=2)
+    v = ode.V[-1, :, 0, 0].reshape(5, -1).mean(axis=1)
+    assert np.all(np.abs(w2.mean(0) - v) <= TOL_STDERR * w2.std(0, ddof=1) / np.sqrt(RUNS))
+
+
+def test_sgd_is_invariant_under_a_random_orthogonal_basis(power_law_run):
+    """Same seed and Gaussian draws: the run in a rotated basis is the same run (x_rot = U x),
+    recorded through the projection on the basis."""
+    mix, sgd, _ = power_law_run
+    U = anisotropic_mixture(D, "isotropic", basis="random", seed=5).basis
+    rot = AnisotropicMixture(mix.eigenvalues, mix.means, mix.probs, mix.labels, U, mix.clean)
+    b = simulate_sgd(rot, "logistic", 1.0, time=T, num_points=POINTS, runs=RUNS, seed=3)
+    np.testing.assert_allclose(b.risk, sgd.risk, atol=1e-10)
+    np.testing.assert_allclose(b.overlap, sgd.overlap, atol=1e-10)
+    np.testing.assert_allclose(b.modes, sgd.modes, atol=1e-9)
+    # the sampler in a rotated basis has mean U μ and covariance U Λ Uᵀ (empirical moments)
+    small = anisotropic_mixture(6, "power-law", exponents=(0.5, 1.5), basis="random", seed=2, mean_scale=2.0)
+    x, j = small.sample(jax.random.PRNGKey(0), 40_000)
+    x, j = np.asarray(x), np.asarray(j)
+    assert abs(np.mean(j == 0) - 0.5) < 0.01
+    for c in range(2):
+        xc = x[j == c]
+        np.testing.assert_allclose(xc.mean(0), small.mean_vectors()[c], atol=0.03)
+        np.testing.assert_allclose(np.cov(xc.T), small.covariance(c), atol=0.04)
+
+
+def _loss_derivatives(loss, z, t):
+    """Independent closed forms (numpy) of ℓ, ∇ℓ, ∇²ℓ per sample row of z."""
+    if loss == "logistic":
+        s = 1 / (1 + np.exp(-z[:, 0]))
+        return np.logaddexp(0, z[:, 0]) - t[0] * z[:, 0], (s - t[0])[:, None], (s * (1 - s))[:, None, None]
+    if loss == "lsq":
+        e = z - t
+        return 0.5 * np.sum(e**2, 1), e, np.ones((len(z), 1, 1))
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    lse = z.max(1) + np.log(np.sum(np.exp(z - z.max(1, keepdims=True)), 1))
+    return lse - z @ t, p - t, p[:, :, None] * np.eye(z.shape[1]) - p[:, :, None] * p[:, None, :]
+
+
+@pytest.mark.parametrize("loss, mean, cov, target", [
+    ("logistic", [0.7], [[2.5]], [1.0]),
+    ("lsq", [0.3], [[0.8]], [1.0]),
+    ("softmax", [0.5, -0.2, 0.1], [[1.0, 0.3, -0.2], [0.3, 0.6, 0.1], [-0.2, 0.1, 0.4]], [0.0, 1.0, 0.0]),
+])
+def test_gauss_hermite_matches_monte_carlo(loss, mean, cov, target):
+    R, A, B, C = (np.asarray(x) for x in gaussian_expectations(loss, mean, cov, target, order=12))
+    n = 200_000
+    z = np.random.default_rng(0).multivariate_normal(mean, cov, size=n)
+    val, grad, hess = _loss_derivatives(loss, z, np.asarray(target, dtype=np.float64))
+    outer = grad[:, :, None] * grad[:, None, :]
+    for est, samples in ((R, val), (A, grad), (B, hess), (C, outer)):
+        se = samples.std(axis=0) / np.sqrt(n)
+        assert np.all(np.abs(est - samples.mean(axis=0)) <= 4.5 * se + 1e-12), (est, samples.mean(0), se)
+    # Stein's lemma, the route the ODE's drift uses: E ∇ℓ (z − M)ᵀ = E ∇²ℓ · S
+    stein = np.mean(grad[:, :, None] * (z - np.asarray(mean))[:, None, :], axis=0)
+    np.testing.assert_allclose(stein, B @ np.asarray(cov), atol=6 * np.abs(grad).max() * np.sqrt(np.max(cov) / n))
+    if loss == "lsq":  # the closed form agrees with the quadrature (exact for polynomials)
+        for x, y in zip(gaussian_expectations(loss, mean, cov, target, order=None), (R, A, B, C)):
+            np.testing.assert_allclose(np.asarray(x), y, atol=1e-12)
+
+
+def test_bad_input_raises_clear_errors():
+    lam, mu = np.ones((2, 5)), np.zeros((2, 5))
+    half = np.array([0.5, 0.5])
+    with pytest.raises(ValueError, match="eigenvalues must be ≥ 0"):
+        AnisotropicMixture(-lam, mu, half, half)
+    with pytest.raises(ValueError, match="means must have the shape"):
+        AnisotropicMixture(lam, np.zeros((2, 4)), half, half)
+    with pytest.raises(ValueError, match="sum to 1"):
+        AnisotropicMixture(lam, mu, np.array([0.5, 0.6]), half)
+    with pytest.raises(ValueError, match="probs must have one entry per class"):
+        AnisotropicMixture(lam, mu, np.ones(3) / 3, half)
+    with pytest.raises(ValueError, match="orthonormal"):
+        AnisotropicMixture(lam, mu, half, half, basis=2 * np.eye(5))
+    with pytest.raises(ValueError, match="covariance must be one of"):
+        anisotropic_mixture(10, "diagonal")
+    with pytest.raises(ValueError, match="zero_fraction"):
+        anisotropic_mixture(10, "zero-one", zero_fraction=1.5)
+    with pytest.raises(ValueError, match="exponents"):
+        anisotropic_mixture(10, "power-law", exponents=(1.0, 2.0, 3.0))
+    mix = anisotropic_mixture(10)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        solve_sgd_ode(mix, "hinge", 1.0, [0.0, 1.0])
+    with pytest.raises(ValueError, match="lr must be"):
+        simulate_sgd(mix, "logistic", -1.0, time=1.0)
+    with pytest.raises(ValueError, match="times must be"):
+        solve_sgd_ode(mix, "logistic", 1.0, [1.0, 0.5])
+    with pytest.raises(ValueError, match="closed form"):
+        solve_sgd_ode(mix, "logistic", 1.0, [0.0, 1.0], order=None)
+    with pytest.raises(ValueError, match="labels in \\[0, 1\\]"):
+        solve_sgd_ode(anisotropic_mixture(10, labels=[2.0, 0.0]), "logistic", 1.0, [0.0, 1.0])
+    with pytest.raises(TypeError, match="AnisotropicMixture"):
+        solve_sgd_ode(np.eye(3), "lsq", 1.0, [0.0, 1.0])
+
+
+def test_cli_json_and_bad_arguments(tmp_path, capsys):
+    out = tmp_path / "ode.json"
+    rc = main(["dynamics", "ode", "--covariance", "power-law", "--exponents", "1", "2", "--dim", str(D),
+               "--time", str(T), "--points", str(POINTS), "--sgd-runs", str(RUNS), "--seed", "3",
+               "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert {"config", "times", "ode", "sgd", "sgd_stderr", "summary"} <= set(data)
+    assert len(data["ode"]["risk"]) == len(data["sgd"]["risk"]) == len(data["times"]) == POINTS
+    assert data["summary"]["max_gap_over_stderr"] <= TOL_STDERR
+    assert data["summary"]["max_abs_gap"] == pytest.approx(
+        max(abs(a - b) for a, b in zip(data["ode"]["risk"], data["sgd"]["risk"])))
+    capsys.readouterr()
+    for argv in (["--dim", "0"], ["--covariance", "zero-one", "--zero-fraction", "2"],
+                 ["--json", str(tmp_path / "missing" / "x.json")]):
+        assert main(["dynamics", "ode", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("ufm: error:") and "\n" not in err

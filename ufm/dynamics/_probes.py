@@ -1,0 +1,356 @@
+"""Spectral probes along a trajectory (``DYNAMICS.md`` §D1; ``docs/alignment.md`` §1).
+
+Small functions of (params, data) returning small results, plus `spectral_probe`, which
+bundles them into a probe for `ufm.dynamics.record`:
+
+* `top_space`: top-k eigenpairs of a dense symmetric matrix, or of the Hessian of
+  ``loss_fn(params, batch)`` over a block (``leaves``); `hessian_top_space` is the latter.
+* `g_top_space`: the G-matrix ``G = (1/M) Σ_i ∇ℓ_i ∇ℓ_iᵀ`` (uncentred, per sample
+  ``ℓ_i = loss_fn(params, sample i)``) of a block, through the M × M Gram matrix
+  ``J Jᵀ / M`` when M < P (``J``: M × P per-sample gradients), never a P × P matrix then:
+  ``G u = λ u`` with ``u = Jᵀ a / √(M λ)`` for each Gram eigenpair ``(λ, a)``.
+* `alignment` ``a(v, U) = ‖P_U v‖/‖v‖`` and `top_fraction` ``f_top = a²``.
+* `subspace_overlap`: ``Tr(P_U P_V)/k`` and the largest principal angle.
+* `spectrum_counts`: outliers / minibulk / bulk with the project's gap rule
+  (`ufm.curvature.count_outliers`, applied once for the outliers and once more below them).
+* `collapse_probe`: NC1–NC4 of given features (`ufm.collapse.nc_metrics`).
+
+Every eigendecomposition goes through the one private helper `_spectrum`.
+Flat vectors follow ``ufm.curvature``: the chosen leaves, row-major, in the order given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import collapse, curvature
+from ..curvature._operator import flat_view
+from ..spectrum import Spectrum
+
+__all__ = [
+    "Counts",
+    "TopSpace",
+    "Overlap",
+    "alignment",
+    "top_fraction",
+    "subspace_overlap",
+    "spectrum_counts",
+    "top_space",
+    "hessian_top_space",
+    "per_sample_grads",
+    "g_top_space",
+    "collapse_probe",
+    "spectral_probe",
+]
+
+#: Dense eigh up to this dimension, restarted block Krylov above it (``method="auto"``).
+DENSE_MAX = 2500
+
+
+# ---- the one eigendecomposition --------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _WithBatch:
+    """``(params, batch) -> loss_fn(params, batch)`` as a function of one pytree.
+
+    The batch travels as (non-chosen) leaves, not as a closure constant, so the curvature
+    tools' compiled solvers are reused across checkpoints (same function, same shapes).
+    """
+
+    loss_fn: Callable
+
+    def __call__(self, pair):
+        return self.loss_fn(*pair)
+
+
+def _one_blas_thread():
+    """LAPACK on one thread for the dense ``eigh``: with more threads than free cores
+    OpenBLAS spin-waits — measured 0.05 s single-threaded vs 7–10 s with 2 threads for one
+    400 × 400 ``eigh`` on a loaded 2-core machine (``docs/alignment.md`` §6)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it, leave BLAS alone
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _spectrum(source, params=None, batch=None, *, leaves=None, k=None, method="auto", tol=None) -> Spectrum:
+    """Top ``k`` eigenpairs, descending; the dense route returns all of them (``k`` only
+    chooses the route: None forces dense).
+
+    ``source`` is a dense symmetric matrix, or ``loss_fn(params, batch)`` whose Hessian over
+    ``leaves`` of ``params`` is meant. ``method``: ``"dense"`` (materialise + ``eigh``),
+    ``"krylov"`` (`ufm.curvature.top_eigenpairs`) or ``"auto"`` (dense up to `DENSE_MAX`).
+    ``tol``: the Krylov residual tolerance (default that of `top_eigenpairs`); a Krylov
+    solve that misses it warns. The single place to switch to ``ufm.curvature.spectrum``.
+    """
+    if method not in ("auto", "dense", "krylov"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'krylov', got {method!r}")
+    if callable(source):
+        pair = (params, batch)
+        num = len(jax.tree_util.tree_leaves(params))
+        chosen = list(range(num)) if leaves is None else [int(i) % num for i in leaves]
+        loss, dim = _WithBatch(source), flat_view(params, chosen)[0].dim
+    else:
+        A = jnp.asarray(source)
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"a matrix source must be square, got shape {A.shape}")
+        dim = A.shape[0]
+    if k is not None and not 1 <= k <= dim:
+        raise ValueError(f"k must be in [1, {dim}], got {k}")
+    if method == "dense" or (method == "auto" and dim <= DENSE_MAX) or k is None:
+        M = curvature.hessian(loss, pair, chosen) if callable(source) else A
+        M = np.asarray(M, dtype=np.float64)
+        with _one_blas_thread():
+            vals, vecs = np.linalg.eigh(0.5 * (M + M.T))
+        return Spectrum(vals[::-1], vecs[:, ::-1], dim=dim, source="dense")
+    if callable(source):
+        spec = curvature.top_eigenpairs(loss, pair, k, leaves=chosen, tol=tol)
+    else:
+        spec = curvature.top_eigenpairs(curvature.Operator.from_matvec(A), None, k, tol=tol)
+    if not spec.info.get("converged", True):
+        warnings.warn(f"top-{k} eigenpairs did not converge to tol={spec.info['tol']:.1e} "
+                      f"(max residual {np.max(spec.residuals):.2e}); the probe uses them anyway", stacklevel=3)
+    return spec
+
+
+# ---- results ------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """Gap-rule counts of a spectrum of dimension ``outliers + minibulk + bulk + null``:
+    ``null`` eigenvalues at most ``null_rtol · λ_max`` (an exact kernel, e.g. the flat
+    directions 1 ⊗ w of softmax regression, or the unresolved zeros of a rank-M G-matrix),
+    ``outliers`` above the largest ratio gap of the rest, ``minibulk`` above the largest gap
+    below them, ``bulk`` the remaining nonzero eigenvalues."""
+
+    outliers: int
+    minibulk: int
+    bulk: int
+    null: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopSpace:
+    """Top eigenpairs of a curvature matrix: ``eigenvalues`` (m, descending) and orthonormal
+    ``eigenvectors`` (P × k, the top k), the gap-rule ``counts`` of the m values, ``dim`` P."""
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    counts: Counts
+    dim: int
+
+    @property
+    def k(self) -> int:
+        return int(self.eigenvectors.shape[1])
+
+    def to_dict(self) -> dict:
+        return {"eigenvalues": self.eigenvalues.tolist(), "k": self.k, "dim": self.dim, **self.counts.to_dict()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Overlap:
+    """``overlap = Tr(P_U P_V)/min(k_U, k_V)`` ∈ [0, 1] and the largest principal angle (rad)."""
+
+    overlap: float
+    max_angle: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---- vector / subspace identities ----------------------------------------------------------
+def _flat(v) -> np.ndarray:
+    if isinstance(v, (np.ndarray, jax.Array)):
+        return np.asarray(v, dtype=np.float64).ravel()
+    return np.concatenate([np.ravel(np.asarray(x, dtype=np.float64)) for x in jax.tree_util.tree_leaves(v)])
+
+
+def top_fraction(v, U) -> float:
+    """``f_top = ‖P_U v‖² / ‖v‖²`` (Gur-Ari et al. 2018); ``v`` flat or a pytree; U orthonormalised."""
+    v = _flat(v)
+    if not np.any(v):
+        return float("nan")
+    return float(_fraction(v, np.asarray(U, dtype=np.float64)))
+
+
+def alignment(v, U) -> float:
+    """``a(v, U) = ‖P_U v‖/‖v‖`` ∈ [0, 1] (``DYNAMICS.md`` §D1; NaN for v = 0)."""
+    return float(np.sqrt(min(top_fraction(v, U), 1.0)))
+
+
+def subspace_overlap(U, V) -> Overlap:
+    """`Overlap` of span(U) and span(V) (`ufm.curvature.projector_overlap`, `principal_angles`)."""
+    overlap, angle = _overlap_angle(np.asarray(U, dtype=np.float64), np.asarray(V, dtype=np.float64))
+    return Overlap(float(overlap), float(angle))
+
+
+# one compiled program per shape instead of one per primitive (eager dispatch compiles each op)
+_fraction = jax.jit(curvature.gradient_fraction)
+
+
+@jax.jit
+def _overlap_angle(U, V):
+    return curvature.projector_overlap(U, V), jnp.max(curvature.principal_angles(U, V))
+
+
+def spectrum_counts(eigenvalues, *, dim: int | None = None, min_ratio: float = 3.0, null_rtol: float = 1e-9) -> Counts:
+    """Outliers, minibulk, bulk and null space of a (partial, descending) spectrum.
+
+    The project's gap rule (`ufm.curvature.count_outliers`, largest ratio gap ≥
+    ``min_ratio``) is applied to the eigenvalues above ``null_rtol · λ_max`` — an exact
+    kernel would otherwise always be "the" gap — once for the outliers and once more below
+    them for the minibulk. ``dim`` (default len(λ)) counts the unresolved eigenvalues:
+    they are taken to be null when fewer than ``dim`` values are given and the smallest is
+    null, else bulk.
+    """
+    lam = np.sort(np.asarray(eigenvalues, dtype=np.float64).ravel())[::-1]
+    dim = lam.size if dim is None else int(dim)
+    if dim < lam.size:
+        raise ValueError(f"dim={dim} is smaller than the number of eigenvalues {lam.size}")
+    top = max(lam[0], 0.0) if lam.size else 0.0
+    live = lam[lam > null_rtol * top] if top > 0 else lam[:0]
+    out = curvature.count_outliers(live, min_ratio=min_ratio, rtol=0.0) if live.size else 0
+    mini = curvature.count_outliers(live[out:], min_ratio=min_ratio, rtol=0.0) if out else 0
+    null = lam.size - live.size
+    unresolved = dim - lam.size
+    if null or not live.size:
+        null += unresolved
+        unresolved = 0
+    return Counts(int(out), int(mini), int(live.size - out - mini + unresolved), int(null))
+
+
+# ---- curvature matrices ------------------------------------------------------------------------
+def _top(spec: Spectrum, k: int, dim: int) -> TopSpace:
+    vals = np.asarray(spec.eigenvalues)
+    return TopSpace(vals, np.asarray(spec.eigenvectors)[:, :k], spectrum_counts(vals, dim=dim), dim)
+
+
+def _num_eigs(k, dim, num_eigs):
+    return min(dim, max(2 * k, k + 10) if num_eigs is None else num_eigs)
+
+
+def top_space(matrix, k: int, *, num_eigs: int | None = None, method: str = "auto") -> TopSpace:
+    """Top-k eigenspace of a dense symmetric ``matrix``; the eigenvalues feeding the counts
+    are all of them on the dense route, ``num_eigs`` (default ``max(2k, k + 10)``) on the
+    Krylov route."""
+    spec = _spectrum(matrix, k=_num_eigs(k, np.shape(matrix)[0], num_eigs), method=method)
+    return _top(spec, k, int(np.shape(matrix)[0]))
+
+
+def hessian_top_space(loss_fn, params, batch, k: int, *, leaves=None, num_eigs: int | None = None,
+                      method: str = "auto", tol: float | None = None) -> TopSpace:
+    """Top-k eigenspace of the Hessian of ``loss_fn(params, batch)`` over ``leaves``."""
+    dim = flat_view(params, leaves)[0].dim
+    spec = _spectrum(loss_fn, params, batch, leaves=leaves, k=_num_eigs(k, dim, num_eigs), method=method, tol=tol)
+    return _top(spec, k, dim)
+
+
+def per_sample_grads(loss_fn, params, batch, *, leaves=None) -> jax.Array:
+    """``J`` (M × P): row i is ``∇ loss_fn(params, sample i)`` over ``leaves`` (flat).
+
+    Sample i is the i-th slice along the leading axis of every leaf of ``batch``, passed
+    as a batch of one (so ``loss_fn``'s mean is the per-sample loss ℓ_i).
+    """
+    view, all_leaves = flat_view(params, leaves)
+    return _jacobian(loss_fn, view, all_leaves, batch)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _jacobian(loss_fn, view, all_leaves, batch):
+    def one(x, sample):
+        return loss_fn(view.unflatten(all_leaves, x), jax.tree_util.tree_map(lambda a: a[None], sample))
+
+    return jax.vmap(jax.grad(one), in_axes=(None, 0))(view.flatten(all_leaves), batch)
+
+
+def g_top_space(grads, k: int, *, num_eigs: int | None = None) -> TopSpace:
+    """Top-k eigenspace of ``G = JᵀJ/M`` from per-sample gradients ``grads`` = J (M × P).
+
+    When M < P the eigenpairs come from the Gram matrix ``JJᵀ/M`` (``docs/alignment.md`` §1):
+    ``u = Jᵀa/√(Mλ)``; only the (≤ M) nonzero eigenvalues are resolved, the rest of G is 0.
+    """
+    J = np.asarray(grads, dtype=np.float64)
+    if J.ndim != 2:
+        raise ValueError(f"grads must be (M, P) per-sample gradients, got shape {J.shape}")
+    M, P = J.shape
+    if M >= P:
+        return top_space(J.T @ J / M, k, num_eigs=num_eigs)
+    if k > M:
+        raise ValueError(f"k={k} exceeds the rank bound M={M} of G (M samples)")
+    spec = _spectrum(J @ J.T / M, k=_num_eigs(k, M, num_eigs))
+    lam, A = np.asarray(spec.eigenvalues), np.asarray(spec.eigenvectors)
+    pos = lam[:k] > 0
+    U = np.zeros((P, k))
+    U[:, pos] = J.T @ A[:, :k][:, pos] / np.sqrt(M * lam[:k][pos])
+    return TopSpace(lam, U, spectrum_counts(np.concatenate([lam, np.zeros(P - lam.size)])), P)
+
+
+def collapse_probe(features, labels, **kwargs) -> dict:
+    """NC1–NC4 of ``features`` (a list of d_l × N arrays) as a flat dict of per-layer arrays
+    (`ufm.collapse.nc_metrics`; keyword arguments pass through)."""
+    return {k: np.asarray(v) for k, v in collapse.nc_metrics(features, labels, **kwargs).to_dict().items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_grad(loss_fn):
+    return jax.jit(jax.grad(loss_fn))
+
+
+# ---- a probe for `record` ----------------------------------------------------------------------
+def spectral_probe(loss_fn, batch, k: int, *, kind: str = "hessian", leaves=None, subspaces=None,
+                   num_eigs: int | None = None, method: str = "auto", tol: float | None = None) -> Callable:
+    """A `record` probe: the top-k space of the Hessian or G-matrix of a block, and alignments.
+
+    At each checkpoint, on the fixed ``batch`` (train data, or M fresh samples drawn once):
+    ``eigenvalues``, the gap-rule ``outliers`` / ``minibulk`` / ``bulk``, the alignment
+    ``a(·, U)`` of the block's parameters (``align_params``), its gradient on ``batch``
+    (``align_grad``, with ``f_top_grad`` = a²) and the last update (``align_update``),
+    ``overlap_prev`` / ``angle_prev`` with the previous checkpoint's space, and for each
+    ``subspaces[name]`` (P × r) ``overlap_<name>`` and ``angle_<name>``.
+
+    Args:
+      kind: ``"hessian"`` (of ``loss_fn(params, batch)``) or ``"g"`` (G-matrix of the
+        per-sample losses).
+      leaves: the block (indices into ``tree_leaves(params)``); None = the whole model.
+      num_eigs, method, tol: the eigensolver's (`hessian_top_space`).
+    """
+    if kind not in ("hessian", "g"):
+        raise ValueError(f"kind must be 'hessian' or 'g', got {kind!r}")
+    subspaces = {n: np.asarray(S, dtype=np.float64) for n, S in (subspaces or {}).items()}
+    grad = _jitted_grad(loss_fn)
+
+    def block(tree):
+        view, all_leaves = flat_view(tree, leaves)
+        return np.asarray(view.flatten(all_leaves))
+
+    def probe(params, ctx) -> dict:
+        if kind == "hessian":
+            space = hessian_top_space(loss_fn, params, batch, k, leaves=leaves, num_eigs=num_eigs, method=method,
+                                      tol=tol)
+        else:
+            space = g_top_space(per_sample_grads(loss_fn, params, batch, leaves=leaves), k, num_eigs=num_eigs)
+        U = space.eigenvectors
+        g = block(grad(params, batch))
+        out = {"eigenvalues": space.eigenvalues, **space.counts.to_dict(),
+               "align_params": alignment(block(params), U), "align_grad": alignment(g, U),
+               "f_top_grad": top_fraction(g, U),
+               "align_update": float("nan") if ctx.last_update is None else alignment(block(ctx.last_update), U)}
+        prev = ctx.previous["_eigenvectors"] if ctx.previous else None
+        ov = subspace_overlap(U, prev) if prev is not None else Overlap(float("nan"), float("nan"))
+        out |= {"overlap_prev": ov.overlap, "angle_prev": ov.max_angle}
+        for name, S in subspaces.items():
+            ov = subspace_overlap(U, S)
+            out |= {f"overlap_{name}": ov.overlap, f"angle_{name}": ov.max_angle}
+        return out | {"_eigenvectors": U}
+
+    return probe

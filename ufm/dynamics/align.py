@@ -1,0 +1,572 @@
+"""SGD aligning with the emerging outlier eigenspaces: four experiments and ``ufm dynamics align``.
+
+``DYNAMICS.md`` §D2 ([BGHJ] Ben Arous, Gheissari, Huang, Jagannath 2024; [GRD] Gur-Ari,
+Roberts, Dyer 2018); the derivations and conventions are in ``docs/alignment.md``.
+
+* `kgmm`: one-pass SGD (δ = c_δ/d) of 1-layer softmax regression with ridge on the k-GMM;
+  per class block c the outliers of H_cc and G_cc on M fresh test samples, the alignment of
+  x^c with each top-k space, how far those spaces are from span(μ_1..μ_k); the full data
+  Hessian's outliers and the alignment of the whole iterate (§3).
+* `xor`: one-pass SGD of the 2-layer ReLU–sigmoid net on the XOR mixture over several
+  seeds: first-layer rows against span(μ, ν), the second layer's G outlier space against
+  span{ReLU(W·±μ), ReLU(W·±ν)} (which moves with W), its rank, and the test accuracy (§4).
+* `ufm`: GD / SGD on a deep UFM from random init: per layer the fraction of the data
+  gradient and of the update inside the top-K² Hessian space, inside the closed-form
+  outlier space of `ufm.theory.layer_hessian_spectrum` at the current class means, and
+  inside its K "diagonal" directions, with NC1 (§5).
+* `mnist`: a small MLP on the shipped MNIST split (CE, SGD): the gradient fraction in the
+  top-K Hessian space and that space's overlap between checkpoints [GRD] (§5).
+
+Each returns an `AlignmentReport` (``config``, ``checkpoints``: one dict per checkpoint with
+``step``, ``time``, ``loss`` and the probe values, ``summary``: the final values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .. import collapse, model, theory
+from ..spec import UFMSpec
+from ._mixtures import KGMM, XORGMM
+from ._models import (
+    init_softmax,
+    init_two_layer,
+    softmax_hessian,
+    softmax_loss,
+    softmax_per_sample_grads,
+    two_layer_hidden,
+    two_layer_logits,
+    two_layer_loss,
+)
+from ._probes import (
+    alignment,
+    g_top_space,
+    hessian_top_space,
+    per_sample_grads,
+    spectral_probe,
+    subspace_overlap,
+    top_fraction,
+    top_space,
+)
+from ._trajectory import Trajectory, _jsonable, record
+
+__all__ = ["AlignmentReport", "kgmm", "xor", "ufm", "mnist", "TASKS", "plot_report", "add_cli", "run_cli"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignmentReport:
+    """One experiment: ``task``, ``config`` (its settings), ``checkpoints`` (a list of
+    dicts, one per checkpoint — per seed for xor: ``checkpoints[i]["seeds"]``) and
+    ``summary`` (the final values)."""
+
+    task: str
+    config: dict
+    checkpoints: list
+    summary: dict
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "config": self.config, "checkpoints": self.checkpoints, "summary": self.summary}
+
+
+def _rows(traj: Trajectory, name: str) -> list[dict]:
+    """The trajectory's checkpoints as JSON-able dicts: step, time, loss, then the probe's values."""
+    return [{"step": int(s), "time": float(t), "loss": _jsonable(l), **{k: _jsonable(v) for k, v in row.items()}}
+            for s, t, l, row in zip(traj.steps, traj.times, traj.losses, traj.probes[name])]
+
+
+def _check_positive(**values):
+    for name, v in values.items():
+        if not (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and v > 0):
+            raise ValueError(f"{name} must be > 0, got {v!r}")
+
+
+def _check_int(name, v, low):
+    if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low):
+        raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+    return int(v)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _sample(mixture, key, n):
+    return mixture.sample(key, n)
+
+
+def _one_sample(key, mixture):
+    return mixture.sample(key, 1)
+
+
+_JIT = {f.__name__: jax.jit(f) for f in (softmax_hessian, softmax_per_sample_grads, two_layer_hidden, two_layer_logits)}
+
+
+@functools.lru_cache(maxsize=None)
+def _loss(fn, ridge: float):
+    """One ``loss_fn(params, batch)`` object per (model, ridge): `record`'s compiled loop is
+    keyed on it, so repeated runs (seeds, SNRs) compile once."""
+    return functools.partial(fn, ridge=ridge)
+
+
+@functools.lru_cache(maxsize=None)
+def _ufm_loss_fn(spec, regularized: bool):
+    return functools.partial(_ufm_loss, spec, regularized=regularized)
+
+
+def _online(mixture, *, dim, lr_scale, time, seed, test_samples, num_checkpoints):
+    """Shared set-up of the one-pass experiments: δ = c_δ/d, steps = T/δ, M test samples."""
+    _check_positive(lr_scale=lr_scale, time=time)
+    delta = lr_scale / dim
+    steps = max(int(round(time / delta)), 1)
+    test = _sample(mixture, jax.random.PRNGKey(10_000 + seed), _check_int("test_samples", test_samples, 2))
+    return delta, steps, test, dict(sampler=_one_sample, data=mixture, eval_data=test,
+                                    time_per_step=delta, num_checkpoints=_check_int("checkpoints", num_checkpoints, 1))
+
+
+# ---- kgmm (docs/alignment.md §3) ---------------------------------------------------------------
+def _kgmm_probe(test, means_basis, ridge, k, d):
+    Y, labels = test
+    hess, grads = _JIT["softmax_hessian"], _JIT["softmax_per_sample_grads"]
+    n_full = k * (k - 1)  # rank of (diag π − ππᵀ) ⊗ (span of the means): the expected outliers (§3)
+
+    def in_means(U):  # min over the top eigenvectors u of ‖P_means u‖
+        return float(np.min(np.linalg.norm(means_basis.T @ U, axis=0)))
+
+    def probe(params, ctx):
+        H = np.asarray(hess(params, Y, 0.0))  # data Hessian on the test samples, no ridge
+        J = np.asarray(grads(params, Y, labels, ridge))  # per-sample gradients, ridge included (ℓ of §D2)
+        full = top_space(H, n_full)
+        out = {"full_hessian_outliers": full.counts.outliers, "full_hessian_null": full.counts.null,
+               "full_hessian_eigenvalues": full.eigenvalues[: 2 * n_full],
+               "full_alignment": alignment(params, full.eigenvectors)}
+        rows = {key: [] for key in ("block_outliers_hessian", "block_alignment_hessian", "block_eigenvalues_hessian",
+                                    "top_space_in_means", "block_outliers_g", "block_alignment_g",
+                                    "block_eigenvalues_g", "top_space_in_means_g", "block_overlap_prev_hessian")}
+        spaces = []
+        for c in range(k):
+            sl = slice(c * d, (c + 1) * d)
+            Hc = top_space(H[sl, sl], k)  # + β I would shift every eigenvalue, not the vectors
+            Gc = g_top_space(J[:, sl], k)
+            prev = ctx.previous["_spaces"][c] if ctx.previous else None
+            for key, v in (("block_outliers_hessian", Hc.counts.outliers),
+                           ("block_alignment_hessian", alignment(params[c], Hc.eigenvectors)),
+                           ("block_eigenvalues_hessian", Hc.eigenvalues[: 2 * k]),
+                           ("top_space_in_means", in_means(Hc.eigenvectors)),
+                           ("block_outliers_g", Gc.counts.outliers),
+                           ("block_alignment_g", alignment(params[c], Gc.eigenvectors)),
+                           ("block_eigenvalues_g", Gc.eigenvalues[: 2 * k]),
+                           ("top_space_in_means_g", in_means(Gc.eigenvectors)),
+                           ("block_overlap_prev_hessian",
+                            float("nan") if prev is None else subspace_overlap(Hc.eigenvectors, prev).overlap)):
+                rows[key].append(v)
+            spaces.append(Hc.eigenvectors)
+        out |= {key: np.array(v) for key, v in rows.items()}
+        pred = np.argmax(Y @ np.stack(params).T, axis=1)
+        return out | {"test_accuracy": float(np.mean(pred == np.asarray(labels))), "_spaces": np.stack(spaces)}
+
+    return probe
+
+
+def kgmm(*, num_classes: int = 4, dim: int = 400, snr: float = 200.0, ridge: float = 0.1, lr_scale: float = 2.0,
+         time: float = 20.0, test_samples: int | None = None, seed: int = 0, checkpoints: int = 10,
+         probs=None, callback=None) -> AlignmentReport:
+    """One-pass SGD on the k-GMM with 1-layer softmax regression + ridge (``docs/alignment.md`` §3).
+
+    Args:
+      num_classes, dim, snr: k, d and λ of the mixture (orthonormal means, seeded).
+      ridge: β of ``(β/2)‖θ‖²``.
+      lr_scale: c_δ; the step is δ = c_δ/d, the time t = steps · δ.
+      time: the final time T (T/δ steps, one fresh sample each).
+      test_samples: M fresh samples for the probe matrices (default 2.5 d).
+      checkpoints: number of (linear) checkpoints after t = 0.
+      probs: class probabilities (default uniform).
+      callback: ``callback(index, step, loss)`` after each checkpoint.
+    """
+    k, d = _check_int("num_classes", num_classes, 2), _check_int("dim", dim, 2)
+    _check_positive(snr=snr)
+    if not (isinstance(ridge, (int, float)) and ridge >= 0):
+        raise ValueError(f"ridge must be >= 0, got {ridge!r}")
+    M = int(2.5 * d) if test_samples is None else test_samples
+    gmm = KGMM.create(k, d, snr, probs=probs, seed=seed)
+    delta, steps, test, kw = _online(gmm, dim=d, lr_scale=lr_scale, time=time, seed=seed, test_samples=M,
+                                     num_checkpoints=checkpoints)
+    means_basis = np.linalg.qr(np.asarray(gmm.means).T)[0]
+    loss = _loss(softmax_loss, float(ridge))
+    params = init_softmax(seed, k, d)
+    traj = record(loss, params, optax.sgd(delta), steps=steps, seed=seed, callback=callback,
+                  probes={"kgmm": _kgmm_probe(test, means_basis, float(ridge), k, d)}, **kw)
+    rows = _rows(traj, "kgmm")
+    keys = ("block_alignment_hessian", "block_alignment_g", "block_outliers_hessian", "block_outliers_g",
+            "top_space_in_means", "top_space_in_means_g", "full_hessian_outliers", "full_alignment", "test_accuracy")
+    config = {"num_classes": k, "dim": d, "snr": float(snr), "ridge": float(ridge), "lr_scale": float(lr_scale),
+              "delta": delta, "time": float(time), "steps": steps, "test_samples": M, "seed": seed,
+              "checkpoints": checkpoints, "probs": np.asarray(gmm.probs).tolist()}
+    return AlignmentReport("kgmm", config, rows, {key: rows[-1][key] for key in keys})
+
+
+# ---- xor (docs/alignment.md §4) -------------------------------------------------------------------
+def _numerical_rank(A, rtol=1e-2) -> int:
+    s = np.linalg.svd(np.asarray(A, dtype=np.float64), compute_uv=False)
+    return int(np.sum(s > rtol * s[0])) if s.size and s[0] > 0 else 0
+
+
+def _xor_probe(xor_gmm, test, ridge):
+    Y, labels = test
+    span = np.linalg.qr(np.stack([np.asarray(xor_gmm.mu), np.asarray(xor_gmm.nu)]).T)[0]  # d × 2
+    cluster_means = np.asarray(xor_gmm.cluster_means)
+    loss = _loss(two_layer_loss, ridge)
+    hidden, logits = _JIT["two_layer_hidden"], _JIT["two_layer_logits"]
+
+    def probe(params, ctx):
+        W = np.asarray(params.W)
+        J = np.asarray(per_sample_grads(loss, params, test, leaves=[1]))  # ∇_v ℓ_i: M × K
+        Gv = g_top_space(J, 1)
+        r = max(Gv.counts.outliers, 1)
+        predicted = np.asarray(hidden(params, jnp.asarray(cluster_means))).T  # K × 4: ReLU(W·±μ), ReLU(W·±ν)
+        pred_rank = _numerical_rank(predicted)
+        Gv = g_top_space(J, r)
+        ov = subspace_overlap(Gv.eigenvectors, predicted) if pred_rank else None
+        J1 = np.asarray(per_sample_grads(loss, params, test, leaves=[0]))
+        G1 = g_top_space(J1, min(2 * W.shape[0], *J1.shape))  # R^K ⊗ span(μ, ν) has dimension 2K (§4)
+        acc = np.mean((np.asarray(logits(params, Y)) > 0) == (np.asarray(labels) == 1))
+        return {
+            "first_layer_alignment": float(np.linalg.norm(W @ span) / np.linalg.norm(W)),
+            "first_layer_row_alignment": np.linalg.norm(W @ span, axis=1) / np.linalg.norm(W, axis=1),
+            "first_layer_g_outliers": G1.counts.outliers,
+            "first_layer_g_alignment": alignment(W.ravel(), G1.eigenvectors),
+            "second_layer_rank": Gv.counts.outliers,
+            "second_layer_eigenvalues": Gv.eigenvalues,
+            "predicted_rank": pred_rank,
+            "second_layer_overlap": float("nan") if ov is None else ov.overlap,
+            "second_layer_alignment": alignment(params.v, Gv.eigenvectors),
+            "test_accuracy": float(acc),
+        }
+
+    return probe
+
+
+def xor(*, dim: int = 50, width: int = 5, snr: float = 50.0, ridge: float = 1e-3, lr_scale: float = 4.0,
+        time: float = 100.0, test_samples: int = 1000, seeds: int = 10, seed: int = 0, checkpoints: int = 10,
+        callback=None) -> AlignmentReport:
+    """One-pass SGD of the 2-layer ReLU–sigmoid net on XOR-GMM over ``seeds`` seeds (``docs/alignment.md`` §4).
+
+    The mixture (μ, ν) and the test samples are fixed by ``seed``; seed ``seed + s`` draws
+    the initialisation and the SGD samples of run s. Per checkpoint ``checkpoints[i]["seeds"]``
+    lists each run's values; ``summary["seeds"]`` the final ones (``second_layer_rank``,
+    ``test_accuracy``, ``first_layer_alignment``, ...).
+    """
+    d, K = _check_int("dim", dim, 2), _check_int("width", width, 1)
+    n_seeds = _check_int("seeds", seeds, 1)
+    _check_positive(snr=snr)
+    gmm = XORGMM.create(d, snr, seed=seed)
+    delta, steps, test, kw = _online(gmm, dim=d, lr_scale=lr_scale, time=time, seed=seed,
+                                     test_samples=test_samples, num_checkpoints=checkpoints)
+    loss = _loss(two_layer_loss, float(ridge))
+    probe = _xor_probe(gmm, test, float(ridge))
+    runs = []
+    for s in range(n_seeds):
+        params = init_two_layer(seed + s, K, d)
+        cb = None if callback is None else functools.partial(callback, f"seed {seed + s}")
+        traj = record(loss, params, optax.sgd(delta), steps=steps, seed=seed + s, callback=cb,
+                      probes={"xor": probe}, **kw)
+        runs.append(_rows(traj, "xor"))
+    rows = [{"step": runs[0][i]["step"], "time": runs[0][i]["time"],
+             "loss": float(np.mean([r[i]["loss"] for r in runs])), "seeds": [r[i] for r in runs]}
+            for i in range(len(runs[0]))]
+    keys = ("second_layer_rank", "predicted_rank", "second_layer_overlap", "test_accuracy", "first_layer_alignment",
+            "first_layer_g_alignment")
+    per_seed = [{"seed": seed + s, **{key: r[-1][key] for key in keys}} for s, r in enumerate(runs)]
+    acc = np.array([p["test_accuracy"] for p in per_seed])
+    summary = {"seeds": per_seed, "rank_deficient_fraction": float(np.mean([p["second_layer_rank"] < 4
+                                                                              for p in per_seed])),
+               "mean_test_accuracy": float(acc.mean())}
+    config = {"dim": d, "width": K, "snr": float(snr), "ridge": float(ridge), "lr_scale": float(lr_scale),
+              "delta": delta, "time": float(time), "steps": steps, "test_samples": test_samples, "seeds": n_seeds,
+              "seed": seed, "checkpoints": checkpoints}
+    return AlignmentReport("xor", config, rows, summary)
+
+
+# ---- deep UFM (docs/alignment.md §5) -----------------------------------------------------------------
+def _ufm_loss(spec, params, batch, regularized=True):
+    """The deep-UFM loss on the columns ``batch`` of H_1 (all columns: ``batch = ()``)."""
+    sub = params if isinstance(batch, tuple) and not batch else model.UFMParams(params.H1[:, batch], params.Ws)
+    labels = jnp.asarray(spec.class_index) if sub is params else jnp.asarray(spec.class_index)[batch]
+    value = model.output_loss(spec.loss, model.forward(spec, sub).output, labels)
+    return value + model.regularizer(spec, params) if regularized else value
+
+
+def _ufm_probe(spec):
+    K, L = spec.num_classes, spec.depth
+    data_grad = jax.jit(jax.grad(model.loss_fn(spec, regularized=False)))
+    unit = lambda X: X / np.maximum(np.linalg.norm(X, axis=0), np.finfo(float).tiny)  # noqa: E731
+    batch_loss = _ufm_loss_fn(spec, False)
+
+    def probe(params, ctx):
+        grad = data_grad(params)
+        acts = model.forward(spec, params)
+        nc = collapse.metrics(spec, params)
+        out = {key: [] for key in ("grad_fraction_top", "grad_fraction_predicted", "grad_fraction_diagonal",
+                                   "update_fraction_top", "update_fraction_predicted", "predicted_overlap")}
+        for l in range(1, L + 1):
+            top = hessian_top_space(batch_loss, params, (), K * K, leaves=[l])
+            pred = theory.layer_hessian_spectrum(spec, params, l, collapse_tol=None, allow_zero=True, vectors=True)
+            Up = np.asarray(pred.eigenvectors)[:, : K * K]
+            h_in = np.asarray(acts.post[l - 1])
+            mi = unit(collapse.class_means(h_in, spec.class_index, K))
+            mo = unit(collapse.class_means(np.asarray(params.Ws[l - 1]) @ h_in, spec.class_index, K))
+            diag = np.stack([np.outer(mo[:, c], mi[:, c]).ravel() for c in range(K)], axis=1)
+            g = np.asarray(grad.Ws[l - 1]).ravel()
+            upd = None if ctx.last_update is None else np.asarray(ctx.last_update.Ws[l - 1]).ravel()
+            nan = float("nan")
+            for key, v in (("grad_fraction_top", top_fraction(g, top.eigenvectors)),
+                           ("grad_fraction_predicted", top_fraction(g, Up) if Up.shape[1] else nan),
+                           ("grad_fraction_diagonal", top_fraction(g, diag)),
+                           ("update_fraction_top", nan if upd is None else top_fraction(upd, top.eigenvectors)),
+                           ("update_fraction_predicted", nan if upd is None or not Up.shape[1]
+                            else top_fraction(upd, Up)),
+                           ("predicted_overlap", subspace_overlap(top.eigenvectors, Up).overlap if Up.shape[1]
+                            else nan)):
+                out[key].append(v)
+        return {k: np.array(v) for k, v in out.items()} | {"nc1": np.asarray(nc.nc1_uncentred if spec.loss == "mse"
+                                                                              else nc.nc1)}
+
+    return probe
+
+
+def ufm(*, num_classes: int = 4, per_class: int = 5, depth: int = 3, width: int = 16, lambda_W: float = 2e-2,
+        lambda_H: float = 2e-2, loss: str = "mse", lr: float = 0.1, steps: int = 3000, batch_size: int | None = None,
+        seed: int = 0, checkpoints: int = 12, callback=None) -> AlignmentReport:
+    """GD (or SGD with ``batch_size`` columns) on a deep UFM from random init (``docs/alignment.md`` §5).
+
+    Per checkpoint and layer l = 1..L: the fraction of the data gradient ``∇_{W_l}Φ`` (and of
+    the last update) in the top-K² data-Hessian eigenspace of W_l, in the closed-form
+    outlier space of `ufm.theory.layer_hessian_spectrum` evaluated at the current class
+    means, and in the K diagonal directions μ̂_c^{(l+1)} ⊗ μ̂_c^{(l)}; their overlap; and
+    NC1 at H̃_1..H̃_L and the output. Checkpoints are log spaced.
+    """
+    spec = UFMSpec(num_classes=num_classes, per_class=per_class, depth=depth, width=width, loss=loss,
+                   lambda_W=lambda_W, lambda_H=lambda_H)
+    _check_positive(lr=lr)
+    params = model.init_params(spec, seed=seed)
+    kw = dict(data=()) if batch_size is None else dict(data=jnp.arange(spec.num_samples), batch_size=batch_size)
+    traj = record(_ufm_loss_fn(spec, True), params, optax.sgd(lr), steps=_check_int("steps", steps, 1),
+                  num_checkpoints=_check_int("checkpoints", checkpoints, 1), spacing="log", seed=seed,
+                  eval_data=(), probes={"ufm": _ufm_probe(spec)}, callback=callback, **kw)
+    rows = _rows(traj, "ufm")
+    keys = ("grad_fraction_top", "grad_fraction_predicted", "grad_fraction_diagonal", "update_fraction_top",
+            "predicted_overlap", "nc1")
+    config = {"spec": spec.to_dict(), "lr": float(lr), "steps": steps, "batch_size": batch_size, "seed": seed,
+              "checkpoints": checkpoints, "optimizer": "gd" if batch_size is None else "sgd"}
+    return AlignmentReport("ufm", config, rows, {key: rows[-1][key] for key in keys} | {"loss": rows[-1]["loss"]})
+
+
+# ---- mnist (docs/alignment.md §5) -----------------------------------------------------------------------
+def _mnist_loss(spec, params, batch):
+    from ..networks import network_loss
+
+    X, labels = batch
+    return network_loss(spec, params, X, labels)
+
+
+def _pool(X, factor):
+    N, C, H, W = X.shape
+    return X.reshape(N, C, H // factor, factor, W // factor, factor).mean(axis=(3, 5)).reshape(N, -1)
+
+
+def mnist(*, train_samples: int = 4000, hessian_samples: int = 500, pool: int = 2, hidden: int = 32,
+          width: int = 16, lr: float = 0.1, batch_size: int = 32, steps: int = 1500, k: int = 10,
+          lambda_W: float = 1e-4, seed: int = 0, checkpoints: int = 8, callback=None) -> AlignmentReport:
+    """A small MLP on the shipped MNIST split, CE + SGD: [GRD]'s gradient in the top-k Hessian space.
+
+    Images are average-pooled by ``pool`` (28 → 14 by default) and flattened; the model is
+    `ufm.networks` ' MLP (one ReLU layer of ``hidden`` units, an affine map to ``width``, a
+    linear head to 10 classes). At log-spaced checkpoints, on ``hessian_samples`` training
+    samples: the top-k Hessian eigenvalues (block Krylov), the fraction of the full-batch
+    gradient and of the last SGD update in the top-k space, and that space's overlap with
+    the previous checkpoint's. Also the test accuracy on the held-out samples.
+    """
+    from .. import networks
+
+    data = networks.load_mnist()
+    n_train = _check_int("train_samples", train_samples, 10)
+    n_h = _check_int("hessian_samples", hessian_samples, 10)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(data.num_samples)
+    if n_train >= data.num_samples:
+        raise ValueError(f"train_samples must be < {data.num_samples} (the rest is the test set), got {n_train}")
+    dtype = jnp.zeros(()).dtype
+    X = jnp.asarray(_pool(data.X, pool), dtype)
+    y = jnp.asarray(data.labels)
+    train = (X[order[:n_train]], y[order[:n_train]])
+    test = (X[order[n_train:]], y[order[n_train:]])
+    spec = networks.NetworkSpec(input_shape=(X.shape[1],), num_classes=10, hidden=(hidden,), width=width, depth=1,
+                                loss="ce", lambda_W=lambda_W)
+    params = networks.init_network(spec, seed=seed)
+    loss = functools.partial(_mnist_loss, spec)
+    hbatch = (train[0][:n_h], train[1][:n_h])
+    probes = {"hessian": spectral_probe(loss, hbatch, _check_int("k", k, 1), kind="hessian", method="krylov",
+                                        tol=1e-4),
+              "accuracy": lambda p, ctx: {"test_accuracy": networks.accuracy(spec, p, test[0], test[1])}}
+    traj = record(loss, params, optax.sgd(lr), steps=_check_int("steps", steps, 1), data=train,
+                  batch_size=batch_size, num_checkpoints=_check_int("checkpoints", checkpoints, 1), spacing="log",
+                  eval_data=train, probes=probes, seed=seed, callback=callback)
+    rows = [{**a, **b} for a, b in zip(_rows(traj, "hessian"), _rows(traj, "accuracy"))]
+    keys = ("f_top_grad", "align_update", "overlap_prev", "test_accuracy")
+    config = {"train_samples": n_train, "hessian_samples": n_h, "pool": pool, "hidden": hidden, "width": width,
+              "lr": float(lr), "batch_size": batch_size, "steps": steps, "k": k, "lambda_W": lambda_W, "seed": seed,
+              "checkpoints": checkpoints, "num_params": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))}
+    summary = {key: rows[-1][key] for key in keys}
+    summary["f_top_update"] = None if rows[-1]["align_update"] is None else rows[-1]["align_update"] ** 2
+    summary["mean_f_top_grad_after_first"] = float(np.nanmean([r["f_top_grad"] for r in rows[1:]]))
+    return AlignmentReport("mnist", config, rows, summary)
+
+
+TASKS = {"kgmm": kgmm, "xor": xor, "ufm": ufm, "mnist": mnist}
+
+
+# ---- plots ------------------------------------------------------------------------------------------------
+def plot_report(report: AlignmentReport):
+    """A one-row figure of a report's alignment measurements over training (``ufm.plotting`` style)."""
+    from .. import plotting
+
+    rows = report.checkpoints
+    with plotting.use_style():
+        fig, axes = plotting.figure(1, 2, columns=2, height=2.2)
+        if report.task == "kgmm":
+            t = [r["time"] for r in rows]
+            A = np.array([r["block_alignment_hessian"] for r in rows])
+            G = np.array([r["block_alignment_g"] for r in rows])
+            for c in range(A.shape[1]):
+                col = plotting.COLORS[c % len(plotting.COLORS)]
+                axes[0].plot(t, A[:, c], color=col, label=f"$x^{c + 1}$ vs top-k($H_{{{c + 1}{c + 1}}}$)")
+                axes[0].plot(t, G[:, c], color=col, linestyle=(0, (2, 1)), linewidth=0.9)
+            axes[0].plot([], [], color="0.4", linestyle=(0, (2, 1)), label="vs top-k($G_{cc}$)")
+            axes[0].set(xlabel="time t = steps · δ", ylabel=r"$\|P_U x^c\| / \|x^c\|$", ylim=(0, 1.02))
+            E = np.array([r["block_eigenvalues_hessian"][0] for r in rows])
+            for j in range(E.shape[1]):
+                axes[1].plot(t, E[:, j], color=plotting.COLORS[0] if j < report.config["num_classes"] else "0.6",
+                             linewidth=0.9)
+            axes[1].set(xlabel="time t", ylabel=r"top eigenvalues of $H_{11}$ (data)", yscale="log")
+        elif report.task == "xor":
+            t = [r["time"] for r in rows]
+            for s in range(len(rows[0]["seeds"])):
+                first = [r["seeds"][s]["first_layer_alignment"] for r in rows]
+                rank = [r["seeds"][s]["second_layer_rank"] for r in rows]
+                col = plotting.COLORS[s % len(plotting.COLORS)]
+                axes[0].plot(t, first, color=col, linewidth=0.9)
+                axes[1].plot(t, rank, color=col, linewidth=0.9, marker="o", markersize=2)
+            axes[0].set(xlabel="time t", ylabel=r"$\|W P_{\mu\nu}\|_F / \|W\|_F$", ylim=(0, 1.02))
+            axes[1].set(xlabel="time t", ylabel="second-layer G outliers (gap rule)")
+            axes[1].yaxis.get_major_locator().set_params(integer=True)
+        else:
+            x = [r["step"] + 1 for r in rows]
+            key = "grad_fraction_top" if report.task == "ufm" else "f_top_grad"
+            F = np.array([np.atleast_1d(r[key]) for r in rows], dtype=float)
+            for l in range(F.shape[1]):
+                axes[0].plot(x, F[:, l], color=plotting.COLORS[l], label=f"layer {l + 1}" if F.shape[1] > 1 else None)
+            axes[0].set(xscale="log", xlabel="step + 1", ylabel=r"$\|P_{top} g\|^2/\|g\|^2$", ylim=(0, 1.02))
+            if report.task == "ufm":
+                N = np.array([r["nc1"] for r in rows], dtype=float)
+                for l in range(F.shape[1]):
+                    axes[1].loglog(N[:, l], F[:, l], color=plotting.COLORS[l], marker="o", markersize=2)
+                axes[1].set(xlabel="NC1", ylabel=r"$\|P_{top} g\|^2/\|g\|^2$")
+            else:
+                axes[1].plot(x, [r["overlap_prev"] for r in rows], color=plotting.COLORS[0])
+                axes[1].set(xscale="log", xlabel="step + 1", ylabel="top-k overlap with previous", ylim=(0, 1.02))
+        if axes[0].get_legend_handles_labels()[0]:
+            axes[0].legend(loc="lower right")
+    return fig
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------
+_FLAGS = {  # flag -> (keyword, type, help); each task takes the keywords its function has
+    "--num-classes": ("num_classes", int, "k (kgmm) or K (ufm)"),
+    "--dim": ("dim", int, "input dimension d (kgmm, xor)"),
+    "--snr": ("snr", float, "λ, the signal-to-noise ratio (kgmm, xor)"),
+    "--ridge": ("ridge", float, "β of (β/2)‖θ‖² (kgmm, xor)"),
+    "--lr-scale": ("lr_scale", float, "c_δ: step δ = c_δ/d (kgmm, xor)"),
+    "--time": ("time", float, "final time T = steps·δ (kgmm, xor)"),
+    "--test-samples": ("test_samples", int, "M fresh samples of the probe matrices (kgmm, xor)"),
+    "--seeds": ("seeds", int, "number of seeds (xor)"),
+    "--width": ("width", int, "hidden width (xor, ufm: d; mnist: head width)"),
+    "--depth": ("depth", int, "L (ufm)"),
+    "--per-class": ("per_class", int, "n (ufm)"),
+    "--lr": ("lr", float, "learning rate (ufm, mnist)"),
+    "--steps": ("steps", int, "optimiser steps (ufm, mnist)"),
+    "--batch-size": ("batch_size", int, "mini-batch size (ufm: SGD instead of GD; mnist)"),
+    "--train-samples": ("train_samples", int, "MNIST training samples (mnist)"),
+    "--hessian-samples": ("hessian_samples", int, "samples of the Hessian probe (mnist)"),
+    "--checkpoints": ("checkpoints", int, "checkpoints after step 0"),
+}
+
+
+def add_cli(subparsers) -> None:
+    """``ufm dynamics align --task {kgmm,xor,ufm,mnist} ... --json PATH [--plot PATH]``."""
+    p = subparsers.add_parser("align", help="SGD aligning with the outlier eigenspaces (kgmm, xor, ufm, mnist)",
+                              description="Outlier-alignment experiments (DYNAMICS.md §D2, docs/alignment.md). "
+                                          "Unset flags take each task's defaults.")
+    p.add_argument("--task", choices=list(TASKS), default="kgmm")
+    for flag, (_, typ, text) in _FLAGS.items():
+        p.add_argument(flag, type=typ, default=None, help=text)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    p.add_argument("--plot", metavar="PATH", help="a figure of the run (PDF + PNG)")
+    p.add_argument("--x32", action="store_true", help="float32 instead of float64")
+    p.set_defaults(func=run_cli)
+
+
+def _check_dir(path, flag):
+    import os
+
+    from ..cli import _ArgumentError
+
+    if path and os.path.dirname(os.path.abspath(path)) and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise _ArgumentError(f"{flag} {path}: directory {os.path.dirname(os.path.abspath(path))} does not exist")
+
+
+def run_cli(args) -> int:
+    import inspect
+    import json
+
+    from ..cli import _ArgumentError
+
+    _check_dir(args.json, "--json")
+    _check_dir(args.plot, "--plot")
+    fn = TASKS[args.task]
+    accepted = inspect.signature(fn).parameters
+    kwargs = {"seed": args.seed}
+    for flag, (name, _, _) in _FLAGS.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name not in accepted:
+            raise _ArgumentError(f"{flag} does not apply to --task {args.task}")
+        kwargs[name] = value
+    jax.config.update("jax_enable_x64", not args.x32)
+
+    def progress(*a):
+        *label, index, step, loss = a
+        print(f"align {args.task}: {' '.join(label) + ' ' if label else ''}checkpoint {index} step {step} "
+              f"loss {loss:.4g}", file=sys.stderr, flush=True)
+
+    try:
+        report = fn(callback=progress, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise _ArgumentError(str(e)) from None
+    except FloatingPointError as e:
+        print(f"ufm: error: {e}", file=sys.stderr)
+        return 1
+    for key, value in report.summary.items():
+        print(f"{key}: {json.dumps(value)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_dict(), f, indent=1)
+    if args.plot:
+        from .. import plotting
+
+        plotting.savefig(plot_report(report), args.plot)
+    return 0
