@@ -236,9 +236,12 @@ def _cmd_train(args) -> int:
     nc = ufm.collapse.metrics(spec, result.params)
     console = _console()
     h = result.history
-    console.print(f"{spec}")
+    console.print(_spec_text(spec, console.width), soft_wrap=True, markup=False)
     console.print(f"steps {result.steps}  loss {h['loss'][-1]:.12g}  |∇L| {h['grad_norm'][-1]:.2e}  "
                   f"converged {result.converged}")
+    if not result.converged:
+        print(f"ufm: warning: training stopped at --steps {args.steps} with ‖∇L‖ = {h['grad_norm'][-1]:.2g} > "
+              f"{_TRAIN_TOL[args.x64]:g}: not converged (raise --steps)", file=sys.stderr)
     console.print(_nc_table(nc, "deep neural collapse per layer (0 = collapsed)"))
     if args.json:
         with open(args.json, "w") as f:
@@ -315,10 +318,38 @@ def _plot_report(report, path):
     plotting.savefig(fig, path)
 
 
-def _verify_one(spec, args, callback=None):
-    from .verification import collapsed_state, verify
+def _refuse_without_dnc_point(spec) -> None:
+    """Before any training: a spec whose closed form has no collapsed DNC point is refused (exit 2)."""
+    from . import theory
 
-    return verify(spec, collapsed_state(spec, from_optimum=args.from_optimum, seed=args.seed, callback=callback))
+    try:
+        sol = theory.dnc_solution(spec)
+    except ValueError as e:  # CE without a critical point, softplus, ReLU with CE
+        raise _ArgumentError(f"nothing to verify: {e}") from None
+    if sol.collapsed_to_zero:  # docs/theory.md §3
+        raise _ArgumentError(
+            f"nothing to verify: b = K^(L+1)·n·λ_H·Πλ_l = {sol.b:.4g} >= (L−1)^(L−1)/L^(2L) = {sol.b_bound:.4g} "
+            f"(L = {spec.depth}), so the global minimiser is 0 and there is no collapsed DNC point; "
+            "lower --lambda-W / --lambda-H")
+
+
+def _verify_one(spec, args, progress: _Progress):
+    """Build the state (train to collapse, or the constructed optimum) and verify it, stage by stage."""
+    from .verification import TRAIN_TOL, collapsed_state, training_steps, verify
+
+    callback = None
+    if args.from_optimum:
+        progress.stage("constructing the DNC optimum")
+    else:
+        steps = training_steps(spec)
+        progress.stage(f"training to collapse (at most {steps} steps, stops at ‖∇L‖ <= {TRAIN_TOL:g})", total=steps)
+
+        def callback(rec):
+            progress.update(rec["step"], f"step {rec['step']}  |∇L| {rec['grad_norm']:.1e}")
+
+    state = collapsed_state(spec, from_optimum=args.from_optimum, seed=args.seed, callback=callback)
+    progress.stage("checking the closed forms against autodiff")
+    return verify(spec, state)
 
 
 def _grid_specs(base):
@@ -336,15 +367,18 @@ def _grid_specs(base):
 def _cmd_verify(args) -> int:
     import jax
 
-    jax.config.update("jax_enable_x64", args.x64)
+    if args.x64 is False:
+        raise _ArgumentError("--x32: verify checks in float64 (its tolerances, down to 1e-8, are below float32's "
+                             "rounding 6e-8) whatever the flag; drop --x32 (`ufm train --x32` trains in float32)")
+    jax.config.update("jax_enable_x64", True)
     spec = _spec_from_args(args)
     console = _console()
     if args.grid:
         results, specs = [], list(_grid_specs(spec))
         for i, s in enumerate(specs):
             with _Progress() as progress:
-                progress.stage(f"[{i + 1}/{len(specs)}] verifying L={s.depth} K={s.num_classes} {s.loss} {s.activation}")
-                r = _verify_one(s, args)
+                progress.stage(f"[{i + 1}/{len(specs)}] L={s.depth} K={s.num_classes} {s.loss} {s.activation}")
+                r = _verify_one(s, args, progress)
             w = r.worst()
             results.append({"spec": s.to_dict(), "passed": r.passed, "worst": w.to_dict(),
                             "seconds": r.info["seconds"], "failed": [c.to_dict() for c in r.failed]})
@@ -356,23 +390,16 @@ def _cmd_verify(args) -> int:
             with open(args.json, "w") as f:
                 json.dump({"passed": passed, "grid": results}, f, indent=1)
         return 0 if passed else 1
+    _refuse_without_dnc_point(spec)
     with _Progress() as progress:
-        if args.from_optimum:
-            progress.stage("constructing the DNC optimum and checking the closed forms against autodiff")
-            callback = None
-        else:
-            steps = _verify_steps(spec)
-            progress.stage(f"training to collapse (at most {steps} steps, stops at ‖∇L‖ <= 1e-10)", total=steps)
-
-            def callback(rec):
-                progress.update(rec["step"], f"step {rec['step']}  |∇L| {rec['grad_norm']:.1e}")
-                if rec["grad_norm"] <= 1e-10 or rec["step"] >= steps:  # training ends with this record
-                    progress.stage("checking the closed forms against autodiff")
-
-        report = _verify_one(spec, args, callback)
+        report = _verify_one(spec, args, progress)
     console.print(_spec_text(spec, console.width), soft_wrap=True, markup=False)
-    console.print(_report_table(report))
     info = report.info
+    if info.get("train_converged") is False:  # said before the table, and a FAIL row in it
+        console.print(f"[bold red]not converged:[/bold red] training stopped at its {info['train_step_cap']}-step cap "
+                      f"with ‖∇L‖ = {info['grad_norm']:.2g} > {info['train_tol']:g}; the checks compare the theory "
+                      "with a state that is not a verified optimum")
+    console.print(_report_table(report))
     extra = f"{info.get('train_steps', 0)} training steps, " if "train_steps" in info else ""
     console.print(f"{len(report.checks)} checks, {len(report.failed)} failed; {extra}{info['seconds']:.1f} s")
     for what, why in info.get("skipped", {}).items():
