@@ -409,9 +409,10 @@ def _cmd_verify(args) -> int:
     if args.plot:
         _plot_report(report, args.plot)
     if not report.passed:
-        w = report.worst()
-        print(f"ufm: {len(report.failed)} check(s) failed, worst: {w.group} / {w.name}: error {w.error:.3g} "
-              f"> tolerance {w.tolerance:.3g}", file=sys.stderr)
+        state = [c for c in report.failed if c.group == "state"]  # the state itself failed: say that first
+        w = state[0] if state else report.worst()
+        print(f"ufm: {len(report.failed)} check(s) failed, {'first' if state else 'worst'}: {w.group} / {w.name}: "
+              f"error {w.error:.3g} > tolerance {w.tolerance:.3g}", file=sys.stderr)
         return 1
     return 0
 
