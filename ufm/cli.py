@@ -544,13 +544,22 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ufm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a deep UFM to collapse and print NC1-NC4 per layer")
+    p = sub.add_parser("train", help="train a deep UFM to collapse and print NC1-NC4 per layer",
+                       epilog="Line-search gradient descent from init_params(seed); stops at ‖∇L‖ <= 1e-9 (1e-4 with "
+                              "--x32) or after --steps, with a warning when it did not converge. `ufm verify` trains "
+                              "further, to ‖∇L‖ <= 1e-10, always in float64.")
     _add_spec_args(p)
     p.add_argument("--steps", type=_POSITIVE, default=100_000, help="the most optimiser steps (default 100000)")
     p.add_argument("--log-every", type=_POSITIVE, default=1_000, help="steps between progress records")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("verify", help="check the closed-form theory against autodiff (exit 1 if a check fails)")
+    p = sub.add_parser("verify", help="check the closed-form theory against autodiff (exit 1 if a check fails)",
+                       epilog="The state: trained from init_params(seed) to ‖∇L‖ <= 1e-10 within 200000 steps "
+                              "(ReLU: 100000), or the constructed optimum (--from-optimum); training that stops at the "
+                              "cap is a failed check (exit 1). Always float64 (--x32 is refused). A spec without a "
+                              "collapsed DNC point (MSE with b = K^(L+1)·n·λ_H·Πλ_l >= (L-1)^(L-1)/L^(2L): the "
+                              "minimiser is 0; CE without a critical point; softplus) is refused before training "
+                              "(exit 2).")
     _add_spec_args(p)
     p.add_argument("--from-optimum", action="store_true", help="construct the exact DNC optimum instead of training")
     p.add_argument("--grid", action="store_true", help="a small sweep over L, K, loss and activation")
