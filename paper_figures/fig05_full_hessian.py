@@ -43,8 +43,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         ax.plot(idx, vals, "o", color=plotting.COLORS[0], label="autodiff (full data Hessian)", markersize=2.5)
         ax.plot(idx, pred, "x", color=plotting.COLORS[1], label="closed form (S, T, ±√(λλ'), 0)", markersize=3)
         ax.set_yscale("symlog", linthresh=lam / 10, linscale=0.5)
-        # the levels T and S are close (0.708 vs 0.628 here), hard to tell apart on symlog: short marks here, an inset on a linear
-        # scale (in the empty upper right) names them with their values
+        # the levels T and S are close (0.708 vs 0.628 here), hard to tell apart on symlog: short marks here,
+        # an inset on a linear scale (in the empty upper right) names them with their values
         for value in (top_T, top_S):
             plotting.mark_value(ax, value, color="0.2", xmax=0.14)
         plotting.mark_value(ax, layerwise, r"layer-wise outlier $\lambda\gamma/(1-\gamma)$", color=plotting.COLORS[2],

@@ -53,7 +53,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                 plotting.plot_spectrum(ax, vals[:show], floor=1e-6 * pred, color=plotting.COLORS[l - 1],
                                        offset=0.25 * (l - 2), label=f"layer {l}", markersize=2.8)
                 counts.append(int(np.sum(vals > 1e-6 * pred)))
-            predicted = plotting.mark_value(ax, pred, color="0.25", legend=r"linear prediction $\lambda\gamma/(1-\gamma)$")
+            predicted = plotting.mark_value(ax, pred, color="0.25",
+                                            legend=r"linear prediction $\lambda\gamma/(1-\gamma)$")
             ax.set_title(title + "\nnonzero per layer: " + ", ".join(map(str, counts)), fontsize=7)
             ax.set_xlabel("index")
             ax.set_ylim(1e-6 * pred / 4, pred * 6)

@@ -269,4 +269,5 @@ def test_verify_refuses_a_spec_without_a_dnc_point_before_training(capsys, monke
 
     monkeypatch.setattr(verification, "collapsed_state", lambda *a, **k: pytest.fail("trained"))
     assert_user_error(["verify", *TINY, "--activation", "softplus"], capsys, "nothing to verify", "softplus")
-    assert_user_error(["verify", *TINY, "--loss", "ce", "--lambda-W", "10"], capsys, "nothing to verify", "cross-entropy")
+    assert_user_error(["verify", *TINY, "--loss", "ce", "--lambda-W", "10"], capsys, "nothing to verify",
+                      "cross-entropy")

@@ -284,12 +284,12 @@ def _spec_text(spec, width: int = _WIDTH) -> str:
 
 
 def _report_table(report):
-    """The checks, one row each, under a bold row per group; fits `_WIDTH` columns (names wrap at most twice)."""
+    """The checks, one row each, under a bold row per group; fits `_WIDTH` columns (a name wraps at most once)."""
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"ufm verify — {report.info.get('state', '')}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-                  expand=True)
+    table = Table(title=f"ufm verify — {report.info.get('state', '')}", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True, expand=True)
     table.add_column("check", ratio=1, min_width=30, overflow="fold")
     for col in ("predicted", "measured"):
         table.add_column(col, justify="right", max_width=19, overflow="fold")
@@ -333,22 +333,23 @@ def _refuse_without_dnc_point(spec) -> None:
             "lower --lambda-W / --lambda-H")
 
 
-def _verify_one(spec, args, progress: _Progress):
+def _verify_one(spec, args, progress: _Progress, prefix: str = ""):
     """Build the state (train to collapse, or the constructed optimum) and verify it, stage by stage."""
     from .verification import TRAIN_TOL, collapsed_state, training_steps, verify
 
     callback = None
     if args.from_optimum:
-        progress.stage("constructing the DNC optimum")
+        progress.stage(f"{prefix}constructing the DNC optimum")
     else:
         steps = training_steps(spec)
-        progress.stage(f"training to collapse (at most {steps} steps, stops at ‖∇L‖ <= {TRAIN_TOL:g})", total=steps)
+        progress.stage(f"{prefix}training to collapse (at most {steps} steps, stops at ‖∇L‖ <= {TRAIN_TOL:g})",
+                       total=steps)
 
         def callback(rec):
             progress.update(rec["step"], f"step {rec['step']}  |∇L| {rec['grad_norm']:.1e}")
 
     state = collapsed_state(spec, from_optimum=args.from_optimum, seed=args.seed, callback=callback)
-    progress.stage("checking the closed forms against autodiff")
+    progress.stage(f"{prefix}checking the closed forms against autodiff")
     return verify(spec, state)
 
 
@@ -377,8 +378,8 @@ def _cmd_verify(args) -> int:
         results, specs = [], list(_grid_specs(spec))
         for i, s in enumerate(specs):
             with _Progress() as progress:
-                progress.stage(f"[{i + 1}/{len(specs)}] L={s.depth} K={s.num_classes} {s.loss} {s.activation}")
-                r = _verify_one(s, args, progress)
+                r = _verify_one(s, args, progress, f"[{i + 1}/{len(specs)}] L={s.depth} K={s.num_classes} {s.loss} "
+                                                   f"{s.activation}: ")
             w = r.worst()
             results.append({"spec": s.to_dict(), "passed": r.passed, "worst": w.to_dict(),
                             "seconds": r.info["seconds"], "failed": [c.to_dict() for c in r.failed]})
