@@ -164,7 +164,7 @@ def float32_session_report():
 
     with jax.enable_x64(False):
         state = verification.collapsed_state(SMALL, from_optimum=True)
-        report = verification.verify(SMALL, state)
+        report = verification.verify(SMALL, state, full=False)
         optimum32 = ufm.theory.construct_optimum(SMALL)
     return state, report, optimum32
 

@@ -302,7 +302,7 @@ def _report_table(report):
             table.add_row(f"[bold]{c.group}[/bold]", end_section=False)
             last = c.group
         mark = ("[green]ok[/green]" if c.passed else "[bold red]FAIL[/bold red]") if c.required else \
-            ("info" if c.passed else "[yellow]info: off[/yellow]")
+            ("info" if c.passed else "[yellow]off[/yellow]")
         table.add_row(c.name, _fmt(c.predicted), _fmt(c.measured), f"{c.error:.1e}", f"{c.tolerance:.0e}",
                       mark)
     return table
@@ -401,6 +401,8 @@ def _cmd_verify(args) -> int:
                       f"with ‖∇L‖ = {info['grad_norm']:.2g} > {info['train_tol']:g}; the checks compare the theory "
                       "with a state that is not a verified optimum")
     console.print(_report_table(report))
+    if any(not c.required for c in report.checks):
+        console.print("info / off: informational checks (not counted in the verdict) that match / do not match")
     extra = f"{info.get('train_steps', 0)} training steps, " if "train_steps" in info else ""
     console.print(f"{len(report.checks)} checks, {len(report.failed)} failed; {extra}{info['seconds']:.1f} s")
     for what, why in info.get("skipped", {}).items():
