@@ -386,7 +386,7 @@ def verify(
     """
     state = params if isinstance(params, State) else State(params, {"state": "given", "trained": False})
     check_params(spec, state.params)
-    dtypes = sorted({str(jnp.result_type(x)) for x in jax.tree.leaves(state.params)} - {"float64"})
+    dtypes = sorted({str(np.asarray(x).dtype) for x in jax.tree.leaves(state.params)} - {"float64"})
     if dtypes:
         raise ValueError(
             f"params must be float64 arrays (verify's tolerances, down to 1e-8, are below float32's rounding 6e-8), "
