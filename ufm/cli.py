@@ -353,6 +353,16 @@ def _verify_one(spec, args, progress: _Progress, prefix: str = ""):
     return verify(spec, state)
 
 
+def _worst(report):
+    """The check to name: a failed state row first (the rest is then moot), else the worst other check
+    (a converged run's 'training reached' row sits at ratio ~1 by construction)."""
+    import dataclasses
+
+    state = [c for c in report.failed if c.group == "state"]
+    others = tuple(c for c in report.checks if c.group != "state")
+    return state[0] if state or not others else dataclasses.replace(report, checks=others).worst()
+
+
 def _grid_specs(base):
     """A small sweep: L = 1..4, K = 2..6, MSE/CE, linear and ReLU (σ'(0) = 1)."""
     rows = [(1, 2, "mse", "linear"), (2, 3, "mse", "linear"), (3, 4, "mse", "linear"), (4, 6, "mse", "linear"),
@@ -380,7 +390,7 @@ def _cmd_verify(args) -> int:
             with _Progress() as progress:
                 r = _verify_one(s, args, progress, f"[{i + 1}/{len(specs)}] L={s.depth} K={s.num_classes} {s.loss} "
                                                    f"{s.activation}: ")
-            w = r.worst()
+            w = _worst(r)
             results.append({"spec": s.to_dict(), "passed": r.passed, "worst": w.to_dict(),
                             "seconds": r.info["seconds"], "failed": [c.to_dict() for c in r.failed]})
             console.print(f"{'ok  ' if r.passed else 'FAIL'} L={s.depth} K={s.num_classes} d={s.width} {s.loss:3s} "
@@ -412,10 +422,9 @@ def _cmd_verify(args) -> int:
     if args.plot:
         _plot_report(report, args.plot)
     if not report.passed:
-        state = [c for c in report.failed if c.group == "state"]  # the state itself failed: say that first
-        w = state[0] if state else report.worst()
-        print(f"ufm: {len(report.failed)} check(s) failed, {'first' if state else 'worst'}: {w.group} / {w.name}: "
-              f"error {w.error:.3g} > tolerance {w.tolerance:.3g}", file=sys.stderr)
+        w = _worst(report)
+        print(f"ufm: {len(report.failed)} check(s) failed, {'first' if w.group == 'state' else 'worst'}: {w.group} / "
+              f"{w.name}: error {w.error:.3g} > tolerance {w.tolerance:.3g}", file=sys.stderr)
         return 1
     return 0
 
