@@ -639,6 +639,9 @@ def main(argv=None) -> int:
     except _ArgumentError as e:
         print(f"ufm: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ufm theory | head`: the reader left; no traceback (Python docs, signal.SIGPIPE note)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
