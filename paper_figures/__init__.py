@@ -15,7 +15,7 @@ import time
 
 from ._common import FigureResult
 
-__all__ = ["FIGURES", "FigureResult", "build"]
+__all__ = ["FIGURES", "FigureResult", "build", "select"]
 
 #: name -> module (in gallery order).
 FIGURES = {
@@ -41,6 +41,26 @@ def _module(name: str):
     return importlib.import_module(f".{FIGURES[name]}", __name__)
 
 
+def select(only=None) -> list[str]:
+    """The figure names ``only`` picks (all when ``None``), in gallery order.
+
+    Raises:
+      ValueError: a name that matches no figure, or a prefix that matches several; the message
+        lists the valid names.
+    """
+    names = list(FIGURES)
+    if only is None:
+        return names
+    chosen = []
+    for want in [only] if isinstance(only, str) else only:
+        hits = [n for n in names if n == want or n.startswith(want)]
+        if len(hits) != 1:
+            why = f"ambiguous, matches {', '.join(hits)}" if hits else "no such figure"
+            raise ValueError(f"only: {want!r}: {why}; figures are {', '.join(names)} (or a prefix such as fig01)")
+        chosen.append(hits[0])
+    return [n for n in names if n in chosen]
+
+
 def build(out_dir, *, quick: bool = False, only=None) -> list[tuple[str, float, tuple[str, ...]]]:
     """Build the figures into ``out_dir``; returns ``[(name, seconds, files)]``.
 
@@ -51,17 +71,7 @@ def build(out_dir, *, quick: bool = False, only=None) -> list[tuple[str, float, 
     """
     from ._common import enable_x64
 
-    names = list(FIGURES)
-    if only is not None:
-        if isinstance(only, str):
-            only = [only]
-        chosen = []
-        for want in only:
-            hits = [n for n in names if n == want or n.startswith(want)]
-            if len(hits) != 1:
-                raise ValueError(f"only: {want!r} matches {hits or 'no figure'}; figures are {names}")
-            chosen.append(hits[0])
-        names = [n for n in names if n in chosen]
+    names = select(only)
     enable_x64()
     os.makedirs(os.path.join(out_dir, "cache"), exist_ok=True)
     store = os.path.join(out_dir, "cache", "gallery.json")

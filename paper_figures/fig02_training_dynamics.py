@@ -11,6 +11,9 @@ import numpy as np
 
 from . import _common as C
 
+#: line styles: each means one thing in the whole figure (the alignment's mean is dotted)
+BULK = (0, (5, 1.5, 1, 1.5))  # dash-dot: λ_{K²+1}, the top of the bulk
+
 
 def make(out_dir, quick: bool = False) -> C.FigureResult:
     C.enable_x64()
@@ -32,13 +35,15 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.fill_between(x, top[:, K * K - 1], top[:, 0], color=c, alpha=0.25, linewidth=0)
             ax.plot(x, top[:, 0], color=c, label=f"layer {l}")
             ax.plot(x, top[:, K * K - 1], color=c, linewidth=0.7)
-            ax.plot(x, np.maximum(top[:, K * K], 1e-17), color=c, linestyle=":", linewidth=0.8)
-        for i, value in enumerate(sorted({v[0] for v in sol.layer_outliers}, reverse=True)):  # one per distinct λ_l
-            plotting.mark_value(ax, value, r"predicted $\lambda_l\gamma/(1-\gamma)$" if i == 0 else None,
-                                color="0.2", where=0.98, va="top")
-        extra = [ax.fill_between([], [], [], color="0.6", alpha=0.4, linewidth=0,
+            ax.plot(x, np.maximum(top[:, K * K], 1e-17), color=c, linestyle=BULK, linewidth=0.8)
+        # the prediction is named in the legend: any text next to the line would sit on the converged curves
+        predicted = [plotting.mark_value(ax, value, color="0.2", legend=r"predicted $\lambda_l\gamma/(1-\gamma)$"
+                                         if i == 0 else None)
+                     for i, value in enumerate(sorted({v[0] for v in sol.layer_outliers}, reverse=True))]  # per λ_l
+        extra = [predicted[0],
+                 ax.fill_between([], [], [], color="0.6", alpha=0.4, linewidth=0,
                                  label=r"band $\lambda_1 \ldots \lambda_{K^2}$"),
-                 ax.plot([], [], color="0.4", linestyle=":", linewidth=0.8, label=r"$\lambda_{K^2+1}$ (bulk)")[0]]
+                 ax.plot([], [], color="0.4", linestyle=BULK, linewidth=0.8, label=r"$\lambda_{K^2+1}$ (bulk)")[0]]
         ax.set(xscale="log", yscale="log", xlabel="step + 1", ylabel="data-Hessian eigenvalue")
         ax.set_ylim(1e-4, None)
         layer_handles = ax.get_legend_handles_labels()[0][:L]
@@ -64,15 +69,18 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.set_title(f"layer 1, {what}")
             ax.set_xlabel("c'  (input mean)")
             ax.set_ylabel("c  (output mean)")
-        fig.legend(handles=layer_handles + extra, loc="outside lower center", ncols=len(layer_handles) + len(extra))
+        handles = layer_handles + extra
+        fig.legend(handles=handles, loc="outside lower center", ncols=(len(handles) + 1) // 2)
         files = plotting.savefig(fig, os.path.join(out_dir, "fig02_training_dynamics"))
     caption = (f"Training dynamics ({C.describe(spec)}; line-search GD from `init_params(seed=0)`, measured at "
                f"{x.size} geometric checkpoints up to convergence at step {int(traj['steps'][-1])}). Left: the K² = "
                f"{K * K} "
-               "top eigenvalues of each layer's data Hessian (band between λ₁ and λ_{K²}; dotted: λ_{K²+1}) converge "
+               "top eigenvalues of each layer's data Hessian (band between λ₁ and λ_{K²}; dash-dotted: λ_{K²+1}) "
+               "converge "
                "to "
                f"λ_lγ/(1−γ) = {', '.join(f'{v[0]:.4g}' for v in sol.layer_outliers)} (dashed). Middle: alignment f of "
                f"the "
-               "predicted eigenvectors μ̂_c^{(l+1)} ⊗ μ̂_{c'}^{(l)} (current class means) rises to 1. Right: f for all "
+               "predicted eigenvectors μ̂_c^{(l+1)} ⊗ μ̂_{c'}^{(l)} (current class means; solid: min over the K² "
+               "vectors, dotted: mean) rises to 1. Right: f for all "
                "(c, c') pairs of layer 1 mid-way (grey line) and at the end.")
     return C.FigureResult(files, caption)

@@ -53,12 +53,17 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                 plotting.plot_spectrum(ax, vals[:show], floor=1e-6 * pred, color=plotting.COLORS[l - 1],
                                        offset=0.25 * (l - 2), label=f"layer {l}", markersize=2.8)
                 counts.append(int(np.sum(vals > 1e-6 * pred)))
-            plotting.mark_value(ax, pred, r"linear $\lambda\gamma/(1-\gamma)$", color="0.25", where=0.98)
+            predicted = plotting.mark_value(ax, pred, color="0.25",
+                                            legend=r"linear prediction $\lambda\gamma/(1-\gamma)$")
             ax.set_title(title + "\nnonzero per layer: " + ", ".join(map(str, counts)), fontsize=7)
             ax.set_xlabel("index")
             ax.set_ylim(1e-6 * pred / 4, pred * 6)
         axes[0].set_ylabel("eigenvalue (data Hessian)")
-        axes[0].legend(loc="center left", bbox_to_anchor=(0, 0.6))
+        # one legend below the panels: the layers, the prediction (no text on the points) and the hollow markers
+        layers = axes[0].get_legend_handles_labels()[0][:L]
+        hollow = axes[0].plot([], [], "o", color="0.4", markerfacecolor="none", markersize=2.8, linestyle="none",
+                              label=r"$<10^{-6}\times$ prediction (zero), drawn at that floor")[0]
+        fig.legend(handles=layers + [predicted, hollow], loc="outside lower center", ncols=L + 2)
         files = plotting.savefig(fig, os.path.join(out_dir, "fig08_relu"))
     caption = (f"ReLU conventions ({C.describe(base)}). Top eigenvalues of each layer's data Hessian (dense "
                f"autodiff; "

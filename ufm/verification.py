@@ -320,6 +320,10 @@ def collapsed_state(spec: UFMSpec, *, from_optimum: bool = False, seed: int = 0,
     """The state `verify` checks: trained from ``init_params(spec, seed)`` to ``‖∇L‖ <= tol``
     (at most ``steps``, default `training_steps`), or the constructed DNC optimum.
 
+    Always float64 (a local ``jax.enable_x64`` scope), whatever the caller's global setting.
+    A training run that stops at ``steps`` before ``tol`` is kept (``info["train_converged"]``
+    is False) and `verify` reports it as a failed check.
+
     >>> import jax; jax.config.update("jax_enable_x64", True)
     >>> import ufm
     >>> state = ufm.verification.collapsed_state(ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=2),
@@ -328,15 +332,18 @@ def collapsed_state(spec: UFMSpec, *, from_optimum: bool = False, seed: int = 0,
     ('constructed optimum (seed 0)', False)
     """
     t0 = time.perf_counter()
-    if from_optimum:
-        params = theory.construct_optimum(spec, seed)
-        info = {"state": f"constructed optimum (seed {seed})", "trained": False}
-    else:
-        steps = training_steps(spec) if steps is None else steps
-        result = train(spec, init_params(spec, seed), steps=steps, tol=tol, callback=callback, log_every=2_000)
-        params = result.params
-        info = {"state": f"trained from random init (seed {seed})", "trained": True, "train_steps": result.steps,
-                "train_converged": result.converged, "grad_norm": float(result.history["grad_norm"][-1])}
+    with jax.enable_x64(True):  # a float64 state whatever the caller's setting: verify's tolerances need it
+        if from_optimum:
+            params = theory.construct_optimum(spec, seed)
+            info = {"state": f"constructed optimum (seed {seed})", "trained": False}
+        else:
+            steps = training_steps(spec) if steps is None else steps
+            result = train(spec, init_params(spec, seed, dtype=jnp.float64), steps=steps, tol=tol, callback=callback,
+                           log_every=2_000)
+            params = result.params
+            info = {"state": f"trained from random init (seed {seed})", "trained": True, "train_steps": result.steps,
+                    "train_step_cap": steps, "train_tol": tol, "train_converged": result.converged,
+                    "grad_norm": float(result.history["grad_norm"][-1])}
     info["train_seconds"] = time.perf_counter() - t0
     return State(params, info)
 
@@ -360,7 +367,15 @@ def verify(
       full: also check the full Hessian over W_1..W_L where a closed form exists.
       tolerances: overrides of `DEFAULT_TOLERANCES`.
 
-    Use float64 (``jax.config.update("jax_enable_x64", True)``): the tolerances are set for it.
+    The checks run in float64 (a local ``jax.enable_x64`` scope) whatever the caller's global
+    setting; ``params`` must be float64 (`collapsed_state` makes them so). The report's first
+    rows (group ``"state"``) say whether training reached its tolerance and, for MSE, whether
+    ``b`` is below the collapse threshold; above it the minimiser is 0 and only those rows are
+    reported (``info["skipped"]`` says why).
+
+    Raises:
+      ValueError: ``params`` not float64; a spec without a closed-form DNC point
+        (`ufm.theory.dnc_solution`).
 
     >>> import jax; jax.config.update("jax_enable_x64", True)
     >>> import ufm
@@ -370,11 +385,37 @@ def verify(
     (True, [1])
     """
     state = params if isinstance(params, State) else State(params, {"state": "given", "trained": False})
+    check_params(spec, state.params)
+    dtypes = sorted({str(np.asarray(x).dtype) for x in jax.tree.leaves(state.params)} - {"float64"})
+    if dtypes:
+        raise ValueError(
+            f"params must be float64 arrays (verify's tolerances, down to 1e-8, are below float32's rounding 6e-8), "
+            f"got {dtypes}; "
+            "build the state with ufm.collapsed_state (float64 whatever the global setting) or call "
+            "jax.config.update('jax_enable_x64', True) before making it"
+        )
+    with jax.enable_x64(True):  # the checks run in float64 whatever the caller's global setting
+        return _verify(spec, state, dense_max, full, {**DEFAULT_TOLERANCES, **(tolerances or {})})
+
+
+def _state_checks(info: dict, sol) -> list[Check]:
+    """The state itself: training reached its tolerance; (MSE) a non-zero DNC point is the minimiser."""
+    checks = []
+    if info.get("trained") and "train_tol" in info:
+        capped = "" if info["train_converged"] else f" (stopped at the {info['train_step_cap']}-step cap)"
+        checks.append(Check(f"training reached ‖∇L‖ <= {info['train_tol']:g}{capped}", info["train_tol"],
+                            info["grad_norm"], info["grad_norm"], info["train_tol"], "state"))
+    if sol.loss == "mse":
+        # docs/theory.md §3: the DNC point is the global minimiser iff b < (L−1)^{L−1}/L^{2L}
+        checks.append(Check("b = K^(L+1)·n·λ_H·Πλ_l < (L−1)^(L−1)/L^(2L) (else the minimiser is 0)",
+                            sol.b_bound, sol.b, sol.b / sol.b_bound, float(np.nextafter(1.0, 0.0)), "state"))
+    return checks
+
+
+def _verify(spec: UFMSpec, state: State, dense_max: int, full: bool, tol: dict) -> Report:
     params = state.params
-    check_params(spec, params)
     t0 = time.perf_counter()
-    tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
-    info = {"float64": bool(jax.config.jax_enable_x64)}
+    info = {"float64": True}
     if spec.activation == "relu":
         info["relu_convention"] = f"σ'(0) = {spec.relu_grad0:g}"
     if spec.activation == "softplus":
@@ -382,6 +423,12 @@ def verify(
     info.update(state.info)
     sol = theory.dnc_solution(spec)
     info["dnc"] = sol.to_dict()
+    state_checks = _state_checks(state.info, sol)
+    if sol.collapsed_to_zero:  # every DNC check would compare with a point that is not the minimiser
+        info["skipped"] = {"every DNC check": f"b = {sol.b:.4g} >= {sol.b_bound:.4g}: the global minimiser is 0 "
+                                              "(docs/theory.md §3), there is no collapsed DNC point to check"}
+        info["seconds"] = info.get("train_seconds", 0.0) + time.perf_counter() - t0
+        return Report(spec, tuple(state_checks), info, ())
     f_data = loss_fn(spec, regularized=False)
     # Trained ReLU deep UFMs need not reach the symmetric DNC point (docs/theory.md §6: K² unequal
     # outliers): there the geometry and DNC-point checks are reported, not required.
@@ -407,7 +454,7 @@ def verify(
             skipped["full Hessian"] = reason
     info["skipped"] = skipped
     info["seconds"] = info.get("train_seconds", 0.0) + time.perf_counter() - t0
-    return Report(spec, tuple(sorted(checks, key=_group_order)), info, tuple(spectra))
+    return Report(spec, tuple(state_checks) + tuple(sorted(checks, key=_group_order)), info, tuple(spectra))
 
 
 def _group_order(check: Check) -> tuple:

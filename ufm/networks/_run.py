@@ -86,7 +86,7 @@ def run_real(
       whole_network, network_k, density: the whole-network Lanczos (default: for the MLP, not the
         CNN; how many eigenpairs) and SLQ density (default: not quick).
       checkpoint: npz path to resume training from / save to.
-      callback: training progress records.
+      callback: training progress records, then ``{"stage": ...}`` when the analysis starts.
 
     Returns:
       ``(report, history)`` with the training history (lists) from `train_network`.
@@ -136,6 +136,8 @@ def run_real(
         "train_seconds": result.seconds, "expected_outliers": expected_outliers(spec),
         "whole_network_skipped": None if whole_network else (skipped or "whole_network=False"),
     }
+    if callback is not None:
+        callback({"stage": "analysing the trained head (float64: collapse, predicted and measured spectra)"})
     with jax.enable_x64(True):
         report = analyze(spec, result.params, train, test, whole_network=whole_network, network_k=int(cfg["network_k"]),
                          density=density, seed=seed, config=config)

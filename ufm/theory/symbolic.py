@@ -33,6 +33,7 @@ __all__ = [
     "mse_scale_equation",
     "mse_singular_values",
     "mse_threshold",
+    "text_report",
 ]
 
 K, n, L = sp.symbols("K n L", positive=True, integer=True)
@@ -217,32 +218,56 @@ def ce_layer_hessian_levels() -> tuple[tuple[sp.Expr, sp.Expr], ...]:
 
 
 # ---- report ------------------------------------------------------------------------------------
-def latex_report() -> str:
-    """Every derived result as a LaTeX ``align*`` block, ready for a paper."""
+def _report_rows() -> list[list[tuple[str, str, tuple]]]:
+    """The derived results, one row per line: ``[(text prefix, LaTeX prefix, expressions)]``.
+
+    A row's items are joined by ``", "`` (LaTeX ``,\\quad``); an item is its prefix followed by
+    its expressions joined by ``" = "``. `latex_report` and `text_report` render the same rows.
+    """
     sig2, s2 = mse_singular_values()
     gstar, bmax = mse_existence_bound()
     outl_norm, outl_lam = mse_layer_outlier()
     pe, csig2, cs2 = ce_critical_point()
     S2, T2 = full_hessian_matrices(2)
-    lines = [
-        r"% ufm.theory.symbolic — derived with sympy from the balanced collapsed ansatz (docs/theory.md §3–§5)",
-        r"\begin{align*}",
-        r"&\text{MSE scale: } " + sp.latex(mse_scale_equation().lhs) + " = b = " + sp.latex(K ** (L + 1) * n * lam_H * Lam)
-        + r",\quad Z^\star = \gamma Y \\",
-        r"&\sigma_l^2 = " + sp.latex(sig2) + r",\qquad s^2 = " + sp.latex(s2) + r" \\",
-        r"&\mathcal{L}^\star = " + sp.latex(mse_optimal_loss()) + r",\qquad \text{collapse to zero iff } b \ge "
-        + sp.latex(mse_threshold()) + r" \\",
-        r"&\text{stationary point exists iff } b \le " + sp.latex(bmax) + r"\ (\gamma^\ast = " + sp.latex(gstar) + r") \\",
-        r"&\text{layer outlier } (\times K^2) = " + sp.latex(outl_norm) + " = " + sp.latex(outl_lam) + r" \\",
-        r"&\text{feature block } (\times KN) = " + sp.latex(mse_feature_hessian_outlier())
-        + r",\quad \text{gradient second moment } (\times K) = " + sp.latex(mse_gradient_moment()) + r" \\",
-        r"&L=2:\ S = " + sp.latex(S2) + r",\quad T = " + sp.latex(T2) + r" \\",
-        r"&\text{CE scale: } " + sp.latex(ce_scale_equation().lhs) + r" = b = " + sp.latex(n * lam_H * Lam)
-        + r",\quad p = " + sp.latex(pe) + r" \\",
-        r"&\sigma_l^2 = " + sp.latex(csig2) + r",\qquad s^2 = " + sp.latex(cs2) + r" \\",
+    rows = [
+        [("MSE scale: ", r"\text{MSE scale: } ", (mse_scale_equation().lhs, b, K ** (L + 1) * n * lam_H * Lam)),
+         ("Z* = ", r"Z^\star = ", (gamma * sp.Symbol("Y", commutative=False),))],
+        [("sigma_l**2 = ", r"\sigma_l^2 = ", (sig2,)), ("s**2 = ", "s^2 = ", (s2,))],
+        [("L* = ", r"\mathcal{L}^\star = ", (mse_optimal_loss(),)),
+         ("collapse to zero iff b >= ", r"\text{collapse to zero iff } b \ge ", (mse_threshold(),))],
+        [("stationary point exists iff b <= ", r"\text{stationary point exists iff } b \le ", (bmax,)),
+         ("at gamma* = ", r"\text{at } \gamma^\ast = ", (gstar,))],
+        [("layer outlier (x K**2) = ", r"\text{layer outlier } (\times K^2) = ", (outl_norm, outl_lam))],
+        [("feature block (x K*N) = ", r"\text{feature block } (\times KN) = ", (mse_feature_hessian_outlier(),)),
+         ("gradient second moment (x K) = ", r"\text{gradient second moment } (\times K) = ",
+          (mse_gradient_moment(),))],
+        [("L=2: S = ", r"L=2:\ S = ", (S2,)), ("T = ", "T = ", (T2,))],
+        [("CE scale: ", r"\text{CE scale: } ", (ce_scale_equation().lhs, b, n * lam_H * Lam)),
+         ("p = ", "p = ", (pe,))],
+        [("sigma_l**2 = ", r"\sigma_l^2 = ", (csig2,)), ("s**2 = ", "s^2 = ", (cs2,))],
     ]
     for val, mult in ce_layer_hessian_levels():
-        lines.append(r"&\text{CE layer level: } " + sp.latex(val) + r"\quad (\times " + sp.latex(mult) + r") \\")
+        rows.append([("CE layer level: ", r"\text{CE layer level: } ", (val,)),
+                     ("multiplicity ", r"\text{multiplicity } ", (mult,))])
+    return rows
+
+
+_HEADER = "ufm.theory.symbolic — derived with sympy from the balanced collapsed ansatz (docs/theory.md §3–§5)"
+
+
+def latex_report() -> str:
+    """Every derived result as a LaTeX ``align*`` block, ready for a paper."""
+    lines = [f"% {_HEADER}", r"\begin{align*}"]
+    lines += ["&" + r",\quad ".join(pre + " = ".join(sp.latex(e) for e in exprs) for _, pre, exprs in row) + r" \\"
+              for row in _report_rows()]
     lines[-1] = lines[-1].rstrip(" \\")
-    lines.append(r"\end{align*}")
-    return "\n".join(lines)
+    return "\n".join(lines + [r"\end{align*}"])
+
+
+def text_report() -> str:
+    """Every derived result as plain text (sympy's ``str`` form), one result per line."""
+    text = lambda e: sp.sstr(e.tolist() if isinstance(e, sp.MatrixBase) else e)  # noqa: E731 (a matrix on one line)
+    rows = [", ".join(pre + " = ".join(text(e) for e in exprs) for pre, _, exprs in row) for row in _report_rows()]
+    legend = ("symbols: K classes, n per class, L depth, lambda_l / lambda_H ridge of layer l / of H_1, "
+              "Lambda = prod_l lambda_l, gamma (MSE) / alpha (CE) output scale")
+    return "\n".join([_HEADER, legend, ""] + rows)
