@@ -40,7 +40,10 @@ def main():
     top_ref = C.top_eigenpairs(ref, k=3, seed=1, block_size=1)
     tr_ref = C.trace(ref, num_samples=6, seed=2)
     mesh = C.data_mesh()
-    out = {}
+    per_sample = lambda p, batch: -jnp.take_along_axis(jax.nn.log_softmax(model(p, batch)), batch[1][:, None], 1)[:, 0]
+    g_ref = np.asarray(C.gradient_moments(lambda p: per_sample(p, data), params).per_sample)
+    g = np.asarray(C.gradient_moments(per_sample, params, data=data, mesh=mesh, batch_size=16).per_sample)
+    out = {"gradient_moments": {"per_sample_rel": float(np.abs(g - g_ref).max() / np.abs(g_ref).max())}}
     for name, kw in {"streamed": dict(batch_size=8), "sharded": dict(mesh=mesh),
                      "sharded+streamed": dict(mesh=mesh, batch_size=16)}.items():
         op = C.hessian_operator(loss, params, data=data, **kw)

@@ -117,3 +117,12 @@ def test_adaptive_default_finds_a_degenerate_group_and_reports_its_phases():
     plain = C.top_eigenpairs(C.Operator.from_matvec((Q * w) @ Q.T), k=8)
     np.testing.assert_allclose(plain.eigenvalues, np.sort(w)[::-1][:8], atol=1e-10)
     assert [p.get("detected") for p in plain.info["phases"]] == [None, False]
+
+
+def test_streamed_gradient_moments_equal_the_single_array_ones():
+    params, data, model, _, _ = _problem()
+    per_sample = lambda p, batch: -jnp.take_along_axis(jax.nn.log_softmax(model(p, batch)), batch[1][:, None], axis=1)[:, 0]
+    ref = C.gradient_moments(lambda p: per_sample(p, data), params)
+    got = C.gradient_moments(per_sample, params, data=data, batch_size=5)  # 23 = 4·5 + 3
+    for a, b in ((got.per_sample, ref.per_sample), (got.second_moment, ref.second_moment), (got.mean, ref.mean)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e2 * EPS * np.abs(b).max())

@@ -3,17 +3,20 @@
 Every function takes either ``(loss_fn, params)`` (the Hessian of ``loss_fn`` over the
 chosen ``leaves``, linearised once with ``jax.linearize``) or an `Operator` as first
 argument with ``params=None`` (e.g. `ggn_operator`). Vectors are flat, row-major over
-the chosen leaves in the order given (``MATH.md`` §1). The whole iteration of each solver
+the chosen leaves in the order given (``docs/curvature.md`` §1). With ``data=`` the loss is
+``loss_fn(params, batch)`` and products are exact means streamed in batches / sharded over
+a mesh (``docs/curvature.md`` §3). The whole iteration of each solver
 is one jitted XLA program; products are batched with ``vmap`` (no host round trip per
 product).
 
-* `top_eigenpairs`: thick-restarted block Krylov (block Krylov–Schur; Stewart 2001,
-  Zhou & Saad 2008) with full reorthogonalisation and Rayleigh–Ritz on the whole basis.
-  A block of ``b`` vectors resolves eigenvalues of multiplicity up to ``b`` — e.g. the K²
-  equal layer-wise outliers of a collapsed UFM (``MATH.md`` §4) — which single-vector
-  Lanczos cannot do in exact arithmetic; ``b = 1`` is thick-restart Lanczos (Wu & Simon
-  2000). Converged when every one of the top k Ritz pairs has
-  ``‖A v − θ v‖ <= tol · max|θ|``; the returned residuals are recomputed with fresh products.
+* `top_eigenpairs`: thick-restarted (block) Krylov–Schur (Stewart 2001, Zhou & Saad 2008;
+  ``b = 1`` is thick-restart Lanczos, Wu & Simon 2000) with full reorthogonalisation,
+  convergence checked after every block from the Krylov–Schur relation. The default is
+  adaptive (``docs/curvature.md`` §2): Lanczos at ARPACK's product count, then a short
+  multiplicity check on the deflated operator, and a block of k only when a group of
+  equal eigenvalues (e.g. the K² UFM outliers, ``MATH.md`` §4) was missed. Converged when
+  every one of the top k Ritz pairs has ``‖A v − θ v‖ <= tol · max|θ|``; otherwise a
+  `ConvergenceWarning` (or `NotConvergedError` with ``throw=True``).
 * `trace`: Hutchinson's estimator with Rademacher probes (Hutchinson 1990), mean ± standard
   error; probes and integrand from ``matfree.stochtrace``.
 * `spectral_density`: stochastic Lanczos quadrature (Golub & Meurant 1994; Lin, Saad & Yang
