@@ -26,7 +26,8 @@ def _problem(N=23, d=4, K=3, seed=0):
     return params, data, model, out_loss, loss
 
 
-@pytest.mark.parametrize("batch_size", [1, 5, 23, 100])  # 23 = 4·5 + 3: a partial last batch
+@pytest.mark.parametrize("batch_size", [pytest.param(1, marks=pytest.mark.slow), 5, 23,
+                                        pytest.param(100, marks=pytest.mark.slow)])  # 23 = 4·5 + 3: a partial last batch
 def test_streamed_products_are_the_exact_means_over_the_data(batch_size):
     params, data, model, out_loss, loss = _problem()
     x0, unravel = ravel_pytree(params)  # the same flat order as the operators (dict keys sorted: b, w)
