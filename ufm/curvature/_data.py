@@ -32,7 +32,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as PS
 
-__all__ = ["DataSpec", "data_spec", "place_data", "data_mean", "data_mesh"]
+__all__ = ["DataSpec", "data_spec", "place_data", "data_mean", "data_rows", "data_mesh"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,3 +164,37 @@ def data_mean(fn, data, spec: DataSpec, operands=()):
         rest = _weighted_sum(fn, tail, operands, local_bs)
         total = rest if total is None else _tree_add(total, rest)
     return _tree_scale(1.0 / N, total)
+
+
+def _stacked(fn, data, operands, batch_size):
+    """``fn(batch_b, operands)`` (rows = the batch's samples) for consecutive batches, concatenated."""
+    n = int(jax.tree_util.tree_leaves(data)[0].shape[0])
+    bs = n if batch_size is None else min(batch_size, n)
+    num_full, tail = divmod(n, bs)
+    parts = []
+    if num_full:
+        full = jax.tree_util.tree_map(lambda x: x[: num_full * bs].reshape(num_full, bs, *x.shape[1:]), data)
+        rows = jax.lax.map(lambda batch: fn(batch, operands), full)
+        parts.append(rows.reshape(num_full * bs, *rows.shape[2:]))
+    if tail:
+        parts.append(fn(jax.tree_util.tree_map(lambda x: x[num_full * bs :], data), operands))
+    return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def data_rows(fn, data, spec: DataSpec, operands=()):
+    """Per-sample results ``fn(batch, operands)`` (one row per sample) for all N samples, in order.
+
+    Streamed and sharded like `data_mean` (each device maps its shard batch by batch; the
+    shards come back in sample order, then the replicated leftover samples).
+    """
+    if spec.mesh is None:
+        return _stacked(fn, data, operands, spec.batch_size)
+    head, tail = data
+    local_bs = None if spec.batch_size is None else spec.batch_size // spec.num_devices
+    parts = []
+    if spec.num_samples // spec.num_devices:
+        parts.append(jax.shard_map(lambda shard, ops: _stacked(fn, shard, ops, local_bs), mesh=spec.mesh,
+                                   in_specs=(PS(spec.axis), PS()), out_specs=PS(spec.axis), check_vma=False)(head, operands))
+    if spec.num_samples % spec.num_devices:
+        parts.append(_stacked(fn, tail, operands, local_bs))
+    return jnp.concatenate(parts) if len(parts) > 1 else parts[0]

@@ -212,22 +212,30 @@ class GradientMoments:
                 "trace_covariance": float(jnp.trace(self.covariance))}
 
 
-def gradient_moments(per_sample_loss_fn: Callable, params, leaves=None, *,
-                     max_bytes: int = DEFAULT_MAX_BYTES) -> GradientMoments:
+def gradient_moments(per_sample_loss_fn: Callable, params, leaves=None, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                     data=None, batch_size=None, mesh=None, devices=None) -> GradientMoments:
     """Per-sample gradients of ``per_sample_loss_fn(params) -> (N,)`` and their moments.
 
     The total loss is taken to be the mean of the N per-sample losses (so ``mean`` is its
     gradient). Gradients are one vmapped VJP per sample (``jax.jacrev``) over the chosen
-    ``leaves``.
+    ``leaves``. With ``data=``, ``per_sample_loss_fn(params, batch) -> (n_b,)`` and the
+    per-sample gradients are computed batch by batch (``batch_size``, ``mesh``; see
+    `ufm.curvature.hessian_operator`).
     """
     view, all_leaves = flat_view(params, leaves)
     x0 = view.flatten(all_leaves)
+    if data is not None:
+        return _moments(_streamed_grads(per_sample_loss_fn, params, leaves, view, x0, data, batch_size, mesh, devices,
+                                        max_bytes))
     f = lambda x: per_sample_loss_fn(view.unflatten(all_leaves, x))
     losses = jax.eval_shape(f, x0)
     if len(losses.shape) != 1:
         raise ValueError(f"per_sample_loss_fn must return a vector (N,), got shape {losses.shape}")
     _check_bytes((view.dim, view.dim), x0.dtype, max_bytes, "second moment")
-    g = _per_sample_grads(f, x0)
+    return _moments(_per_sample_grads(f, x0))
+
+
+def _moments(g):
     N = g.shape[0]
     mean = g.mean(axis=0)
     second = g.T @ g / N
@@ -238,6 +246,22 @@ def gradient_moments(per_sample_loss_fn: Callable, params, leaves=None, *,
 @functools.partial(jax.jit, static_argnums=0)
 def _per_sample_grads(f, x0):
     return jax.jacrev(f)(x0)
+
+
+def _streamed_grads(per_sample_loss_fn, params, leaves, view, x0, data, batch_size, mesh, devices, max_bytes):
+    """Per-sample gradients over ``data``, batch by batch (routed through ``_data.data_rows``)."""
+    from ._data import data_rows, data_spec, place_data
+
+    spec = data_spec(data, batch_size, mesh, devices)
+    _check_bytes((view.dim, view.dim), x0.dtype, max_bytes, "second moment")
+    _, all_leaves = flat_view(params, leaves)
+
+    def batch_grads(batch, ops):
+        leaves_, x = ops
+        return jax.jacrev(lambda y: per_sample_loss_fn(view.unflatten(leaves_, y), batch))(x)
+
+    run = jax.jit(lambda placed, ops: data_rows(batch_grads, placed, spec, ops))
+    return run(place_data(data, spec), (all_leaves, x0))
 
 
 # ---- Papyan's decomposition -------------------------------------------------------

@@ -15,6 +15,10 @@ Conventions (``docs/theory.md`` §1, §4):
   concatenated row-major in the order given; other leaves are held fixed.
   `hessian_operator` linearises the gradient once (``jax.linearize``), so repeated
   products reuse the forward and backward residuals.
+* With ``data=`` the loss takes its data (``loss_fn(params, batch)``, a batch mean) and
+  every product is the exact mean over all samples, streamed in batches and sharded over
+  a mesh (``_data.py``, ``docs/curvature.md`` §3); each batch is re-linearised inside the
+  product, so memory is set by the batch.
 """
 
 from __future__ import annotations

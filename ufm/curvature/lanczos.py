@@ -3,17 +3,20 @@
 Every function takes either ``(loss_fn, params)`` (the Hessian of ``loss_fn`` over the
 chosen ``leaves``, linearised once with ``jax.linearize``) or an `Operator` as first
 argument with ``params=None`` (e.g. `ggn_operator`). Vectors are flat, row-major over
-the chosen leaves in the order given (``docs/theory.md`` §1). The whole iteration of each solver
+the chosen leaves in the order given (``docs/curvature.md`` §1). With ``data=`` the loss is
+``loss_fn(params, batch)`` and products are exact means streamed in batches / sharded over
+a mesh (``docs/curvature.md`` §3). The whole iteration of each solver
 is one jitted XLA program; products are batched with ``vmap`` (no host round trip per
 product).
 
-* `top_eigenpairs`: thick-restarted block Krylov (block Krylov–Schur; Stewart 2001,
-  Zhou & Saad 2008) with full reorthogonalisation and Rayleigh–Ritz on the whole basis.
-  A block of ``b`` vectors resolves eigenvalues of multiplicity up to ``b`` — e.g. the K²
-  equal layer-wise outliers of a collapsed UFM (``docs/theory.md`` §4) — which single-vector
-  Lanczos cannot do in exact arithmetic; ``b = 1`` is thick-restart Lanczos (Wu & Simon
-  2000). Converged when every one of the top k Ritz pairs has
-  ``‖A v − θ v‖ <= tol · max|θ|``; the returned residuals are recomputed with fresh products.
+* `top_eigenpairs`: thick-restarted (block) Krylov–Schur (Stewart 2001, Zhou & Saad 2008;
+  ``b = 1`` is thick-restart Lanczos, Wu & Simon 2000) with full reorthogonalisation,
+  convergence checked after every block from the Krylov–Schur relation. The default is
+  adaptive (``docs/curvature.md`` §2): Lanczos at ARPACK's product count, then a short
+  multiplicity check on the deflated operator, and a block of k only when a group of
+  equal eigenvalues (e.g. the K² UFM outliers, ``docs/theory.md`` §4) was missed. Converged when
+  every one of the top k Ritz pairs has ``‖A v − θ v‖ <= tol · max|θ|``; otherwise a
+  `ConvergenceWarning` (or `NotConvergedError` with ``throw=True``).
 * `trace`: Hutchinson's estimator with Rademacher probes (Hutchinson 1990), mean ± standard
   error; probes and integrand from ``matfree.stochtrace``.
 * `spectral_density`: stochastic Lanczos quadrature (Golub & Meurant 1994; Lin, Saad & Yang
@@ -69,9 +72,17 @@ def _orthonormal_block(V, W):
     """
     # (V Wᵀ)ᵀ, not W Vᵀ: XLA:CPU runs the latter 10-20× slower for a long contraction axis
     H = (V @ W.T).T
-    W = W - H @ V
-    H2 = (V @ W.T).T
-    W = W - H2 @ V
+    W1 = W - H @ V
+
+    def second_pass(W1):
+        H2 = (V @ W1.T).T
+        return W1 - H2 @ V, H2
+
+    # DGKS criterion (Daniel, Gragg, Kaufman & Stewart 1976): a second pass is needed only when
+    # the first removed most of a row (‖w'‖ < ‖w‖/√2); each pass reads the whole basis, which
+    # at P ~ 10⁵–10⁶ costs as much as a product.
+    needed = jnp.any(jnp.linalg.norm(W1, axis=1) < np.sqrt(0.5) * jnp.linalg.norm(W, axis=1))
+    W, H2 = jax.lax.cond(needed, second_pass, lambda W1: (W1, jnp.zeros_like(H)), W1)
     Q, R = jnp.linalg.qr(W.T)
     scale = jnp.maximum(jnp.linalg.norm(H, axis=1), jnp.linalg.norm(W, axis=1))
     weak = jnp.any(jnp.abs(jnp.diagonal(R)) <= 1e-3 * scale)
@@ -154,19 +165,18 @@ def _block_krylov(make, args, X0, lock, tol, stop_above, max_restarts, max_produ
         scale = jnp.maximum(jnp.max(jnp.abs(theta[:k])), tiny)
         return jnp.all(res[:k] <= tol * scale) | (key_of(theta[0]) > stop_above)
 
-    def restart(V, T, pos, end, it, nprod, theta, Y, res):
+    def restart(state):
+        V, T, R, pos, end, it, nprod, theta, Y, res, done = state
         if progress is not None:
             jax.debug.callback(progress, it + 1, nprod, jnp.max(res[:k]))
         X = Y.T @ V[:m]
         C = jax.lax.dynamic_slice_in_dim(V, end, b, axis=0)
         V = jnp.zeros_like(V).at[:keep].set(X).at[keep : keep + b].set(C)
         T = jnp.zeros_like(T).at[jnp.arange(keep), jnp.arange(keep)].set(theta)
-        return V, T, jnp.int32(keep), jnp.int32(m), it + 1
+        return V, T, R, jnp.int32(keep), jnp.int32(m), it + 1, nprod, theta, Y, res, done
 
     def body(state):
         V, T, R, pos, end, it, nprod, theta, Y, res, _ = state
-        V, T, pos, end, it = jax.lax.cond(pos == end, restart, lambda V, T, pos, end, it, *_: (V, T, pos, end, it),
-                                          V, T, pos, end, it, nprod, theta, Y, res)
         W = A(jax.lax.dynamic_slice_in_dim(V, pos, b, axis=0))
         Qn, H, R = _orthonormal_block(V if lock.shape[0] == 0 else jnp.concatenate([V, lock]), W)
         T = jax.lax.dynamic_update_slice_in_dim(T, H[:, :m].T, pos, axis=1)
@@ -175,16 +185,24 @@ def _block_krylov(make, args, X0, lock, tol, stop_above, max_restarts, max_produ
         theta, Y, res = ritz(T, R, pos)
         return V, T, R, pos, end, it, nprod, theta, Y, res, finished(theta, res)
 
-    def running(state):
+    def extending(state):  # the blocks of one basis (no lax.cond around the big arrays: no copies)
         *_, pos, end, it, nprod, _, _, _, done = state
-        return ~done & (nprod + b <= max_products) & ~((pos == end) & (it >= max_restarts))
+        return ~done & (nprod + b <= max_products) & (pos < end)
+
+    def restarting(state):
+        *_, pos, end, it, nprod, _, _, _, done = state
+        return ~done & (nprod + b <= max_products) & (it < max_restarts)
+
+    def cycle(state):
+        return jax.lax.while_loop(extending, body, restart(state))
 
     V0 = jnp.zeros((m + b, P), dtype).at[:b].set(jnp.linalg.qr(_project_out(lock, X0).T)[0].T)
     i32 = jnp.int32
     state = (V0, jnp.zeros((m, m), dtype), jnp.zeros((b, b), dtype), i32(0), i32(m0), i32(0), i32(0),
              jnp.zeros((keep,), dtype), jnp.zeros((m, keep), dtype), jnp.full((keep,), jnp.inf, dtype),
              jnp.array(False))
-    V, _, _, _, _, it, nprod, theta, Y, res, done = jax.lax.while_loop(running, body, state)
+    state = jax.lax.while_loop(restarting, cycle, jax.lax.while_loop(extending, body, state))
+    V, _, _, _, _, it, nprod, theta, Y, res, done = state
     X = Y[:, :k].T @ V[:m]
     lost = jnp.max(jnp.abs(X @ X.T - jnp.eye(k, dtype=dtype))) > 1e3 * jnp.sqrt(jnp.finfo(dtype).eps)
     theta, X, res = jax.lax.cond(lost, lambda: _rayleigh_ritz(A, X, which), lambda: (theta[:k], X, res[:k]))
