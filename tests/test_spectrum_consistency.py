@@ -147,3 +147,19 @@ def test_dnc_solution_levels_per_layer_against_dense_autodiff():
         for v in values:
             assert np.sum(np.abs(full - v) <= EIG_RTOL * np.abs(full).max()) >= mult, (v, full)
     assert full[0] == pytest.approx(max(levels.symmetric[0], levels.antisymmetric[0]), rel=EIG_RTOL)
+
+
+def test_spectrum_streams_data_like_the_closed_over_loss():
+    """``spectrum(loss_fn(params, batch), data=, batch_size=)`` (37 samples in batches of 8,
+    a partial last batch) equals the spectrum of the closed-over full-data loss, both routes."""
+    import jax.numpy as jnp
+
+    X = jax.random.normal(jax.random.PRNGKey(0), (37, 5))
+    y = jnp.sin(X[:, 0])
+    loss = lambda w, b: 0.5 * jnp.mean((jnp.tanh(b[0] @ w) - b[1]) ** 2)  # noqa: E731
+    w = jax.random.normal(jax.random.PRNGKey(1), (5,))
+    full = curvature.spectrum(lambda w: loss(w, (X, y)), w)
+    streamed = curvature.spectrum(loss, w, data=(X, y), batch_size=8)
+    krylov = curvature.spectrum(loss, w, data=(X, y), batch_size=8, method="krylov", k=2)
+    np.testing.assert_allclose(streamed.eigenvalues, full.eigenvalues, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(krylov.eigenvalues, full.eigenvalues[:2], rtol=0, atol=1e-12)

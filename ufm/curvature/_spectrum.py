@@ -38,7 +38,8 @@ _KRYLOV_WHICH = {"largest": "LA", "magnitude": "LM"}
 
 def spectrum(loss_fn, params=None, *, leaves=None, k: int | None = None, method: str = "auto",
              which: str = "largest", seed: int = 0, tol: float | None = None, dense_max: int = DEFAULT_DENSE_MAX,
-             vectors: bool = True, max_bytes: int = DEFAULT_MAX_BYTES, **krylov_options) -> Spectrum:
+             vectors: bool = True, max_bytes: int = DEFAULT_MAX_BYTES, data=None, batch_size: int | None = None,
+             mesh=None, devices=None, **krylov_options) -> Spectrum:
     """The spectrum of the Hessian of ``loss_fn`` over ``leaves`` (or of an `Operator` / a matrix).
 
     Args:
@@ -56,6 +57,9 @@ def spectrum(loss_fn, params=None, *, leaves=None, k: int | None = None, method:
       tol: Krylov relative residual tolerance (default ``√eps``; see `top_eigenpairs`).
       vectors: dense route: ``False`` computes eigenvalues only (``eigvalsh``, no residuals).
       max_bytes: dense route: refuse a block larger than this (see `materialize`).
+      data, batch_size, mesh, devices: a loss ``loss_fn(params, batch)`` over a data pytree,
+        streamed in batches and / or sharded over devices (see `hessian_operator`,
+        ``docs/curvature.md``); the same `Spectrum` as the closed-over loss, to rounding.
       krylov_options: passed to `top_eigenpairs` (``block_size``, ``oversample``, ...).
 
     Returns:
@@ -78,7 +82,8 @@ def spectrum(loss_fn, params=None, *, leaves=None, k: int | None = None, method:
             raise ValueError(f"a matrix source must be square (P, P), got shape {matrix.shape}")
         op = Operator.from_matvec(matrix)
     else:
-        op = as_operator(loss_fn, params, leaves, hessian_operator)
+        op = as_operator(loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh,
+                         devices=devices)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if which not in _KRYLOV_WHICH:
