@@ -460,6 +460,14 @@ def _cmd_real(args) -> int:
                 data_dir=args.data_dir, checkpoint=args.checkpoint, callback=callback)
     except (TypeError, ValueError, FileNotFoundError) as e:
         raise _ArgumentError(str(e)) from None
+    return _emit_network_report(report, args)
+
+
+def _emit_network_report(report, args) -> int:
+    """The table on stdout, ``--json`` / ``--plot`` files, and the verdict on stderr when the head
+    did not collapse (``ufm real`` and ``ufm analyze``)."""
+    from . import networks
+
     print(networks.format_table(report))
     if args.json:
         with open(args.json, "w") as f:
@@ -478,13 +486,8 @@ def _cmd_real(args) -> int:
 
 def _cmd_analyze(args) -> int:
     """``ufm analyze PATH.npz``: a head saved from any framework (format: ``ufm.networks._saved``)."""
-    import os
-
     from . import networks
 
-    for path in (args.json, args.plot):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise _ArgumentError(f"the directory of {path} does not exist")
     if args.dense_max < 1:
         raise _ArgumentError(f"--dense-max must be >= 1, got {args.dense_max}")
     try:
@@ -492,20 +495,7 @@ def _cmd_analyze(args) -> int:
         report = networks.analyze_features(**arrays, dense_max=args.dense_max, config={"source": str(args.path)})
     except (TypeError, ValueError) as e:
         raise _ArgumentError(f"{args.path}: {e}") from None
-    print(networks.format_table(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=1)
-    if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from . import plotting
-
-        plotting.savefig(plotting.real_network_figure(report), args.plot)
-    if not report.verdict["all_collapsed"]:
-        print(f"ufm: warning: {report.verdict['summary']}", file=sys.stderr)
-    return 0
+    return _emit_network_report(report, args)
 
 
 def _figure_names() -> list[str]:
