@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 
 # One BLAS thread (as the brief asks for eigsh, applied to every LAPACK call here): on a
@@ -41,26 +41,11 @@ import scipy.linalg  # noqa: E402
 import ufm  # noqa: E402
 from ufm import curvature as C  # noqa: E402
 
-
-def _median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
+from _env import machine, median_time, mlp_data  # noqa: E402
 
 
 # ---- problems ------------------------------------------------------------------------
-def mlp_data(sizes, num_samples, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((num_samples, sizes[0]))
-    y = rng.integers(0, sizes[-1], num_samples)
-    Ws = [rng.standard_normal((m, n)) / np.sqrt(n) for n, m in zip(sizes[:-1], sizes[1:])]
-    bs = [0.1 * rng.standard_normal(m) for m in sizes[1:]]
-    return X, y, Ws, bs
-
-
 def jax_mlp(X, y, Ws, bs):
     params = [{"w": jnp.asarray(W), "b": jnp.asarray(b)} for W, b in zip(Ws, bs)]
     X, y = jnp.asarray(X), jnp.asarray(y)
@@ -138,10 +123,10 @@ def bench_hvp(sizes, num_samples, repeats, use_torch):
     jax.block_until_ready((grad(params), hvp(params, v), lin_jit(v), block_hvp(op.args, V)))
     out["jax_compile_s"] = time.perf_counter() - t
     del lin
-    out["jax_grad_s"] = _median_time(lambda: grad(params), repeats)
-    out["jax_hvp_s"] = _median_time(lambda: hvp(params, v), repeats)
-    out["jax_hvp_linearized_s"] = _median_time(lambda: lin_jit(v), repeats)
-    out["jax_hvp_block32_per_product_s"] = _median_time(lambda: block_hvp(op.args, V), repeats) / 32
+    out["jax_grad_s"] = median_time(lambda: grad(params), repeats)
+    out["jax_hvp_s"] = median_time(lambda: hvp(params, v), repeats)
+    out["jax_hvp_linearized_s"] = median_time(lambda: lin_jit(v), repeats)
+    out["jax_hvp_block32_per_product_s"] = median_time(lambda: block_hvp(op.args, V), repeats) / 32
     out["ratio_hvp_over_grad"] = out["jax_hvp_s"] / out["jax_grad_s"]
     out["ratio_linearized_hvp_over_grad"] = out["jax_hvp_linearized_s"] / out["jax_grad_s"]
     if use_torch:
@@ -152,10 +137,10 @@ def bench_hvp(sizes, num_samples, repeats, use_torch):
         thvp, tgrad, _ = torch_hvp_cached(tparams, tloss)
         tv = torch.tensor(np.asarray(jax.flatten_util.ravel_pytree(v)[0]))
         thvp(tv), tgrad()
-        out["torch_grad_s"] = _median_time(tgrad, repeats)
-        out["torch_hvp_cached_s"] = _median_time(lambda: thvp(tv), repeats)
+        out["torch_grad_s"] = median_time(tgrad, repeats)
+        out["torch_hvp_cached_s"] = median_time(lambda: thvp(tv), repeats)
         tV = torch.tensor(np.asarray(V))
-        out["torch_hvp_block32_per_product_s"] = _median_time(lambda: thvp(tV), repeats) / 32
+        out["torch_hvp_block32_per_product_s"] = median_time(lambda: thvp(tV), repeats) / 32
         out["ratio_jax_linearized_over_torch_cached"] = out["jax_hvp_linearized_s"] / out["torch_hvp_cached_s"]
         out["ratio_jax_block_over_torch_block"] = out["jax_hvp_block32_per_product_s"] / out["torch_hvp_block32_per_product_s"]
         # agreement of the two products (same maths, independent code)
@@ -184,13 +169,13 @@ def bench_topk_ufm(target_P, steps, repeats):
     t = time.perf_counter()
     top = C.top_eigenpairs(loss, res.params, k)
     out["topk_first_call_s"] = time.perf_counter() - t
-    out["topk_s"] = _median_time(lambda: C.top_eigenpairs(loss, res.params, k).eigenvalues, repeats)
+    out["topk_s"] = median_time(lambda: C.top_eigenpairs(loss, res.params, k).eigenvalues, repeats)
     out["topk_products"] = top.info["products"]
     out["topk_max_residual"] = float(top.residuals.max())
     t = time.perf_counter()
     H = np.asarray(C.hessian(loss, res.params))
     out["dense_build_first_call_s"] = time.perf_counter() - t
-    out["dense_build_s"] = _median_time(lambda: C.hessian(loss, res.params), 1)
+    out["dense_build_s"] = median_time(lambda: C.hessian(loss, res.params), 1)
     P = H.shape[0]
     t = time.perf_counter()
     w, V = scipy.linalg.eigh(H, subset_by_index=[P - k, P - 1], driver="evr")
@@ -283,23 +268,6 @@ def bench_dense(sizes, num_samples, chunk, use_torch):
         out["ratio_jax_over_torch"] = out["jax_s"] / out["torch_s"]
         del Ht
     return out
-
-
-def machine():
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "jax": jax.__version__, "backend": jax.default_backend(), "numpy": np.__version__}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        pass
-    try:
-        info["load_average_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
 
 
 def main(argv=None):

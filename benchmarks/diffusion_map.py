@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -29,6 +28,9 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
+from _env import machine  # noqa: E402
 
 RANK = 3
 
@@ -74,20 +76,6 @@ def run_case(N: int, m: int, method: str, chunk: int) -> dict:
     return out
 
 
-def machine(load_at_start) -> dict:
-    import jax
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "jax": jax.__version__, "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-            "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()}
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", nargs="+", default=["1000x10000", "5000x10000", "1000x1000000", "5000x1000000"])
@@ -116,7 +104,7 @@ def main(argv=None) -> int:
                   f"{r['total_s']:8.2f} {r['peak_rss_gb']:8.2f} {r['model_3N2_gb']:7.2f} {r['gram_ns_per_N2m']:7.3f}",
                   flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    info = {"machine": machine(load), "results": results}
+    info = {"machine": machine(load_average_at_start=load, load_average_at_end=os.getloadavg()), "results": results}
     with open(args.json, "w") as f:
         json.dump(info, f, indent=1)
     print(f"# saved {args.json}")

@@ -10,7 +10,7 @@ process CPU time (the latter is what a loaded shared machine does not inflate).
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 
 import jax
@@ -21,6 +21,9 @@ import optax  # noqa: E402
 
 from ufm import dynamics as D  # noqa: E402
 from ufm.dynamics import align  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
+from _env import machine  # noqa: E402
 
 
 def _clock():
@@ -70,18 +73,6 @@ def probe_cost(dim, num_classes=4, checkpoints=4):
             "total_wall_s": wall, "total_cpu_s": cpu, "sgd_wall_s": sgd_wall, "sgd_cpu_s": sgd_cpu,
             "probe_wall_s_per_checkpoint": per_ckpt_wall, "probe_cpu_s_per_checkpoint": per_ckpt_cpu,
             "probe_over_segment_cpu": per_ckpt_cpu / (sgd_cpu / checkpoints)}
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
-            "float64": True, "load_average_1min": load}
 
 
 def main():

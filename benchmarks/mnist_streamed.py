@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 
 import jax
@@ -26,6 +27,9 @@ import numpy as np  # noqa: E402
 
 from ufm import curvature as C  # noqa: E402
 from ufm import networks as nets  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
+from _env import machine  # noqa: E402
 
 
 def main(argv=None):
@@ -40,7 +44,7 @@ def main(argv=None):
     t = time.perf_counter()
     trained = nets.train_network(spec, nets.init_network(spec, 0, dtype=jnp.float64), data, steps=args.steps,
                                  batch_size=500)
-    out = {"N": int(data.X.shape[0]), "spec": spec.to_dict(), "train_steps": args.steps,
+    out = {"machine": machine(), "N": int(data.X.shape[0]), "spec": spec.to_dict(), "train_steps": args.steps,
            "train_s": time.perf_counter() - t, "train_accuracy": nets.accuracy(spec, trained.params, data.X, data.labels)}
     params = trained.params
     loss = lambda p, batch: nets.network_loss(spec, p, batch[0], batch[1], regularized=False)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -40,28 +39,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # also under python -m benchmarks.x
+from _env import machine, median_time, mlp_data  # noqa: E402
 
 
 def _maxrss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def _median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
-def mlp_data(sizes, num_samples, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((num_samples, sizes[0]))
-    y = rng.integers(0, sizes[-1], num_samples)
-    Ws = [rng.standard_normal((m, n)) / np.sqrt(n) for n, m in zip(sizes[:-1], sizes[1:])]
-    bs = [0.1 * rng.standard_normal(m) for m in sizes[1:]]
-    return X, y, Ws, bs
 
 
 def jax_mlp(sizes, num_samples, dtype):
@@ -116,7 +99,7 @@ def worker_hvp(cfg):
     t = time.perf_counter()
     op.matvec(v).block_until_ready()
     compile_s = time.perf_counter() - t
-    per = _median_time(lambda: op.matvec(v).block_until_ready(), cfg["repeats"])
+    per = median_time(lambda: op.matvec(v).block_until_ready(), cfg["repeats"])
     from ufm.curvature._operator import _matvec
 
     mem = _matvec.lower(op.make, op.args, v).compile().memory_analysis()  # XLA's own buffer plan
@@ -145,7 +128,7 @@ def worker_topk(cfg):
     op = C.hessian_operator(closed, params)
     v = jax.numpy.asarray(np.random.default_rng(1).standard_normal(op.dim), np.float32)
     op.matvec(v).block_until_ready()
-    out["ufm_hvp_s"] = _median_time(lambda: op.matvec(v).block_until_ready(), 7)
+    out["ufm_hvp_s"] = median_time(lambda: op.matvec(v).block_until_ready(), 7)
     out["ufm_floor_s"] = out["ufm_products"] * out["ufm_hvp_s"]
     out["ufm_over_floor"] = out["ufm_s"] / out["ufm_floor_s"]
     out["ufm_max_rel_residual"] = float(top.residuals.max() / np.abs(top.eigenvalues).max())
@@ -178,7 +161,7 @@ def worker_topk(cfg):
         out["torch_eigsh_s"] = time.perf_counter() - t
     out["torch_products"] = count[0]
     x = np.random.default_rng(1).standard_normal(P).astype(np.float32)
-    out["torch_hvp_s"] = _median_time(lambda: mv(x), 7)
+    out["torch_hvp_s"] = median_time(lambda: mv(x), 7)
     out["time_ratio_torch_over_ufm"] = out["torch_eigsh_s"] / out["ufm_s"]
     out["max_rel_eig_diff"] = float(np.abs(np.sort(w)[::-1] - top.eigenvalues).max() / np.abs(w).max())
     return out
@@ -242,33 +225,6 @@ def run_worker(kind, cfg, devices=1, timeout=3000):
     if proc.returncode:
         return {**cfg, "error": proc.stderr[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def machine():
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "processor": platform.processor()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            info["mem_total"] = f.readline().split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import jax
-
-    info.update(jax=jax.__version__, backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
-                numpy=np.__version__, OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS"),
-                load_average_at_start=os.getloadavg())
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-    except ImportError:
-        info["torch"] = None
-    return info
 
 
 def main(argv=None):

@@ -13,7 +13,7 @@ Default JSON: ``benchmarks/results/sgd_ode.json``.
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 
 import jax
@@ -24,16 +24,8 @@ import numpy as np  # noqa: E402
 
 from ufm import dynamics  # noqa: E402
 
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "jax": jax.__version__, "backend": jax.default_backend(), "load_average_at_start": os.getloadavg()}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
+from _env import machine  # noqa: E402
 
 
 def _timed(f):

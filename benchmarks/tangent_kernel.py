@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -35,6 +35,9 @@ import numpy as np  # noqa: E402
 
 from ufm import curvature  # noqa: E402
 from ufm import dynamics as D  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
+from _env import machine  # noqa: E402
 
 
 def _timed(fn, repeats=3):
@@ -79,22 +82,6 @@ def bench(n, width, s, max_mb, max_eigh_n):
     else:
         row["dense_s"] = None
     return row
-
-
-def machine():
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "cpus": os.cpu_count(), "jax": jax.__version__,
-            "backend": jax.default_backend(), "numpy": np.__version__}
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
-    except OSError:
-        pass
-    try:
-        info["load_average_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
 
 
 def main(argv=None):

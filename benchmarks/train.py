@@ -11,7 +11,6 @@ one-gradient-per-step change of the training loop moves. "jit step/s" / "eager s
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -24,6 +23,9 @@ import optax  # noqa: E402
 
 import ufm  # noqa: E402
 from ufm.model import loss  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
+from _env import machine  # noqa: E402
 
 try:
     from ufm.training import gd_linesearch  # noqa: E402
@@ -38,17 +40,6 @@ SPECS = {
     "K4 n5 L3 relu": ufm.UFMSpec(activation="relu"),
 }
 LOOP_STEPS = 4_000
-
-
-def machine() -> dict:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "cpus": os.cpu_count(), "jax": jax.__version__,
-            "optax": optax.__version__, "backend": jax.default_backend()}
-    try:
-        info["load_average_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
 
 
 def step_rate(spec, params, n_steps, jit):
@@ -111,7 +102,7 @@ def main():
     ap.add_argument("--label", default="", help="a name for this run (saved with the results)")
     ap.add_argument("--loop-only", action="store_true", help="only the fixed-step loop rate (before/after runs)")
     args = ap.parse_args()
-    info = machine()
+    info = machine(optax=optax.__version__)
     print(f"# {info['processor']}, {info['cpus']} cpus, {jax.device_count()} {jax.default_backend()} device(s), "
           f"jax {jax.__version__}, float64 {args.label}")
     print(f"{'spec':28s} {'steps':>7s} {'time to 1e-9 [s]':>17s} {'converged':>9s} {'loop steps/s':>12s} "

@@ -4,7 +4,8 @@ Run: ``python benchmarks/verify.py``. Prints the time to train to collapse and t
 the checks, each in a fresh process state (compilation included, as a user sees it).
 """
 
-import platform
+import os
+import sys
 import time
 
 import jax
@@ -14,9 +15,13 @@ jax.config.update("jax_enable_x64", True)
 import ufm  # noqa: E402
 from ufm.verification import collapsed_state, verify  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
+from _env import machine  # noqa: E402
+
 
 def main():
-    print(f"# {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), jax {jax.__version__}")
+    m = machine()
+    print(f"# {m['cpu']}, {m['cores']} cores, {len(m['devices'])} {m['backend']} device(s), jax {m['jax']}")
     for name, kwargs in [("default, trained", {}), ("default, constructed optimum", {"from_optimum": True})]:
         t = time.perf_counter()
         spec = ufm.UFMSpec()
