@@ -133,3 +133,28 @@ def test_every_bad_file_is_one_line_and_exit_2(tmp_path, capsys):
     good = _save(tmp_path / "ok.npz", *_head(), "linear", "mse")
     assert cli.main(["analyze", str(good), "--json", str(tmp_path / "no" / "dir.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_an_unconverged_measurement_shows_in_table_json_and_exit_code(tmp_path, capsys, monkeypatch):
+    """A Krylov block measurement that missed its tolerance is never a pass: the layer's row
+    says so, ``holds`` is False, the verdict names it, the JSON carries it, the exit code is 1."""
+    import dataclasses
+
+    from ufm.networks import _analysis
+
+    real_eig = _analysis._eig
+
+    def unconverged(*args, **kwargs):
+        spec, Hm = real_eig(*args, **kwargs)
+        return dataclasses.replace(spec, source="krylov", info={**spec.info, "converged": False}), Hm
+
+    monkeypatch.setattr(_analysis, "_eig", unconverged)
+    path = _save(tmp_path / "head.npz", *_head(), "linear", "mse")
+    out = tmp_path / "r.json"
+    assert cli.main(["analyze", str(path), "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "Krylov NOT CONVERGED" in captured.out and "did NOT CONVERGE" in captured.out
+    assert "did not converge" in captured.err
+    rep = json.loads(out.read_text())
+    assert rep["verdict"]["converged"] == [False, False] and not rep["verdict"]["all_hold"]
+    assert all(layer["converged"] is False and layer["holds"] is False for layer in rep["layers"])

@@ -465,7 +465,8 @@ def _cmd_real(args) -> int:
 
 def _emit_network_report(report, args) -> int:
     """The table on stdout, ``--json`` / ``--plot`` files, and the verdict on stderr when the head
-    did not collapse (``ufm real`` and ``ufm analyze``)."""
+    did not collapse (``ufm real`` and ``ufm analyze``); exit 1 when a Krylov measurement did not
+    converge."""
     from . import networks
 
     print(networks.format_table(report))
@@ -479,6 +480,11 @@ def _emit_network_report(report, args) -> int:
         from . import plotting
 
         plotting.savefig(plotting.real_network_figure(report), args.plot)
+    unconverged = not all(report.verdict["converged"]) or (report.network is not None and not report.network.converged)
+    if unconverged:  # a measurement that missed its tolerance is a failed run, not a warning
+        print("ufm: a Krylov measurement did not converge (see the table); its eigenvalues are not trustworthy",
+              file=sys.stderr)
+        return 1
     if not report.verdict["all_collapsed"]:
         print(f"ufm: warning: {report.verdict['summary']}", file=sys.stderr)
     return 0

@@ -257,7 +257,9 @@ class LayerComparison:
       split: ``‖part‖_F / ‖B‖_F`` of the four parts of `ufm.theory.LayerBlockSplit` (empty when
         the block is too large to form).
       levels: CE only, the level structure of the measured top (K − 1)² (`_ce_levels`).
-      source: how the block was measured (``"dense"`` / ``"lanczos"``).
+      source: how the block was measured (``"dense"`` / ``"krylov"``).
+      converged: the measurement reached its tolerance (always for dense; a Krylov solve that
+        missed it makes ``holds`` False and is named in the verdict).
     """
 
     layer: int
@@ -283,6 +285,7 @@ class LayerComparison:
     split: dict
     levels: dict
     source: str
+    converged: bool
 
     def to_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataclasses.asdict(self).items()}
@@ -295,6 +298,7 @@ def _compare(head: _Head, layer: int, nc1: float, *, dense_max: int, predicted: 
     pred = _class_mean_prediction(head, layer) if predicted is None else predicted
     leaf = head.w_leaves[layer - 1]
     meas, Hm = _eig(head.loss_fn, head.arrays, leaves=[leaf], k=k + 10, dense_max=dense_max)
+    converged = bool(meas.info.get("converged", True))
     grad = np.asarray(jax.jit(jax.grad(head.loss_fn))(head.arrays)[leaf]).reshape(-1)
     H = head.features[layer - 1]
     C = head.curvatures(layer, head.preactivations(layer, H), head.labels)
@@ -340,7 +344,7 @@ def _compare(head: _Head, layer: int, nc1: float, *, dense_max: int, predicted: 
         median_rel_error=float(np.median(rel)),
         class_averaged_max_rel_error=float(rel_avg.max()),
         class_averaged_median_rel_error=float(np.median(rel_avg)),
-        holds=bool(min(rel.max(), rel_avg.max()) <= REL_ERROR_THRESHOLD and n_out == k),
+        holds=bool(min(rel.max(), rel_avg.max()) <= REL_ERROR_THRESHOLD and n_out == k and converged),
         overlap=float(sub.projector_overlap(Up, Um)),
         alignment_min=float(f.min()),
         alignment_mean=float(f.mean()),
@@ -348,6 +352,7 @@ def _compare(head: _Head, layer: int, nc1: float, *, dense_max: int, predicted: 
         split=split,
         levels=_ce_levels(vals, head.K) if head.loss == "ce" else {},
         source=meas.source,
+        converged=converged,
     )
 
 
@@ -425,6 +430,7 @@ class NetworkSpectrum:
       in_layer_space: (k × L) fraction of each eigenvector's W_l part lying in layer l's
         predicted outlier space (NaN where the part is ~0 or no space was given).
       density_grid, density: SLQ estimate of the spectral density (empty if not asked).
+      converged: the Lanczos solve reached its tolerance (else the table says so).
     """
 
     eigenvalues: np.ndarray
@@ -437,6 +443,7 @@ class NetworkSpectrum:
     in_layer_space: np.ndarray
     density_grid: np.ndarray
     density: np.ndarray
+    converged: bool
 
     def to_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataclasses.asdict(self).items()}
@@ -477,6 +484,7 @@ def _network_spectrum(fn, params, groups, L: int, expected: int, *, k, layer_spa
         in_layer_space=in_space,
         density_grid=grid,
         density=dens,
+        converged=bool(top.info.get("converged", True)),
     )
 
 
@@ -557,6 +565,10 @@ def _verdict(layers, loss: str) -> dict:
         bad = ", ".join(f"H~{c.layer} (NC1 {c.nc1:.2g})" for c in layers if not c.collapsed)
         summary = (f"NOT COLLAPSED at {bad} > {NC1_THRESHOLD:g}: the class-mean predictions are not meaningful "
                    "for those layers")
+    elif not all(c.converged for c in layers):
+        bad = ", ".join(f"W_{c.layer}" for c in layers if not c.converged)
+        summary = (f"collapsed, but the Krylov measurement of {bad} did NOT CONVERGE: its eigenvalues are not "
+                   "trustworthy (raise dense_max to measure the block densely)")
     elif not all(holds):
         bad = ", ".join(f"W_{c.layer}" for c in layers if not c.holds)
         summary = (f"collapsed (NC1 ≤ {NC1_THRESHOLD:g} at every head layer), but the predictions miss at {bad} "
@@ -566,6 +578,7 @@ def _verdict(layers, loss: str) -> dict:
                    f"(max rel. error ≤ {REL_ERROR_THRESHOLD:g}, expected outliers at every layer)")
     return {"collapsed": collapsed, "holds": holds, "nc1": [c.nc1 for c in layers], "nc1_kind": which,
             "nc1_threshold": NC1_THRESHOLD, "rel_error_threshold": REL_ERROR_THRESHOLD,
+            "converged": [c.converged for c in layers],
             "all_collapsed": all(collapsed), "all_hold": all(holds), "summary": summary}
 
 

@@ -192,6 +192,7 @@ def format_table(report: RealNetworkReport) -> str:
             f"{r.num_outliers:>4}  {r.gap:>8.3g}  {r.max_rel_error:>8.3g} ({r.median_rel_error:>7.2g})  "
             f"{r.class_averaged_max_rel_error:>8.3g} ({r.class_averaged_median_rel_error:>7.2g})  "
             f"{_fmt(within, '.3f'):>6}  {'yes' if r.holds else 'NO':>5}  {r.overlap:>7.4f}"
+            + ("" if r.converged else "  (Krylov NOT CONVERGED)")
         )
         if r.levels:
             lv = r.levels
@@ -209,7 +210,8 @@ def format_table(report: RealNetworkReport) -> str:
         lines += [
             "",
             f"whole network: P={n.num_params}, top {n.eigenvalues.size} by Lanczos, {count}, "
-            f"λ_max={n.eigenvalues[0]:.4g}, max residual {np.nanmax(n.residuals):.2e}",
+            f"λ_max={n.eigenvalues[0]:.4g}, max residual {np.nanmax(n.residuals):.2e}"
+            + ("" if n.converged else " — Lanczos did NOT CONVERGE"),
             f"mean squared mass of the top {top} eigenvectors: backbone " + "  ".join(
                 [f"{mean_mass[0]:.3f}"] + [f"W_{l}: {m:.3f}" for l, m in enumerate(mean_mass[1:], start=1)]
             ),
