@@ -271,3 +271,38 @@ def test_verify_refuses_a_spec_without_a_dnc_point_before_training(capsys, monke
     assert_user_error(["verify", *TINY, "--activation", "softplus"], capsys, "nothing to verify", "softplus")
     assert_user_error(["verify", *TINY, "--loss", "ce", "--lambda-W", "10"], capsys, "nothing to verify",
                       "cross-entropy")
+
+
+def test_a_dynamics_task_whose_krylov_probe_did_not_converge_fails_visibly(tmp_path, capsys, monkeypatch):
+    """A ``ConvergenceWarning`` raised inside any ``ufm dynamics`` task turns into a line on
+    stderr, ``"converged": false`` in its JSON and exit 1 (and a clean run says ``true``)."""
+    import json
+    import sys
+    import types
+    import warnings
+
+    from ufm import cli
+    from ufm.curvature import ConvergenceWarning
+
+    def add_cli(sub):
+        p = sub.add_parser("fake")
+        p.add_argument("--json")
+        p.add_argument("--miss", action="store_true")
+        p.set_defaults(func=run)
+
+    def run(args):
+        if args.miss:
+            warnings.warn("top-5 eigenpairs did not converge", ConvergenceWarning)
+        with open(args.json, "w") as f:
+            json.dump({"summary": {}}, f)
+        return 0
+
+    monkeypatch.setitem(sys.modules, "fake_dynamics_task", types.SimpleNamespace(add_cli=add_cli))
+    monkeypatch.setitem(cli.DYNAMICS_TASKS, "fake", "fake_dynamics_task")
+    out = tmp_path / "r.json"
+    assert cli.main(["dynamics", "fake", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["converged"] is True
+    assert cli.main(["dynamics", "fake", "--miss", "--json", str(out)]) == 1
+    rep = json.loads(out.read_text())
+    assert rep["converged"] is False and rep["convergence_warnings"] == ["top-5 eigenpairs did not converge"]
+    assert "did not converge" in capsys.readouterr().err

@@ -623,6 +623,31 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     return parser
 
 
+def _run_checking_convergence(args) -> int:
+    """Run a ``ufm dynamics`` task; a Krylov solve in its probes that missed its tolerance
+    (`ufm.curvature.ConvergenceWarning`) is a failed run: a line on stderr, ``"converged": false``
+    with the solver's messages in the ``--json`` report, and exit 1 — never only a warning."""
+    import warnings
+
+    from .curvature import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        code = args.func(args)
+    missed = sorted({str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)})
+    if args.json and os.path.exists(args.json):
+        with open(args.json) as f:
+            report = json.load(f)
+        report.update(converged=not missed, convergence_warnings=missed)
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if not missed:
+        return code
+    print(f"ufm: {len(missed)} Krylov solve(s) in the probes did not converge; their spectra are not trustworthy: "
+          f"{missed[0]}", file=sys.stderr)
+    return code or 1
+
+
 def main(argv=None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -631,6 +656,8 @@ def main(argv=None) -> int:
         return 2
     try:
         _check_outputs(args)
+        if args.command == "dynamics":
+            return _run_checking_convergence(args)
         return args.func(args)
     except _ArgumentError as e:
         print(f"ufm: error: {e}", file=sys.stderr)
