@@ -54,19 +54,36 @@ def machine(**extra) -> dict:
     cpu_model = _cpu_model()
     processor = platform.processor() or platform.machine()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    info = {"cpu": cpu_model or processor, "cpu_model": cpu_model, "processor": processor, "cores": os.cpu_count(),
-            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    info = {
+        "cpu": cpu_model or processor,
+        "cpu_model": cpu_model,
+        "processor": processor,
+        "cores": os.cpu_count(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
     try:
         with open("/proc/meminfo") as f:
             info["mem_total"] = f.readline().split(":", 1)[1].strip()
     except OSError:
         pass
-    info.update(jax=jax.__version__, backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
-                float64=bool(jax.config.read("jax_enable_x64")), numpy=np.__version__, torch=_version("torch"))
+    info.update(
+        jax=jax.__version__,
+        backend=jax.default_backend(),
+        devices=[str(d) for d in jax.devices()],
+        float64=bool(jax.config.read("jax_enable_x64")),
+        numpy=np.__version__,
+        torch=_version("torch"),
+    )
     if "torch" in sys.modules:
         info["torch_threads"] = sys.modules["torch"].get_num_threads()
-    info.update(OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS"), blas_threads=_blas_threads(),
-                load_average_at_start=load, load_average_1min=load[0] if load else None)
+    info.update(
+        OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS"),
+        blas_threads=_blas_threads(),
+        load_average_at_start=load,
+        load_average_1min=load[0] if load else None,
+    )
     return {**info, **extra}
 
 

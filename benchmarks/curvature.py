@@ -142,10 +142,14 @@ def bench_hvp(sizes, num_samples, repeats, use_torch):
         tV = torch.tensor(np.asarray(V))
         out["torch_hvp_block32_per_product_s"] = median_time(lambda: thvp(tV), repeats) / 32
         out["ratio_jax_linearized_over_torch_cached"] = out["jax_hvp_linearized_s"] / out["torch_hvp_cached_s"]
-        out["ratio_jax_block_over_torch_block"] = out["jax_hvp_block32_per_product_s"] / out["torch_hvp_block32_per_product_s"]
+        out["ratio_jax_block_over_torch_block"] = (
+            out["jax_hvp_block32_per_product_s"] / out["torch_hvp_block32_per_product_s"]
+        )
         # agreement of the two products (same maths, independent code)
         jax_flat = np.asarray(jax.flatten_util.ravel_pytree(lin_jit(v))[0])
-        out["max_rel_diff_jax_vs_torch_hvp"] = float(np.abs(jax_flat - thvp(tv).detach().numpy()).max() / np.abs(jax_flat).max())
+        out["max_rel_diff_jax_vs_torch_hvp"] = float(
+            np.abs(jax_flat - thvp(tv).detach().numpy()).max() / np.abs(jax_flat).max()
+        )
     return out
 
 
@@ -165,7 +169,12 @@ def bench_topk_ufm(target_P, steps, repeats):
     loss = ufm.model.loss_fn(spec)  # regularised, all leaves
     K = spec.num_classes
     k = K * K + 5
-    out = {"P": spec.num_params, "width": spec.widths[0], "k": k, "train_grad_norm": float(res.history["grad_norm"][-1])}
+    out = {
+        "P": spec.num_params,
+        "width": spec.widths[0],
+        "k": k,
+        "train_grad_norm": float(res.history["grad_norm"][-1]),
+    }
     t = time.perf_counter()
     top = C.top_eigenpairs(loss, res.params, k)
     out["topk_first_call_s"] = time.perf_counter() - t
@@ -230,7 +239,10 @@ def bench_topk_mlp(sizes, num_samples, k, tol, use_torch):
         out["torch_eigsh_s"] = time.perf_counter() - t
         out["torch_products"] = count[0]
         # re-measure the torch pairs' residuals with JAX products (independent of ARPACK's estimate)
-        R = np.asarray(jax.vmap(C.hessian_operator(loss_fn, params).matvec, in_axes=1, out_axes=1)(jnp.asarray(V))) - V * w
+        R = (
+            np.asarray(jax.vmap(C.hessian_operator(loss_fn, params).matvec, in_axes=1, out_axes=1)(jnp.asarray(V)))
+            - V * w
+        )
         out["torch_max_rel_residual"] = float(np.linalg.norm(R, axis=0).max() / np.abs(w).max())
         out["max_rel_eig_diff"] = float(np.abs(np.sort(w) - np.sort(top.eigenvalues)).max() / np.abs(w).max())
         out["speedup_jax_over_torch"] = out["torch_eigsh_s"] / out["jax_s"]
@@ -273,7 +285,9 @@ def bench_dense(sizes, num_samples, chunk, use_torch):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small models, one size (a smoke run)")
-    ap.add_argument("--sizes", type=int, nargs="*", default=[2000, 5000], help="UFM parameter counts for top-k vs dense")
+    ap.add_argument(
+        "--sizes", type=int, nargs="*", default=[2000, 5000], help="UFM parameter counts for top-k vs dense"
+    )
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", type=str, default=None)
     ap.add_argument("--only", type=int, nargs="*", choices=[1, 2, 3, 4], default=[1, 2, 3, 4], help="sections to run")

@@ -88,21 +88,28 @@ def main(argv=None) -> int:
         print(json.dumps(run_case(int(args.one[0]), int(args.one[1]), args.one[2], args.chunk_size)))
         return 0
     results, load = [], os.getloadavg()
-    print(f"{'N':>6} {'m':>9} {'method':>7} {'dist s':>8} {'S(ε) s':>7} {'eig s':>7} {'total s':>8} "
-          f"{'peak GB':>8} {'3N² GB':>7} {'ns/N²m':>7}")
+    print(
+        f"{'N':>6} {'m':>9} {'method':>7} {'dist s':>8} {'S(ε) s':>7} {'eig s':>7} {'total s':>8} "
+        f"{'peak GB':>8} {'3N² GB':>7} {'ns/N²m':>7}"
+    )
     for case in args.cases:
         N, m = (int(v) for v in case.lower().split("x"))
         for method in args.method:
-            proc = subprocess.run([sys.executable, __file__, "--one", str(N), str(m), method,
-                                   "--chunk-size", str(args.chunk_size)], capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", str(N), str(m), method, "--chunk-size", str(args.chunk_size)],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode:
                 print(f"{N:>6} {m:>9} {method:>7} failed: {proc.stderr.strip().splitlines()[-1:]}")
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(r)
-            print(f"{N:>6} {m:>9} {method:>7} {r['distances_s']:8.2f} {r['kernel_sum_s']:7.2f} {r['eigensolver_s']:7.2f} "
-                  f"{r['total_s']:8.2f} {r['peak_rss_gb']:8.2f} {r['model_3N2_gb']:7.2f} {r['gram_ns_per_N2m']:7.3f}",
-                  flush=True)
+            print(
+                f"{N:>6} {m:>9} {method:>7} {r['distances_s']:8.2f} {r['kernel_sum_s']:7.2f} {r['eigensolver_s']:7.2f} "
+                f"{r['total_s']:8.2f} {r['peak_rss_gb']:8.2f} {r['model_3N2_gb']:7.2f} {r['gram_ns_per_N2m']:7.3f}",
+                flush=True,
+            )
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     info = {"machine": machine(load_average_at_start=load, load_average_at_end=os.getloadavg()), "results": results}
     with open(args.json, "w") as f:

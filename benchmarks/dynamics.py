@@ -47,8 +47,13 @@ def loop_rates(dim, steps, num_classes=4):
         t0 = _clock()
         D.record(loss, p0, optax.sgd(0.01), steps=steps, compiled=compiled, **kw)
         wall, cpu = _since(t0)
-        out[name] = {"steps": steps, "wall_s": wall, "cpu_s": cpu, "steps_per_s": steps / wall,
-                     "steps_per_cpu_s": steps / cpu}
+        out[name] = {
+            "steps": steps,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "steps_per_s": steps / wall,
+            "steps_per_cpu_s": steps / cpu,
+        }
     out["ratio_wall"] = out["scan"]["steps_per_s"] / out["python"]["steps_per_s"]
     out["ratio_cpu"] = out["scan"]["steps_per_cpu_s"] / out["python"]["steps_per_cpu_s"]
     return out
@@ -69,10 +74,19 @@ def probe_cost(dim, num_classes=4, checkpoints=4):
     sgd_cpu = steps / rates["scan"]["steps_per_cpu_s"]
     per_ckpt_wall = (wall - sgd_wall) / (checkpoints + 1)
     per_ckpt_cpu = (cpu - sgd_cpu) / (checkpoints + 1)
-    return {"dim": dim, "num_classes": num_classes, "checkpoints": checkpoints + 1, "steps": steps,
-            "total_wall_s": wall, "total_cpu_s": cpu, "sgd_wall_s": sgd_wall, "sgd_cpu_s": sgd_cpu,
-            "probe_wall_s_per_checkpoint": per_ckpt_wall, "probe_cpu_s_per_checkpoint": per_ckpt_cpu,
-            "probe_over_segment_cpu": per_ckpt_cpu / (sgd_cpu / checkpoints)}
+    return {
+        "dim": dim,
+        "num_classes": num_classes,
+        "checkpoints": checkpoints + 1,
+        "steps": steps,
+        "total_wall_s": wall,
+        "total_cpu_s": cpu,
+        "sgd_wall_s": sgd_wall,
+        "sgd_cpu_s": sgd_cpu,
+        "probe_wall_s_per_checkpoint": per_ckpt_wall,
+        "probe_cpu_s_per_checkpoint": per_ckpt_cpu,
+        "probe_over_segment_cpu": per_ckpt_cpu / (sgd_cpu / checkpoints),
+    }
 
 
 def main():
@@ -87,14 +101,18 @@ def main():
     for d in dims:
         r = loop_rates(d, 2000 if args.quick else 20_000)
         results["loops"][d] = r
-        print(f"{d:5d} {r['scan']['steps_per_s']:13.0f} {r['python']['steps_per_s']:15.0f} {r['ratio_wall']:13.1f} "
-              f"{r['ratio_cpu']:12.1f}")
+        print(
+            f"{d:5d} {r['scan']['steps_per_s']:13.0f} {r['python']['steps_per_s']:15.0f} {r['ratio_wall']:13.1f} "
+            f"{r['ratio_cpu']:12.1f}"
+        )
     print(f"{'d':>5s} {'probe cpu s/ckpt':>17s} {'probe wall s/ckpt':>18s} {'probe / segment (cpu)':>22s}")
     for d in dims:
         r = probe_cost(d, checkpoints=2 if args.quick else 4)
         results["probes"][d] = r
-        print(f"{d:5d} {r['probe_cpu_s_per_checkpoint']:17.2f} {r['probe_wall_s_per_checkpoint']:18.2f} "
-              f"{r['probe_over_segment_cpu']:22.1f}")
+        print(
+            f"{d:5d} {r['probe_cpu_s_per_checkpoint']:17.2f} {r['probe_wall_s_per_checkpoint']:18.2f} "
+            f"{r['probe_over_segment_cpu']:22.1f}"
+        )
     path = os.path.join(os.path.dirname(__file__), "results", "dynamics.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:

@@ -42,10 +42,17 @@ def main(argv=None):
     data = nets.load_mnist(dtype=np.float64)
     spec = nets.NetworkSpec(input_shape=data.X.shape[1:], num_classes=data.num_classes)
     t = time.perf_counter()
-    trained = nets.train_network(spec, nets.init_network(spec, 0, dtype=jnp.float64), data, steps=args.steps,
-                                 batch_size=500)
-    out = {"machine": machine(), "N": int(data.X.shape[0]), "spec": spec.to_dict(), "train_steps": args.steps,
-           "train_s": time.perf_counter() - t, "train_accuracy": nets.accuracy(spec, trained.params, data.X, data.labels)}
+    trained = nets.train_network(
+        spec, nets.init_network(spec, 0, dtype=jnp.float64), data, steps=args.steps, batch_size=500
+    )
+    out = {
+        "machine": machine(),
+        "N": int(data.X.shape[0]),
+        "spec": spec.to_dict(),
+        "train_steps": args.steps,
+        "train_s": time.perf_counter() - t,
+        "train_accuracy": nets.accuracy(spec, trained.params, data.X, data.labels),
+    }
     params = trained.params
     loss = lambda p, batch: nets.network_loss(spec, p, batch[0], batch[1], regularized=False)
     batch = (jnp.asarray(data.X), jnp.asarray(data.labels))

@@ -103,9 +103,17 @@ def worker_hvp(cfg):
     from ufm.curvature._operator import _matvec
 
     mem = _matvec.lower(op.make, op.args, v).compile().memory_analysis()  # XLA's own buffer plan
-    return {**cfg, "P": op.dim, "compile_s": compile_s, "hvp_s": per, "products_per_s": 1.0 / per,
-            "xla_temp_mib": mem.temp_size_in_bytes / 2**20, "xla_args_mib": mem.argument_size_in_bytes / 2**20,
-            "peak_rss_mib": _maxrss_mib(), "rss_before_first_product_mib": base}
+    return {
+        **cfg,
+        "P": op.dim,
+        "compile_s": compile_s,
+        "hvp_s": per,
+        "products_per_s": 1.0 / per,
+        "xla_temp_mib": mem.temp_size_in_bytes / 2**20,
+        "xla_args_mib": mem.argument_size_in_bytes / 2**20,
+        "peak_rss_mib": _maxrss_mib(),
+        "rss_before_first_product_mib": base,
+    }
 
 
 def worker_topk(cfg):
@@ -209,8 +217,17 @@ def worker_dense(cfg):
         elapsed = time.perf_counter() - t
         out = {}
     P = H.shape[0]
-    return {**cfg, **out, "P": P, "time_s": elapsed, "peak_rss_mib": _maxrss_mib(), "rss_before_mib": base,
-            "output_mib": P * P * 8 / 2**20, "checksum": float(np.abs(H).sum()), "fro": float(np.linalg.norm(H))}
+    return {
+        **cfg,
+        **out,
+        "P": P,
+        "time_s": elapsed,
+        "peak_rss_mib": _maxrss_mib(),
+        "rss_before_mib": base,
+        "output_mib": P * P * 8 / 2**20,
+        "checksum": float(np.abs(H).sum()),
+        "fro": float(np.linalg.norm(H)),
+    }
 
 
 WORKERS = {"hvp": worker_hvp, "topk": worker_topk, "dense": worker_dense}
@@ -220,8 +237,13 @@ def run_worker(kind, cfg, devices=1, timeout=3000):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", kind, json.dumps(cfg)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--worker", kind, json.dumps(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode:
         return {**cfg, "error": proc.stderr[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -230,8 +252,9 @@ def run_worker(kind, cfg, devices=1, timeout=3000):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small models (a smoke run)")
-    ap.add_argument("--only", nargs="*", default=["hvp", "devices", "topk", "dense"],
-                    choices=["hvp", "devices", "topk", "dense"])
+    ap.add_argument(
+        "--only", nargs="*", default=["hvp", "devices", "topk", "dense"], choices=["hvp", "devices", "topk", "dense"]
+    )
     ap.add_argument("--json", default=os.path.join(HERE, "results", "scale.json"))
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -243,19 +266,33 @@ def main(argv=None):
     results = {"machine": machine(), "quick": q}
     if "hvp" in args.only:
         N = 1000 if q else 4000
-        results["hvp"] = [run_worker("hvp", {"sizes": mlp, "N": N, "batch_size": bs, "devices": 1, "repeats": 5})
-                          for bs in ([N, 250] if q else [N, 2000, 1000, 500, 250])]
-        _table("1. HVP vs batch size", results["hvp"], ["batch_size", "hvp_s", "products_per_s", "xla_temp_mib", "peak_rss_mib"])
+        results["hvp"] = [
+            run_worker("hvp", {"sizes": mlp, "N": N, "batch_size": bs, "devices": 1, "repeats": 5})
+            for bs in ([N, 250] if q else [N, 2000, 1000, 500, 250])
+        ]
+        _table(
+            "1. HVP vs batch size",
+            results["hvp"],
+            ["batch_size", "hvp_s", "products_per_s", "xla_temp_mib", "peak_rss_mib"],
+        )
     if "devices" in args.only:
         N = 1000 if q else 4000
-        results["devices"] = [run_worker("hvp", {"sizes": mlp, "N": N, "batch_size": None, "devices": D,
-                                                 "repeats": 5}, devices=D) for D in ([1, 4] if q else [1, 2, 4, 8])]
-        _table("2. HVP vs (simulated) device count", results["devices"],
-               ["devices", "hvp_s", "products_per_s", "xla_temp_mib", "peak_rss_mib"])
+        results["devices"] = [
+            run_worker("hvp", {"sizes": mlp, "N": N, "batch_size": None, "devices": D, "repeats": 5}, devices=D)
+            for D in ([1, 4] if q else [1, 2, 4, 8])
+        ]
+        _table(
+            "2. HVP vs (simulated) device count",
+            results["devices"],
+            ["devices", "hvp_s", "products_per_s", "xla_temp_mib", "peak_rss_mib"],
+        )
     if "topk" in args.only:
         results["topk"] = run_worker("topk", {"sizes": mlp, "N": 200 if q else 1000, "k": 20, "tol": 1e-6})
-        _table("3. top-20: ufm default vs torch cached HVP + scipy eigsh", [results["topk"]],
-               [key for key in results["topk"] if key != "ufm_phases"])
+        _table(
+            "3. top-20: ufm default vs torch cached HVP + scipy eigsh",
+            [results["topk"]],
+            [key for key in results["topk"] if key != "ufm_phases"],
+        )
     if "dense" in args.only:
         sizes = [64, 40, 10] if q else [128, 64, 10]
         cfg = {"sizes": sizes, "N": 200 if q else 1000, "chunk": 128}
@@ -266,7 +303,8 @@ def main(argv=None):
                 "time_ratio_ufm_over_torch": ufm_r["time_s"] / torch_r["time_s"],
                 "ufm_peak_over_output_mib": ufm_r["peak_rss_mib"] - ufm_r["output_mib"],
                 "torch_peak_over_output_mib": torch_r["peak_rss_mib"] - torch_r["output_mib"],
-                "max_rel_fro_diff": abs(ufm_r["fro"] - torch_r["fro"]) / torch_r["fro"]}
+                "max_rel_fro_diff": abs(ufm_r["fro"] - torch_r["fro"]) / torch_r["fro"],
+            }
         _table("4. dense Hessian, float64", results["dense"], ["route", "P", "time_s", "peak_rss_mib", "output_mib"])
         print(results.get("dense_summary"))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -282,8 +320,12 @@ def _table(title, rows, keys):
         if "error" in r:
             print("  ERROR", r["error"][-400:])
             continue
-        print("  " + "  ".join(f"{key}={r.get(key):.4g}" if isinstance(r.get(key), float) else f"{key}={r.get(key)}"
-                               for key in keys))
+        print(
+            "  "
+            + "  ".join(
+                f"{key}={r.get(key):.4g}" if isinstance(r.get(key), float) else f"{key}={r.get(key)}" for key in keys
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -49,13 +49,26 @@ def ode_vs_sgd_time(dims, runs, T, points):
         sgd_kw = dict(time=T, num_points=points, runs=runs, seed=0)
         _, sgd_first = _timed(lambda: dynamics.simulate_sgd(mix, "logistic", 1.0, **sgd_kw))
         _, sgd_s = _timed(lambda: dynamics.simulate_sgd(mix, "logistic", 1.0, **{**sgd_kw, "seed": 1}))
-        rows.append({"d": d, "runs": runs, "steps_per_run": int(round(T * d)), "ode_s": ode_s,
-                     "ode_first_call_s": ode_first, "ode_solver_steps": ode.num_steps, "sgd_s": sgd_s,
-                     "sgd_first_call_s": sgd_first, "sgd_over_ode": sgd_s / ode_s})
+        rows.append(
+            {
+                "d": d,
+                "runs": runs,
+                "steps_per_run": int(round(T * d)),
+                "ode_s": ode_s,
+                "ode_first_call_s": ode_first,
+                "ode_solver_steps": ode.num_steps,
+                "sgd_s": sgd_s,
+                "sgd_first_call_s": sgd_first,
+                "sgd_over_ode": sgd_s / ode_s,
+            }
+        )
         r = rows[-1]
-        print(f"d={d:6d}  ODE {r['ode_s']:.3f} s ({r['ode_solver_steps']} steps; first call {ode_first:.1f} s)  "
-              f"SGD {runs} runs × {r['steps_per_run']} steps {sgd_s:.2f} s (first call {sgd_first:.1f} s)  "
-              f"SGD/ODE {r['sgd_over_ode']:.0f}×", flush=True)
+        print(
+            f"d={d:6d}  ODE {r['ode_s']:.3f} s ({r['ode_solver_steps']} steps; first call {ode_first:.1f} s)  "
+            f"SGD {runs} runs × {r['steps_per_run']} steps {sgd_s:.2f} s (first call {sgd_first:.1f} s)  "
+            f"SGD/ODE {r['sgd_over_ode']:.0f}×",
+            flush=True,
+        )
     return rows
 
 
@@ -69,8 +82,9 @@ def ode_cost_vs_dim(dims, T, points, repeats=5):
         best = min(_timed(lambda: dynamics.solve_sgd_ode(mix, "logistic", 1.0, times))[1] for _ in range(repeats))
         res = dynamics.solve_sgd_ode(mix, "logistic", 1.0, times)
         rows.append({"d": d, "ode_s": best, "solver_steps": res.num_steps, "s_per_step": best / res.num_steps})
-        print(f"d={d:7d}  ODE {best:.4f} s, {res.num_steps} steps, {1e6 * best / res.num_steps:.1f} µs/step",
-              flush=True)
+        print(
+            f"d={d:7d}  ODE {best:.4f} s, {res.num_steps} steps, {1e6 * best / res.num_steps:.1f} µs/step", flush=True
+        )
     d, s = np.log([r["d"] for r in rows]), np.log([r["s_per_step"] for r in rows])
     slope = float(np.polyfit(d, s, 1)[0])
     print(f"log-log slope of time per solver step vs d: {slope:.2f} (1 = linear)")
@@ -82,30 +96,49 @@ def gap_vs_dim(dims, runs, T, points):
     for name in dynamics.COVARIANCES:
         for d in dims:
             mix = _model(name, d)
-            (sgd, t_sgd) = _timed(lambda: dynamics.simulate_sgd(mix, "logistic", 1.0, time=T, num_points=points,
-                                                                runs=runs, seed=0))
+            (sgd, t_sgd) = _timed(
+                lambda: dynamics.simulate_sgd(mix, "logistic", 1.0, time=T, num_points=points, runs=runs, seed=0)
+            )
             ode = dynamics.solve_sgd_ode(mix, "logistic", 1.0, sgd.times)
             g = dynamics.ode_sgd_gap(ode, sgd)
             single = float(np.max(np.std(sgd.risk, axis=0, ddof=1)))
-            rows.append({"covariance": name, "d": d, "runs": runs, **g.to_dict(), "max_single_run_std": single,
-                         "sqrt_d_times_single_std": single * np.sqrt(d), "sgd_s": t_sgd})
-            print(f"{name:10s} d={d:5d}: max |ODE − SGD mean| = {g.max_abs_gap:.2e} at t={g.time:.2g} "
-                  f"(s.e. there {g.stderr_at:.1e}, max |gap|/s.e. {g.max_ratio:.2f}); one run's std ≤ {single:.1e} "
-                  f"(×√d = {single * np.sqrt(d):.3f}); final risk ODE {g.final_ode:.4f} SGD {g.final_sgd:.4f}",
-                  flush=True)
+            rows.append(
+                {
+                    "covariance": name,
+                    "d": d,
+                    "runs": runs,
+                    **g.to_dict(),
+                    "max_single_run_std": single,
+                    "sqrt_d_times_single_std": single * np.sqrt(d),
+                    "sgd_s": t_sgd,
+                }
+            )
+            print(
+                f"{name:10s} d={d:5d}: max |ODE − SGD mean| = {g.max_abs_gap:.2e} at t={g.time:.2g} "
+                f"(s.e. there {g.stderr_at:.1e}, max |gap|/s.e. {g.max_ratio:.2f}); one run's std ≤ {single:.1e} "
+                f"(×√d = {single * np.sqrt(d):.3f}); final risk ODE {g.final_ode:.4f} SGD {g.final_sgd:.4f}",
+                flush=True,
+            )
     return rows
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run; writes no JSON)")
-    ap.add_argument("--parts", nargs="+", choices=["timing", "cost", "gaps"], default=["timing", "cost", "gaps"],
-                    help="what to measure (the JSON keeps the other parts from an earlier run)")
+    ap.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["timing", "cost", "gaps"],
+        default=["timing", "cost", "gaps"],
+        help="what to measure (the JSON keeps the other parts from an earlier run)",
+    )
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "sgd_ode.json"))
     args = ap.parse_args(argv)
     info = machine()
-    print(f"# {info['cpu']}, {info['cores']} cores, jax {info['jax']} ({info['backend']}), float64, "
-          f"load {info['load_average_at_start'][0]:.1f}")
+    print(
+        f"# {info['cpu']}, {info['cores']} cores, jax {info['jax']} ({info['backend']}), float64, "
+        f"load {info['load_average_at_start'][0]:.1f}"
+    )
     T, points = (2.0, 11) if args.quick else (10.0, 41)
     out = {}
     if not args.quick and os.path.exists(args.json):
@@ -114,13 +147,15 @@ def main(argv=None):
     out["config"] = {"T": T, "points": points, "loss": "logistic", "lr": 1.0}
     if "timing" in args.parts:
         print("\n## ODE vs SGD time for the same curve")
-        out["timing"] = ode_vs_sgd_time([200, 1000] if args.quick else [1000, 10_000], 2 if args.quick else 4, T,
-                                        points)
+        out["timing"] = ode_vs_sgd_time(
+            [200, 1000] if args.quick else [1000, 10_000], 2 if args.quick else 4, T, points
+        )
         out["machine_timing"] = info
     if "cost" in args.parts:
         print("\n## ODE cost vs d (solves to t = 100 T)")
         out["ode_cost"], out["ode_cost_loglog_slope"] = ode_cost_vs_dim(
-            [250, 1000, 4000] if args.quick else [1000, 4000, 16_000, 64_000], 100 * T, points)
+            [250, 1000, 4000] if args.quick else [1000, 4000, 16_000, 64_000], 100 * T, points
+        )
         out["machine_cost"] = info
     if "gaps" in args.parts:
         print("\n## max gap vs d (logistic)")

@@ -62,8 +62,7 @@ def bench(n, width, s, max_mb, max_eigh_n):
 
     op = D.tangent_kernel_operator(model, params, X)
     mf, first, t = _timed(lambda: curvature.top_eigenpairs(op, None, s, tol=1e-8))
-    row.update(matrix_free_s=t, matrix_free_first_s=first, products=mf.info["products"],
-               converged=mf.info["converged"])
+    row.update(matrix_free_s=t, matrix_free_first_s=first, products=mf.info["products"], converged=mf.info["converged"])
 
     if n > max_eigh_n:  # a full n × n eigh is O(n³): the reason to go matrix-free
         row["structured_s"] = row["dense_s"] = None
@@ -71,14 +70,21 @@ def bench(n, width, s, max_mb, max_eigh_n):
     # X is an argument, not a closed-over constant (XLA would constant-fold the Gram matrices)
     structured = jax.jit(lambda p, X: jnp.linalg.eigh(model.tangent_kernel(p, X))[0][-s:][::-1])
     vals, first, t = _timed(lambda: structured(params, X))
-    row.update(structured_s=t, structured_first_s=first,
-               max_rel_diff_structured=float(np.max(np.abs(np.asarray(vals) - mf.eigenvalues) / mf.eigenvalues)))
+    row.update(
+        structured_s=t,
+        structured_first_s=first,
+        max_rel_diff_structured=float(np.max(np.abs(np.asarray(vals) - mf.eigenvalues) / mf.eigenvalues)),
+    )
 
     if row["jacobian_mb"] <= max_mb:
         dense = jax.jit(lambda p, X: jnp.linalg.eigh(D.tangent_kernel(model, p, X, independent=True))[0][-s:][::-1])
         vals, first, t = _timed(lambda: dense(params, X))
-        row.update(dense_s=t, dense_first_s=first, ratio_dense_over_matrix_free=t / row["matrix_free_s"],
-                   max_rel_diff_dense=float(np.max(np.abs(np.asarray(vals) - mf.eigenvalues) / mf.eigenvalues)))
+        row.update(
+            dense_s=t,
+            dense_first_s=first,
+            ratio_dense_over_matrix_free=t / row["matrix_free_s"],
+            max_rel_diff_dense=float(np.max(np.abs(np.asarray(vals) - mf.eigenvalues) / mf.eigenvalues)),
+        )
     else:
         row["dense_s"] = None
     return row
@@ -91,18 +97,26 @@ def main(argv=None):
     ap.add_argument("--max-eigh-n", type=int, default=2048, help="skip the n × n eigh routes above this n")
     ap.add_argument("--json", default="benchmarks/results/tangent_kernel.json")
     args = ap.parse_args(argv)
-    grid = [(64, 128), (256, 256)] if args.quick else [(128, 256), (512, 256), (512, 2048), (2048, 256),
-                                                      (2048, 2048), (4096, 4096)]
+    grid = (
+        [(64, 128), (256, 256)]
+        if args.quick
+        else [(128, 256), (512, 256), (512, 2048), (2048, 256), (2048, 2048), (4096, 4096)]
+    )
     results = {"machine": machine(), "s": 5, "rows": []}
-    print(f"{'n':>6} {'width':>6} {'P':>8} {'J MB':>8} {'dense s':>9} {'matfree s':>10} {'struct s':>9} "
-          f"{'dense/mf':>9} {'products':>8}")
+    print(
+        f"{'n':>6} {'width':>6} {'P':>8} {'J MB':>8} {'dense s':>9} {'matfree s':>10} {'struct s':>9} "
+        f"{'dense/mf':>9} {'products':>8}"
+    )
     for n, width in grid:
         r = bench(n, width, 5, args.max_jacobian_mb, args.max_eigh_n)
         results["rows"].append(r)
         fmt = lambda v, spec: "skipped" if v is None else format(v, spec)  # noqa: E731
-        print(f"{n:6d} {width:6d} {r['P']:8d} {r['jacobian_mb']:8.1f} {fmt(r['dense_s'], '.4f'):>9} "
-              f"{r['matrix_free_s']:10.4f} {fmt(r['structured_s'], '.4f'):>9} "
-              f"{fmt(r.get('ratio_dense_over_matrix_free'), '.2f'):>9} {r['products']:8d}", flush=True)
+        print(
+            f"{n:6d} {width:6d} {r['P']:8d} {r['jacobian_mb']:8.1f} {fmt(r['dense_s'], '.4f'):>9} "
+            f"{r['matrix_free_s']:10.4f} {fmt(r['structured_s'], '.4f'):>9} "
+            f"{fmt(r.get('ratio_dense_over_matrix_free'), '.2f'):>9} {r['products']:8d}",
+            flush=True,
+        )
         if args.json:  # after every row: a long run that is stopped keeps what it measured
             os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
             with open(args.json, "w") as f:

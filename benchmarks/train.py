@@ -103,18 +103,24 @@ def main():
     ap.add_argument("--loop-only", action="store_true", help="only the fixed-step loop rate (before/after runs)")
     args = ap.parse_args()
     info = machine(optax=optax.__version__)
-    print(f"# {info['processor']}, {info['cpus']} cpus, {jax.device_count()} {jax.default_backend()} device(s), "
-          f"jax {jax.__version__}, float64 {args.label}")
-    print(f"{'spec':28s} {'steps':>7s} {'time to 1e-9 [s]':>17s} {'converged':>9s} {'loop steps/s':>12s} "
-          f"{'(CPU time)':>10s} {'jit step/s':>11s} {'eager step/s':>12s} {'jit/eager':>9s} {'evals/step':>10s}")
+    print(
+        f"# {info['processor']}, {info['cpus']} cpus, {jax.device_count()} {jax.default_backend()} device(s), "
+        f"jax {jax.__version__}, float64 {args.label}"
+    )
+    print(
+        f"{'spec':28s} {'steps':>7s} {'time to 1e-9 [s]':>17s} {'converged':>9s} {'loop steps/s':>12s} "
+        f"{'(CPU time)':>10s} {'jit step/s':>11s} {'eager step/s':>12s} {'jit/eager':>9s} {'evals/step':>10s}"
+    )
     rows = []
     for name, spec in SPECS.items():
         p0 = ufm.init_params(spec, 0)
         row = {"spec": name, "loss_evaluations_per_step": evaluations_per_step(spec, p0)}
         row["loop_steps_per_s"], row["loop_steps_per_cpu_s"] = loop_rate(spec, p0, LOOP_STEPS)
         if args.loop_only:
-            print(f"{name:28s} {'':7s} {'':17s} {'':9s} {row['loop_steps_per_s']:12.0f} {row['loop_steps_per_cpu_s']:10.0f} "
-                  f"{row['loss_evaluations_per_step']:11.2f} evaluations/step")
+            print(
+                f"{name:28s} {'':7s} {'':17s} {'':9s} {row['loop_steps_per_s']:12.0f} {row['loop_steps_per_cpu_s']:10.0f} "
+                f"{row['loss_evaluations_per_step']:11.2f} evaluations/step"
+            )
             rows.append(row)
             continue
         t = time.perf_counter()
@@ -122,12 +128,19 @@ def main():
         elapsed = time.perf_counter() - t
         jit_rate = step_rate(spec, p0, 200, jit=True)
         eager_rate = step_rate(spec, p0, 5, jit=False)
-        print(f"{name:28s} {r.steps:7d} {elapsed:17.2f} {str(r.converged):>9s} {row['loop_steps_per_s']:12.0f} "
-              f"{row['loop_steps_per_cpu_s']:10.0f} {jit_rate:11.0f} {eager_rate:12.1f} {jit_rate / eager_rate:8.0f}x "
-              f"{row['loss_evaluations_per_step']:6.2f}")
-        row.update(steps_to_tol=r.steps, seconds_to_tol=elapsed, converged=r.converged,
-                   final_grad_norm=float(r.history["grad_norm"][-1]), jit_steps_per_s=jit_rate,
-                   eager_steps_per_s=eager_rate)
+        print(
+            f"{name:28s} {r.steps:7d} {elapsed:17.2f} {str(r.converged):>9s} {row['loop_steps_per_s']:12.0f} "
+            f"{row['loop_steps_per_cpu_s']:10.0f} {jit_rate:11.0f} {eager_rate:12.1f} {jit_rate / eager_rate:8.0f}x "
+            f"{row['loss_evaluations_per_step']:6.2f}"
+        )
+        row.update(
+            steps_to_tol=r.steps,
+            seconds_to_tol=elapsed,
+            converged=r.converged,
+            final_grad_norm=float(r.history["grad_norm"][-1]),
+            jit_steps_per_s=jit_rate,
+            eager_steps_per_s=eager_rate,
+        )
         rows.append(row)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

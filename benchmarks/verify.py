@@ -28,8 +28,10 @@ def main():
         report = verify(spec, collapsed_state(spec, **kwargs))
         total = time.perf_counter() - t
         train = report.info["train_seconds"]
-        print(f"{name:30s} total {total:6.1f} s  (state {train:5.1f} s, checks {total - train:5.1f} s)  "
-              f"{len(report.checks)} checks, passed={report.passed}")
+        print(
+            f"{name:30s} total {total:6.1f} s  (state {train:5.1f} s, checks {total - train:5.1f} s)  "
+            f"{len(report.checks)} checks, passed={report.passed}"
+        )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from ufm import networks
 def main(steps: int = 1500, seed: int = 0):
     data = networks.gaussian_mixture(4, 20, 16, separation=4.0, noise=0.3, seed=seed)
     kb, kh = jax.random.split(jax.random.PRNGKey(seed))
-    model = (eqx.nn.MLP(16, 8, 32, 1, key=kb),  # backbone: 16 -> 32 -> d = 8
-             eqx.nn.MLP(8, 4, 8, 1, activation=lambda x: x, use_bias=False, use_final_bias=False, key=kh))  # head
+    model = (
+        eqx.nn.MLP(16, 8, 32, 1, key=kb),  # backbone: 16 -> 32 -> d = 8
+        eqx.nn.MLP(8, 4, 8, 1, activation=lambda x: x, use_bias=False, use_final_bias=False, key=kh),
+    )  # head
     features = lambda m, X: jax.vmap(m)(X)  # noqa: E731
     head = lambda m, H: jax.vmap(m)(H)  # noqa: E731
 

@@ -35,6 +35,12 @@ with torch.no_grad():
     arrays = {f"W{l}": m.weight.numpy() for l, m in enumerate(linears, start=1)}  # each d_out × d_in
     arrays |= {f"b{l}": m.bias.numpy() for l, m in enumerate(linears, start=1) if m.bias is not None}
     relu = any(isinstance(m, torch.nn.ReLU) for m in head)
-np.savez(sys.argv[1] if len(sys.argv) > 1 else "head.npz", H1=H1.numpy(), labels=y.numpy(),
-         activation="relu" if relu else "linear", loss="mse", **arrays)
+np.savez(
+    sys.argv[1] if len(sys.argv) > 1 else "head.npz",
+    H1=H1.numpy(),
+    labels=y.numpy(),
+    activation="relu" if relu else "linear",
+    loss="mse",
+    **arrays,
+)
 # ---- end of export ----

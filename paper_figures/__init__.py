@@ -96,16 +96,24 @@ def build(out_dir, *, quick: bool = False, only=None) -> list[tuple[str, float, 
 def _write_gallery(out_dir, entries: dict, quick: bool) -> str:
     """index.md: every figure built so far into ``out_dir`` (this call or an earlier one), in order."""
     path = os.path.join(out_dir, "index.md")
-    lines = ["# ufm paper figures" + (" (quick build: reduced sizes)" if quick else ""), "",
-             "Built by `python -m paper_figures" + (" --quick" if quick else "") + "`; data cached in `cache/`.", ""]
+    lines = [
+        "# ufm paper figures" + (" (quick build: reduced sizes)" if quick else ""),
+        "",
+        "Built by `python -m paper_figures" + (" --quick" if quick else "") + "`; data cached in `cache/`.",
+        "",
+    ]
     for name in (n for n in FIGURES if n in entries):
         dt, files, caption = entries[name]["seconds"], entries[name]["files"], entries[name]["caption"]
         lines += [f"## {name}", ""]
         png = [f for f in files if f.endswith(".png")]
         if png:
             lines += [f"![{name}]({os.path.relpath(png[0], out_dir)})", ""]
-        lines += [caption, "", f"*{dt:.1f} s" + (f"; files: {', '.join(os.path.basename(f) for f in files)}*" if files
-                                                 else "*"), ""]
+        lines += [
+            caption,
+            "",
+            f"*{dt:.1f} s" + (f"; files: {', '.join(os.path.basename(f) for f in files)}*" if files else "*"),
+            "",
+        ]
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path

@@ -10,8 +10,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paper_figures", description=__doc__)
     parser.add_argument("--out", required=True, help="output folder (PDF + PNG per figure, index.md, cache/)")
     parser.add_argument("--quick", action="store_true", help="reduced sizes: every figure in seconds (CI)")
-    parser.add_argument("--only", nargs="+", metavar="NAME",
-                        help=f"figures to build (names or prefixes): {list(FIGURES)}")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help=f"figures to build (names or prefixes): {list(FIGURES)}"
+    )
     args = parser.parse_args(argv)
     try:
         results = build(args.out, quick=args.quick, only=args.only)

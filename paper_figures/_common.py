@@ -61,8 +61,10 @@ def describe(spec, seed: int | None = SEED) -> str:
         extra = f", σ'(0)={spec.relu_grad0:g}"
     elif spec.activation == "softplus":
         extra = f", β={spec.softplus_beta:g}"
-    s = (f"K={spec.num_classes}, n={spec.per_class}, L={spec.depth}, width {spec.width}, {spec.activation}{extra}, "
-         f"{spec.loss.upper()}, λ_H={spec.lambda_H:g}, λ_W={lam}")
+    s = (
+        f"K={spec.num_classes}, n={spec.per_class}, L={spec.depth}, width {spec.width}, {spec.activation}{extra}, "
+        f"{spec.loss.upper()}, λ_H={spec.lambda_H:g}, λ_W={lam}"
+    )
     return s + (f"; seed {seed}" if seed is not None else "")
 
 
@@ -94,8 +96,9 @@ def arrays_to_params(data: dict, depth: int, prefix: str = ""):
     import jax.numpy as jnp
     import ufm
 
-    return ufm.UFMParams(jnp.asarray(data[prefix + "H1"]),
-                         tuple(jnp.asarray(data[f"{prefix}W{l}"]) for l in range(1, depth + 1)))
+    return ufm.UFMParams(
+        jnp.asarray(data[prefix + "H1"]), tuple(jnp.asarray(data[f"{prefix}W{l}"]) for l in range(1, depth + 1))
+    )
 
 
 def trained_state(out_dir, spec, *, steps: int, tol: float = 1e-10, seed: int = SEED, init=None, name="state"):
@@ -110,18 +113,24 @@ def trained_state(out_dir, spec, *, steps: int, tol: float = 1e-10, seed: int = 
         else:
             p0 = ufm.init_params(spec, seed)
         r = ufm.train(spec, p0, steps=steps, tol=tol, log_every=max(steps // 4, 1))
-        return {**params_to_arrays(r.params), "steps": r.steps, "converged": r.converged,
-                "grad_norm": r.history["grad_norm"][-1]}
+        return {
+            **params_to_arrays(r.params),
+            "steps": r.steps,
+            "converged": r.converged,
+            "grad_norm": r.history["grad_norm"][-1],
+        }
 
-    data = cached(out_dir, name, {"spec": spec.to_dict(), "steps": steps, "tol": tol, "seed": seed, "init": init},
-                  compute)
+    data = cached(
+        out_dir, name, {"spec": spec.to_dict(), "steps": steps, "tol": tol, "seed": seed, "init": init}, compute
+    )
     info = {"steps": int(data["steps"]), "converged": bool(data["converged"]), "grad_norm": float(data["grad_norm"])}
     return arrays_to_params(data, spec.depth), info
 
 
 def train_note(info: dict) -> str:
-    return (f"trained {info['steps']} steps of line-search GD to ‖∇L‖ = {info['grad_norm']:.1e}"
-            + ("" if info["converged"] else " (step cap)"))
+    return f"trained {info['steps']} steps of line-search GD to ‖∇L‖ = {info['grad_norm']:.1e}" + (
+        "" if info["converged"] else " (step cap)"
+    )
 
 
 # ---- the linear-MSE training trajectory (figures 1, 2, 4) --------------------------------------
@@ -150,8 +159,10 @@ def layer_eigenvalues(spec, params) -> dict:
     import ufm
 
     f = loss_fns(spec)[0]
-    return {f"eig{l}": ufm.curvature.spectrum(f, params, leaves=[l], method="dense", vectors=False).eigenvalues
-            for l in range(1, spec.depth + 1)}
+    return {
+        f"eig{l}": ufm.curvature.spectrum(f, params, leaves=[l], method="dense", vectors=False).eigenvalues
+        for l in range(1, spec.depth + 1)
+    }
 
 
 def _measure(spec, params):
@@ -206,9 +217,16 @@ def trajectory(out_dir, quick: bool) -> dict:
                 p, done = r.params, done + r.steps
             nc = ufm.collapse.metrics(spec, p)
             t, a, c, fr = _measure(spec, p)
-            for k, v in (("steps", done), ("loss", float(ufm.model.loss(spec, p))),
-                         ("grad_norm", _grad_norm(spec, p)), ("nc1", nc.nc1_uncentred), ("top", t),
-                         ("alignment", a), ("coef2", c), ("grad_fraction", fr)):
+            for k, v in (
+                ("steps", done),
+                ("loss", float(ufm.model.loss(spec, p))),
+                ("grad_norm", _grad_norm(spec, p)),
+                ("nc1", nc.nc1_uncentred),
+                ("top", t),
+                ("alignment", a),
+                ("coef2", c),
+                ("grad_fraction", fr),
+            ):
                 rows[k].append(v)
             if target > done:  # converged before the checkpoint: nothing more happens
                 break

@@ -44,8 +44,15 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                 vals = data[f"{key}{l}"]
                 rank = int(np.sum(vals > 1e-10 * top))
                 want = {"class_": K, "cross": K * (K - 1), "within": 0}[key]
-                floor = plotting.plot_spectrum(ax, vals[:show], floor=1e-14 * top, marker=marker, offset=0.22 * (i - 1),
-                                               color=plotting.COLORS[i], label=f"{name}: rank {rank} (theory {want})")
+                floor = plotting.plot_spectrum(
+                    ax,
+                    vals[:show],
+                    floor=1e-14 * top,
+                    marker=marker,
+                    offset=0.22 * (i - 1),
+                    color=plotting.COLORS[i],
+                    label=f"{name}: rank {rank} (theory {want})",
+                )
             pred = sol.layer_outliers[l - 1][0]
             plotting.mark_value(ax, pred, r"$\lambda_l\gamma/(1-\gamma)$", color="0.25", where=0.98)
             ax.set_ylim(floor / 5, pred * 8)
@@ -56,8 +63,10 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                 ax.legend(loc="center right", bbox_to_anchor=(1.0, 0.55))
         axes[0].set_ylabel("eigenvalue (hollow: ≤ 1e-14·max)")
         files = plotting.savefig(fig, os.path.join(out_dir, "fig03_gauss_newton"))
-    caption = (f"Gauss–Newton split at the trained state of figure 1 ({C.describe(spec)}). Papyan's decomposition "
-               "measured by autodiff: G_class has K outliers, G_cross K(K−1), both at the layer-wise outlier "
-               f"λ_lγ/(1−γ) = {', '.join(f'{v[0]:.4g}' for v in sol.layer_outliers)} (dashed), and G_within is zero at collapse; together the K² outliers of "
-               f"figure 1.")
+    caption = (
+        f"Gauss–Newton split at the trained state of figure 1 ({C.describe(spec)}). Papyan's decomposition "
+        "measured by autodiff: G_class has K outliers, G_cross K(K−1), both at the layer-wise outlier "
+        f"λ_lγ/(1−γ) = {', '.join(f'{v[0]:.4g}' for v in sol.layer_outliers)} (dashed), and G_within is zero at collapse; together the K² outliers of "
+        f"figure 1."
+    )
     return C.FigureResult(files, caption)

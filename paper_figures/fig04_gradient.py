@@ -25,16 +25,16 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     diag = np.eye(K, dtype=bool).ravel()
     x = traj["steps"] + 1
     with plotting.use_style():
-        fig, axes = plotting.figure(1, len(snaps) + 1, columns=2, height=2.0,
-                                    width_ratios=[1] * len(snaps) + [1.4])
+        fig, axes = plotting.figure(1, len(snaps) + 1, columns=2, height=2.0, width_ratios=[1] * len(snaps) + [1.4])
         pos = np.arange(K * K)
         for ax, i in zip(axes, snaps):
             c2 = traj["coef2"][i, layer - 1]
             ax.bar(pos[diag], c2[diag], color=plotting.COLORS[0], label="c = c'")
             ax.bar(pos[~diag], c2[~diag], color=plotting.COLORS[1], label="c ≠ c'")
             plotting.mark_value(ax, 1 / K, "1/K", color="0.25", where=0.98)
-            ax.set_xticks(pos, [f"{a + 1}{b + 1}" for a in range(K) for b in range(K)], fontsize=5,
-                          rotation=90 if K > 3 else 0)
+            ax.set_xticks(
+                pos, [f"{a + 1}{b + 1}" for a in range(K) for b in range(K)], fontsize=5, rotation=90 if K > 3 else 0
+            )
             ax.set_ylim(0, max(1.25 / K, 1.1 * c2.max()))
             ax.set_title(f"layer {layer}, step {int(traj['steps'][i])}")
             ax.set_xlabel("(c, c')")
@@ -54,11 +54,13 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         handles = axes[0].get_legend_handles_labels()[0] + ax.get_legend_handles_labels()[0]
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
         files = plotting.savefig(fig, os.path.join(out_dir, "fig04_gradient"))
-    caption = (f"The data gradient ĝ = ∇_{{W_l}}Φ/‖·‖ on the predicted outlier eigenvectors μ̂_c^{{(l+1)}} ⊗ "
-               f"μ̂_{{c'}}^{{(l)}} "
-               f"over training ({C.describe(spec)}; the run of figure 2). Bars: squared coefficients for layer "
-               f"{layer} at "
-               f"three checkpoints; at convergence K = {K} equal bars 1/K on the diagonal pairs, 0 elsewhere. Right: "
-               "the diagonal / off-diagonal sums per layer and the fraction of ‖ĝ‖² in the measured top-K² Hessian "
-               "eigenspace (→ 1).")
+    caption = (
+        f"The data gradient ĝ = ∇_{{W_l}}Φ/‖·‖ on the predicted outlier eigenvectors μ̂_c^{{(l+1)}} ⊗ "
+        f"μ̂_{{c'}}^{{(l)}} "
+        f"over training ({C.describe(spec)}; the run of figure 2). Bars: squared coefficients for layer "
+        f"{layer} at "
+        f"three checkpoints; at convergence K = {K} equal bars 1/K on the diagonal pairs, 0 elsewhere. Right: "
+        "the diagonal / off-diagonal sums per layer and the fraction of ‖ĝ‖² in the measured top-K² Hessian "
+        "eigenspace (→ 1)."
+    )
     return C.FigureResult(files, caption)

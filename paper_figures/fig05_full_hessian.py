@@ -25,7 +25,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     def compute():
         meas = ufm.curvature.spectrum(C.loss_fns(spec)[0], params, leaves=list(range(1, L + 1)), method="dense")
         vals, vecs = meas.eigenvalues, meas.eigenvectors
-        mass = np.stack([np.sum(v ** 2, axis=0) for v in np.split(vecs, np.cumsum(sizes)[:-1], axis=0)])
+        mass = np.stack([np.sum(v**2, axis=0) for v in np.split(vecs, np.cumsum(sizes)[:-1], axis=0)])
         pred = ufm.theory.full_hessian_spectrum(spec)
         return {"vals": vals, "mass": mass[:, : K * K], "pred": pred.all_eigenvalues()}
 
@@ -47,17 +47,27 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         # an inset on a linear scale (in the empty upper right) names them with their values
         for value in (top_T, top_S):
             plotting.mark_value(ax, value, color="0.2", xmax=0.14)
-        plotting.mark_value(ax, layerwise, r"layer-wise outlier $\lambda\gamma/(1-\gamma)$", color=plotting.COLORS[2],
-                            where=0.55, linestyle=":")  # left of the inset's title
-        ax.set(xlabel="index", ylabel="eigenvalue (symlog)", title=f"full data Hessian over $W_1..W_{L}$: "
-               f"{vals.size} eigenvalues, max rel. err {err:.0e}")
+        plotting.mark_value(
+            ax,
+            layerwise,
+            r"layer-wise outlier $\lambda\gamma/(1-\gamma)$",
+            color=plotting.COLORS[2],
+            where=0.55,
+            linestyle=":",
+        )  # left of the inset's title
+        ax.set(
+            xlabel="index",
+            ylabel="eigenvalue (symlog)",
+            title=f"full data Hessian over $W_1..W_{L}$: {vals.size} eigenvalues, max rel. err {err:.0e}",
+        )
         inset = ax.inset_axes([0.56, 0.47, 0.41, 0.29])
         top = np.arange(1, K * K + 1)
         inset.plot(top, vals[: K * K], "o", color=plotting.COLORS[0], markersize=2.5)
         inset.plot(top, pred[: K * K], "x", color=plotting.COLORS[1], markersize=3)
         plotting.mark_value(inset, top_T, color="0.2", legend=f"T (antisym.) ×{K * (K - 1) // 2}: {top_T:.4g}")
-        plotting.mark_value(inset, top_S, color="0.2", linestyle=(0, (1.5, 1.5)),
-                            legend=f"S (sym.) ×{K * (K + 1) // 2}: {top_S:.4g}")
+        plotting.mark_value(
+            inset, top_S, color="0.2", linestyle=(0, (1.5, 1.5)), legend=f"S (sym.) ×{K * (K + 1) // 2}: {top_S:.4g}"
+        )
         gap = top_T - top_S
         inset.set(xlim=(0.3, K * K + 0.7), ylim=(top_S - 2.8 * gap, top_T + 0.5 * gap))
         inset.legend(loc="lower left", fontsize="x-small", frameon=False, borderpad=0.2, handlelength=2.5)
@@ -74,19 +84,25 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             bottom += mass[l]
         for q in np.arange(1, L) / L:
             ax.axhline(q, color="0.2", linewidth=0.6, linestyle=(0, (4, 2)))
-        ax.set(xlabel="eigenvector (top K²)", ylabel="mass per layer", ylim=(0, 1),
-               title="top eigenvectors: mass per layer")
+        ax.set(
+            xlabel="eigenvector (top K²)",
+            ylabel="mass per layer",
+            ylim=(0, 1),
+            title="top eigenvectors: mass per layer",
+        )
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         files = plotting.savefig(fig, os.path.join(out_dir, "fig05_full_hessian"))
-    caption = (f"Full vs layer-wise Hessian at the trained state of figure 1 ({C.describe(spec)}). Left: all "
-               f"{vals.size} eigenvalues of the full data Hessian over W_1..W_L (dense autodiff) against the closed "
-               f"form "
-               f"(max relative error {err:.1e}): K(K−1)/2 = {K * (K - 1) // 2} antisymmetric outliers at "
-               f"{top_T:.4g} and K(K+1)/2 = {K * (K + 1) // 2} symmetric ones at {top_S:.4g}, about L = {L} times the "
-               f"layer-wise outlier {layerwise:.4g} (dotted), then ±λ-sized pairs and zeros; the inset shows the top "
-               f"K² on a linear scale, where the two outlier levels separate. Right: the squared norm "
-               f"of each "
-               "top-K² eigenvector in each layer — uniform 1/L (dashed), the full Hessian inherits the layer "
-               "structure.")
+    caption = (
+        f"Full vs layer-wise Hessian at the trained state of figure 1 ({C.describe(spec)}). Left: all "
+        f"{vals.size} eigenvalues of the full data Hessian over W_1..W_L (dense autodiff) against the closed "
+        f"form "
+        f"(max relative error {err:.1e}): K(K−1)/2 = {K * (K - 1) // 2} antisymmetric outliers at "
+        f"{top_T:.4g} and K(K+1)/2 = {K * (K + 1) // 2} symmetric ones at {top_S:.4g}, about L = {L} times the "
+        f"layer-wise outlier {layerwise:.4g} (dotted), then ±λ-sized pairs and zeros; the inset shows the top "
+        f"K² on a linear scale, where the two outlier levels separate. Right: the squared norm "
+        f"of each "
+        "top-K² eigenvector in each layer — uniform 1/L (dashed), the full Hessian inherits the layer "
+        "structure."
+    )
     return C.FigureResult(files, caption)

@@ -39,8 +39,14 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         for ax, (spec, ws, _, _, _), name in zip(axes[:2], cases, ("MSE", "CE")):
             for l, s in enumerate(ws, start=1):
                 c = plotting.COLORS[l - 1]
-                plotting.plot_spectrum(ax, s.values, color=c, offset=0.2 * (l - 1) - 0.1 * (spec.depth - 1),
-                                       label=f"$W_{l}$", floor=1e-7 * s.values[0])
+                plotting.plot_spectrum(
+                    ax,
+                    s.values,
+                    color=c,
+                    offset=0.2 * (l - 1) - 0.1 * (spec.depth - 1),
+                    label=f"$W_{l}$",
+                    floor=1e-7 * s.values[0],
+                )
                 plotting.mark_value(ax, s.predicted, None, color=c)
             k = ws[0].multiplicity
             ax.set_title(f"{name}: " + (f"K = {k}" if name == "MSE" else f"K−1 = {k}") + " equal σ")
@@ -50,16 +56,26 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         axes[0].set_ylabel(r"singular value $\sigma_i(W_l)$")
         axes[0].legend(loc="center right")
         for ax, (spec, _, G, dist, geo), name in zip(axes[2:], cases, ("MSE", "CE")):
-            plotting.heatmap(ax, G, vmin=-1, vmax=1, cmap="PuOr_r", labels=[str(c + 1) for c in range(G.shape[0])],
-                             colorbar=name == "CE", fmt="{:.2f}")
+            plotting.heatmap(
+                ax,
+                G,
+                vmin=-1,
+                vmax=1,
+                cmap="PuOr_r",
+                labels=[str(c + 1) for c in range(G.shape[0])],
+                colorbar=name == "CE",
+                fmt="{:.2f}",
+            )
             kind = r"$M^\top M$ (OF)" if name == "MSE" else r"centred $M^\top M$ (ETF)"
             ax.set_title(f"{name}: {kind}\nlayer {spec.depth}, distance {dist:.0e}", fontsize=7)
         files = plotting.savefig(fig, os.path.join(out_dir, "fig06_weights_geometry"))
-    caption = (f"Weights and geometry. MSE: the trained state of figure 1 ({C.describe(mse)}); CE: {C.describe(ce)}, "
-               f"{C.train_note(ce_info)}. Singular values of every W_l against the predicted σ_l (dashed, same "
-               f"colour): "
-               "K equal ones for MSE, K−1 for CE, the rest zero (hollow: ≤ 1e-7·σ₁). Right: the normalised Gram of "
-               "the last layer's class "
-               "means — the identity (orthogonal frame) for MSE, the simplex ETF I − 11ᵀ/K (off-diagonal −1/(K−1)) for "
-               "CE; the title gives the distance to the nearest frame (`ufm.collapse.metrics`).")
+    caption = (
+        f"Weights and geometry. MSE: the trained state of figure 1 ({C.describe(mse)}); CE: {C.describe(ce)}, "
+        f"{C.train_note(ce_info)}. Singular values of every W_l against the predicted σ_l (dashed, same "
+        f"colour): "
+        "K equal ones for MSE, K−1 for CE, the rest zero (hollow: ≤ 1e-7·σ₁). Right: the normalised Gram of "
+        "the last layer's class "
+        "means — the identity (orthogonal frame) for MSE, the simplex ETF I − 11ᵀ/K (off-diagonal −1/(K−1)) for "
+        "CE; the title gives the distance to the nearest frame (`ufm.collapse.metrics`)."
+    )
     return C.FigureResult(files, caption)

@@ -21,12 +21,16 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     params, info = C.trained_state(out_dir, spec, steps=20_000, name="ce-state")
     K, L = spec.num_classes, spec.depth
 
-    data = C.cached(out_dir, "fig07", {"spec": spec.to_dict(), "steps": info["steps"]},
-                    lambda: C.layer_eigenvalues(spec, params))
+    data = C.cached(
+        out_dir, "fig07", {"spec": spec.to_dict(), "steps": info["steps"]}, lambda: C.layer_eigenvalues(spec, params)
+    )
     sol = ufm.theory.dnc_solution(spec)
     mults = sol.layer_multiplicities[0]
-    names = [r"$\alpha\lambda p$", r"$\frac{\alpha\lambda}{K}[1+\frac{(Kp-1)(K-2)}{K-1}]$",
-             r"$\alpha\lambda/K$ (mini-bulk)"]
+    names = [
+        r"$\alpha\lambda p$",
+        r"$\frac{\alpha\lambda}{K}[1+\frac{(Kp-1)(K-2)}{K-1}]$",
+        r"$\alpha\lambda/K$ (mini-bulk)",
+    ]
     show = (K - 1) ** 2 + 4
     with plotting.use_style():
         fig, axes = plotting.figure(1, L, columns=2 if L > 1 else 1, height=2.3, sharey=True)
@@ -45,9 +49,11 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         axes[0].set_ylabel("eigenvalue (data Hessian, linear)")
         fig.legend(handles=axes[0].get_legend_handles_labels()[0], loc="outside lower center", ncols=4)
         files = plotting.savefig(fig, os.path.join(out_dir, "fig07_cross_entropy"))
-    caption = (f"Cross-entropy ({C.describe(spec)}; {C.train_note(info)}; the DNC point has α = {sol.scale:.4f}, "
-               f"p = {sol.p:.4f}). Each layer's data-Hessian block has (K−1)² = {(K - 1) ** 2} outliers in three "
-               f"levels, "
-               f"with multiplicities 1, K−1 = {K - 1}, K²−3K+1 = {K * K - 3 * K + 1}, on the predicted values "
-               f"(dashed); the rest are zero (linear axis, so the close levels separate).")
+    caption = (
+        f"Cross-entropy ({C.describe(spec)}; {C.train_note(info)}; the DNC point has α = {sol.scale:.4f}, "
+        f"p = {sol.p:.4f}). Each layer's data-Hessian block has (K−1)² = {(K - 1) ** 2} outliers in three "
+        f"levels, "
+        f"with multiplicities 1, K−1 = {K - 1}, K²−3K+1 = {K * K - 3 * K + 1}, on the predicted values "
+        f"(dashed); the rest are zero (linear axis, so the close levels separate)."
+    )
     return C.FigureResult(files, caption)

@@ -38,9 +38,21 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             # (λ_W = 1, λ_H = b / (K^{L+1} n)) and interpolate in log b onto the 2-d grid
             logb = np.log10(K ** (L + 1) * n) + np.log10(lh)[:, None] + L * np.log10(lw)[None, :]
             b_line = np.linspace(logb.min(), logb.max(), 300 if quick else 1000)
-            g_line = np.array([ufm.theory.dnc_solution(ufm.UFMSpec(
-                num_classes=K, per_class=n, depth=L, width=K, lambda_W=1.0,
-                lambda_H=float(10 ** b / (K ** (L + 1) * n)))).scale for b in b_line])
+            g_line = np.array(
+                [
+                    ufm.theory.dnc_solution(
+                        ufm.UFMSpec(
+                            num_classes=K,
+                            per_class=n,
+                            depth=L,
+                            width=K,
+                            lambda_W=1.0,
+                            lambda_H=float(10**b / (K ** (L + 1) * n)),
+                        )
+                    ).scale
+                    for b in b_line
+                ]
+            )
             bound = np.log10(ufm.theory.mse_threshold(L))
             gam = np.interp(logb, b_line, g_line)
             gam[logb >= bound] = 0.0  # the jump at the boundary is not interpolated across
@@ -64,21 +76,50 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         fig, axes = plotting.figure(1, len(DEPTHS), columns=2, height=2.3)
         for ax, L in zip(axes, DEPTHS):
             lw, lh, gam = data[f"lw{L}"], data[f"lh{L}"], data[f"gamma{L}"]
-            im = ax.pcolormesh(lw, lh, np.ma.masked_where(gam <= 0, gam), cmap="cividis", vmin=0, vmax=1,
-                               shading="auto", rasterized=True)
+            im = ax.pcolormesh(
+                lw,
+                lh,
+                np.ma.masked_where(gam <= 0, gam),
+                cmap="cividis",
+                vmin=0,
+                vmax=1,
+                shading="auto",
+                rasterized=True,
+            )
             ax.set_facecolor("0.85")
             cs = ax.contour(lw, lh, gam, levels=CONTOURS, colors="white", linewidths=0.6)
             bound = ufm.theory.mse_threshold(L) / (K ** (L + 1) * n)
-            ax.plot(lw, bound / lw ** L, color=plotting.COLORS[1], linewidth=1.4, label="collapse-to-zero boundary")
-            ax.set(xscale="log", yscale="log", xlim=(lw[0], lw[-1]), ylim=(lh[0], lh[-1]),
-                   xlabel=r"$\lambda_W$", title=f"L = {L}")
-            ax.text(0.95, 0.92, "minimiser = 0", transform=ax.transAxes, ha="right", fontsize="x-small",
-                    color="0.2")
+            ax.plot(lw, bound / lw**L, color=plotting.COLORS[1], linewidth=1.4, label="collapse-to-zero boundary")
+            ax.set(
+                xscale="log",
+                yscale="log",
+                xlim=(lw[0], lw[-1]),
+                ylim=(lh[0], lh[-1]),
+                xlabel=r"$\lambda_W$",
+                title=f"L = {L}",
+            )
+            ax.text(0.95, 0.92, "minimiser = 0", transform=ax.transAxes, ha="right", fontsize="x-small", color="0.2")
             if L == 3 and "trained_lambda" in data:
-                ax.scatter(data["trained_lambda"], data["trained_lambda"], c=data["trained_gamma"], cmap="cividis",
-                           vmin=0, vmax=1, edgecolors=plotting.COLORS[4], linewidths=1.0, s=18, zorder=3)
-                ax.plot([], [], "o", markerfacecolor="0.6", markeredgecolor=plotting.COLORS[4],
-                        label=r"trained: $\hat\gamma=\langle Z,Y\rangle/\|Y\|^2$")
+                ax.scatter(
+                    data["trained_lambda"],
+                    data["trained_lambda"],
+                    c=data["trained_gamma"],
+                    cmap="cividis",
+                    vmin=0,
+                    vmax=1,
+                    edgecolors=plotting.COLORS[4],
+                    linewidths=1.0,
+                    s=18,
+                    zorder=3,
+                )
+                ax.plot(
+                    [],
+                    [],
+                    "o",
+                    markerfacecolor="0.6",
+                    markeredgecolor=plotting.COLORS[4],
+                    label=r"trained: $\hat\gamma=\langle Z,Y\rangle/\|Y\|^2$",
+                )
         axes[0].set_ylabel(r"$\lambda_H$")
         axes[0].legend(loc="upper right", bbox_to_anchor=(1.0, 0.88), fontsize=5.5)
         if "trained_lambda" in data:
@@ -88,18 +129,25 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         files = plotting.savefig(fig, os.path.join(out_dir, "fig09_phase_diagram"))
     trained = ""
     if "trained_lambda" in data:
-        pairs = ", ".join(f"λ={a:g}: γ̂={b:.3f} (γ={c:.3f}, ‖∇L‖={g:.0e})" for a, b, c, g in
-                          zip(data["trained_lambda"], data["trained_gamma"], data["theory_gamma"],
-                              data["trained_grad_norm"]))
-        trained = (f" Circles (L = 3): models with width 8 trained from `init_params(seed=0)` at λ_H = λ_W, coloured "
-                   f"by "
-                   f"the measured γ̂ after at most 20,000 line-search GD steps — {pairs}; next to the boundary "
-                   f"training "
-                   "slows down and the cap is reached before convergence.")
-    caption = (f"Phase diagram of the linear MSE deep UFM (K = {K}, n = {n}; closed form `dnc_solution` on a "
-               f"{num}×{num} "
-               "log grid per depth, interpolated in log b from 300 (quick) / 1000 exact solutions). Colour: γ with "
-               "Z* = γY; grey: the global minimiser is 0. Orange: the boundary "
-               "K^{L+1} n λ_H λ_W^L = (L−1)^{L−1}/L^{2L}; white: γ contours at 0.7, 0.9, 0.99 (marked on the colour "
-               "bar). For L ≥ 2 γ jumps from (L−1)/L to 0 at the boundary." + trained)
+        pairs = ", ".join(
+            f"λ={a:g}: γ̂={b:.3f} (γ={c:.3f}, ‖∇L‖={g:.0e})"
+            for a, b, c, g in zip(
+                data["trained_lambda"], data["trained_gamma"], data["theory_gamma"], data["trained_grad_norm"]
+            )
+        )
+        trained = (
+            f" Circles (L = 3): models with width 8 trained from `init_params(seed=0)` at λ_H = λ_W, coloured "
+            f"by "
+            f"the measured γ̂ after at most 20,000 line-search GD steps — {pairs}; next to the boundary "
+            f"training "
+            "slows down and the cap is reached before convergence."
+        )
+    caption = (
+        f"Phase diagram of the linear MSE deep UFM (K = {K}, n = {n}; closed form `dnc_solution` on a "
+        f"{num}×{num} "
+        "log grid per depth, interpolated in log b from 300 (quick) / 1000 exact solutions). Colour: γ with "
+        "Z* = γY; grey: the global minimiser is 0. Orange: the boundary "
+        "K^{L+1} n λ_H λ_W^L = (L−1)^{L−1}/L^{2L}; white: γ contours at 0.7, 0.9, 0.99 (marked on the colour "
+        "bar). For L ≥ 2 γ jumps from (L−1)/L to 0 at the boundary." + trained
+    )
     return C.FigureResult(files, caption)

@@ -20,12 +20,18 @@ from . import _common as C
 
 def _settings(quick: bool) -> dict:
     if quick:
-        return {"kgmm": dict(num_classes=3, dim=24, time=8.0, checkpoints=3, test_samples=60), "snrs": (200.0, 2.0),
-                "xor": dict(dim=16, width=5, time=30.0, seeds=2, checkpoints=2, test_samples=200),
-                "ufm": dict(num_classes=3, per_class=2, depth=2, width=6, steps=300, lr=0.2, checkpoints=4)}
-    return {"kgmm": dict(num_classes=4, dim=200, time=20.0, checkpoints=10), "snrs": (200.0, 2.0),
-            "xor": dict(dim=50, width=5, time=100.0, seeds=10, checkpoints=8),
-            "ufm": dict(steps=3000, checkpoints=12)}
+        return {
+            "kgmm": dict(num_classes=3, dim=24, time=8.0, checkpoints=3, test_samples=60),
+            "snrs": (200.0, 2.0),
+            "xor": dict(dim=16, width=5, time=30.0, seeds=2, checkpoints=2, test_samples=200),
+            "ufm": dict(num_classes=3, per_class=2, depth=2, width=6, steps=300, lr=0.2, checkpoints=4),
+        }
+    return {
+        "kgmm": dict(num_classes=4, dim=200, time=20.0, checkpoints=10),
+        "snrs": (200.0, 2.0),
+        "xor": dict(dim=50, width=5, time=100.0, seeds=10, checkpoints=8),
+        "ufm": dict(steps=3000, checkpoints=12),
+    }
 
 
 def _reports(out_dir, quick: bool) -> dict:
@@ -57,24 +63,42 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         for rep, style in ((hi, "-"), (lo, (0, (3, 1.5)))):
             t = [r["time"] for r in rep["checkpoints"]]
             snr = rep["config"]["snr"]
-            for key, col, name in (("block_alignment_hessian", plotting.COLORS[0], "$H_{cc}$"),
-                                   ("block_alignment_g", plotting.COLORS[1], "$G_{cc}$"),
-                                   ("top_space_in_means", plotting.COLORS[2], r"top-$k(H_{cc})$ in span($\mu$)")):
+            for key, col, name in (
+                ("block_alignment_hessian", plotting.COLORS[0], "$H_{cc}$"),
+                ("block_alignment_g", plotting.COLORS[1], "$G_{cc}$"),
+                ("top_space_in_means", plotting.COLORS[2], r"top-$k(H_{cc})$ in span($\mu$)"),
+            ):
                 A = np.array([r[key] for r in rep["checkpoints"]], dtype=float)
                 a.plot(t, A.mean(axis=1), color=col, linestyle=style)
                 a.fill_between(t, A.min(axis=1), A.max(axis=1), color=col, alpha=0.15, linewidth=0)
             E = np.array([r["block_eigenvalues_hessian"][0] for r in rep["checkpoints"]], dtype=float)
             for j in range(E.shape[1]):
-                b.plot(t, E[:, j], color=plotting.COLORS[0 if snr == hi["config"]["snr"] else 1],
-                       linestyle="-" if j < k else (0, (1, 1)), linewidth=1.0 if j < k else 0.7)
-        a.set(xlabel="time t = steps · δ", ylabel=r"alignment $\|P_U x^c\|/\|x^c\|$", ylim=(0, 1.55),
-              yticks=np.linspace(0, 1, 6))
+                b.plot(
+                    t,
+                    E[:, j],
+                    color=plotting.COLORS[0 if snr == hi["config"]["snr"] else 1],
+                    linestyle="-" if j < k else (0, (1, 1)),
+                    linewidth=1.0 if j < k else 0.7,
+                )
+        a.set(
+            xlabel="time t = steps · δ",
+            ylabel=r"alignment $\|P_U x^c\|/\|x^c\|$",
+            ylim=(0, 1.55),
+            yticks=np.linspace(0, 1, 6),
+        )
         a.set_title(f"(a) k-GMM, k={k}, d={hi['config']['dim']}")
-        handles = [a.plot([], [], color=col, label=name)[0] for col, name in
-                   ((plotting.COLORS[0], "$x^c$ vs top-k($H_{cc}$)"), (plotting.COLORS[1], "$x^c$ vs top-k($G_{cc}$)"),
-                    (plotting.COLORS[2], r"top-k($H_{cc}$) in span($\mu$)"))]
-        handles += [a.plot([], [], color="0.4", linestyle=st, label=f"λ = {r['config']['snr']:g}")[0]
-                    for r, st in ((hi, "-"), (lo, (0, (3, 1.5))))]
+        handles = [
+            a.plot([], [], color=col, label=name)[0]
+            for col, name in (
+                (plotting.COLORS[0], "$x^c$ vs top-k($H_{cc}$)"),
+                (plotting.COLORS[1], "$x^c$ vs top-k($G_{cc}$)"),
+                (plotting.COLORS[2], r"top-k($H_{cc}$) in span($\mu$)"),
+            )
+        ]
+        handles += [
+            a.plot([], [], color="0.4", linestyle=st, label=f"λ = {r['config']['snr']:g}")[0]
+            for r, st in ((hi, "-"), (lo, (0, (3, 1.5))))
+        ]
         a.legend(handles=handles, loc="upper center", ncols=2, fontsize=5)
         b.plot([], [], color=plotting.COLORS[0], label=f"λ={hi['config']['snr']:g}")
         b.plot([], [], color=plotting.COLORS[1], label=f"λ={lo['config']['snr']:g}")
@@ -101,7 +125,9 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         jitter = np.linspace(-0.12, 0.12, len(final))
         sc = d.scatter(ranks + jitter, losses, c=acc, cmap="cividis", vmin=0.5, vmax=1.0, s=12)
         fig.colorbar(sc, ax=d, label="test accuracy", shrink=0.8)
-        d.set(xlabel="second-layer G outliers (gap rule)", ylabel="test loss", xticks=range(0, xr["config"]["width"] + 1))
+        d.set(
+            xlabel="second-layer G outliers (gap rule)", ylabel="test loss", xticks=range(0, xr["config"]["width"] + 1)
+        )
         d.set_title("(d) XOR: final state per seed")
 
         ur = reps["ufm"]
@@ -118,8 +144,9 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             f.plot(steps, P[:, l], color=col, linestyle=(0, (3, 1.5)), linewidth=0.8)
         e.plot([], [], color="0.4", label="top-K² Hessian space")
         e.plot([], [], color="0.4", linestyle=(0, (3, 1.5)), linewidth=0.8, label="predicted outlier space")
-        e.set(xscale="log", xlabel=r"NC1 of the layer input $\tilde H_l$", ylabel=r"$\|P g\|^2/\|g\|^2$",
-              ylim=(0, 1.02))
+        e.set(
+            xscale="log", xlabel=r"NC1 of the layer input $\tilde H_l$", ylabel=r"$\|P g\|^2/\|g\|^2$", ylim=(0, 1.02)
+        )
         e.invert_xaxis()
         e.set_title("(e) deep UFM (GD): gradient vs NC1")
         e.legend(loc="lower right")
@@ -128,14 +155,16 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         files = plotting.savefig(fig, os.path.join(out_dir, "fig11_alignment"))
     kc, xc, uc = hi["config"], xr["config"], ur["config"]
     fin = {key: np.round(hi["summary"][key], 3).tolist() for key in ("block_alignment_hessian", "block_alignment_g")}
-    caption = (f"SGD aligns with the emerging outlier eigenspaces (Ben Arous et al. 2024; docs/dynamics.md §D2). (a, b) k-GMM "
-               f"k={kc['num_classes']}, d={kc['dim']}, ridge β={kc['ridge']:g}, δ={kc['lr_scale']:g}/d, M="
-               f"{kc['test_samples']} test samples, λ = {kc['snr']:g} (solid) and {lo['config']['snr']:g} (dashed); "
-               f"bands: min–max over classes. Final alignment at λ={kc['snr']:g}: H {fin['block_alignment_hessian']}, "
-               f"G {fin['block_alignment_g']}; at λ={lo['config']['snr']:g}: H "
-               f"{np.round(lo['summary']['block_alignment_hessian'], 3).tolist()}. (c, d) XOR-GMM d={xc['dim']}, "
-               f"width K={xc['width']}, λ={xc['snr']:g}, T={xc['time']:g}: "
-               f"{int(round(xr['summary']['rank_deficient_fraction'] * len(final)))}/{len(final)} seeds end rank "
-               f"deficient. (e, f) deep UFM {uc['spec']['num_classes']} classes, L={uc['spec']['depth']}, GD lr "
-               f"{uc['lr']:g}. Seed {C.SEED}.")
+    caption = (
+        f"SGD aligns with the emerging outlier eigenspaces (Ben Arous et al. 2024; docs/dynamics.md §D2). (a, b) k-GMM "
+        f"k={kc['num_classes']}, d={kc['dim']}, ridge β={kc['ridge']:g}, δ={kc['lr_scale']:g}/d, M="
+        f"{kc['test_samples']} test samples, λ = {kc['snr']:g} (solid) and {lo['config']['snr']:g} (dashed); "
+        f"bands: min–max over classes. Final alignment at λ={kc['snr']:g}: H {fin['block_alignment_hessian']}, "
+        f"G {fin['block_alignment_g']}; at λ={lo['config']['snr']:g}: H "
+        f"{np.round(lo['summary']['block_alignment_hessian'], 3).tolist()}. (c, d) XOR-GMM d={xc['dim']}, "
+        f"width K={xc['width']}, λ={xc['snr']:g}, T={xc['time']:g}: "
+        f"{int(round(xr['summary']['rank_deficient_fraction'] * len(final)))}/{len(final)} seeds end rank "
+        f"deficient. (e, f) deep UFM {uc['spec']['num_classes']} classes, L={uc['spec']['depth']}, GD lr "
+        f"{uc['lr']:g}. Seed {C.SEED}."
+    )
     return C.FigureResult(files, caption)

@@ -28,12 +28,17 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     parts = []
     for r in reports:
         a = r.analysis
-        parts.append(f"{r.task}: {a.diffusion.psi.shape[0]} iterates in R^{r.info['num_params']}, q = {a.n_coords} "
-                     f"coordinates (τ gap ×{a.gap_ratio:.2f}), dimension {a.dimension_estimate:.2f}, "
-                     f"{a.hessian_outliers} Hessian outliers (gap rule), R² " + ", ".join(f"{v:.3f}" for v in a.r2)
-                     + f", PCA participation ratio {a.participation_ratio:.2f}, drift {a.drift:+.2f}"
-                     + (f" (linearised-SGD prediction {r.info['predicted_participation_ratio']:.2f})"
-                        if "predicted_participation_ratio" in r.info else ""))
-    caption = ("Diffusion maps (α = ½, median bandwidth) of SGD trajectories. " + "; ".join(parts)
-               + f"; seed {C.SEED}.")
+        parts.append(
+            f"{r.task}: {a.diffusion.psi.shape[0]} iterates in R^{r.info['num_params']}, q = {a.n_coords} "
+            f"coordinates (τ gap ×{a.gap_ratio:.2f}), dimension {a.dimension_estimate:.2f}, "
+            f"{a.hessian_outliers} Hessian outliers (gap rule), R² "
+            + ", ".join(f"{v:.3f}" for v in a.r2)
+            + f", PCA participation ratio {a.participation_ratio:.2f}, drift {a.drift:+.2f}"
+            + (
+                f" (linearised-SGD prediction {r.info['predicted_participation_ratio']:.2f})"
+                if "predicted_participation_ratio" in r.info
+                else ""
+            )
+        )
+    caption = "Diffusion maps (α = ½, median bandwidth) of SGD trajectories. " + "; ".join(parts) + f"; seed {C.SEED}."
     return C.FigureResult(files, caption)

@@ -18,12 +18,16 @@ from ufm.curvature._operator import _matvec  # noqa: E402
 
 
 def main():
-    assert jax.device_count() == 8, f"expected 8 simulated devices, got {jax.device_count()} ({os.environ.get('XLA_FLAGS')})"
+    assert jax.device_count() == 8, (
+        f"expected 8 simulated devices, got {jax.device_count()} ({os.environ.get('XLA_FLAGS')})"
+    )
     rng = np.random.default_rng(0)
     N, d, h, K = 37, 5, 4, 3  # N = 37: not divisible by 8 devices, nor by the batches below
     X, y = rng.standard_normal((N, d)), rng.integers(0, K, N)
-    params = [{"w": jnp.asarray(rng.standard_normal((h, d)) / np.sqrt(d)), "b": jnp.asarray(0.1 * rng.standard_normal(h))},
-              {"w": jnp.asarray(rng.standard_normal((K, h)) / np.sqrt(h)), "b": jnp.asarray(0.1 * rng.standard_normal(K))}]
+    params = [
+        {"w": jnp.asarray(rng.standard_normal((h, d)) / np.sqrt(d)), "b": jnp.asarray(0.1 * rng.standard_normal(h))},
+        {"w": jnp.asarray(rng.standard_normal((K, h)) / np.sqrt(h)), "b": jnp.asarray(0.1 * rng.standard_normal(K))},
+    ]
 
     def model(p, batch):
         return jnp.tanh(batch[0] @ p[0]["w"].T + p[0]["b"]) @ p[1]["w"].T + p[1]["b"]
@@ -44,8 +48,11 @@ def main():
     g_ref = np.asarray(C.gradient_moments(lambda p: per_sample(p, data), params).per_sample)
     g = np.asarray(C.gradient_moments(per_sample, params, data=data, mesh=mesh, batch_size=16).per_sample)
     out = {"gradient_moments": {"per_sample_rel": float(np.abs(g - g_ref).max() / np.abs(g_ref).max())}}
-    for name, kw in {"streamed": dict(batch_size=8), "sharded": dict(mesh=mesh),
-                     "sharded+streamed": dict(mesh=mesh, batch_size=16)}.items():
+    for name, kw in {
+        "streamed": dict(batch_size=8),
+        "sharded": dict(mesh=mesh),
+        "sharded+streamed": dict(mesh=mesh, batch_size=16),
+    }.items():
         op = C.hessian_operator(loss, params, data=data, **kw)
         top = C.top_eigenpairs(op, k=3, seed=1, block_size=1)
         hlo = _matvec.lower(op.make, op.args, jnp.asarray(V[:, 0])).compile().as_text()
@@ -61,8 +68,11 @@ def main():
             tr = C.trace(op, num_samples=6, seed=2)
             out[name]["trace_rel"] = float(np.abs(tr.samples - tr_ref.samples).max() / np.abs(tr_ref.samples).max())
     errors = {}
-    for name, kw in {"batch_not_divisible": dict(mesh=mesh, batch_size=12), "batch_zero": dict(batch_size=0),
-                     "leading_axes": dict(data=(data[0], data[1][:-1]))}.items():
+    for name, kw in {
+        "batch_not_divisible": dict(mesh=mesh, batch_size=12),
+        "batch_zero": dict(batch_size=0),
+        "leading_axes": dict(data=(data[0], data[1][:-1])),
+    }.items():
         try:
             C.hessian_operator(loss, params, **{"data": data, **kw})
             errors[name] = "no error"

@@ -14,7 +14,12 @@ from jax.flatten_util import ravel_pytree
 from ufm import curvature as C
 from ufm.spectrum import group_levels
 
-from _curvature_cases import collapsed_ufm, mlp_problem, mlp_reference_hessian, ufm_functions  # tests/ is on sys.path under pytest
+from _curvature_cases import (
+    collapsed_ufm,
+    mlp_problem,
+    mlp_reference_hessian,
+    ufm_functions,
+)  # tests/ is on sys.path under pytest
 
 EPS = np.finfo(np.float64).eps
 
@@ -56,7 +61,9 @@ def test_flat_operator_follows_the_given_leaf_order():
     op = C.hessian_operator(loss_fn, params, leaves=order)
     assert op.dim == idx.size
     v = np.random.default_rng(0).standard_normal(op.dim)
-    np.testing.assert_allclose(op.matvec(v), H[np.ix_(idx, idx)] @ v, rtol=0, atol=1e3 * EPS * np.abs(H).max() * np.abs(v).sum())
+    np.testing.assert_allclose(
+        op.matvec(v), H[np.ix_(idx, idx)] @ v, rtol=0, atol=1e3 * EPS * np.abs(H).max() * np.abs(v).sum()
+    )
 
 
 # ---- dense ------------------------------------------------------------------------------

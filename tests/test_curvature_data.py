@@ -26,8 +26,9 @@ def _problem(N=23, d=4, K=3, seed=0):
     return params, data, model, out_loss, loss
 
 
-@pytest.mark.parametrize("batch_size", [pytest.param(1, marks=pytest.mark.slow), 5, 23,
-                                        pytest.param(100, marks=pytest.mark.slow)])  # 23 = 4·5 + 3: a partial last batch
+@pytest.mark.parametrize(
+    "batch_size", [pytest.param(1, marks=pytest.mark.slow), 5, 23, pytest.param(100, marks=pytest.mark.slow)]
+)  # 23 = 4·5 + 3: a partial last batch
 def test_streamed_products_are_the_exact_means_over_the_data(batch_size):
     params, data, model, out_loss, loss = _problem()
     x0, unravel = ravel_pytree(params)  # the same flat order as the operators (dict keys sorted: b, w)
@@ -42,8 +43,9 @@ def test_streamed_products_are_the_exact_means_over_the_data(batch_size):
         G = C.ggn(model, out_loss, params, data=data, batch_size=batch_size)
         G_ref = C.ggn(lambda p: model(p, data), lambda z: out_loss(z, data), params)
         np.testing.assert_allclose(G, G_ref, rtol=0, atol=1e2 * EPS * np.abs(G_ref).max())
-        np.testing.assert_allclose(C.hessian(loss, params, data=data, batch_size=5), H, rtol=0,
-                                   atol=1e2 * EPS * np.abs(H).max())
+        np.testing.assert_allclose(
+            C.hessian(loss, params, data=data, batch_size=5), H, rtol=0, atol=1e2 * EPS * np.abs(H).max()
+        )
 
 
 def test_bad_data_arguments_name_the_argument():
@@ -122,7 +124,9 @@ def test_adaptive_default_finds_a_degenerate_group_and_reports_its_phases():
 
 def test_streamed_gradient_moments_equal_the_single_array_ones():
     params, data, model, _, _ = _problem()
-    per_sample = lambda p, batch: -jnp.take_along_axis(jax.nn.log_softmax(model(p, batch)), batch[1][:, None], axis=1)[:, 0]
+    per_sample = lambda p, batch: (
+        -jnp.take_along_axis(jax.nn.log_softmax(model(p, batch)), batch[1][:, None], axis=1)[:, 0]
+    )
     ref = C.gradient_moments(lambda p: per_sample(p, data), params)
     got = C.gradient_moments(per_sample, params, data=data, batch_size=5)  # 23 = 4·5 + 3
     for a, b in ((got.per_sample, ref.per_sample), (got.second_moment, ref.second_moment), (got.mean, ref.mean)):

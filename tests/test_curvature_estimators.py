@@ -43,7 +43,9 @@ def test_slq_density_integrates_to_one_and_matches_the_dense_histogram():
     np.testing.assert_allclose(d.weights.sum(axis=1), 1.0, atol=1e3 * EPS)
     np.testing.assert_allclose(np.trapezoid(d.density, d.grid), 1.0, atol=1e-6)
     # the exact eigenvalues smoothed by the same Gaussian (an independent route)
-    ref = np.exp(-0.5 * ((d.grid[:, None] - w[None, :]) / d.sigma) ** 2).sum(1) / (w.size * d.sigma * np.sqrt(2 * np.pi))
+    ref = np.exp(-0.5 * ((d.grid[:, None] - w[None, :]) / d.sigma) ** 2).sum(1) / (
+        w.size * d.sigma * np.sqrt(2 * np.pi)
+    )
     l1 = np.trapezoid(np.abs(ref - d.density), d.grid)
     assert l1 < 0.1, f"L1 distance SLQ vs dense density {l1:.3f}"
     # Gauss quadrature reproduces the first moment: P Σ_j w_j θ_j = zᵀHz (Hutchinson, same probes)

@@ -42,10 +42,24 @@ def _assert_top_k(top, A, k, rel=1e-8):
 
 @pytest.mark.parametrize(
     "P, k, group",
-    [(12, 5, 3), (33, 6, 4),
-     *(pytest.param(*c, marks=pytest.mark.slow) for c in ((12, 1, 0), (20, 3, 0), (33, 3, 0), (33, 10, 0),
-                                                            (65, 10, 10), (64, 10, 0),
-                                                            (64, 20, 7), (100, 12, 5), (160, 36, 0)))],
+    [
+        (12, 5, 3),
+        (33, 6, 4),
+        *(
+            pytest.param(*c, marks=pytest.mark.slow)
+            for c in (
+                (12, 1, 0),
+                (20, 3, 0),
+                (33, 3, 0),
+                (33, 10, 0),
+                (65, 10, 10),
+                (64, 10, 0),
+                (64, 20, 7),
+                (100, 12, 5),
+                (160, 36, 0),
+            )
+        ),
+    ],
 )
 def test_small_operators_match_eigh_with_and_without_degenerate_groups(P, k, group):
     A = _random_symmetric(P, seed=P + k, group=group)

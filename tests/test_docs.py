@@ -53,14 +53,14 @@ def citations(text: str, *, in_docs: bool = False) -> list[tuple[int, str, str]]
     """
     out = []
     for m in (_DOCS_CITE if in_docs else _CODE_CITE).finditer(text):
-        tail = text[m.end():m.end() + 200]
+        tail = text[m.end() : m.end() + 200]
         first_line, _, rest = tail.partition("\n")
         if "§" not in first_line and rest.lstrip().startswith("§"):
             tail = first_line + " " + rest.lstrip()
         else:
             tail = first_line
         stop = _TAIL_STOP.search(tail)
-        tail = tail[:stop.start()] if stop else tail
+        tail = tail[: stop.start()] if stop else tail
         line = text.count("\n", 0, m.start()) + 1
         for p1, a, p2, b in _SECTION.findall(tail):
             for sec in _expand(p1, a, p2 or None, b or None):
@@ -89,13 +89,24 @@ def _all_citations():
 
 # ---- the parser itself -------------------------------------------------------------------------
 def test_parser_reads_every_citation_form():
-    text = ('"""Data (``docs/theory.md`` §4–§6) and (``docs/theory.md`` §3 MSE, §5 CE).\n'
-            "See docs/theory.md §8.2's note; docs/dynamics.md §D1, §D2–§D3. Not §9.\n"
-            "the notes ``docs/theory.md``\n    §2 (next line) and docs/theory.md without a section.\n")
+    text = (
+        '"""Data (``docs/theory.md`` §4–§6) and (``docs/theory.md`` §3 MSE, §5 CE).\n'
+        "See docs/theory.md §8.2's note; docs/dynamics.md §D1, §D2–§D3. Not §9.\n"
+        "the notes ``docs/theory.md``\n    §2 (next line) and docs/theory.md without a section.\n"
+    )
     got = [(line, doc, sec) for line, doc, sec in citations(text)]
-    assert got == [(1, "theory", "4"), (1, "theory", "5"), (1, "theory", "6"), (1, "theory", "3"),
-                   (1, "theory", "5"), (2, "theory", "8.2"), (2, "dynamics", "D1"), (2, "dynamics", "D2"),
-                   (2, "dynamics", "D3"), (3, "theory", "2")]
+    assert got == [
+        (1, "theory", "4"),
+        (1, "theory", "5"),
+        (1, "theory", "6"),
+        (1, "theory", "3"),
+        (1, "theory", "5"),
+        (2, "theory", "8.2"),
+        (2, "dynamics", "D1"),
+        (2, "dynamics", "D2"),
+        (2, "dynamics", "D3"),
+        (3, "theory", "2"),
+    ]
     assert citations("(`theory.md` §4.4) [x](theory.md)", in_docs=True) == [(1, "theory", "4.4")]
     assert citations("DESIGN.md §2 and README.md §1") == []
 
@@ -138,9 +149,12 @@ def test_every_cited_section_exists():
 @pytest.mark.parametrize("old", OLD_NOTES)
 def test_no_citation_of_the_old_notes_remains(old):
     """(b) The code cites the shipped docs, not notes outside the repository."""
-    left = [f"{p.relative_to(ROOT)}:{i}" for p in _source_files()
-            for i, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), start=1)
-            if old in line]
+    left = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in _source_files()
+        for i, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), start=1)
+        if old in line
+    ]
     assert not left, f"{len(left)} lines still cite {old}:\n" + "\n".join(left)
 
 
@@ -158,8 +172,9 @@ def test_gauss_newton_part_of_the_full_hessian():
     sol = theory.dnc_solution(spec)
     params = theory.construct_optimum(spec, 1)
     Y = jnp.asarray(spec.targets)
-    G = curvature.ggn(lambda p: forward(spec, p).output, lambda Z: 0.5 * jnp.sum((Z - Y) ** 2) / Z.shape[1],
-                      params, leaves=[1, 2])
+    G = curvature.ggn(
+        lambda p: forward(spec, p).output, lambda Z: 0.5 * jnp.sum((Z - Y) ** 2) / Z.shape[1], params, leaves=[1, 2]
+    )
     ev = np.sort(np.linalg.eigvalsh(np.asarray(G)))[::-1]
     value = sol.gamma / sol.one_minus_scale * sum(spec.lambdas)
     np.testing.assert_allclose(ev[:9], value, rtol=1e-12)
@@ -175,8 +190,9 @@ def test_relu_grad0_scales_the_off_diagonal_outliers():
     from ufm.spec import UFMSpec
 
     t, K, L = 0.5, 3, 3
-    spec = UFMSpec(num_classes=K, per_class=2, depth=L, width=6, activation="relu", relu_grad0=t,
-                   lambda_H=1e-2, lambda_W=1e-2)
+    spec = UFMSpec(
+        num_classes=K, per_class=2, depth=L, width=6, activation="relu", relu_grad0=t, lambda_H=1e-2, lambda_W=1e-2
+    )
     sol = theory.dnc_solution(spec)
     params = theory.construct_optimum(spec, 0)
     outlier = 1e-2 * sol.gamma / sol.one_minus_scale
@@ -184,5 +200,5 @@ def test_relu_grad0_scales_the_off_diagonal_outliers():
         H = np.asarray(curvature.hessian(loss_fn(spec, regularized=False), params, leaves=[l]))
         ev = np.sort(np.linalg.eigvalsh(H))[::-1]
         expected = np.r_[np.full(K, outlier), np.full(K * (K - 1), t ** (2 * (L - l)) * outlier)]
-        np.testing.assert_allclose(np.sort(ev[:K * K])[::-1], np.sort(expected)[::-1], rtol=1e-10)
-        assert np.all(np.abs(ev[K * K:]) < 1e-12 * outlier)
+        np.testing.assert_allclose(np.sort(ev[: K * K])[::-1], np.sort(expected)[::-1], rtol=1e-10)
+        assert np.all(np.abs(ev[K * K :]) < 1e-12 * outlier)

@@ -125,10 +125,23 @@ def _record(stop_at=None, **kw):
             raise KeyboardInterrupt
         return {"norm": float(np.linalg.norm(np.concatenate(params)))}
 
-    probes = {"h": D.spectral_probe(loss, test, 3, leaves=[0]), "g": D.spectral_probe(loss, test, 3, kind="g"),
-              "stop": stop}
-    args = dict(steps=40, num_checkpoints=4, sampler=functools.partial(_one, g), eval_data=test, probes=probes,
-                keep_params=2, time_per_step=0.1) | kw
+    probes = {
+        "h": D.spectral_probe(loss, test, 3, leaves=[0]),
+        "g": D.spectral_probe(loss, test, 3, kind="g"),
+        "stop": stop,
+    }
+    args = (
+        dict(
+            steps=40,
+            num_checkpoints=4,
+            sampler=functools.partial(_one, g),
+            eval_data=test,
+            probes=probes,
+            keep_params=2,
+            time_per_step=0.1,
+        )
+        | kw
+    )
     return D.record(loss, D.init_softmax(0, 3, 8), optax.sgd(0.1), **args)
 
 
@@ -207,8 +220,29 @@ def test_cli_align_kgmm(tmp_path, capsys):
     from ufm.cli import main
 
     out = tmp_path / "r.json"
-    assert main(["dynamics", "align", "--task", "kgmm", "--dim", "12", "--num-classes", "2", "--time", "2",
-                 "--checkpoints", "1", "--test-samples", "30", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "dynamics",
+                "align",
+                "--task",
+                "kgmm",
+                "--dim",
+                "12",
+                "--num-classes",
+                "2",
+                "--time",
+                "2",
+                "--checkpoints",
+                "1",
+                "--test-samples",
+                "30",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["task"] == "kgmm" and len(report["summary"]["block_alignment_g"]) == 2
     assert main(["dynamics", "align", "--task", "kgmm", "--seeds", "3"]) == 2

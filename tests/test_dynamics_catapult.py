@@ -200,15 +200,45 @@ def test_gd_regimes_small(tmp_path):
     """A small run: sub-critical is monotone, 1.5 η_crit catapults with the peak in P_s L and ends
     with λ_max below 2n/η; 4 η_crit diverges. Through the CLI, checking the JSON schema."""
     path = tmp_path / "gd.json"
-    rc = main(["dynamics", "catapult", "--task", "gd", "--lr-multipliers", "0.5", "1.5", "4", "--samples", "32",
-               "--width", "128", "--steps", "100", "--test-samples", "100", "--json", str(path)])
+    rc = main(
+        [
+            "dynamics",
+            "catapult",
+            "--task",
+            "gd",
+            "--lr-multipliers",
+            "0.5",
+            "1.5",
+            "4",
+            "--samples",
+            "32",
+            "--width",
+            "128",
+            "--steps",
+            "100",
+            "--test-samples",
+            "100",
+            "--json",
+            str(path),
+        ]
+    )
     assert rc == 0
     out = json.loads(path.read_text())
     assert set(out) >= {"config", "runs"}
     sub, sup, div = out["runs"]
     for run in out["runs"]:
-        assert set(run) >= {"multiplier", "regime", "catapults", "lambda_max_initial", "lambda_max_final", "eta_crit",
-                            "agop_alignment_initial", "agop_alignment_final", "loss", "projected_loss"}
+        assert set(run) >= {
+            "multiplier",
+            "regime",
+            "catapults",
+            "lambda_max_initial",
+            "lambda_max_final",
+            "eta_crit",
+            "agop_alignment_initial",
+            "agop_alignment_final",
+            "loss",
+            "projected_loss",
+        }
     assert (sub["regime"], sup["regime"], div["regime"]) == ("monotone", "catapult", "diverged")
     cat = sup["catapults"][0]
     assert cat["peak_share_top"] > 0.9 and cat["lambda_max_after"] < cat["lambda_max_before"]

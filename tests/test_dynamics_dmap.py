@@ -150,8 +150,15 @@ def test_analyze_trajectory_finds_the_plane_and_the_hessian_directions():
     Z = rng.standard_normal((T, 2))
     X = 5.0 + Z @ Q[:, :2].T  # a Gaussian plane in R^30 (an OU trajectory's stationary law)
     lam = np.r_[3.0, 2.0, np.zeros(8)]
-    res = analyze_trajectory(X, steps=np.arange(T), losses=(Z**2).sum(1), burn_in=100, thin=2,
-                             hessian_eigenvalues=lam, hessian_vectors=Q[:, :10])
+    res = analyze_trajectory(
+        X,
+        steps=np.arange(T),
+        losses=(Z**2).sum(1),
+        burn_in=100,
+        thin=2,
+        hessian_eigenvalues=lam,
+        hessian_vectors=Q[:, :10],
+    )
     assert res.n_coords == 2 and res.hessian_outliers == 2
     assert abs(res.dimension_estimate - 2) < 0.5
     assert res.participation_ratio == pytest.approx(2.0, rel=0.1)  # PCA of an isotropic plane
@@ -161,8 +168,16 @@ def test_analyze_trajectory_finds_the_plane_and_the_hessian_directions():
     assert res.r2.shape == (2,) and res.r2.min() > 0.99
     assert res.diffusion.psi.shape[0] == 850 and res.steps[0] == 100 and res.steps[1] == 102
     d = res.to_dict()
-    for key in ("eigenvalues", "epsilon", "alpha", "slope_curve", "dimension_estimate", "n_coords",
-                "hessian_outliers", "r2"):
+    for key in (
+        "eigenvalues",
+        "epsilon",
+        "alpha",
+        "slope_curve",
+        "dimension_estimate",
+        "n_coords",
+        "hessian_outliers",
+        "r2",
+    ):
         assert key in d
     # a random direction explains nothing
     junk = analyze_trajectory(X, hessian_vectors=Q[:, 5:6], thin=4, max_coords=4)
@@ -201,8 +216,25 @@ def test_cli_quadratic_recovers_the_rank(tmp_path):
     from ufm.cli import main
 
     path = tmp_path / "q.json"
-    assert main(["dynamics", "dmap", "--task", "quadratic", "--dim", "20", "--rank", "2", "--steps", "12000",
-                 "--json", str(path)]) == 0
+    assert (
+        main(
+            [
+                "dynamics",
+                "dmap",
+                "--task",
+                "quadratic",
+                "--dim",
+                "20",
+                "--rank",
+                "2",
+                "--steps",
+                "12000",
+                "--json",
+                str(path),
+            ]
+        )
+        == 0
+    )
     d = json.loads(path.read_text())
     assert d["config"]["rank"] == 2 and d["n_coords"] == 2 and d["hessian_outliers"] == 2
     assert abs(d["dimension_estimate"] - 2) < 0.5 and min(d["r2"]) > 0.99
@@ -229,5 +261,9 @@ def test_stationary_covariance_solves_the_discrete_lyapunov_equation():
     C, eta = Bc @ Bc.T, 0.05
     lam, U = np.linalg.eigh(H)
     M = np.eye(6) - eta * H
-    np.testing.assert_allclose(_stationary_covariance(lam[::-1], U[:, ::-1], C, eta),
-                               solve_discrete_lyapunov(M, eta**2 * C), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        _stationary_covariance(lam[::-1], U[:, ::-1], C, eta),
+        solve_discrete_lyapunov(M, eta**2 * C),
+        rtol=1e-9,
+        atol=1e-12,
+    )

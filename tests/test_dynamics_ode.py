@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 
 from ufm.cli import main
-from ufm.dynamics import (AnisotropicMixture, anisotropic_mixture, gaussian_expectations, ode_sgd_gap,
-                          simulate_sgd, solve_sgd_ode)
+from ufm.dynamics import (
+    AnisotropicMixture,
+    anisotropic_mixture,
+    gaussian_expectations,
+    ode_sgd_gap,
+    simulate_sgd,
+    solve_sgd_ode,
+)
 
 # the SGD-vs-ODE case (shared with the CLI test so that both reuse one compilation)
 D, T, POINTS, RUNS = 500, 4.0, 9, 8
@@ -104,11 +110,14 @@ def _loss_derivatives(loss, z, t):
     return lse - z @ t, p - t, p[:, :, None] * np.eye(z.shape[1]) - p[:, :, None] * p[:, None, :]
 
 
-@pytest.mark.parametrize("loss, mean, cov, target", [
-    ("logistic", [0.7], [[2.5]], [1.0]),
-    ("lsq", [0.3], [[0.8]], [1.0]),
-    ("softmax", [0.5, -0.2, 0.1], [[1.0, 0.3, -0.2], [0.3, 0.6, 0.1], [-0.2, 0.1, 0.4]], [0.0, 1.0, 0.0]),
-])
+@pytest.mark.parametrize(
+    "loss, mean, cov, target",
+    [
+        ("logistic", [0.7], [[2.5]], [1.0]),
+        ("lsq", [0.3], [[0.8]], [1.0]),
+        ("softmax", [0.5, -0.2, 0.1], [[1.0, 0.3, -0.2], [0.3, 0.6, 0.1], [-0.2, 0.1, 0.4]], [0.0, 1.0, 0.0]),
+    ],
+)
 def test_gauss_hermite_matches_monte_carlo(loss, mean, cov, target):
     R, A, B, C = (np.asarray(x) for x in gaussian_expectations(loss, mean, cov, target, order=12))
     n = 200_000
@@ -162,19 +171,43 @@ def test_bad_input_raises_clear_errors():
 
 def test_cli_json_and_bad_arguments(tmp_path, capsys):
     out = tmp_path / "ode.json"
-    rc = main(["dynamics", "ode", "--covariance", "power-law", "--exponents", "1", "2", "--dim", str(D),
-               "--time", str(T), "--points", str(POINTS), "--sgd-runs", str(RUNS), "--seed", "3",
-               "--json", str(out)])
+    rc = main(
+        [
+            "dynamics",
+            "ode",
+            "--covariance",
+            "power-law",
+            "--exponents",
+            "1",
+            "2",
+            "--dim",
+            str(D),
+            "--time",
+            str(T),
+            "--points",
+            str(POINTS),
+            "--sgd-runs",
+            str(RUNS),
+            "--seed",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     data = json.loads(out.read_text())
     assert {"config", "times", "ode", "sgd", "sgd_stderr", "summary"} <= set(data)
     assert len(data["ode"]["risk"]) == len(data["sgd"]["risk"]) == len(data["times"]) == POINTS
     assert data["summary"]["max_gap_over_stderr"] <= TOL_STDERR
     assert data["summary"]["max_abs_gap"] == pytest.approx(
-        max(abs(a - b) for a, b in zip(data["ode"]["risk"], data["sgd"]["risk"])))
+        max(abs(a - b) for a, b in zip(data["ode"]["risk"], data["sgd"]["risk"]))
+    )
     capsys.readouterr()
-    for argv in (["--dim", "0"], ["--covariance", "zero-one", "--zero-fraction", "2"],
-                 ["--json", str(tmp_path / "missing" / "x.json")]):
+    for argv in (
+        ["--dim", "0"],
+        ["--covariance", "zero-one", "--zero-fraction", "2"],
+        ["--json", str(tmp_path / "missing" / "x.json")],
+    ):
         assert main(["dynamics", "ode", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("ufm: error:") and "\n" not in err

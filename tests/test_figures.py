@@ -88,9 +88,12 @@ def test_layer_spectra_figure_from_a_report(tmp_path):
     from ufm.verification import LayerSpectra, Report
 
     spec = ufm.UFMSpec(num_classes=2, per_class=2, depth=2, width=3)
-    spectra = tuple(LayerSpectra(l, Spectrum(np.full(4, v), dim=4 + extra, bulk_value=0.0),
-                                 Spectrum(np.r_[np.full(4, v), np.zeros(extra)]))
-                    for l, v, extra in ((1, 0.5, 5), (2, 0.25, 2)))
+    spectra = tuple(
+        LayerSpectra(
+            l, Spectrum(np.full(4, v), dim=4 + extra, bulk_value=0.0), Spectrum(np.r_[np.full(4, v), np.zeros(extra)])
+        )
+        for l, v, extra in ((1, 0.5, 5), (2, 0.25, 2))
+    )
     fig = plotting.layer_spectra_figure(Report(spec, (), {"state": "test"}, spectra))
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 2

@@ -34,14 +34,17 @@ def assert_user_error(argv, capsys, *words):
     return err
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["train", "--steps", "0"], ["--steps", ">= 1"]),
-    (["train", "--log-every", "-5"], ["--log-every"]),
-    (["verify", "--seed", "-1"], ["--seed", ">= 0"]),
-    (["verify", "--seed", "-1", "--from-optimum"], ["--seed"]),
-    (["real", "--seed", "x"], ["--seed", "'x'"]),
-    (["train", "--num-classes", "1"], ["num_classes"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["train", "--steps", "0"], ["--steps", ">= 1"]),
+        (["train", "--log-every", "-5"], ["--log-every"]),
+        (["verify", "--seed", "-1"], ["--seed", ">= 0"]),
+        (["verify", "--seed", "-1", "--from-optimum"], ["--seed"]),
+        (["real", "--seed", "x"], ["--seed", "'x'"]),
+        (["train", "--num-classes", "1"], ["num_classes"]),
+    ],
+)
 def test_bad_values_are_one_line_and_exit_2(argv, words, capsys):
     assert_user_error(argv, capsys, *words)
 
@@ -94,8 +97,10 @@ def test_theory_without_flag_prints_the_closed_forms(capsys):
     # σ_l² = γ(1−γ)/(Kλ_l) evaluated at the DNC point of a spec is its singular value squared
     spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4, lambda_W=(2e-3, 5e-3), lambda_H=1e-3)
     sol = ufm.theory.dnc_solution(spec)
-    sig2 = sp.sympify(next(line for line in out.splitlines() if line.startswith("sigma_l**2 = gamma"))
-                      .split(",")[0].split(" = ")[1], locals=names)
+    sig2 = sp.sympify(
+        next(line for line in out.splitlines() if line.startswith("sigma_l**2 = gamma")).split(",")[0].split(" = ")[1],
+        locals=names,
+    )
     for l, lam in enumerate(spec.lambdas):
         value = float(sig2.subs({"gamma": sol.scale, "K": 3, "lambda_l": lam}))
         assert value == pytest.approx(float(sol.singular_values[l]) ** 2, rel=1e-10)
@@ -247,15 +252,20 @@ def test_lambda_above_the_threshold_is_said_up_front(lambda_W, capsys, monkeypat
 
     spec = SMALL.replace(lambda_W=lambda_W)
     K, n, L = spec.num_classes, spec.per_class, spec.depth
-    b, bound = K ** (L + 1) * n * spec.lambda_H * lambda_W ** L, (L - 1) ** (L - 1) / L ** (2 * L)  # docs/theory.md §3
+    b, bound = K ** (L + 1) * n * spec.lambda_H * lambda_W**L, (L - 1) ** (L - 1) / L ** (2 * L)  # docs/theory.md §3
     assert b >= bound
 
     def no_training(*a, **k):
         raise AssertionError("trained although the minimiser is 0")
 
     monkeypatch.setattr(verification, "collapsed_state", no_training)
-    err = assert_user_error(["verify", "-K", "2", "-n", "2", "-L", "2", "-d", "3", "--lambda-W", str(lambda_W)], capsys,
-                            "global minimiser is 0", f"{b:.4g}", f"{bound:.4g}")
+    err = assert_user_error(
+        ["verify", "-K", "2", "-n", "2", "-L", "2", "-d", "3", "--lambda-W", str(lambda_W)],
+        capsys,
+        "global minimiser is 0",
+        f"{b:.4g}",
+        f"{bound:.4g}",
+    )
     assert "--lambda-W" in err
     # the library: only the state rows, the threshold row failing, the rest skipped with the reason
     report = verification.verify(spec, ufm.init_params(spec))
@@ -269,8 +279,9 @@ def test_verify_refuses_a_spec_without_a_dnc_point_before_training(capsys, monke
 
     monkeypatch.setattr(verification, "collapsed_state", lambda *a, **k: pytest.fail("trained"))
     assert_user_error(["verify", *TINY, "--activation", "softplus"], capsys, "nothing to verify", "softplus")
-    assert_user_error(["verify", *TINY, "--loss", "ce", "--lambda-W", "10"], capsys, "nothing to verify",
-                      "cross-entropy")
+    assert_user_error(
+        ["verify", *TINY, "--loss", "ce", "--lambda-W", "10"], capsys, "nothing to verify", "cross-entropy"
+    )
 
 
 def test_a_dynamics_task_whose_krylov_probe_did_not_converge_fails_visibly(tmp_path, capsys, monkeypatch):

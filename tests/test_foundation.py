@@ -69,9 +69,12 @@ def test_mse_matches_definition():
     spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4, lambda_W=(0.1, 0.2), lambda_H=0.3)
     p = ufm.init_params(spec, 3)
     Z = np.asarray(p.Ws[1]) @ np.asarray(p.Ws[0]) @ np.asarray(p.H1)
-    expected = (np.sum((Z - spec.targets) ** 2) / (2 * spec.num_samples)
-                + 0.05 * np.sum(np.asarray(p.Ws[0]) ** 2) + 0.1 * np.sum(np.asarray(p.Ws[1]) ** 2)
-                + 0.15 * np.sum(np.asarray(p.H1) ** 2))
+    expected = (
+        np.sum((Z - spec.targets) ** 2) / (2 * spec.num_samples)
+        + 0.05 * np.sum(np.asarray(p.Ws[0]) ** 2)
+        + 0.1 * np.sum(np.asarray(p.Ws[1]) ** 2)
+        + 0.15 * np.sum(np.asarray(p.H1) ** 2)
+    )
     np.testing.assert_allclose(model.loss(spec, p), expected, rtol=1e-13)
 
 
@@ -87,8 +90,16 @@ def test_cross_entropy_matches_definition():
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 @pytest.mark.parametrize("activation", ["linear", "relu", "softplus"])
 def test_gradient_matches_finite_differences(loss, activation):
-    spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=3, width=5, loss=loss, activation=activation,
-                       lambda_W=(1e-2, 2e-2, 3e-2), lambda_H=5e-3)
+    spec = ufm.UFMSpec(
+        num_classes=3,
+        per_class=2,
+        depth=3,
+        width=5,
+        loss=loss,
+        activation=activation,
+        lambda_W=(1e-2, 2e-2, 3e-2),
+        lambda_H=5e-3,
+    )
     p = ufm.init_params(spec, 7)
     v = ufm.init_params(spec, 8)
     f = model.loss_fn(spec)

@@ -142,8 +142,9 @@ def test_dataset_validation():
 # ---- models ----------------------------------------------------------------------------
 def _tiny(backbone="mlp", **kw):
     shape = (1, 8, 8) if backbone == "cnn" else (6,)
-    spec = nw.NetworkSpec(input_shape=shape, num_classes=3, backbone=backbone, hidden=(7,), channels=(2, 3),
-                          width=4, **kw)
+    spec = nw.NetworkSpec(
+        input_shape=shape, num_classes=3, backbone=backbone, hidden=(7,), channels=(2, 3), width=4, **kw
+    )
     data = nw.gaussian_mixture(3, 4, 64 if backbone == "cnn" else 6, seed=1, dtype=np.float64)
     if backbone == "cnn":
         data = nw.Dataset(data.X.reshape(-1, 1, 8, 8), data.labels, 3)
@@ -200,7 +201,9 @@ def test_loss_terms():
     ridge = 0.15 * sum(float(jnp.sum(p**2)) for p in jax.tree_util.tree_leaves(params))
     feat = 0.35 * float(jnp.sum(H1**2)) / data.num_samples
     np.testing.assert_allclose(nw.network_loss(spec, params, data.X, data.labels), ce + ridge + feat, rtol=1e3 * EPS)
-    np.testing.assert_allclose(nw.network_loss(spec, params, data.X, data.labels, regularized=False), ce, rtol=1e3 * EPS)
+    np.testing.assert_allclose(
+        nw.network_loss(spec, params, data.X, data.labels, regularized=False), ce, rtol=1e3 * EPS
+    )
 
 
 def test_spec_validation():
@@ -220,12 +223,22 @@ def test_training_decreases_loss(backbone, loss, optimizer):
     spec, params, data = _tiny(backbone, loss=loss)
     lr = 0.05 if optimizer == "sgd" else 0.01
     records = []
-    res = nw.train_network(spec, params, data, steps=60, learning_rate=lr, optimizer=optimizer, log_every=20,
-                           batch_size=6, callback=records.append)
+    res = nw.train_network(
+        spec,
+        params,
+        data,
+        steps=60,
+        learning_rate=lr,
+        optimizer=optimizer,
+        log_every=20,
+        batch_size=6,
+        callback=records.append,
+    )
     assert [r["step"] for r in records] == [0, 20, 40, 60] == res.history["step"].tolist()
     assert res.history["loss"][-1] < res.history["loss"][0]
-    np.testing.assert_allclose(res.history["loss"][-1], nw.network_loss(spec, res.params, data.X, data.labels),
-                               rtol=1e3 * EPS)
+    np.testing.assert_allclose(
+        res.history["loss"][-1], nw.network_loss(spec, res.params, data.X, data.labels), rtol=1e3 * EPS
+    )
 
 
 def test_interpolation_and_plateau_stop():

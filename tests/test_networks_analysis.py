@@ -22,8 +22,16 @@ K = 3
 
 def _setup(loss="mse", activation="linear", noise=0.0, depth=2, seed=0):
     data = nw.gaussian_mixture(K, 4, 6, noise=noise, seed=seed, dtype=np.float64)
-    spec = nw.NetworkSpec(input_shape=(6,), num_classes=K, hidden=(8,), width=4, depth=depth, loss=loss,
-                          activation=activation, lambda_W=1e-2)
+    spec = nw.NetworkSpec(
+        input_shape=(6,),
+        num_classes=K,
+        hidden=(8,),
+        width=4,
+        depth=depth,
+        loss=loss,
+        activation=activation,
+        lambda_W=1e-2,
+    )
     params = nw.init_network(spec, seed, dtype=jnp.float64)
     return spec, params, data
 
@@ -112,8 +120,20 @@ def test_network_spectrum_and_inheritance_against_dense():
 
 
 def test_run_real_quick_smoke():
-    report, history = nw.run_real("gmm", "mlp", "mse", quick=True, per_class=6, steps=40, learning_rate=0.01,
-                                  test_per_class=5, hidden=(16,), width=10, depth=2, whole_network=False)
+    report, history = nw.run_real(
+        "gmm",
+        "mlp",
+        "mse",
+        quick=True,
+        per_class=6,
+        steps=40,
+        learning_rate=0.01,
+        test_per_class=5,
+        hidden=(16,),
+        width=10,
+        depth=2,
+        whole_network=False,
+    )
     d = report.to_dict()
     json.dumps(d)
     json.dumps(history)

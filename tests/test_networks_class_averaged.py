@@ -83,7 +83,7 @@ def test_split_sums_to_the_dense_block_unbalanced():
     avg = theory.class_averaged_layer_hessian(Cbar, M, weights=pi)
     ref = np.linalg.eigvalsh(split.class_mean + split.curvature_spread)[::-1]
     np.testing.assert_allclose(avg.eigenvalues, ref[: avg.eigenvalues.size], atol=1e3 * EPS * scale)
-    np.testing.assert_allclose(ref[avg.eigenvalues.size:], 0, atol=1e3 * EPS * scale)
+    np.testing.assert_allclose(ref[avg.eigenvalues.size :], 0, atol=1e3 * EPS * scale)
 
 
 def test_split_of_a_collapsed_mse_layer_is_all_class_mean():

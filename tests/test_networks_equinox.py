@@ -73,15 +73,27 @@ def test_equinox_wrong_activation_is_refused():
 def test_equinox_whole_network():
     data = nw.gaussian_mixture(K, 4, 6, noise=0.3, seed=1, dtype=np.float64)
     backbone, head = _model(True)
-    rep = nw.analyze_model(features, backbone, apply, head, data.X, data.labels, activation="relu", loss="mse",
-                           whole_network=True, network_k=6)
+    rep = nw.analyze_model(
+        features,
+        backbone,
+        apply,
+        head,
+        data.X,
+        data.labels,
+        activation="relu",
+        loss="mse",
+        whole_network=True,
+        network_k=6,
+    )
     arrays = eqx.filter((backbone, head), eqx.is_array)
     flat, unravel = ravel_pytree(arrays)
     static = eqx.filter((backbone, head), eqx.is_array, inverse=True)
 
     def f(x):
         b, h = eqx.combine(unravel(x), static)
-        return 0.5 * jnp.mean(jnp.sum((apply(h, features(b, jnp.asarray(data.X))) - jax.nn.one_hot(data.labels, K)) ** 2, 1))
+        return 0.5 * jnp.mean(
+            jnp.sum((apply(h, features(b, jnp.asarray(data.X))) - jax.nn.one_hot(data.labels, K)) ** 2, 1)
+        )
 
     ref = np.linalg.eigvalsh(np.asarray(jax.hessian(f)(flat)))[::-1]
     net = rep.network

@@ -65,8 +65,9 @@ def test_the_three_routes_agree_in_every_field(routes):
     # the bulk: the closed form's value fills what the dense route resolves beyond the outliers
     assert closed.bulk_value == 0.0 and closed.bulk_multiplicity == P - m
     np.testing.assert_allclose(dense.eigenvalues[m:], closed.bulk_value, rtol=0, atol=EIG_RTOL * scale)
-    np.testing.assert_allclose(np.sort(closed.all_eigenvalues())[::-1], dense.eigenvalues, rtol=0,
-                               atol=EIG_RTOL * scale)
+    np.testing.assert_allclose(
+        np.sort(closed.all_eigenvalues())[::-1], dense.eigenvalues, rtol=0, atol=EIG_RTOL * scale
+    )
     # residuals measured by both numerical routes
     for s in (dense, krylov):
         assert s.residuals.shape == (s.eigenvalues.size,) and s.residuals.max() < 1e-7 * scale
@@ -75,8 +76,9 @@ def test_the_three_routes_agree_in_every_field(routes):
 
 def test_from_dense_is_the_dense_route(routes):
     spec, _, dense, _ = routes
-    H = np.asarray(curvature.hessian(ufm.model.loss_fn(spec, regularized=False),
-                                     theory.construct_optimum(spec, 0), leaves=[1]))
+    H = np.asarray(
+        curvature.hessian(ufm.model.loss_fn(spec, regularized=False), theory.construct_optimum(spec, 0), leaves=[1])
+    )
     s = Spectrum.from_dense(H)
     np.testing.assert_array_equal(s.eigenvalues, dense.eigenvalues)
     assert s.dim == dense.dim and s.source == "dense"
@@ -118,7 +120,7 @@ def test_result_types_pass_through_jax_tree_and_compare_field_by_field():
     for name in ("G_class", "G_cross"):  # ranks K and K(K−1), one common value (docs/theory.md §4)
         c, m = getattr(closed, name), getattr(measured, name)
         np.testing.assert_allclose(m.top(c.eigenvalues.size).eigenvalues, c.eigenvalues, rtol=EIG_RTOL)
-        assert np.all(np.abs(m.eigenvalues[c.eigenvalues.size:]) < EIG_RTOL * c.eigenvalues[0])
+        assert np.all(np.abs(m.eigenvalues[c.eigenvalues.size :]) < EIG_RTOL * c.eigenvalues[0])
     doubled = jax.tree.map(lambda x: 2 * x, measured)  # a NamedTuple of Spectrum pytrees
     np.testing.assert_array_equal(doubled.G_cross.eigenvalues, 2 * measured.G_cross.eigenvalues)
     sol = theory.dnc_solution(spec)
@@ -142,8 +144,10 @@ def test_dnc_solution_levels_per_layer_against_dense_autodiff():
     assert sol.layer_outliers[0][0] != pytest.approx(sol.layer_outliers[1][0])  # unequal λ: unequal outliers
     full = curvature.spectrum(f, params, leaves=[1, 2], method="dense").eigenvalues
     levels = sol.full_levels
-    for values, mult in ((levels.symmetric, levels.symmetric_multiplicity),
-                         (levels.antisymmetric, levels.antisymmetric_multiplicity)):
+    for values, mult in (
+        (levels.symmetric, levels.symmetric_multiplicity),
+        (levels.antisymmetric, levels.antisymmetric_multiplicity),
+    ):
         for v in values:
             assert np.sum(np.abs(full - v) <= EIG_RTOL * np.abs(full).max()) >= mult, (v, full)
     assert full[0] == pytest.approx(max(levels.symmetric[0], levels.antisymmetric[0]), rel=EIG_RTOL)

@@ -84,7 +84,9 @@ def dense_full(spec, params, include_H=False, regularized=False):
 def dense_H1(spec, params, regularized=False):
     f = loss if regularized else data_loss
     shape = params.H1.shape
-    return np.asarray(jax.jit(jax.hessian(lambda x: f(spec, UFMParams(x.reshape(shape), params.Ws))))(params.H1.reshape(-1)))
+    return np.asarray(
+        jax.jit(jax.hessian(lambda x: f(spec, UFMParams(x.reshape(shape), params.Ws))))(params.H1.reshape(-1))
+    )
 
 
 def compare(ours, H, *, vectors=True, angle_tol=ANGLE_TOL, eig_rtol=EIG_RTOL, scale=0.0):
@@ -106,7 +108,7 @@ def compare(ours, H, *, vectors=True, angle_tol=ANGLE_TOL, eig_rtol=EIG_RTOL, sc
         vals, counts = group_levels(ours.eigenvalues, rtol=1e-6, atol=1e-7 * scale)
         start = 0
         for v, c in zip(vals, counts):
-            mine = X[:, start:start + c]
+            mine = X[:, start : start + c]
             start += c
             theirs = V[:, np.abs(ev - v) <= 1e-6 * abs(v) + 1e-7 * scale]
             assert theirs.shape[1] == c, (v, c, theirs.shape[1])
@@ -141,13 +143,23 @@ def specs(draw, loss="mse", activation="linear", max_K=6, max_L=4, max_n=6, max_
         bound = th.mse_threshold(L)
     else:
         b = n * lam_H * np.prod(lams)
-        bound = th.dnc_solution(ufm.UFMSpec(num_classes=K, per_class=n, depth=L, width=widths, loss="ce",
-                                            lambda_H=1e-30, lambda_W=1e-30)).b_bound
+        bound = th.dnc_solution(
+            ufm.UFMSpec(num_classes=K, per_class=n, depth=L, width=widths, loss="ce", lambda_H=1e-30, lambda_W=1e-30)
+        ).b_bound
     c = (frac * bound / b) ** (1.0 / (L + 1))  # rescale every λ: b -> frac · bound
     if activation == "relu":
         widths = tuple(max(w, K) for w in widths)
-    return ufm.UFMSpec(num_classes=K, per_class=n, depth=L, width=widths, loss=loss, activation=activation,
-                       lambda_H=lam_H * c, lambda_W=tuple(x * c for x in lams), **extra)
+    return ufm.UFMSpec(
+        num_classes=K,
+        per_class=n,
+        depth=L,
+        width=widths,
+        loss=loss,
+        activation=activation,
+        lambda_H=lam_H * c,
+        lambda_W=tuple(x * c for x in lams),
+        **extra,
+    )
 
 
 def grad_norm(spec, params):
@@ -234,8 +246,9 @@ def test_tail_curvature_formula_at_generic_points(activation, loss_name):
     from ufm.theory._kron import kron_sum_spectrum
     from ufm.theory._tail import tail as _tail
 
-    spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=3, width=(4, 5, 4), activation=activation,
-                       loss=loss_name, softplus_beta=3.0)
+    spec = ufm.UFMSpec(
+        num_classes=3, per_class=2, depth=3, width=(4, 5, 4), activation=activation, loss=loss_name, softplus_beta=3.0
+    )
     p = ufm.init_params(spec, 7)
     acts = forward(spec, p)
     for layer in range(1, spec.depth + 1):
@@ -306,12 +319,21 @@ def test_full_hessian_equal_lambda_levels():
 
 
 # ---- feature Hessian, GN split, gradient, weights ------------------------------------------------------------
-@pytest.mark.parametrize("case", LAYER_CASES + [dict(loss="mse", activation="softplus")],
-                         ids=lambda c: "-".join(str(v) for v in c.values()))
+@pytest.mark.parametrize(
+    "case", LAYER_CASES + [dict(loss="mse", activation="softplus")], ids=lambda c: "-".join(str(v) for v in c.values())
+)
 @pytest.mark.parametrize("where", ["optimum", "random"])
 def test_feature_hessian_vs_autodiff(case, where):
-    spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=(5, 6), lambda_H=1e-2, lambda_W=(2e-2, 5e-3),
-                       softplus_beta=4.0, **case)
+    spec = ufm.UFMSpec(
+        num_classes=3,
+        per_class=2,
+        depth=2,
+        width=(5, 6),
+        lambda_H=1e-2,
+        lambda_W=(2e-2, 5e-3),
+        softplus_beta=4.0,
+        **case,
+    )
     if where == "optimum" and case["activation"] != "softplus":
         p = th.construct_optimum(spec, 1)
     else:
@@ -387,8 +409,9 @@ def test_gradient_spectrum_vs_autodiff(loss_name, data):
 
     G = np.asarray(jax.jit(jax.vmap(jax.grad(sample_loss), in_axes=(None, 0)))(W.reshape(-1), jnp.arange(N)))  # N × P
     gs = th.gradient_spectrum(spec, p, layer)
-    full_grad = jax.grad(lambda x: data_loss(spec, UFMParams(p.H1, tuple(
-        x if j == layer - 1 else w for j, w in enumerate(p.Ws)))))(W)
+    full_grad = jax.grad(
+        lambda x: data_loss(spec, UFMParams(p.H1, tuple(x if j == layer - 1 else w for j, w in enumerate(p.Ws))))
+    )(W)
     assert np.abs(gs.gradient - np.asarray(full_grad).reshape(-1)).max() < 1e-13
     assert np.abs(gs.gradient + spec.lambdas[layer - 1] * np.asarray(W).reshape(-1)).max() < 1e-12  # critical point
     compare(gs.second_moment, G.T @ G / N)
@@ -446,9 +469,16 @@ def test_trained_optimum_agrees():
 def _subs(spec, sol):
     from ufm.theory import symbolic as S
 
-    return {S.K: spec.num_classes, S.n: spec.per_class, S.L: spec.depth, S.lam_H: spec.lambda_H,
-            S.Lam: float(np.prod(spec.lambdas)), S.gamma: sol.scale, S.alpha: sol.scale,
-            S.p: sol.p if sol.p is not None else 0.5}
+    return {
+        S.K: spec.num_classes,
+        S.n: spec.per_class,
+        S.L: spec.depth,
+        S.lam_H: spec.lambda_H,
+        S.Lam: float(np.prod(spec.lambdas)),
+        S.gamma: sol.scale,
+        S.alpha: sol.scale,
+        S.p: sol.p if sol.p is not None else 0.5,
+    }
 
 
 @settings(max_examples=examples(2), **SETTINGS)
@@ -548,7 +578,9 @@ def test_collapsed_layer_hessian_arrays():
     Z = np.asarray(acts.output)
     probs = ufm.collapse.class_means(np.asarray(jax.nn.softmax(Z, axis=0)), ce.class_index)
     M = ufm.collapse.class_means(np.asarray(acts.post[1]), ce.class_index)
-    compare(th.collapsed_layer_hessian(np.asarray(p.Ws[2]), M, loss="ce", probs=probs, vectors=True), dense_layer(ce, p, 2))
+    compare(
+        th.collapsed_layer_hessian(np.asarray(p.Ws[2]), M, loss="ce", probs=probs, vectors=True), dense_layer(ce, p, 2)
+    )
     with pytest.raises(ValueError, match="probs"):
         th.collapsed_layer_hessian(np.asarray(p.Ws[2]), M, loss="ce")
 
@@ -569,8 +601,11 @@ def test_above_threshold_collapses_to_zero():
         th.full_hessian_spectrum(spec)
     for include_H in (False, True):
         for reg in (False, True):
-            compare(th.full_hessian_spectrum(spec, include_H=include_H, regularized=reg, allow_zero=True),
-                    dense_full(spec, p, include_H, reg), vectors=False)
+            compare(
+                th.full_hessian_spectrum(spec, include_H=include_H, regularized=reg, allow_zero=True),
+                dense_full(spec, p, include_H, reg),
+                vectors=False,
+            )
 
 
 def test_threshold_is_where_zero_wins():

@@ -15,11 +15,25 @@ from .training import TrainingDiverged, TrainResult, train
 __version__ = "0.1.0"
 
 _LAZY = ("theory", "curvature", "networks", "plotting", "verification", "dynamics", "cli")
-_LAZY_NAMES = {"verify": "verification", "collapsed_state": "verification", "Report": "verification",
-               "Spectrum": "spectrum"}
+_LAZY_NAMES = {
+    "verify": "verification",
+    "collapsed_state": "verification",
+    "Report": "verification",
+    "Spectrum": "spectrum",
+}
 
-__all__ = ["UFMSpec", "UFMParams", "init_params", "train", "TrainResult", "TrainingDiverged", "collapse", "model",
-           *_LAZY, *_LAZY_NAMES]
+__all__ = [
+    "UFMSpec",
+    "UFMParams",
+    "init_params",
+    "train",
+    "TrainResult",
+    "TrainingDiverged",
+    "collapse",
+    "model",
+    *_LAZY,
+    *_LAZY_NAMES,
+]
 
 
 def __getattr__(name):

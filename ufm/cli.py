@@ -69,7 +69,10 @@ _SPEC_HELP = {
     "loss": (None, "the data term"),
     "lambda_H": (None, "λ_H, ridge on the free features"),
     "lambda_W": (None, "λ_W, one value or one per layer"),
-    "relu_grad0": (None, "ReLU derivative at 0, a value in [0, 1] (docs/theory.md §6); 1 reproduces the linear spectra"),
+    "relu_grad0": (
+        None,
+        "ReLU derivative at 0, a value in [0, 1] (docs/theory.md §6); 1 reproduces the linear spectra",
+    ),
     "softplus_beta": (None, "sharpness β of softplus(βx)/β"),
 }
 
@@ -103,10 +106,20 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
 def _add_precision_args(p: argparse.ArgumentParser, default: bool | None) -> None:
     """``--x64`` / ``--x32``: one switch, two spellings; ``default`` None leaves the process's setting."""
     x = p.add_mutually_exclusive_group()
-    x.add_argument("--x64", dest="x64", action="store_const", const=True,
-                   help="float64" + (" (default)" if default is True else ""))
-    x.add_argument("--x32", dest="x64", action="store_const", const=False,
-                   help="float32" + (" (default)" if default is False else ""))
+    x.add_argument(
+        "--x64",
+        dest="x64",
+        action="store_const",
+        const=True,
+        help="float64" + (" (default)" if default is True else ""),
+    )
+    x.add_argument(
+        "--x32",
+        dest="x64",
+        action="store_const",
+        const=False,
+        help="float32" + (" (default)" if default is False else ""),
+    )
     p.set_defaults(x64=default)
 
 
@@ -150,9 +163,15 @@ class _Progress:
         if self.console.is_terminal:
             from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console,
-                                 transient=True)
+            self._bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
             self._bar.__enter__()
         return self
 
@@ -201,8 +220,16 @@ def _nc_table(nc, title):
 
     table = Table(title=title)
     table.add_column("layer")
-    columns = {"nc1": "NC1", "nc1_uncentred": "NC1 (uncentred)", "of_distance": "NC2 OF",
-               "etf_distance": "NC2 ETF", "equinorm": "equinorm", "nc3": "NC3", "duality": "duality", "nc4": "NC4"}
+    columns = {
+        "nc1": "NC1",
+        "nc1_uncentred": "NC1 (uncentred)",
+        "of_distance": "NC2 OF",
+        "etf_distance": "NC2 ETF",
+        "equinorm": "equinorm",
+        "nc3": "NC3",
+        "duality": "duality",
+        "nc4": "NC4",
+    }
     for header in columns.values():
         table.add_column(header, justify="right")
     fmt = lambda x: "-" if x != x else f"{x:.2e}"  # noqa: E731
@@ -225,23 +252,29 @@ def _cmd_train(args) -> int:
     spec = _spec_from_args(args)
     params = ufm.init_params(spec, seed=args.seed)
     with _Progress() as progress:
-        progress.stage(f"training (at most {args.steps} steps, stops at ‖∇L‖ <= {_TRAIN_TOL[args.x64]:g})",
-                       total=args.steps)
+        progress.stage(
+            f"training (at most {args.steps} steps, stops at ‖∇L‖ <= {_TRAIN_TOL[args.x64]:g})", total=args.steps
+        )
 
         def callback(rec):
             progress.update(rec["step"], f"step {rec['step']}  loss {rec['loss']:.6g}  |∇L| {rec['grad_norm']:.1e}")
 
-        result = ufm.train(spec, params, steps=args.steps, tol=_TRAIN_TOL[args.x64], log_every=args.log_every,
-                           callback=callback)
+        result = ufm.train(
+            spec, params, steps=args.steps, tol=_TRAIN_TOL[args.x64], log_every=args.log_every, callback=callback
+        )
     nc = ufm.collapse.metrics(spec, result.params)
     console = _console()
     h = result.history
     console.print(_spec_text(spec, console.width), soft_wrap=True, markup=False)
-    console.print(f"steps {result.steps}  loss {h['loss'][-1]:.12g}  |∇L| {h['grad_norm'][-1]:.2e}  "
-                  f"converged {result.converged}")
+    console.print(
+        f"steps {result.steps}  loss {h['loss'][-1]:.12g}  |∇L| {h['grad_norm'][-1]:.2e}  converged {result.converged}"
+    )
     if not result.converged:
-        print(f"ufm: warning: training stopped at --steps {args.steps} with ‖∇L‖ = {h['grad_norm'][-1]:.2g} > "
-              f"{_TRAIN_TOL[args.x64]:g}: not converged (raise --steps)", file=sys.stderr)
+        print(
+            f"ufm: warning: training stopped at --steps {args.steps} with ‖∇L‖ = {h['grad_norm'][-1]:.2g} > "
+            f"{_TRAIN_TOL[args.x64]:g}: not converged (raise --steps)",
+            file=sys.stderr,
+        )
     console.print(_nc_table(nc, "deep neural collapse per layer (0 = collapsed)"))
     if args.json:
         with open(args.json, "w") as f:
@@ -288,8 +321,13 @@ def _report_table(report):
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"ufm verify — {report.info.get('state', '')}", box=box.SIMPLE_HEAD, pad_edge=False,
-                  collapse_padding=True, expand=True)
+    table = Table(
+        title=f"ufm verify — {report.info.get('state', '')}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        expand=True,
+    )
     table.add_column("check", ratio=1, min_width=30, overflow="fold")
     for col in ("predicted", "measured"):
         table.add_column(col, justify="right", max_width=19, overflow="fold")
@@ -301,10 +339,12 @@ def _report_table(report):
         if c.group != last:
             table.add_row(f"[bold]{c.group}[/bold]", end_section=False)
             last = c.group
-        mark = ("[green]ok[/green]" if c.passed else "[bold red]FAIL[/bold red]") if c.required else \
-            ("info" if c.passed else "[yellow]off[/yellow]")
-        table.add_row(c.name, _fmt(c.predicted), _fmt(c.measured), f"{c.error:.1e}", f"{c.tolerance:.0e}",
-                      mark)
+        mark = (
+            ("[green]ok[/green]" if c.passed else "[bold red]FAIL[/bold red]")
+            if c.required
+            else ("info" if c.passed else "[yellow]off[/yellow]")
+        )
+        table.add_row(c.name, _fmt(c.predicted), _fmt(c.measured), f"{c.error:.1e}", f"{c.tolerance:.0e}", mark)
     return table
 
 
@@ -330,7 +370,8 @@ def _refuse_without_dnc_point(spec) -> None:
         raise _ArgumentError(
             f"nothing to verify: b = K^(L+1)·n·λ_H·Πλ_l = {sol.b:.4g} >= (L−1)^(L−1)/L^(2L) = {sol.b_bound:.4g} "
             f"(L = {spec.depth}), so the global minimiser is 0 and there is no collapsed DNC point; "
-            "lower --lambda-W / --lambda-H")
+            "lower --lambda-W / --lambda-H"
+        )
 
 
 def _verify_one(spec, args, progress: _Progress, prefix: str = ""):
@@ -342,8 +383,9 @@ def _verify_one(spec, args, progress: _Progress, prefix: str = ""):
         progress.stage(f"{prefix}constructing the DNC optimum")
     else:
         steps = training_steps(spec)
-        progress.stage(f"{prefix}training to collapse (at most {steps} steps, stops at ‖∇L‖ <= {TRAIN_TOL:g})",
-                       total=steps)
+        progress.stage(
+            f"{prefix}training to collapse (at most {steps} steps, stops at ‖∇L‖ <= {TRAIN_TOL:g})", total=steps
+        )
 
         def callback(rec):
             progress.update(rec["step"], f"step {rec['step']}  |∇L| {rec['grad_norm']:.1e}")
@@ -365,22 +407,35 @@ def _worst(report):
 
 def _grid_specs(base):
     """A small sweep: L = 1..4, K = 2..6, MSE/CE, linear and ReLU (σ'(0) = 1)."""
-    rows = [(1, 2, "mse", "linear"), (2, 3, "mse", "linear"), (3, 4, "mse", "linear"), (4, 6, "mse", "linear"),
-            (2, 5, "mse", "linear"), (1, 3, "ce", "linear"), (2, 4, "ce", "linear"), (3, 5, "ce", "linear"),
-            (4, 2, "ce", "linear"), (2, 3, "mse", "relu"), (3, 4, "mse", "relu")]
+    rows = [
+        (1, 2, "mse", "linear"),
+        (2, 3, "mse", "linear"),
+        (3, 4, "mse", "linear"),
+        (4, 6, "mse", "linear"),
+        (2, 5, "mse", "linear"),
+        (1, 3, "ce", "linear"),
+        (2, 4, "ce", "linear"),
+        (3, 5, "ce", "linear"),
+        (4, 2, "ce", "linear"),
+        (2, 3, "mse", "relu"),
+        (3, 4, "mse", "relu"),
+    ]
     for L, K, loss, act in rows:
         # ReLU: narrow layers (d = 2K) trap GD in non-collapsed critical points; d = 16 collapses
         width = 16 if act == "relu" else max(2 * K, 4)
-        yield base.replace(depth=L, num_classes=K, width=width, loss=loss, activation=act,
-                           relu_grad0=1.0, lambda_W=1e-3, lambda_H=1e-3)
+        yield base.replace(
+            depth=L, num_classes=K, width=width, loss=loss, activation=act, relu_grad0=1.0, lambda_W=1e-3, lambda_H=1e-3
+        )
 
 
 def _cmd_verify(args) -> int:
     import jax
 
     if args.x64 is False:
-        raise _ArgumentError("--x32: verify checks in float64 (its tolerances, down to 1e-8, are below float32's "
-                             "rounding 6e-8) whatever the flag; drop --x32 (`ufm train --x32` trains in float32)")
+        raise _ArgumentError(
+            "--x32: verify checks in float64 (its tolerances, down to 1e-8, are below float32's "
+            "rounding 6e-8) whatever the flag; drop --x32 (`ufm train --x32` trains in float32)"
+        )
     jax.config.update("jax_enable_x64", True)
     spec = _spec_from_args(args)
     console = _console()
@@ -388,14 +443,24 @@ def _cmd_verify(args) -> int:
         results, specs = [], list(_grid_specs(spec))
         for i, s in enumerate(specs):
             with _Progress() as progress:
-                r = _verify_one(s, args, progress, f"[{i + 1}/{len(specs)}] L={s.depth} K={s.num_classes} {s.loss} "
-                                                   f"{s.activation}: ")
+                r = _verify_one(
+                    s, args, progress, f"[{i + 1}/{len(specs)}] L={s.depth} K={s.num_classes} {s.loss} {s.activation}: "
+                )
             w = _worst(r)
-            results.append({"spec": s.to_dict(), "passed": r.passed, "worst": w.to_dict(),
-                            "seconds": r.info["seconds"], "failed": [c.to_dict() for c in r.failed]})
-            console.print(f"{'ok  ' if r.passed else 'FAIL'} L={s.depth} K={s.num_classes} d={s.width} {s.loss:3s} "
-                          f"{s.activation:6s} worst: {w.group} / {w.name} err {w.error:.1e} (tol {w.tolerance:.0e}) "
-                          f"[{r.info['seconds']:.1f} s]")
+            results.append(
+                {
+                    "spec": s.to_dict(),
+                    "passed": r.passed,
+                    "worst": w.to_dict(),
+                    "seconds": r.info["seconds"],
+                    "failed": [c.to_dict() for c in r.failed],
+                }
+            )
+            console.print(
+                f"{'ok  ' if r.passed else 'FAIL'} L={s.depth} K={s.num_classes} d={s.width} {s.loss:3s} "
+                f"{s.activation:6s} worst: {w.group} / {w.name} err {w.error:.1e} (tol {w.tolerance:.0e}) "
+                f"[{r.info['seconds']:.1f} s]"
+            )
         passed = all(r["passed"] for r in results)
         if args.json:
             with open(args.json, "w") as f:
@@ -407,9 +472,11 @@ def _cmd_verify(args) -> int:
     console.print(_spec_text(spec, console.width), soft_wrap=True, markup=False)
     info = report.info
     if info.get("train_converged") is False:  # said before the table, and a FAIL row in it
-        console.print(f"[bold red]not converged:[/bold red] training stopped at its {info['train_step_cap']}-step cap "
-                      f"with ‖∇L‖ = {info['grad_norm']:.2g} > {info['train_tol']:g}; the checks compare the theory "
-                      "with a state that is not a verified optimum")
+        console.print(
+            f"[bold red]not converged:[/bold red] training stopped at its {info['train_step_cap']}-step cap "
+            f"with ‖∇L‖ = {info['grad_norm']:.2g} > {info['train_tol']:g}; the checks compare the theory "
+            "with a state that is not a verified optimum"
+        )
     console.print(_report_table(report))
     if any(not c.required for c in report.checks):
         console.print("info / off: informational checks (not counted in the verdict) that match / do not match")
@@ -423,8 +490,11 @@ def _cmd_verify(args) -> int:
         _plot_report(report, args.plot)
     if not report.passed:
         w = _worst(report)
-        print(f"ufm: {len(report.failed)} check(s) failed, {'first' if w.group == 'state' else 'worst'}: {w.group} / "
-              f"{w.name}: error {w.error:.3g} > tolerance {w.tolerance:.3g}", file=sys.stderr)
+        print(
+            f"ufm: {len(report.failed)} check(s) failed, {'first' if w.group == 'state' else 'worst'}: {w.group} / "
+            f"{w.name}: error {w.error:.3g} > tolerance {w.tolerance:.3g}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -451,13 +521,29 @@ def _cmd_real(args) -> int:
                 if "stage" in rec:  # run_real's training is over: the next stage starts
                     progress.stage(rec["stage"])
                 else:
-                    progress.update(rec.get("step"), " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                                              for k, v in rec.items() if not hasattr(v, "__len__")))
+                    progress.update(
+                        rec.get("step"),
+                        " ".join(
+                            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in rec.items()
+                            if not hasattr(v, "__len__")
+                        ),
+                    )
 
             report, _history = networks.run_real(
-                dataset=args.dataset, model=args.model, loss=args.loss, quick=args.quick, seed=args.seed,
-                depth=args.depth, width=args.width, activation=args.activation, steps=args.steps,
-                data_dir=args.data_dir, checkpoint=args.checkpoint, callback=callback)
+                dataset=args.dataset,
+                model=args.model,
+                loss=args.loss,
+                quick=args.quick,
+                seed=args.seed,
+                depth=args.depth,
+                width=args.width,
+                activation=args.activation,
+                steps=args.steps,
+                data_dir=args.data_dir,
+                checkpoint=args.checkpoint,
+                callback=callback,
+            )
     except (TypeError, ValueError, FileNotFoundError) as e:
         raise _ArgumentError(str(e)) from None
     return _emit_network_report(report, args)
@@ -482,8 +568,10 @@ def _emit_network_report(report, args) -> int:
         plotting.savefig(plotting.real_network_figure(report), args.plot)
     unconverged = not all(report.verdict["converged"]) or (report.network is not None and not report.network.converged)
     if unconverged:  # a measurement that missed its tolerance is a failed run, not a warning
-        print("ufm: a Krylov measurement did not converge (see the table); its eigenvalues are not trustworthy",
-              file=sys.stderr)
+        print(
+            "ufm: a Krylov measurement did not converge (see the table); its eigenvalues are not trustworthy",
+            file=sys.stderr,
+        )
         return 1
     if not report.verdict["all_collapsed"]:
         print(f"ufm: warning: {report.verdict['summary']}", file=sys.stderr)
@@ -546,28 +634,37 @@ def _add_dynamics(sub, load: bool) -> None:
 def build_parser(argv=None) -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = _Parser(prog="ufm", description="Deep unconstrained feature models: collapse, spectra, figures.",
-                     epilog="`ufm COMMAND --help` describes a command's flags. Exit status: 0 success, "
-                            "1 a check failed, 2 bad arguments.")
+    parser = _Parser(
+        prog="ufm",
+        description="Deep unconstrained feature models: collapse, spectra, figures.",
+        epilog="`ufm COMMAND --help` describes a command's flags. Exit status: 0 success, "
+        "1 a check failed, 2 bad arguments.",
+    )
     parser.add_argument("--version", action="version", version=f"ufm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a deep UFM to collapse and print NC1-NC4 per layer",
-                       epilog="Line-search gradient descent from init_params(seed); stops at ‖∇L‖ <= 1e-9 (1e-4 with "
-                              "--x32) or after --steps, with a warning when it did not converge. `ufm verify` trains "
-                              "further, to ‖∇L‖ <= 1e-10, always in float64.")
+    p = sub.add_parser(
+        "train",
+        help="train a deep UFM to collapse and print NC1-NC4 per layer",
+        epilog="Line-search gradient descent from init_params(seed); stops at ‖∇L‖ <= 1e-9 (1e-4 with "
+        "--x32) or after --steps, with a warning when it did not converge. `ufm verify` trains "
+        "further, to ‖∇L‖ <= 1e-10, always in float64.",
+    )
     _add_spec_args(p)
     p.add_argument("--steps", type=_POSITIVE, default=100_000, help="the most optimiser steps (default 100000)")
     p.add_argument("--log-every", type=_POSITIVE, default=1_000, help="steps between progress records")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("verify", help="check the closed-form theory against autodiff (exit 1 if a check fails)",
-                       epilog="The state: trained from init_params(seed) to ‖∇L‖ <= 1e-10 within 200000 steps "
-                              "(ReLU: 100000), or the constructed optimum (--from-optimum); training that stops at the "
-                              "cap is a failed check (exit 1). Always float64 (--x32 is refused). A spec without a "
-                              "collapsed DNC point (MSE with b = K^(L+1)·n·λ_H·Πλ_l >= (L-1)^(L-1)/L^(2L): the "
-                              "minimiser is 0; CE without a critical point; softplus) is refused before training "
-                              "(exit 2).")
+    p = sub.add_parser(
+        "verify",
+        help="check the closed-form theory against autodiff (exit 1 if a check fails)",
+        epilog="The state: trained from init_params(seed) to ‖∇L‖ <= 1e-10 within 200000 steps "
+        "(ReLU: 100000), or the constructed optimum (--from-optimum); training that stops at the "
+        "cap is a failed check (exit 1). Always float64 (--x32 is refused). A spec without a "
+        "collapsed DNC point (MSE with b = K^(L+1)·n·λ_H·Πλ_l >= (L-1)^(L-1)/L^(2L): the "
+        "minimiser is 0; CE without a critical point; softplus) is refused before training "
+        "(exit 2).",
+    )
     _add_spec_args(p)
     p.add_argument("--from-optimum", action="store_true", help="construct the exact DNC optimum instead of training")
     p.add_argument("--grid", action="store_true", help="a small sweep over L, K, loss and activation")
@@ -592,26 +689,43 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_real)
 
     p = sub.add_parser(
-        "analyze", help="analyse a network's head saved from any framework (.npz: H1, labels, W1..WL, ...)",
+        "analyze",
+        help="analyse a network's head saved from any framework (.npz: H1, labels, W1..WL, ...)",
         description="Collapse (NC1-NC4) per head layer, the class-mean and class-averaged predictions of each head "
-                    "layer's data-Hessian outliers, the measured blocks (autodiff on the head alone, float64) and "
-                    "their comparison, with a verdict. File format: README 'Analyse your own network'.",
+        "layer's data-Hessian outliers, the measured blocks (autodiff on the head alone, float64) and "
+        "their comparison, with a verdict. File format: README 'Analyse your own network'.",
         epilog="A legend under the table explains every column and states the thresholds of the verdict "
-               "(ufm.networks.NC1_THRESHOLD, REL_ERROR_THRESHOLD).")
-    p.add_argument("path", metavar="PATH.npz", help="H1 (N×d or d×N), labels, W1..WL (d_out×d_in), optional "
-                                                    "b1..bL and H2..HL, activation, loss")
+        "(ufm.networks.NC1_THRESHOLD, REL_ERROR_THRESHOLD).",
+    )
+    p.add_argument(
+        "path",
+        metavar="PATH.npz",
+        help="H1 (N×d or d×N), labels, W1..WL (d_out×d_in), optional b1..bL and H2..HL, activation, loss",
+    )
     p.add_argument("--json", metavar="PATH", help="write the report (the schema of `ufm real --json`)")
     p.add_argument("--plot", metavar="PATH", help="figure of predicted vs measured layer spectra (PDF + PNG)")
-    p.add_argument("--dense-max", type=int, default=4096,
-                   help="blocks up to this many parameters are measured densely, larger ones by Lanczos")
+    p.add_argument(
+        "--dense-max",
+        type=int,
+        default=4096,
+        help="blocks up to this many parameters are measured densely, larger ones by Lanczos",
+    )
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("figures", help="regenerate every paper figure (PDF + PNG + index.md)",
-                       epilog="figures: " + ", ".join(_figure_names()))
+    p = sub.add_parser(
+        "figures",
+        help="regenerate every paper figure (PDF + PNG + index.md)",
+        epilog="figures: " + ", ".join(_figure_names()),
+    )
     p.add_argument("--out", default="figs", help="output directory (default figs/)")
     p.add_argument("--quick", action="store_true", help="reduced sizes (smoke test)")
-    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
-                   help="build only these figures (names or prefixes such as fig01; listed below)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="build only these figures (names or prefixes such as fig01; listed below)",
+    )
     p.set_defaults(func=_cmd_figures)
 
     p = sub.add_parser("theory", help="print the derived closed forms (plain text; --latex for LaTeX)")
@@ -643,8 +757,11 @@ def _run_checking_convergence(args) -> int:
             json.dump(report, f, indent=1)
     if not missed:
         return code
-    print(f"ufm: {len(missed)} Krylov solve(s) in the probes did not converge; their spectra are not trustworthy: "
-          f"{missed[0]}", file=sys.stderr)
+    print(
+        f"ufm: {len(missed)} Krylov solve(s) in the probes did not converge; their spectra are not trustworthy: "
+        f"{missed[0]}",
+        file=sys.stderr,
+    )
     return code or 1
 
 

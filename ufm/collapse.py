@@ -102,9 +102,11 @@ class CollapseMetrics:
         return {k: np.asarray(v).tolist() for k, v in dataclasses.asdict(self).items()}
 
 
+jax.tree_util.register_dataclass(
+    CollapseMetrics, data_fields=[f.name for f in dataclasses.fields(CollapseMetrics)], meta_fields=[]
+)
 
-jax.tree_util.register_dataclass(CollapseMetrics, data_fields=[f.name for f in dataclasses.fields(CollapseMetrics)],
-                                 meta_fields=[])
+
 def _layer_metrics(H, labels, K, W, predictions, geometry, rcond) -> dict:
     H = np.asarray(H, dtype=np.float64)
     d, N = H.shape
@@ -138,8 +140,17 @@ def _layer_metrics(H, labels, K, W, predictions, geometry, rcond) -> dict:
     if predictions is not None:
         dist = ((H[:, :, None] - M[:, None, :]) ** 2).sum(axis=0)  # N × K
         nc4 = float(np.mean(dist.argmin(axis=1) != np.asarray(predictions)))
-    return dict(nc1=nc1, nc1_uncentred=nc1_u, of_distance=of, etf_distance=etf, equinorm=equinorm,
-                equiangularity=equiangularity, nc3=nc3, duality=duality, nc4=nc4)
+    return dict(
+        nc1=nc1,
+        nc1_uncentred=nc1_u,
+        of_distance=of,
+        etf_distance=etf,
+        equinorm=equinorm,
+        equiangularity=equiangularity,
+        nc3=nc3,
+        duality=duality,
+        nc4=nc4,
+    )
 
 
 def nc_metrics(

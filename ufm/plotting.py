@@ -143,8 +143,18 @@ def savefig(fig, path) -> tuple[str, str]:
     return out
 
 
-def mark_value(ax, value: float, label: str | None = None, *, color="0.25", axis: str = "y", where: float = 0.99,
-               va: str = "bottom", legend: str | None = None, **line_kw):
+def mark_value(
+    ax,
+    value: float,
+    label: str | None = None,
+    *,
+    color="0.25",
+    axis: str = "y",
+    where: float = 0.99,
+    va: str = "bottom",
+    legend: str | None = None,
+    **line_kw,
+):
     """A predicted value: a dashed line across ``ax`` with ``label`` written at its end.
 
     ``axis="y"``: horizontal line at ``y = value`` (label at the right, above the line);
@@ -155,21 +165,48 @@ def mark_value(ax, value: float, label: str | None = None, *, color="0.25", axis
     if axis == "y":
         line = ax.axhline(value, **kw)
         if label:
-            ax.text(where, value, label, transform=ax.get_yaxis_transform(), ha="right", va=va,
-                    color=color, fontsize="x-small")
+            ax.text(
+                where,
+                value,
+                label,
+                transform=ax.get_yaxis_transform(),
+                ha="right",
+                va=va,
+                color=color,
+                fontsize="x-small",
+            )
     elif axis == "x":
         line = ax.axvline(value, **kw)
         if label:
-            ax.text(value, where, " " + label, transform=ax.get_xaxis_transform(), ha="left", va="top",
-                    color=color, fontsize="x-small", rotation=90)
+            ax.text(
+                value,
+                where,
+                " " + label,
+                transform=ax.get_xaxis_transform(),
+                ha="left",
+                va="top",
+                color=color,
+                fontsize="x-small",
+                rotation=90,
+            )
     else:
         raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
     return line
 
 
-def plot_spectrum(ax, eigenvalues, *, label: str | None = None, color=None, floor: float | None = None,
-                  marker: str = "o", offset: float = 0.0, max_points: int | None = None,
-                  floor_label: str | None = None, **kw):
+def plot_spectrum(
+    ax,
+    eigenvalues,
+    *,
+    label: str | None = None,
+    color=None,
+    floor: float | None = None,
+    marker: str = "o",
+    offset: float = 0.0,
+    max_points: int | None = None,
+    floor_label: str | None = None,
+    **kw,
+):
     """Eigenvalues (sorted descending) against their index on a log y-axis.
 
     Values ``<= floor`` (default ``1e-14 · max``) — the zero bulk at rounding level, or
@@ -187,15 +224,33 @@ def plot_spectrum(ax, eigenvalues, *, label: str | None = None, color=None, floo
     big = vals > floor
     line = ax.plot(idx[big], vals[big], marker, color=color, label=label, linestyle="none", **kw)[0]
     if np.any(~big):
-        ax.plot(idx[~big], np.full(np.sum(~big), floor), marker, linestyle="none", markerfacecolor="none",
-                color=line.get_color(), label=floor_label, **kw)
+        ax.plot(
+            idx[~big],
+            np.full(np.sum(~big), floor),
+            marker,
+            linestyle="none",
+            markerfacecolor="none",
+            color=line.get_color(),
+            label=floor_label,
+            **kw,
+        )
     ax.set_yscale("log")
     ax.xaxis.get_major_locator().set_params(integer=True)  # indices
     return floor
 
 
-def heatmap(ax, M, *, vmin=None, vmax=None, cmap="cividis", annotate: bool | None = None, fmt: str = "{:.2f}",
-            colorbar: bool = True, labels=None):
+def heatmap(
+    ax,
+    M,
+    *,
+    vmin=None,
+    vmax=None,
+    cmap="cividis",
+    annotate: bool | None = None,
+    fmt: str = "{:.2f}",
+    colorbar: bool = True,
+    labels=None,
+):
     """A matrix as an image with square cells (class × class tables: Grams, alignments).
 
     ``annotate`` writes each value in its cell (default: matrices up to 6 × 6).
@@ -240,22 +295,30 @@ def layer_spectra_figure(report):
     ncols = min(len(layers), 4)
     nrows = math.ceil(len(layers) / ncols)
     spec = report.spec
-    tops = [max(np.max(spectra[l].measured.eigenvalues, initial=0.0), np.max(spectra[l].predicted.eigenvalues,
-                                                                             initial=0.0)) for l in layers]
+    tops = [
+        max(np.max(spectra[l].measured.eigenvalues, initial=0.0), np.max(spectra[l].predicted.eigenvalues, initial=0.0))
+        for l in layers
+    ]
     floor = 1e-14 * max(max(tops), 1e-300)  # one floor for the shared y axis: the zero bulk at rounding level
     # many more eigenvalues than outliers in some layer: a log index axis (every panel) keeps the outliers apart
-    log_index = any(spectra[l].measured.eigenvalues.size > 4 * max(spectra[l].predicted.eigenvalues.size, 1)
-                    for l in layers)
+    log_index = any(
+        spectra[l].measured.eigenvalues.size > 4 * max(spectra[l].predicted.eigenvalues.size, 1) for l in layers
+    )
     with use_style():
-        fig, axes = figure(nrows, ncols, columns=1 if ncols == 1 else 2, height=2.2 * nrows, squeeze=False,
-                           sharey=True)
+        fig, axes = figure(nrows, ncols, columns=1 if ncols == 1 else 2, height=2.2 * nrows, squeeze=False, sharey=True)
         for ax, l in zip(axes.flat, layers):
             pred, meas = spectra[l].predicted, spectra[l].measured
             vals = meas.eigenvalues
             bulk = int(np.sum(vals <= floor))
-            plot_spectrum(ax, vals, floor=floor, label="measured (autodiff)", color=COLORS[0],
-                          markersize=1.8,
-                          floor_label=r"$\leq 10^{-14}\lambda_{max}$ (zero bulk), drawn at that floor")
+            plot_spectrum(
+                ax,
+                vals,
+                floor=floor,
+                label="measured (autodiff)",
+                color=COLORS[0],
+                markersize=1.8,
+                floor_label=r"$\leq 10^{-14}\lambda_{max}$ (zero bulk), drawn at that floor",
+            )
             for v, m in zip(*pred.levels(rtol=1e-6)):
                 mark_value(ax, v, f"predicted {v:.4g} ×{m}", color=COLORS[1], where=0.98)
             if log_index:
@@ -267,13 +330,16 @@ def layer_spectra_figure(report):
         lo, hi = math.floor(math.log10(floor / 3)), math.ceil(math.log10(3 * max(max(tops), 1e-300)))
         stride = max(1, math.ceil((hi - lo) / 6))
         axes[0, 0].set_yticks(10.0 ** np.arange(hi, lo - 1, -stride))
-        axes[0, 0].set_ylim(10.0 ** lo, 10.0 ** hi)
-        for ax in axes.flat[len(layers):]:
+        axes[0, 0].set_ylim(10.0**lo, 10.0**hi)
+        for ax in axes.flat[len(layers) :]:
             ax.set_visible(False)
         axes[0, 0].set_ylabel("eigenvalue (data Hessian)")
         fig.legend(handles=axes[0, 0].get_legend_handles_labels()[0], loc="outside lower center", ncols=2)
-        fig.suptitle(f"K={spec.num_classes}, n={spec.per_class}, L={spec.depth}, {spec.activation}, {spec.loss}; "
-                     f"{report.info.get('state', '')}", fontsize=7)
+        fig.suptitle(
+            f"K={spec.num_classes}, n={spec.per_class}, L={spec.depth}, {spec.activation}, {spec.loss}; "
+            f"{report.info.get('state', '')}",
+            fontsize=7,
+        )
     return fig
 
 
@@ -291,14 +357,22 @@ def real_network_figure(report):
             plot_spectrum(ax, c.predicted[:k], label="predicted (class means)", color=COLORS[1], marker="x")
             err = c.median_rel_error
             if not np.allclose(c.predicted_class_averaged, c.predicted, rtol=1e-9, atol=0):  # e.g. CE
-                plot_spectrum(ax, c.predicted_class_averaged[:k], label="predicted (class-averaged curvature)",
-                              color=COLORS[2], marker="+")
+                plot_spectrum(
+                    ax,
+                    c.predicted_class_averaged[:k],
+                    label="predicted (class-averaged curvature)",
+                    color=COLORS[2],
+                    marker="+",
+                )
                 err = min(err, c.class_averaged_median_rel_error)
             ax.set_title(f"$W_{c.layer}$: {c.num_outliers} outliers, NC1 {c.nc1:.1e}, median err {err:.1e}")
             ax.set_xlabel("eigenvalue index")
         axes[0, 0].set_ylabel("eigenvalue (data Hessian)")
         axes[0, 0].legend(loc="lower left")
         cfg = report.config
-        fig.suptitle(f"{cfg.get('dataset', '')} {cfg.get('model', '')} {cfg.get('loss', '')}: "
-                     f"train acc {report.train_accuracy:.3f}", fontsize=7)
+        fig.suptitle(
+            f"{cfg.get('dataset', '')} {cfg.get('model', '')} {cfg.get('loss', '')}: "
+            f"train acc {report.train_accuracy:.3f}",
+            fontsize=7,
+        )
     return fig

@@ -105,8 +105,16 @@ class Spectrum:
             raise ValueError(f"dim={self.dim} is smaller than the number of eigenvalues {vals.size}")
 
     @classmethod
-    def from_dense(cls, matrix, *, k: int | None = None, which: str = "largest", vectors: bool = True,
-                   source: str = "dense", info: dict | None = None) -> "Spectrum":
+    def from_dense(
+        cls,
+        matrix,
+        *,
+        k: int | None = None,
+        which: str = "largest",
+        vectors: bool = True,
+        source: str = "dense",
+        info: dict | None = None,
+    ) -> "Spectrum":
         """The eigendecomposition of a dense symmetric matrix the caller already has.
 
         The matrix is symmetrised (``(A + Aᵀ)/2``, which removes the rounding asymmetry of a
@@ -216,8 +224,12 @@ class GaussNewtonSplit(NamedTuple):
     nc1: float | None = None
 
     def to_dict(self) -> dict:
-        return {"G_class": self.G_class.to_dict(), "G_cross": self.G_cross.to_dict(),
-                "G_within": self.G_within.to_dict(), "nc1": _value(self.nc1)}
+        return {
+            "G_class": self.G_class.to_dict(),
+            "G_cross": self.G_cross.to_dict(),
+            "G_within": self.G_within.to_dict(),
+            "nc1": _value(self.nc1),
+        }
 
 
 class GradientSpectra(NamedTuple):
@@ -242,9 +254,13 @@ class GradientSpectra(NamedTuple):
     outlier_fraction: float | None = None
 
     def to_dict(self) -> dict:
-        return {"gradient_norm": float(np.linalg.norm(self.gradient)),
-                "second_moment": self.second_moment.to_dict(), "covariance": self.covariance.to_dict(),
-                "class_coefficients": _value(self.class_coefficients), "outlier_fraction": _value(self.outlier_fraction)}
+        return {
+            "gradient_norm": float(np.linalg.norm(self.gradient)),
+            "second_moment": self.second_moment.to_dict(),
+            "covariance": self.covariance.to_dict(),
+            "class_coefficients": _value(self.class_coefficients),
+            "outlier_fraction": _value(self.outlier_fraction),
+        }
 
 
 class SingularValues(NamedTuple):
@@ -266,8 +282,13 @@ class SingularValues(NamedTuple):
     max_rel_error: float | None = None
 
     def to_dict(self) -> dict:
-        return {"values": _value(self.values), "layer": self.layer, "predicted": _value(self.predicted),
-                "multiplicity": self.multiplicity, "max_rel_error": _value(self.max_rel_error)}
+        return {
+            "values": _value(self.values),
+            "layer": self.layer,
+            "predicted": _value(self.predicted),
+            "multiplicity": self.multiplicity,
+            "max_rel_error": _value(self.max_rel_error),
+        }
 
 
 # ---- pytree registration ------------------------------------------------------------------------

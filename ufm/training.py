@@ -70,8 +70,9 @@ class TrainResult:
         }
 
 
-
 jax.tree_util.register_dataclass(TrainResult, data_fields=["params", "history"], meta_fields=["converged", "steps"])
+
+
 def _batch_loss(spec: UFMSpec, params: UFMParams, columns) -> jax.Array:
     """Ridge + data term on a column subset (SGD): the columns of H_1 form the batch."""
     batch = UFMParams(params.H1[:, columns], params.Ws)

@@ -59,9 +59,17 @@ class Check:
         return bool(np.isfinite(self.error) and self.error <= self.tolerance)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "group": self.group, "layer": self.layer, "predicted": _jsonable(self.predicted),
-                "measured": _jsonable(self.measured), "error": float(self.error),
-                "tolerance": float(self.tolerance), "passed": self.passed, "required": self.required}
+        return {
+            "name": self.name,
+            "group": self.group,
+            "layer": self.layer,
+            "predicted": _jsonable(self.predicted),
+            "measured": _jsonable(self.measured),
+            "error": float(self.error),
+            "tolerance": float(self.tolerance),
+            "passed": self.passed,
+            "required": self.required,
+        }
 
 
 class LayerSpectra(NamedTuple):
@@ -103,6 +111,7 @@ class Report:
 
     def worst(self) -> Check:
         """The check with the largest ``error / tolerance`` (failed checks first)."""
+
         def badness(c):
             if not c.required:  # informational checks never count as the worst
                 return (-1, 0.0)
@@ -113,8 +122,13 @@ class Report:
         return max(self.checks, key=badness)
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "spec": self.spec.to_dict(), "info": _jsonable(self.info),
-                "checks": [c.to_dict() for c in self.checks], "spectra": [s.to_dict() for s in self.spectra]}
+        return {
+            "passed": self.passed,
+            "spec": self.spec.to_dict(),
+            "info": _jsonable(self.info),
+            "checks": [c.to_dict() for c in self.checks],
+            "spectra": [s.to_dict() for s in self.spectra],
+        }
 
     def to_json(self, path) -> None:
         with open(path, "w") as f:
@@ -150,8 +164,14 @@ def _measure_block(f, params, leaves, k, dense_max, vectors=True):
     the top ``k`` by block Krylov (`ufm.curvature.spectrum`)."""
     P = sum(np.size(jax.tree_util.tree_leaves(params)[i]) for i in leaves)
     dense = P <= dense_max
-    return curvature.spectrum(f, params, leaves=leaves, k=None if dense else min(k, P), dense_max=dense_max,
-                              **({"vectors": vectors} if dense else {}))
+    return curvature.spectrum(
+        f,
+        params,
+        leaves=leaves,
+        k=None if dense else min(k, P),
+        dense_max=dense_max,
+        **({"vectors": vectors} if dense else {}),
+    )
 
 
 def _block_matvec(f, params, leaves):
@@ -167,23 +187,55 @@ def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list
     m = pred.eigenvalues.size
     meas = _measure_block(f_data, params, [l], m + 5, dense_max)
     vals, vecs, how = meas.eigenvalues, meas.eigenvectors, _HOW[meas.source]
-    checks.append(Check("outlier eigenvalues (class-mean formula)", pred.eigenvalues, vals[:m],
-                        _rel(vals[:m], pred.eigenvalues), tol["eig"], g))
+    checks.append(
+        Check(
+            "outlier eigenvalues (class-mean formula)",
+            pred.eigenvalues,
+            vals[:m],
+            _rel(vals[:m], pred.eigenvalues),
+            tol["eig"],
+            g,
+        )
+    )
     # the same gap rule on both sides: tiny predicted eigenvalues belong to the bulk
     n_pred = int(curvature.count_outliers(pred.all_eigenvalues()))
     n_out = int(curvature.count_outliers(vals))
     checks.append(Check("outlier count (gap rule)", n_pred, n_out, float(abs(n_out - n_pred)), 0.0, g))
     rest = vals[m:]
     bulk_err = float(np.max(np.abs(rest - pred.bulk_value), initial=0.0) / max(abs(vals[0]), 1e-300))
-    checks.append(Check(f"bulk ({how})", pred.bulk_value, [float(rest.min(initial=0)), float(rest.max(initial=0))],
-                        bulk_err, tol["eig"], g))
+    checks.append(
+        Check(
+            f"bulk ({how})",
+            pred.bulk_value,
+            [float(rest.min(initial=0)), float(rest.max(initial=0))],
+            bulk_err,
+            tol["eig"],
+            g,
+        )
+    )
     angles = np.asarray(curvature.principal_angles(pred.eigenvectors[:, :n_pred], vecs[:, :n_pred]))
-    checks.append(Check("outlier subspace: largest principal angle [rad]", 0.0, float(angles.max()),
-                        float(angles.max()), tol["angle"], g))
+    checks.append(
+        Check(
+            "outlier subspace: largest principal angle [rad]",
+            0.0,
+            float(angles.max()),
+            float(angles.max()),
+            tol["angle"],
+            g,
+        )
+    )
     matvec = _block_matvec(f_data, params, [l])
     f_vals = np.array([float(curvature.alignment(matvec, pred.eigenvectors[:, j])) for j in range(m)])
-    checks.append(Check("alignment f(v) of predicted eigenvectors (min)", 1.0, float(f_vals.min()),
-                        float(1 - f_vals.min()), tol["angle"], g))
+    checks.append(
+        Check(
+            "alignment f(v) of predicted eigenvectors (min)",
+            1.0,
+            float(f_vals.min()),
+            float(1 - f_vals.min()),
+            tol["angle"],
+            g,
+        )
+    )
 
     if not at_dnc:  # the closed-form DNC values hold only at the DNC point itself
         return checks + (_gn_checks(spec, params, l, tol, g) if spec.loss == "mse" else []), LayerSpectra(l, pred, meas)
@@ -192,12 +244,28 @@ def _layer_checks(spec, params, l, f_data, dense_max, tol, at_dnc) -> tuple[list
     if mults:  # the layer's own λ_l (docs/theory.md §4, §5)
         value = np.sort(np.repeat(levels, mults))[::-1]
         name = "outliers vs DNC closed form λγ/(1−γ)" if spec.loss == "mse" else "CE outlier levels vs DNC closed form"
-        checks.append(Check(name, float(levels[0]) if spec.loss == "mse" else list(levels), vals[: value.size],
-                            _rel(vals[: value.size], value), tol["dnc"], g))
+        checks.append(
+            Check(
+                name,
+                float(levels[0]) if spec.loss == "mse" else list(levels),
+                vals[: value.size],
+                _rel(vals[: value.size], value),
+                tol["dnc"],
+                g,
+            )
+        )
     ws = theory.weight_spectrum(spec, params)[l - 1]
     if ws.max_rel_error is not None:
-        checks.append(Check(f"singular values of W_{l} vs DNC", ws.predicted, ws.values[: ws.multiplicity],
-                            ws.max_rel_error, tol["dnc"], g))
+        checks.append(
+            Check(
+                f"singular values of W_{l} vs DNC",
+                ws.predicted,
+                ws.values[: ws.multiplicity],
+                ws.max_rel_error,
+                tol["dnc"],
+                g,
+            )
+        )
     if spec.loss == "mse":
         checks += _gn_checks(spec, params, l, tol, g)
         checks += _gradient_checks(spec, params, l, pred, tol, g)
@@ -217,7 +285,9 @@ def _gn_checks(spec, params, l, tol, g) -> list[Check]:
         ev, p = getattr(measured, name).eigenvalues, getattr(predicted, name)
         rank = int(np.sum(ev > tol["rank"] * top))
         pv = p.eigenvalues[p.eigenvalues > tol["rank"] * top]  # same numerical-rank rule on both sides
-        checks.append(Check(f"{name} rank (> {tol['rank']:g}·λ_max)", pv.size, rank, float(abs(rank - pv.size)), 0.0, g))
+        checks.append(
+            Check(f"{name} rank (> {tol['rank']:g}·λ_max)", pv.size, rank, float(abs(rank - pv.size)), 0.0, g)
+        )
         if pv.size and rank == pv.size:
             checks.append(Check(f"{name} eigenvalues", pv, ev[:rank], _rel(ev[:rank], pv), tol["eig"], g))
     return checks
@@ -236,8 +306,14 @@ def _gradient_checks(spec, params, l, pred, tol, g) -> list[Check]:
     expected = np.eye(K) / K
     frac = float(curvature.gradient_fraction(ghat.reshape(-1), pred.eigenvectors))
     return [
-        Check("gradient: squared coefficients on μ̂_c⊗μ̂_c' (1/K diagonal)", expected, coef2,
-              float(np.max(np.abs(coef2 - expected))), tol["dnc"], g),
+        Check(
+            "gradient: squared coefficients on μ̂_c⊗μ̂_c' (1/K diagonal)",
+            expected,
+            coef2,
+            float(np.max(np.abs(coef2 - expected))),
+            tol["dnc"],
+            g,
+        ),
         Check("gradient: fraction in the outlier space", 1.0, frac, abs(1 - frac), tol["dnc"], g),
     ]
 
@@ -248,14 +324,36 @@ def _collapse_checks(spec, params, tol, geometry_required=True) -> list[Check]:
     checks = []
     for i in range(spec.depth):
         g = f"layer {i + 1}"
-        checks.append(Check("NC1 tr(Σ_W Σ_B†)/K", 0.0, float(nc.nc1[i]), float(abs(nc.nc1[i])), tol["nc"], g,
-                            layer=i + 1))
-        checks.append(Check(f"NC2 {geometry}", 0.0, float(getattr(nc, geometry)[i]),
-                            float(getattr(nc, geometry)[i]), tol["nc2"], g, geometry_required, i + 1))
-        checks.append(Check("NC3 rows of W outside span(M)", 0.0, float(nc.nc3[i]), float(nc.nc3[i]),
-                            tol["nc2"], g, geometry_required, i + 1))
-        checks.append(Check("NC4 nearest-centre disagreement", 0.0, float(nc.nc4[i]), float(nc.nc4[i]), 0.0, g,
-                            layer=i + 1))
+        checks.append(
+            Check("NC1 tr(Σ_W Σ_B†)/K", 0.0, float(nc.nc1[i]), float(abs(nc.nc1[i])), tol["nc"], g, layer=i + 1)
+        )
+        checks.append(
+            Check(
+                f"NC2 {geometry}",
+                0.0,
+                float(getattr(nc, geometry)[i]),
+                float(getattr(nc, geometry)[i]),
+                tol["nc2"],
+                g,
+                geometry_required,
+                i + 1,
+            )
+        )
+        checks.append(
+            Check(
+                "NC3 rows of W outside span(M)",
+                0.0,
+                float(nc.nc3[i]),
+                float(nc.nc3[i]),
+                tol["nc2"],
+                g,
+                geometry_required,
+                i + 1,
+            )
+        )
+        checks.append(
+            Check("NC4 nearest-centre disagreement", 0.0, float(nc.nc4[i]), float(nc.nc4[i]), 0.0, g, layer=i + 1)
+        )
     return checks
 
 
@@ -284,12 +382,21 @@ def _full_checks(spec, params, f_data, dense_max, tol) -> list[Check]:
     meas = _measure_block(f_data, params, leaves, k, dense_max, vectors=False)
     measured, how = meas.eigenvalues, _HOW[meas.source]
     predicted = np.sort(pred.all_eigenvalues())[::-1][: measured.size]
-    checks = [Check(f"full Hessian over W_1..W_L: all {measured.size} eigenvalues ({how})", predicted, measured,
-                    _rel(measured, predicted), tol["dnc"], "full")]
+    checks = [
+        Check(
+            f"full Hessian over W_1..W_L: all {measured.size} eigenvalues ({how})",
+            predicted,
+            measured,
+            _rel(measured, predicted),
+            tol["dnc"],
+            "full",
+        )
+    ]
     n_pos = int(np.sum(pred.eigenvalues > 1e-8 * np.abs(pred.eigenvalues).max()))
     n_meas = int(np.sum(measured > 1e-8 * np.abs(measured).max()))
-    checks.append(Check("full Hessian: number of positive eigenvalues", n_pos, n_meas, float(abs(n_meas - n_pos)),
-                        0.0, "full"))
+    checks.append(
+        Check("full Hessian: number of positive eigenvalues", n_pos, n_meas, float(abs(n_meas - n_pos)), 0.0, "full")
+    )
     return checks, None
 
 
@@ -315,8 +422,15 @@ def training_steps(spec: UFMSpec) -> int:
     return TRAIN_STEPS[spec.activation]
 
 
-def collapsed_state(spec: UFMSpec, *, from_optimum: bool = False, seed: int = 0, steps: int | None = None,
-                    tol: float = TRAIN_TOL, callback=None) -> State:
+def collapsed_state(
+    spec: UFMSpec,
+    *,
+    from_optimum: bool = False,
+    seed: int = 0,
+    steps: int | None = None,
+    tol: float = TRAIN_TOL,
+    callback=None,
+) -> State:
     """The state `verify` checks: trained from ``init_params(spec, seed)`` to ``‖∇L‖ <= tol``
     (at most ``steps``, default `training_steps`), or the constructed DNC optimum.
 
@@ -338,12 +452,24 @@ def collapsed_state(spec: UFMSpec, *, from_optimum: bool = False, seed: int = 0,
             info = {"state": f"constructed optimum (seed {seed})", "trained": False}
         else:
             steps = training_steps(spec) if steps is None else steps
-            result = train(spec, init_params(spec, seed, dtype=jnp.float64), steps=steps, tol=tol, callback=callback,
-                           log_every=2_000)
+            result = train(
+                spec,
+                init_params(spec, seed, dtype=jnp.float64),
+                steps=steps,
+                tol=tol,
+                callback=callback,
+                log_every=2_000,
+            )
             params = result.params
-            info = {"state": f"trained from random init (seed {seed})", "trained": True, "train_steps": result.steps,
-                    "train_step_cap": steps, "train_tol": tol, "train_converged": result.converged,
-                    "grad_norm": float(result.history["grad_norm"][-1])}
+            info = {
+                "state": f"trained from random init (seed {seed})",
+                "trained": True,
+                "train_steps": result.steps,
+                "train_step_cap": steps,
+                "train_tol": tol,
+                "train_converged": result.converged,
+                "grad_norm": float(result.history["grad_norm"][-1]),
+            }
     info["train_seconds"] = time.perf_counter() - t0
     return State(params, info)
 
@@ -403,12 +529,28 @@ def _state_checks(info: dict, sol) -> list[Check]:
     checks = []
     if info.get("trained") and "train_tol" in info:
         capped = "" if info["train_converged"] else f" (stopped at the {info['train_step_cap']}-step cap)"
-        checks.append(Check(f"training reached ‖∇L‖ <= {info['train_tol']:g}{capped}", info["train_tol"],
-                            info["grad_norm"], info["grad_norm"], info["train_tol"], "state"))
+        checks.append(
+            Check(
+                f"training reached ‖∇L‖ <= {info['train_tol']:g}{capped}",
+                info["train_tol"],
+                info["grad_norm"],
+                info["grad_norm"],
+                info["train_tol"],
+                "state",
+            )
+        )
     if sol.loss == "mse":
         # docs/theory.md §3: the DNC point is the global minimiser iff b < (L−1)^{L−1}/L^{2L}
-        checks.append(Check("b = K^(L+1)·n·λ_H·Πλ_l < (L−1)^(L−1)/L^(2L) (else the minimiser is 0)",
-                            sol.b_bound, sol.b, sol.b / sol.b_bound, float(np.nextafter(1.0, 0.0)), "state"))
+        checks.append(
+            Check(
+                "b = K^(L+1)·n·λ_H·Πλ_l < (L−1)^(L−1)/L^(2L) (else the minimiser is 0)",
+                sol.b_bound,
+                sol.b,
+                sol.b / sol.b_bound,
+                float(np.nextafter(1.0, 0.0)),
+                "state",
+            )
+        )
     return checks
 
 
@@ -425,8 +567,10 @@ def _verify(spec: UFMSpec, state: State, dense_max: int, full: bool, tol: dict) 
     info["dnc"] = sol.to_dict()
     state_checks = _state_checks(state.info, sol)
     if sol.collapsed_to_zero:  # every DNC check would compare with a point that is not the minimiser
-        info["skipped"] = {"every DNC check": f"b = {sol.b:.4g} >= {sol.b_bound:.4g}: the global minimiser is 0 "
-                                              "(docs/theory.md §3), there is no collapsed DNC point to check"}
+        info["skipped"] = {
+            "every DNC check": f"b = {sol.b:.4g} >= {sol.b_bound:.4g}: the global minimiser is 0 "
+            "(docs/theory.md §3), there is no collapsed DNC point to check"
+        }
         info["seconds"] = info.get("train_seconds", 0.0) + time.perf_counter() - t0
         return Report(spec, tuple(state_checks), info, ())
     f_data = loss_fn(spec, regularized=False)

@@ -28,7 +28,15 @@ from .dense import (
 from .hvp import ggn_operator, ggn_vp, hessian_operator, linearized_hvp, residual_operator, residual_vp
 from .hvp import hvp as hvp  # noqa: PLC0414  (the function shadows the submodule on purpose)
 from .hvp import gradient
-from .lanczos import ConvergenceWarning, NotConvergedError, SpectralDensity, TraceEstimate, spectral_density, top_eigenpairs, trace
+from .lanczos import (
+    ConvergenceWarning,
+    NotConvergedError,
+    SpectralDensity,
+    TraceEstimate,
+    spectral_density,
+    top_eigenpairs,
+    trace,
+)
 from ._data import data_mesh
 from .subspace import alignment, count_outliers, gradient_fraction, principal_angles, projector_overlap
 

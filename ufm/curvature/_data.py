@@ -88,8 +88,10 @@ def data_spec(data, batch_size=None, mesh=None, devices=None) -> DataSpec:
         batch_size = int(min(batch_size, N))
         D = 1 if mesh is None else int(mesh.shape[axis])
         if batch_size % D:
-            raise ValueError(f"batch_size={batch_size} must be divisible by the {D} devices of the mesh's data "
-                             f"axis {axis!r} (each device streams batch_size / {D} samples per step)")
+            raise ValueError(
+                f"batch_size={batch_size} must be divisible by the {D} devices of the mesh's data "
+                f"axis {axis!r} (each device streams batch_size / {D} samples per step)"
+            )
     return DataSpec(N, batch_size, mesh, axis)
 
 
@@ -113,8 +115,9 @@ def _weighted_sum(fn, data, operands, batch_size):
         total = _tree_scale(bs, fn(jax.tree_util.tree_map(lambda x: x[:bs], data), operands))
     elif num_full > 1:
         full = jax.tree_util.tree_map(lambda x: x[: num_full * bs].reshape(num_full, bs, *x.shape[1:]), data)
-        zero = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(fn, jax.tree_util.tree_map(lambda x: x[0], full),
-                                                                      operands))
+        zero = jax.tree_util.tree_map(
+            jnp.zeros_like, jax.eval_shape(fn, jax.tree_util.tree_map(lambda x: x[0], full), operands)
+        )
         step = lambda acc, batch: (_tree_add(acc, _tree_scale(bs, fn(batch, operands))), None)
         total = jax.lax.scan(step, zero, full)[0]
     if tail:
@@ -130,10 +133,10 @@ def place_data(data, spec: DataSpec):
     if spec.mesh is None:
         return data
     cut = spec.num_samples // spec.num_devices * spec.num_devices
-    head = jax.device_put(jax.tree_util.tree_map(lambda x: jnp.asarray(x)[:cut], data),
-                          NamedSharding(spec.mesh, PS(spec.axis)))
-    tail = jax.device_put(jax.tree_util.tree_map(lambda x: jnp.asarray(x)[cut:], data),
-                          NamedSharding(spec.mesh, PS()))
+    head = jax.device_put(
+        jax.tree_util.tree_map(lambda x: jnp.asarray(x)[:cut], data), NamedSharding(spec.mesh, PS(spec.axis))
+    )
+    tail = jax.device_put(jax.tree_util.tree_map(lambda x: jnp.asarray(x)[cut:], data), NamedSharding(spec.mesh, PS()))
     return head, tail
 
 
@@ -158,8 +161,9 @@ def data_mean(fn, data, spec: DataSpec, operands=()):
         def local(shard, ops):
             return jax.lax.psum(_weighted_sum(fn, shard, ops, local_bs), axis)  # the one all-reduce
 
-        total = jax.shard_map(local, mesh=spec.mesh, in_specs=(PS(axis), PS()), out_specs=PS(),
-                              check_vma=False)(head, operands)
+        total = jax.shard_map(local, mesh=spec.mesh, in_specs=(PS(axis), PS()), out_specs=PS(), check_vma=False)(
+            head, operands
+        )
     if N - per_device * D:
         rest = _weighted_sum(fn, tail, operands, local_bs)
         total = rest if total is None else _tree_add(total, rest)
@@ -193,8 +197,15 @@ def data_rows(fn, data, spec: DataSpec, operands=()):
     local_bs = None if spec.batch_size is None else spec.batch_size // spec.num_devices
     parts = []
     if spec.num_samples // spec.num_devices:
-        parts.append(jax.shard_map(lambda shard, ops: _stacked(fn, shard, ops, local_bs), mesh=spec.mesh,
-                                   in_specs=(PS(spec.axis), PS()), out_specs=PS(spec.axis), check_vma=False)(head, operands))
+        parts.append(
+            jax.shard_map(
+                lambda shard, ops: _stacked(fn, shard, ops, local_bs),
+                mesh=spec.mesh,
+                in_specs=(PS(spec.axis), PS()),
+                out_specs=PS(spec.axis),
+                check_vma=False,
+            )(head, operands)
+        )
     if spec.num_samples % spec.num_devices:
         parts.append(_stacked(fn, tail, operands, local_bs))
     return jnp.concatenate(parts) if len(parts) > 1 else parts[0]

@@ -166,7 +166,10 @@ def check_x64(x, name):
         warnings.warn(
             f"{name} is float64 but jax_enable_x64 is off: it is computed in float32 (and results may come back "
             "as float64 all the same). Enable float64 first with jax.config.update('jax_enable_x64', True), or "
-            "pass float32 arrays", UserWarning, stacklevel=3)
+            "pass float32 arrays",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _dense_make(A):

@@ -36,10 +36,25 @@ _METHODS = ("auto", "dense", "krylov")
 _KRYLOV_WHICH = {"largest": "LA", "magnitude": "LM"}
 
 
-def spectrum(loss_fn, params=None, *, leaves=None, k: int | None = None, method: str = "auto",
-             which: str = "largest", seed: int = 0, tol: float | None = None, dense_max: int = DEFAULT_DENSE_MAX,
-             vectors: bool = True, max_bytes: int = DEFAULT_MAX_BYTES, data=None, batch_size: int | None = None,
-             mesh=None, devices=None, **krylov_options) -> Spectrum:
+def spectrum(
+    loss_fn,
+    params=None,
+    *,
+    leaves=None,
+    k: int | None = None,
+    method: str = "auto",
+    which: str = "largest",
+    seed: int = 0,
+    tol: float | None = None,
+    dense_max: int = DEFAULT_DENSE_MAX,
+    vectors: bool = True,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    data=None,
+    batch_size: int | None = None,
+    mesh=None,
+    devices=None,
+    **krylov_options,
+) -> Spectrum:
     """The spectrum of the Hessian of ``loss_fn`` over ``leaves`` (or of an `Operator` / a matrix).
 
     Args:
@@ -82,8 +97,9 @@ def spectrum(loss_fn, params=None, *, leaves=None, k: int | None = None, method:
             raise ValueError(f"a matrix source must be square (P, P), got shape {matrix.shape}")
         op = Operator.from_matvec(matrix)
     else:
-        op = as_operator(loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh,
-                         devices=devices)
+        op = as_operator(
+            loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh, devices=devices
+        )
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if which not in _KRYLOV_WHICH:
@@ -94,10 +110,10 @@ def spectrum(loss_fn, params=None, *, leaves=None, k: int | None = None, method:
         if krylov_options:
             raise TypeError(f"options {sorted(krylov_options)} apply to method='krylov' only")
         M = matrix if matrix is not None else np.asarray(materialize(op, max_bytes=max_bytes))
-        return Spectrum.from_dense(M, k=k, which=which, vectors=vectors,
-                                   info={"method": "dense eigh", "which": which})
+        return Spectrum.from_dense(M, k=k, which=which, vectors=vectors, info={"method": "dense eigh", "which": which})
     if k is None:
-        raise ValueError(f"method='krylov' needs k (the block has P={op.dim} coordinates; "
-                         f"dense_max={dense_max} decides 'auto')")
+        raise ValueError(
+            f"method='krylov' needs k (the block has P={op.dim} coordinates; dense_max={dense_max} decides 'auto')"
+        )
     top = top_eigenpairs(op, None, k, seed=seed, tol=tol, which=_KRYLOV_WHICH[which], **krylov_options)
     return dataclasses.replace(top, source="krylov", info={**top.info, "which": which})

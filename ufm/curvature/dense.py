@@ -92,13 +92,28 @@ def materialize(operator: Operator, *, chunk_size: int | None = None, max_bytes:
         raise TypeError(f"operator must be an Operator, got {type(operator).__name__}")
     _check_bytes((operator.dim, operator.dim), operator.dtype, max_bytes)
     return _columns(
-        operator.make, operator.args, dim=operator.dim, dtype=jnp.dtype(operator.dtype),
-        chunk=_chunk(operator.dim, chunk_size), col_start=0, num_cols=operator.dim,
+        operator.make,
+        operator.args,
+        dim=operator.dim,
+        dtype=jnp.dtype(operator.dtype),
+        chunk=_chunk(operator.dim, chunk_size),
+        col_start=0,
+        num_cols=operator.dim,
     )
 
 
-def hessian(loss_fn: Callable, params, leaves=None, *, chunk_size: int | None = None,
-            max_bytes: int = DEFAULT_MAX_BYTES, data=None, batch_size=None, mesh=None, devices=None) -> jax.Array:
+def hessian(
+    loss_fn: Callable,
+    params,
+    leaves=None,
+    *,
+    chunk_size: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    data=None,
+    batch_size=None,
+    mesh=None,
+    devices=None,
+) -> jax.Array:
     """Dense Hessian (P × P) of ``loss_fn`` over the chosen ``leaves`` (flat, row-major).
 
     ``leaves=[l]`` is layer l's block of a `UFMParams`; ``leaves=[l, m]`` is the 2×2 block
@@ -116,8 +131,9 @@ def hessian(loss_fn: Callable, params, leaves=None, *, chunk_size: int | None = 
     return materialize(op, chunk_size=chunk_size, max_bytes=max_bytes)
 
 
-def hessian_block(loss_fn: Callable, params, rows, cols, *, chunk_size: int | None = None,
-                  max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
+def hessian_block(
+    loss_fn: Callable, params, rows, cols, *, chunk_size: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> jax.Array:
     """The block ``∂²L / ∂θ_rows ∂θ_cols`` (P_rows × P_cols) for two lists of leaf indices.
 
     Costs P_cols products; e.g. ``hessian_block(loss, params, [1], [2])`` is the cross block
@@ -132,8 +148,15 @@ def hessian_block(loss_fn: Callable, params, rows, cols, *, chunk_size: int | No
     view, _ = flat_view(params, cols + rows)
     n_cols = sum(int(np.prod(s)) for s in view.shapes[: len(cols)])
     _check_bytes((op.dim, n_cols), op.dtype, max_bytes)
-    M = _columns(op.make, op.args, dim=op.dim, dtype=jnp.dtype(op.dtype), chunk=_chunk(n_cols, chunk_size),
-                 col_start=0, num_cols=n_cols)
+    M = _columns(
+        op.make,
+        op.args,
+        dim=op.dim,
+        dtype=jnp.dtype(op.dtype),
+        chunk=_chunk(n_cols, chunk_size),
+        col_start=0,
+        num_cols=n_cols,
+    )
     return M[:, n_cols:].T
 
 
@@ -146,11 +169,23 @@ def _as_list(x, name):
         raise TypeError(f"{name} must be an int or a sequence of ints, got {x!r}") from None
 
 
-def ggn(model_fn: Callable, output_loss: Callable, params, leaves=None, *, chunk_size: int | None = None,
-        max_bytes: int = DEFAULT_MAX_BYTES, data=None, batch_size=None, mesh=None, devices=None) -> jax.Array:
+def ggn(
+    model_fn: Callable,
+    output_loss: Callable,
+    params,
+    leaves=None,
+    *,
+    chunk_size: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    data=None,
+    batch_size=None,
+    mesh=None,
+    devices=None,
+) -> jax.Array:
     """Dense Gauss–Newton matrix ``Jᵀ ∇²ℓ J`` of ``output_loss ∘ model_fn`` over ``leaves`` (``data=`` as in `hessian`)."""
-    op = ggn_operator(model_fn, output_loss, params, leaves=leaves, data=data, batch_size=batch_size, mesh=mesh,
-                      devices=devices)
+    op = ggn_operator(
+        model_fn, output_loss, params, leaves=leaves, data=data, batch_size=batch_size, mesh=mesh, devices=devices
+    )
     return materialize(op, chunk_size=chunk_size, max_bytes=max_bytes)
 
 
@@ -171,12 +206,23 @@ class HessianSplit:
 
     def to_dict(self) -> dict:
         fro = lambda A: float(jnp.linalg.norm(A))
-        return {"dim": int(self.hessian.shape[0]), "fro_hessian": fro(self.hessian),
-                "fro_ggn": fro(self.ggn), "fro_residual": fro(self.residual)}
+        return {
+            "dim": int(self.hessian.shape[0]),
+            "fro_hessian": fro(self.hessian),
+            "fro_ggn": fro(self.ggn),
+            "fro_residual": fro(self.residual),
+        }
 
 
-def hessian_split(model_fn: Callable, output_loss: Callable, params, leaves=None, *,
-                  chunk_size: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> HessianSplit:
+def hessian_split(
+    model_fn: Callable,
+    output_loss: Callable,
+    params,
+    leaves=None,
+    *,
+    chunk_size: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> HessianSplit:
     """Dense H, G and the residual H − G of ``output_loss ∘ model_fn`` (each from its own products)."""
     kw = dict(chunk_size=chunk_size, max_bytes=max_bytes)
     H = hessian(lambda p: output_loss(model_fn(p)), params, leaves, **kw)
@@ -202,18 +248,31 @@ class GradientMoments:
 
     def spectra(self) -> GradientSpectra:
         """The mean gradient and the spectra of the two moment matrices (`Spectrum.from_dense`)."""
-        return GradientSpectra(np.asarray(self.mean), Spectrum.from_dense(self.second_moment),
-                               Spectrum.from_dense(self.covariance))
+        return GradientSpectra(
+            np.asarray(self.mean), Spectrum.from_dense(self.second_moment), Spectrum.from_dense(self.covariance)
+        )
 
     def to_dict(self) -> dict:
-        return {"num_samples": int(self.per_sample.shape[0]), "dim": int(self.per_sample.shape[1]),
-                "mean_norm": float(jnp.linalg.norm(self.mean)),
-                "trace_second_moment": float(jnp.trace(self.second_moment)),
-                "trace_covariance": float(jnp.trace(self.covariance))}
+        return {
+            "num_samples": int(self.per_sample.shape[0]),
+            "dim": int(self.per_sample.shape[1]),
+            "mean_norm": float(jnp.linalg.norm(self.mean)),
+            "trace_second_moment": float(jnp.trace(self.second_moment)),
+            "trace_covariance": float(jnp.trace(self.covariance)),
+        }
 
 
-def gradient_moments(per_sample_loss_fn: Callable, params, leaves=None, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                     data=None, batch_size=None, mesh=None, devices=None) -> GradientMoments:
+def gradient_moments(
+    per_sample_loss_fn: Callable,
+    params,
+    leaves=None,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    data=None,
+    batch_size=None,
+    mesh=None,
+    devices=None,
+) -> GradientMoments:
     """Per-sample gradients of ``per_sample_loss_fn(params) -> (N,)`` and their moments.
 
     The total loss is taken to be the mean of the N per-sample losses (so ``mean`` is its
@@ -225,8 +284,9 @@ def gradient_moments(per_sample_loss_fn: Callable, params, leaves=None, *, max_b
     view, all_leaves = flat_view(params, leaves)
     x0 = view.flatten(all_leaves)
     if data is not None:
-        return _moments(_streamed_grads(per_sample_loss_fn, params, leaves, view, x0, data, batch_size, mesh, devices,
-                                        max_bytes))
+        return _moments(
+            _streamed_grads(per_sample_loss_fn, params, leaves, view, x0, data, batch_size, mesh, devices, max_bytes)
+        )
     f = lambda x: per_sample_loss_fn(view.unflatten(all_leaves, x))
     losses = jax.eval_shape(f, x0)
     if len(losses.shape) != 1:
@@ -286,17 +346,30 @@ class PapyanDecomposition:
 
     def spectra(self, *, vectors: bool = True) -> GaussNewtonSplit:
         """The three parts' spectra (`Spectrum.from_dense`), the type `ufm.theory.gn_decomposition` returns."""
-        return GaussNewtonSplit(*(Spectrum.from_dense(G, vectors=vectors) for G in (self.class_, self.cross,
-                                                                                   self.within)))
+        return GaussNewtonSplit(
+            *(Spectrum.from_dense(G, vectors=vectors) for G in (self.class_, self.cross, self.within))
+        )
 
     def to_dict(self) -> dict:
         tr = lambda A: float(jnp.trace(A))
-        return {"dim": int(self.class_.shape[0]), "trace_class": tr(self.class_),
-                "trace_cross": tr(self.cross), "trace_within": tr(self.within)}
+        return {
+            "dim": int(self.class_.shape[0]),
+            "trace_class": tr(self.class_),
+            "trace_cross": tr(self.cross),
+            "trace_within": tr(self.within),
+        }
 
 
-def papyan_decomposition(model_fn: Callable, params, labels, *, loss: str, leaves=None, sample_axis: int = 1,
-                         max_bytes: int = DEFAULT_MAX_BYTES) -> PapyanDecomposition:
+def papyan_decomposition(
+    model_fn: Callable,
+    params,
+    labels,
+    *,
+    loss: str,
+    leaves=None,
+    sample_axis: int = 1,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> PapyanDecomposition:
     """Split the GGN of a classifier into class, cross-class and within-class parts.
 
     ``model_fn(params)`` returns the outputs with samples along ``sample_axis`` (ufm's

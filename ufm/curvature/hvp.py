@@ -150,8 +150,9 @@ def _run(make, args):
     return make(args)
 
 
-def gradient(loss_fn: Callable, params, *, leaves=None, data=None, batch_size=None, mesh=None,
-             devices=None) -> jax.Array:
+def gradient(
+    loss_fn: Callable, params, *, leaves=None, data=None, batch_size=None, mesh=None, devices=None
+) -> jax.Array:
     """The flat gradient ``∇L`` over the chosen ``leaves`` (row-major, in the order given).
 
     With ``data=`` the loss is ``loss_fn(params, batch)`` (the mean over the batch) and the
@@ -163,7 +164,6 @@ def gradient(loss_fn: Callable, params, *, leaves=None, data=None, batch_size=No
         return _run(_GradMake(loss_fn, view, None), (all_leaves, None))
     op = _data_operator("hessian", (loss_fn,), params, leaves, data, batch_size, mesh, devices)
     return _run(_GradMake(loss_fn, view, op.make.spec), op.args)
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,8 +208,9 @@ _DATA_DOC = """
 """
 
 
-def hessian_operator(loss_fn: Callable, params, *, leaves=None, data=None, batch_size=None, mesh=None,
-                     devices=None) -> Operator:
+def hessian_operator(
+    loss_fn: Callable, params, *, leaves=None, data=None, batch_size=None, mesh=None, devices=None
+) -> Operator:
     """The Hessian of ``loss_fn`` over the chosen ``leaves`` as a flat `Operator`."""
     if not _no_data(data, batch_size, mesh, devices):
         return _data_operator("hessian", (loss_fn,), params, leaves, data, batch_size, mesh, devices)
@@ -217,8 +218,17 @@ def hessian_operator(loss_fn: Callable, params, *, leaves=None, data=None, batch
     return Operator(_HessianMake(loss_fn, view), all_leaves, view.dim, all_leaves[view.indices[0]].dtype)
 
 
-def ggn_operator(model_fn: Callable, output_loss: Callable, params, *, leaves=None, data=None, batch_size=None,
-                 mesh=None, devices=None) -> Operator:
+def ggn_operator(
+    model_fn: Callable,
+    output_loss: Callable,
+    params,
+    *,
+    leaves=None,
+    data=None,
+    batch_size=None,
+    mesh=None,
+    devices=None,
+) -> Operator:
     """The Gauss–Newton matrix ``Jᵀ∇²ℓ J`` of ``output_loss ∘ model_fn`` as a flat `Operator`."""
     if not _no_data(data, batch_size, mesh, devices):
         return _data_operator("ggn", (model_fn, output_loss), params, leaves, data, batch_size, mesh, devices)
@@ -226,8 +236,17 @@ def ggn_operator(model_fn: Callable, output_loss: Callable, params, *, leaves=No
     return Operator(_GGNMake(model_fn, output_loss, view), all_leaves, view.dim, all_leaves[view.indices[0]].dtype)
 
 
-def residual_operator(model_fn: Callable, output_loss: Callable, params, *, leaves=None, data=None,
-                      batch_size=None, mesh=None, devices=None) -> Operator:
+def residual_operator(
+    model_fn: Callable,
+    output_loss: Callable,
+    params,
+    *,
+    leaves=None,
+    data=None,
+    batch_size=None,
+    mesh=None,
+    devices=None,
+) -> Operator:
     """``H − G`` of ``output_loss ∘ model_fn`` as a flat `Operator`."""
     if not _no_data(data, batch_size, mesh, devices):
         return _data_operator("residual", (model_fn, output_loss), params, leaves, data, batch_size, mesh, devices)

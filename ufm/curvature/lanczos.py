@@ -41,7 +41,15 @@ from ..spectrum import Spectrum
 from ._operator import as_operator
 from .hvp import hessian_operator
 
-__all__ = ["top_eigenpairs", "ConvergenceWarning", "NotConvergedError", "trace", "TraceEstimate", "spectral_density", "SpectralDensity"]
+__all__ = [
+    "top_eigenpairs",
+    "ConvergenceWarning",
+    "NotConvergedError",
+    "trace",
+    "TraceEstimate",
+    "spectral_density",
+    "SpectralDensity",
+]
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -112,13 +120,20 @@ class _Progress:
     phase: str
 
     def __call__(self, restarts, products, max_residual):
-        self.callback({"phase": self.phase, "restarts": int(restarts), "products": int(products),
-                       "max_residual": float(max_residual)})
+        self.callback(
+            {
+                "phase": self.phase,
+                "restarts": int(restarts),
+                "products": int(products),
+                "max_residual": float(max_residual),
+            }
+        )
 
 
 @functools.partial(jax.jit, static_argnames=("make", "k", "keep", "num_blocks", "which", "progress"))
-def _block_krylov(make, args, X0, lock, tol, stop_above, max_restarts, max_products, *, k, keep, num_blocks,
-                  which, progress=None):
+def _block_krylov(
+    make, args, X0, lock, tol, stop_above, max_restarts, max_products, *, k, keep, num_blocks, which, progress=None
+):
     """Thick-restarted block Krylov (block Krylov–Schur) with full reorthogonalisation.
 
     Vectors are rows. The basis ``V`` ((m + b) × P, preallocated; rows not yet reached are
@@ -198,9 +213,19 @@ def _block_krylov(make, args, X0, lock, tol, stop_above, max_restarts, max_produ
 
     V0 = jnp.zeros((m + b, P), dtype).at[:b].set(jnp.linalg.qr(_project_out(lock, X0).T)[0].T)
     i32 = jnp.int32
-    state = (V0, jnp.zeros((m, m), dtype), jnp.zeros((b, b), dtype), i32(0), i32(m0), i32(0), i32(0),
-             jnp.zeros((keep,), dtype), jnp.zeros((m, keep), dtype), jnp.full((keep,), jnp.inf, dtype),
-             jnp.array(False))
+    state = (
+        V0,
+        jnp.zeros((m, m), dtype),
+        jnp.zeros((b, b), dtype),
+        i32(0),
+        i32(m0),
+        i32(0),
+        i32(0),
+        jnp.zeros((keep,), dtype),
+        jnp.zeros((m, keep), dtype),
+        jnp.full((keep,), jnp.inf, dtype),
+        jnp.array(False),
+    )
     state = jax.lax.while_loop(restarting, cycle, jax.lax.while_loop(extending, body, state))
     V, _, _, _, _, it, nprod, theta, Y, res, done = state
     X = Y[:, :k].T @ V[:m]
@@ -255,8 +280,23 @@ def _basis_shape(P, k, b, oversample, num_blocks):
     return keep, b, num_blocks
 
 
-def _solve(op, k, b, oversample, num_blocks, *, seed, tol, which, max_restarts, max_products, lock=None,
-           stop_above=np.inf, progress=None, phase="solve"):
+def _solve(
+    op,
+    k,
+    b,
+    oversample,
+    num_blocks,
+    *,
+    seed,
+    tol,
+    which,
+    max_restarts,
+    max_products,
+    lock=None,
+    stop_above=np.inf,
+    progress=None,
+    phase="solve",
+):
     """One `_block_krylov` run as a dict (values, vectors, residuals, counts), or None if it cannot fit."""
     shape = _basis_shape(op.dim - (0 if lock is None else lock.shape[0]), k, b, oversample, num_blocks)
     if shape is None:
@@ -265,12 +305,32 @@ def _solve(op, k, b, oversample, num_blocks, *, seed, tol, which, max_restarts, 
     dtype = jnp.dtype(op.dtype)
     lock = jnp.zeros((0, op.dim), dtype) if lock is None else lock
     X0 = jax.random.normal(jax.random.PRNGKey(seed), (op.dim, b), dtype).T  # the same start as before for a seed
-    out = _block_krylov(op.make, op.args, X0, lock, jnp.asarray(tol, dtype), jnp.asarray(stop_above, dtype),
-                        jnp.int32(max_restarts), jnp.int32(max_products), k=k, keep=keep, num_blocks=num_blocks,
-                        which=which, progress=None if progress is None else _Progress(progress, phase))
+    out = _block_krylov(
+        op.make,
+        op.args,
+        X0,
+        lock,
+        jnp.asarray(tol, dtype),
+        jnp.asarray(stop_above, dtype),
+        jnp.int32(max_restarts),
+        jnp.int32(max_products),
+        k=k,
+        keep=keep,
+        num_blocks=num_blocks,
+        which=which,
+        progress=None if progress is None else _Progress(progress, phase),
+    )
     theta, X, res, it, nprod, _ = out
-    return {"theta": np.asarray(theta), "X": np.asarray(X), "res": np.asarray(res), "restarts": int(it),
-            "products": int(nprod), "block_size": b, "keep": keep, "num_blocks": num_blocks}
+    return {
+        "theta": np.asarray(theta),
+        "X": np.asarray(X),
+        "res": np.asarray(res),
+        "restarts": int(it),
+        "products": int(nprod),
+        "block_size": b,
+        "keep": keep,
+        "num_blocks": num_blocks,
+    }
 
 
 def _phase(run):
@@ -282,11 +342,27 @@ def _converged(run, tol):
     return bool(float(np.max(run["res"])) <= tol * scale), scale
 
 
-def top_eigenpairs(loss_fn, params=None, k: int | None = None, *, leaves=None, seed: int = 0,
-                   tol: float | None = None, block_size: int | None = None, oversample: int | None = None,
-                   num_blocks: int | None = None, max_restarts: int = 200, max_products: int = 20_000,
-                   which: str = "LA", throw: bool = False, callback=None, data=None, batch_size=None,
-                   mesh=None, devices=None) -> Spectrum:
+def top_eigenpairs(
+    loss_fn,
+    params=None,
+    k: int | None = None,
+    *,
+    leaves=None,
+    seed: int = 0,
+    tol: float | None = None,
+    block_size: int | None = None,
+    oversample: int | None = None,
+    num_blocks: int | None = None,
+    max_restarts: int = 200,
+    max_products: int = 20_000,
+    which: str = "LA",
+    throw: bool = False,
+    callback=None,
+    data=None,
+    batch_size=None,
+    mesh=None,
+    devices=None,
+) -> Spectrum:
     """The ``k`` largest eigenpairs of the Hessian of ``loss_fn`` (or of an `Operator`).
 
     Thick-restarted (block) Krylov–Schur: the basis holds ``keep = k + oversample`` Ritz
@@ -346,8 +422,9 @@ def top_eigenpairs(loss_fn, params=None, k: int | None = None, *, leaves=None, s
       too small for the basis is solved densely with P + k products (``info["method"]``).
     """
     t_start = time.perf_counter()
-    op = as_operator(loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh,
-                     devices=devices)
+    op = as_operator(
+        loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh, devices=devices
+    )
     P = op.dim
     if k is None:
         raise TypeError("top_eigenpairs needs k, the number of eigenpairs (e.g. top_eigenpairs(op, k=5))")
@@ -368,8 +445,9 @@ def top_eigenpairs(loss_fn, params=None, k: int | None = None, *, leaves=None, s
     tol = float(np.sqrt(jnp.finfo(dtype).eps)) if tol is None else float(tol)
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
-    budget = dict(seed=seed, tol=tol, which=which, max_restarts=max_restarts, max_products=max_products,
-                  progress=callback)
+    budget = dict(
+        seed=seed, tol=tol, which=which, max_restarts=max_restarts, max_products=max_products, progress=callback
+    )
     run = _solve(op, k, b, oversample, num_blocks, phase="lanczos" if adaptive else "block", **budget)
     phases, method = [], "thick-restarted block Krylov"
     if run is not None and adaptive:
@@ -387,21 +465,40 @@ def top_eigenpairs(loss_fn, params=None, k: int | None = None, *, leaves=None, s
         phases.append(_phase(run))
     if run is None:  # the basis cannot fit in R^P: dense eigh, P + k products
         theta, X, res = (np.asarray(a) for a in _dense_top(op.make, op.args, dim=P, dtype=dtype, k=k, which=which))
-        run = {"theta": theta, "X": X, "res": res, "restarts": 0, "products": P + k, "block_size": None,
-               "keep": None, "num_blocks": None}
+        run = {
+            "theta": theta,
+            "X": X,
+            "res": res,
+            "restarts": 0,
+            "products": P + k,
+            "block_size": None,
+            "keep": None,
+            "num_blocks": None,
+        }
         method = (method + " → " if phases else "") + "dense eigh (operator too small for a Krylov basis)"
         phases.append(_phase(run))
     theta, X, res = run["theta"], run["X"], run["res"]
     converged, scale = _converged(run, tol)
-    info = {"method": method, "block_size": run["block_size"], "keep": run["keep"], "num_blocks": run["num_blocks"],
-            "restarts": sum(p["restarts"] for p in phases), "products": sum(p["products"] for p in phases),
-            "converged": converged, "tol": tol, "which": which, "phases": phases}
+    info = {
+        "method": method,
+        "block_size": run["block_size"],
+        "keep": run["keep"],
+        "num_blocks": run["num_blocks"],
+        "restarts": sum(p["restarts"] for p in phases),
+        "products": sum(p["products"] for p in phases),
+        "converged": converged,
+        "tol": tol,
+        "which": which,
+        "phases": phases,
+    }
     if not converged:
-        msg = (f"top_eigenpairs did not converge: max residual {float(np.max(res)):.3g} > tol·max|λ| = "
-               f"{tol * scale:.3g} after {info['restarts']} restarts ({info['products']} products, budget "
-               f"max_restarts={max_restarts}, max_products={max_products}); the values are Ritz values "
-               "(inside the spectrum) but not to tol. Raise the budget, loosen tol, or pass throw=True to "
-               "make this an error")
+        msg = (
+            f"top_eigenpairs did not converge: max residual {float(np.max(res)):.3g} > tol·max|λ| = "
+            f"{tol * scale:.3g} after {info['restarts']} restarts ({info['products']} products, budget "
+            f"max_restarts={max_restarts}, max_products={max_products}); the values are Ritz values "
+            "(inside the spectrum) but not to tol. Raise the budget, loosen tol, or pass throw=True to "
+            "make this an error"
+        )
         if throw:
             raise NotConvergedError(msg)
         warnings.warn(msg, ConvergenceWarning, stacklevel=2)
@@ -428,8 +525,20 @@ def _multiplicity_check(op, run, budget):
     if steps < 1:
         return out
     lock = jnp.asarray(run["X"].T, op.dtype)
-    check = _solve(op, 1, 1, 0, steps, seed=budget["seed"] + 1, tol=budget["tol"], which=budget["which"],
-                   max_restarts=0, max_products=steps, lock=lock, stop_above=threshold)
+    check = _solve(
+        op,
+        1,
+        1,
+        0,
+        steps,
+        seed=budget["seed"] + 1,
+        tol=budget["tol"],
+        which=budget["which"],
+        max_restarts=0,
+        max_products=steps,
+        lock=lock,
+        stop_above=threshold,
+    )
     if check is None:
         return out
     top = float(check["theta"][0] if budget["which"] == "LA" else abs(check["theta"][0]))
@@ -464,16 +573,28 @@ def _probes(key, dim, num, dtype):
     return stochtrace.sampler_signs(jnp.zeros((dim,), dtype), num=num)(key)
 
 
-def trace(loss_fn, params=None, *, leaves=None, num_samples: int = 100, seed: int = 0,
-          probe_batch: int = 32, data=None, batch_size=None, mesh=None, devices=None) -> TraceEstimate:
+def trace(
+    loss_fn,
+    params=None,
+    *,
+    leaves=None,
+    num_samples: int = 100,
+    seed: int = 0,
+    probe_batch: int = 32,
+    data=None,
+    batch_size=None,
+    mesh=None,
+    devices=None,
+) -> TraceEstimate:
     """Hutchinson's estimate of ``tr H`` with its standard error.
 
     ``E[zᵀHz] = tr H`` for Rademacher ``z``; the variance of one probe is
     ``2(‖H‖_F² − Σ_i H_ii²)``. ``stderr`` is the sample standard deviation / √num_samples.
     Products run ``probe_batch`` at a time (vmapped); ``data=``/``batch_size=``/``mesh=`` as in `top_eigenpairs`.
     """
-    op = as_operator(loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh,
-                     devices=devices)
+    op = as_operator(
+        loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh, devices=devices
+    )
     num_samples = _check_int("num_samples", num_samples, 2)
     probe_batch = _check_int("probe_batch", probe_batch, 1)
     # matfree's sampler and integrand; not its estimator_monte_carlo_mean_and_sem, which vmaps all
@@ -503,8 +624,15 @@ class SpectralDensity:
     floor: float | None = None
 
     def to_dict(self) -> dict:
-        return {"grid": self.grid.tolist(), "density": self.density.tolist(), "nodes": self.nodes.tolist(),
-                "weights": self.weights.tolist(), "sigma": self.sigma, "log": self.log, "floor": self.floor}
+        return {
+            "grid": self.grid.tolist(),
+            "density": self.density.tolist(),
+            "nodes": self.nodes.tolist(),
+            "weights": self.weights.tolist(),
+            "sigma": self.sigma,
+            "log": self.log,
+            "floor": self.floor,
+        }
 
 
 @functools.partial(jax.jit, static_argnames=("make", "num_matvecs"))
@@ -548,9 +676,23 @@ def _slq_nodes(make, args, V0, *, num_matvecs):
     return jax.vmap(lanczos)(V0)
 
 
-def spectral_density(loss_fn, params=None, *, leaves=None, num_matvecs: int = 64, num_samples: int = 8,
-                     seed: int = 0, grid=None, sigma: float | None = None, num_points: int = 1000,
-                     log: bool = False, data=None, batch_size=None, mesh=None, devices=None) -> SpectralDensity:
+def spectral_density(
+    loss_fn,
+    params=None,
+    *,
+    leaves=None,
+    num_matvecs: int = 64,
+    num_samples: int = 8,
+    seed: int = 0,
+    grid=None,
+    sigma: float | None = None,
+    num_points: int = 1000,
+    log: bool = False,
+    data=None,
+    batch_size=None,
+    mesh=None,
+    devices=None,
+) -> SpectralDensity:
     """SLQ spectral density of the Hessian (or an `Operator`), Gaussian-smoothed.
 
     Args:
@@ -565,8 +707,9 @@ def spectral_density(loss_fn, params=None, *, leaves=None, num_matvecs: int = 64
     Returns:
       `SpectralDensity`; ``density`` integrates to 1 over a grid that covers the nodes.
     """
-    op = as_operator(loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh,
-                     devices=devices)
+    op = as_operator(
+        loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh, devices=devices
+    )
     m = min(_check_int("num_matvecs", num_matvecs, 1), op.dim)
     num_samples = _check_int("num_samples", num_samples, 1)
     V0 = _probes(jax.random.PRNGKey(seed), op.dim, num_samples, jnp.dtype(op.dtype))

@@ -16,7 +16,14 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["principal_angles", "projector_overlap", "alignment", "gradient_fraction", "count_outliers", "orthonormalize"]
+__all__ = [
+    "principal_angles",
+    "projector_overlap",
+    "alignment",
+    "gradient_fraction",
+    "count_outliers",
+    "orthonormalize",
+]
 
 
 def _matrix(name, U):

@@ -93,8 +93,14 @@ class AnisotropicMixture:
         clean = np.all(lam == 0, axis=0) if self.clean is None else np.asarray(self.clean)
         if clean.shape != (d,) or clean.dtype != bool:
             raise ValueError(f"clean must be a boolean mask of shape ({d},), got {clean.dtype} {clean.shape}")
-        for field, value in (("eigenvalues", lam), ("means", mu), ("probs", p), ("labels", y), ("basis", basis),
-                             ("clean", clean)):
+        for field, value in (
+            ("eigenvalues", lam),
+            ("means", mu),
+            ("probs", p),
+            ("labels", y),
+            ("basis", basis),
+            ("clean", clean),
+        ):
             object.__setattr__(self, field, value)
 
     @property
@@ -134,11 +140,17 @@ class AnisotropicMixture:
 
     def to_dict(self) -> dict:
         lam, mu = self.eigenvalues, self.means
-        return {"name": self.name, "num_classes": self.num_classes, "dim": self.dim, "probs": self.probs.tolist(),
-                "labels": self.labels.tolist(), "basis": "identity" if self.basis is None else "rotated",
-                "mean_norms": np.linalg.norm(mu, axis=1).tolist(), "eigenvalue_range": [float(lam.min()),
-                                                                                         float(lam.max())],
-                "num_clean": int(self.clean.sum())}
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "dim": self.dim,
+            "probs": self.probs.tolist(),
+            "labels": self.labels.tolist(),
+            "basis": "identity" if self.basis is None else "rotated",
+            "mean_norms": np.linalg.norm(mu, axis=1).tolist(),
+            "eigenvalue_range": [float(lam.min()), float(lam.max())],
+            "num_clean": int(self.clean.sum()),
+        }
 
 
 def draw(key, sqrt_eig, means, logp):
@@ -150,10 +162,21 @@ def draw(key, sqrt_eig, means, logp):
     return means[j] + sqrt_eig[j] * jax.random.normal(kg, means.shape[1:], means.dtype), j
 
 
-def anisotropic_mixture(dim: int, covariance: str = "isotropic", *, num_classes: int = 2, exponents=(1.0,),
-                        zero_fraction: float = 0.0, mean_decay: float = 0.0, mean_scale: float = 1.0,
-                        means: str = "auto", probs=None, labels=None, basis="identity",
-                        seed: int = 0) -> AnisotropicMixture:
+def anisotropic_mixture(
+    dim: int,
+    covariance: str = "isotropic",
+    *,
+    num_classes: int = 2,
+    exponents=(1.0,),
+    zero_fraction: float = 0.0,
+    mean_decay: float = 0.0,
+    mean_scale: float = 1.0,
+    means: str = "auto",
+    probs=None,
+    labels=None,
+    basis="identity",
+    seed: int = 0,
+) -> AnisotropicMixture:
     """One of the covariance models of ``docs/sgd_ode.md`` §1.
 
     Args:
@@ -194,13 +217,16 @@ def anisotropic_mixture(dim: int, covariance: str = "isotropic", *, num_classes:
     elif covariance == "zero-one":
         lam, desc = np.tile(np.where(clean, 0.0, 1.0), (k, 1)), f"zero-one (f={zero_fraction:g})"
     else:
-        a = np.broadcast_to(np.asarray(exponents, dtype=np.float64).ravel(), (k,)) if np.size(exponents) in (1, k) \
+        a = (
+            np.broadcast_to(np.asarray(exponents, dtype=np.float64).ravel(), (k,))
+            if np.size(exponents) in (1, k)
             else None
+        )
         if a is None or not np.all(np.isfinite(a)) or np.any(a < 0):
             raise ValueError(f"exponents must be one or {k} finite values ≥ 0, got {exponents!r}")
         lam = rho[None, :] ** a[:, None]
         desc = f"power-law (a={'/'.join(f'{x:g}' for x in a)})"
-    profile = mean_scale * rho ** mean_decay / np.sqrt(d)
+    profile = mean_scale * rho**mean_decay / np.sqrt(d)
     if means == "auto":
         means = "antipodal" if k == 2 else "random-signs"
     if means == "antipodal":

@@ -108,7 +108,7 @@ def squared_distances(X, *, chunk_size: int = 4096) -> jax.Array:
     dtype = _float_dtype()
     G, sq = jnp.zeros((N, N), dtype), jnp.zeros(N, dtype)
     for a in range(0, m, chunk):
-        G, sq = _accumulate(G, sq, jnp.asarray(np.asarray(X[:, a:a + chunk]), dtype))
+        G, sq = _accumulate(G, sq, jnp.asarray(np.asarray(X[:, a : a + chunk]), dtype))
         # wait for the product: asynchronous dispatch would otherwise queue (and keep alive) every
         # chunk read so far — measured 2.6 GB instead of ~0.4 GB for N = 1000, m = 10⁶
         sq.block_until_ready()
@@ -144,8 +144,13 @@ class DiffusionMap(NamedTuple):
         return np.asarray(P)
 
     def to_dict(self) -> dict:
-        return {"eigenvalues": self.eigenvalues.tolist(), "epsilon": self.epsilon, "alpha": self.alpha,
-                "t": self.t, "n_coords": int(self.coordinates.shape[1])}
+        return {
+            "eigenvalues": self.eigenvalues.tolist(),
+            "epsilon": self.epsilon,
+            "alpha": self.alpha,
+            "t": self.t,
+            "n_coords": int(self.coordinates.shape[1]),
+        }
 
 
 @jax.jit
@@ -191,16 +196,18 @@ def _check_map_args(N, epsilon, alpha, n_coords, t, method="dense"):
         raise ValueError(f"method must be 'dense' or 'krylov', got {method!r}")
     epsilon = _positive("epsilon", epsilon)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be a float in [0, 1] (0 graph Laplacian, 1/2 Fokker–Planck, "
-                         f"1 Laplace–Beltrami), got {alpha!r}")
+        raise ValueError(
+            f"alpha must be a float in [0, 1] (0 graph Laplacian, 1/2 Fokker–Planck, 1 Laplace–Beltrami), got {alpha!r}"
+        )
     n_coords = _int("n_coords", n_coords, 1)
     if N < n_coords + 1:
         raise ValueError(f"need N >= n_coords + 1 points, got N={N} and n_coords={n_coords}")
     return epsilon, float(alpha), n_coords, _int("t", t, 0)
 
 
-def diffusion_map(X, *, epsilon: float, alpha: float = 1.0, n_coords: int, t: int = 1,
-                  method: str = "dense", chunk_size: int = 4096) -> DiffusionMap:
+def diffusion_map(
+    X, *, epsilon: float, alpha: float = 1.0, n_coords: int, t: int = 1, method: str = "dense", chunk_size: int = 4096
+) -> DiffusionMap:
     r"""Diffusion map of the points ``X`` (``docs/dynamics.md`` §D5, ``docs/diffusion_maps.md`` §2).
 
     With ``k_ij = exp(−‖x_i − x_j‖²/ε)``, ``q_i = Σ_j k_ij``,
@@ -254,9 +261,15 @@ class KernelSumCurve(NamedTuple):
     plateau: tuple[float, float]
 
     def to_dict(self) -> dict:
-        return {"epsilons": self.epsilons.tolist(), "kernel_sums": self.kernel_sums.tolist(),
-                "slopes": self.slopes.tolist(), "epsilon": self.epsilon, "median_epsilon": self.median_epsilon,
-                "dimension_estimate": self.dimension_estimate, "plateau": list(self.plateau)}
+        return {
+            "epsilons": self.epsilons.tolist(),
+            "kernel_sums": self.kernel_sums.tolist(),
+            "slopes": self.slopes.tolist(),
+            "epsilon": self.epsilon,
+            "median_epsilon": self.median_epsilon,
+            "dimension_estimate": self.dimension_estimate,
+            "plateau": list(self.plateau),
+        }
 
 
 @jax.jit
@@ -345,7 +358,7 @@ def quadratic_r2(Y, Z) -> np.ndarray:
 def _projections(X, U, ref, chunk: int) -> np.ndarray:
     out = np.zeros((X.shape[0], U.shape[1]))
     for a in range(0, X.shape[1], chunk):
-        out += (np.asarray(X[:, a:a + chunk], np.float64) - ref[a:a + chunk]) @ U[a:a + chunk]
+        out += (np.asarray(X[:, a : a + chunk], np.float64) - ref[a : a + chunk]) @ U[a : a + chunk]
     return out
 
 
@@ -398,9 +411,15 @@ class TrajectoryDiffusion(NamedTuple):
             "epsilon": self.diffusion.epsilon,
             "alpha": self.diffusion.alpha,
             "t": self.diffusion.t,
-            "slope_curve": None if c is None else {"epsilons": c.epsilons.tolist(), "slopes": c.slopes.tolist(),
-                                                   "kernel_sums": c.kernel_sums.tolist(),
-                                                   "plateau": list(c.plateau), "median_epsilon": c.median_epsilon},
+            "slope_curve": None
+            if c is None
+            else {
+                "epsilons": c.epsilons.tolist(),
+                "slopes": c.slopes.tolist(),
+                "kernel_sums": c.kernel_sums.tolist(),
+                "plateau": list(c.plateau),
+                "median_epsilon": c.median_epsilon,
+            },
             "dimension_estimate": self.dimension_estimate,
             "participation_ratio": self.participation_ratio,
             "n_coords": self.n_coords,
@@ -414,10 +433,24 @@ class TrajectoryDiffusion(NamedTuple):
         }
 
 
-def analyze_trajectory(iterates, *, steps=None, losses=None, burn_in: int = 0, thin: int = 1,
-                       hessian_eigenvalues=None, hessian_vectors=None, reference=None, epsilon="median",
-                       alpha: float = 0.5, t: int = 1, max_coords: int = 10, min_ratio: float = 1.5,
-                       max_projections: int = 10, chunk_size: int = 4096) -> TrajectoryDiffusion:
+def analyze_trajectory(
+    iterates,
+    *,
+    steps=None,
+    losses=None,
+    burn_in: int = 0,
+    thin: int = 1,
+    hessian_eigenvalues=None,
+    hessian_vectors=None,
+    reference=None,
+    epsilon="median",
+    alpha: float = 0.5,
+    t: int = 1,
+    max_coords: int = 10,
+    min_ratio: float = 1.5,
+    max_projections: int = 10,
+    chunk_size: int = 4096,
+) -> TrajectoryDiffusion:
     """Diffusion analysis of recorded iterates (``docs/dynamics.md`` §D5, ``docs/diffusion_maps.md`` §5).
 
     Keeps rows ``burn_in, burn_in + thin, …`` of ``iterates``; computes the kernel-sum
@@ -481,11 +514,25 @@ def analyze_trajectory(iterates, *, steps=None, losses=None, burn_in: int = 0, t
         k = min(outliers if outliers else U.shape[1], _int("max_projections", max_projections, 1))
         ref = np.asarray(X[N - 1] if reference is None else reference, np.float64).ravel()
         proj = _projections(X, U[:, :k], ref, chunk_size)
-        r2 = quadratic_r2(dm.psi[:, 1:1 + max(q, 1)], proj)
+        r2 = quadratic_r2(dm.psi[:, 1 : 1 + max(q, 1)], proj)
     drift = None
     if rows["steps"] is not None:
         from scipy.stats import spearmanr
 
         drift = float(spearmanr(dm.psi[:, 1], rows["steps"]).statistic)
-    return TrajectoryDiffusion(dm, curve, q, ratio, curve.dimension_estimate, float(_participation_ratio(D2)),
-                               outliers, r2, proj, rows["steps"], rows["losses"], burn_in, thin, drift)
+    return TrajectoryDiffusion(
+        dm,
+        curve,
+        q,
+        ratio,
+        curve.dimension_estimate,
+        float(_participation_ratio(D2)),
+        outliers,
+        r2,
+        proj,
+        rows["steps"],
+        rows["losses"],
+        burn_in,
+        thin,
+        drift,
+    )

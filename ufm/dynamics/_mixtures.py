@@ -85,8 +85,12 @@ class KGMM:
         return self.means[labels] + Z / jnp.sqrt(self.snr), labels
 
     def to_dict(self) -> dict:
-        return {"num_classes": self.num_classes, "dim": self.dim, "snr": float(self.snr),
-                "probs": np.asarray(self.probs).tolist()}
+        return {
+            "num_classes": self.num_classes,
+            "dim": self.dim,
+            "snr": float(self.snr),
+            "probs": np.asarray(self.probs).tolist(),
+        }
 
 
 @jax.tree_util.register_dataclass

@@ -221,8 +221,17 @@ def top_space(matrix, k: int, *, num_eigs: int | None = None, method: str = "aut
     return _top(spec, k, int(np.shape(matrix)[0]))
 
 
-def hessian_top_space(loss_fn, params, batch, k: int, *, leaves=None, num_eigs: int | None = None,
-                      method: str = "auto", tol: float | None = None) -> TopSpace:
+def hessian_top_space(
+    loss_fn,
+    params,
+    batch,
+    k: int,
+    *,
+    leaves=None,
+    num_eigs: int | None = None,
+    method: str = "auto",
+    tol: float | None = None,
+) -> TopSpace:
     """Top-k eigenspace of the Hessian of ``loss_fn(params, batch)`` over ``leaves``."""
     dim = flat_view(params, leaves)[0].dim
     spec = _spectrum(loss_fn, params, batch, leaves=leaves, k=_num_eigs(k, dim, num_eigs), method=method, tol=tol)
@@ -281,8 +290,18 @@ def _jitted_grad(loss_fn):
 
 
 # ---- a probe for `record` ----------------------------------------------------------------------
-def spectral_probe(loss_fn, batch, k: int, *, kind: str = "hessian", leaves=None, subspaces=None,
-                   num_eigs: int | None = None, method: str = "auto", tol: float | None = None) -> Callable:
+def spectral_probe(
+    loss_fn,
+    batch,
+    k: int,
+    *,
+    kind: str = "hessian",
+    leaves=None,
+    subspaces=None,
+    num_eigs: int | None = None,
+    method: str = "auto",
+    tol: float | None = None,
+) -> Callable:
     """A `record` probe: the top-k space of the Hessian or G-matrix of a block, and alignments.
 
     At each checkpoint, on the fixed ``batch`` (train data, or M fresh samples drawn once):
@@ -309,16 +328,21 @@ def spectral_probe(loss_fn, batch, k: int, *, kind: str = "hessian", leaves=None
 
     def probe(params, ctx) -> dict:
         if kind == "hessian":
-            space = hessian_top_space(loss_fn, params, batch, k, leaves=leaves, num_eigs=num_eigs, method=method,
-                                      tol=tol)
+            space = hessian_top_space(
+                loss_fn, params, batch, k, leaves=leaves, num_eigs=num_eigs, method=method, tol=tol
+            )
         else:
             space = g_top_space(per_sample_grads(loss_fn, params, batch, leaves=leaves), k, num_eigs=num_eigs)
         U = space.eigenvectors
         g = block(grad(params, batch))
-        out = {"eigenvalues": space.eigenvalues, **space.counts.to_dict(),
-               "align_params": alignment(block(params), U), "align_grad": alignment(g, U),
-               "f_top_grad": top_fraction(g, U),
-               "align_update": float("nan") if ctx.last_update is None else alignment(block(ctx.last_update), U)}
+        out = {
+            "eigenvalues": space.eigenvalues,
+            **space.counts.to_dict(),
+            "align_params": alignment(block(params), U),
+            "align_grad": alignment(g, U),
+            "f_top_grad": top_fraction(g, U),
+            "align_update": float("nan") if ctx.last_update is None else alignment(block(ctx.last_update), U),
+        }
         prev = ctx.previous["_eigenvectors"] if ctx.previous else None
         ov = subspace_overlap(U, prev) if prev is not None else Overlap(float("nan"), float("nan"))
         out |= {"overlap_prev": ov.overlap, "angle_prev": ov.max_angle}

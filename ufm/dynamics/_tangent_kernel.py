@@ -124,8 +124,9 @@ def batch_tangent_kernels(f: Callable, params, X, batch_size: int) -> jax.Array:
     return jax.vmap(lambda Xb: tangent_kernel(f, params, Xb))(batches)
 
 
-def kernel_spectrum(f: Callable, params, X, k: int, *, method: str = "auto", max_dense: int = 2048,
-                    **krylov_kw) -> Spectrum:
+def kernel_spectrum(
+    f: Callable, params, X, k: int, *, method: str = "auto", max_dense: int = 2048, **krylov_kw
+) -> Spectrum:
     """The top ``k`` eigenpairs of ``K = J Jᵀ`` (eigenvectors in ``R^{nc}``) as a `Spectrum`.
 
     Args:

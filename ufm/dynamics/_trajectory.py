@@ -146,7 +146,9 @@ class Trajectory:
             "times": self.times.tolist(),
             "losses": _jsonable(self.losses),
             "train_losses": _jsonable(self.train_losses),
-            "probes": {n: [{k: _jsonable(v) for k, v in row.items()} for row in rows] for n, rows in self.probes.items()},
+            "probes": {
+                n: [{k: _jsonable(v) for k, v in row.items()} for row in rows] for n, rows in self.probes.items()
+            },
         }
         if params and self.params is not None:
             out["param_steps"] = self.param_steps.tolist()
@@ -185,8 +187,9 @@ def _step(loss_fn, opt, mode, batch_size, sampler, carry: _Carry, data, key) -> 
     batch = _batch(mode, batch_size, sampler, data, jax.random.fold_in(key, carry.step))
     value, grads = jax.value_and_grad(loss_fn)(carry.params, batch)
     if isinstance(opt, optax.GradientTransformationExtraArgs):
-        updates, state = opt.update(grads, carry.opt_state, carry.params, value=value, grad=grads,
-                                    value_fn=lambda p: loss_fn(p, batch))
+        updates, state = opt.update(
+            grads, carry.opt_state, carry.params, value=value, grad=grads, value_fn=lambda p: loss_fn(p, batch)
+        )
     else:
         updates, state = opt.update(grads, carry.opt_state, carry.params)
     params = optax.apply_updates(carry.params, updates)
@@ -263,7 +266,8 @@ def _leaves(prefix, tree) -> dict:
 def _rebuild(f, prefix, like):
     leaves, treedef = jax.tree_util.tree_flatten(like)
     return jax.tree_util.tree_unflatten(
-        treedef, [jnp.asarray(f[f"{prefix}{i}"], dtype=jnp.asarray(x).dtype) for i, x in enumerate(leaves)])
+        treedef, [jnp.asarray(f[f"{prefix}{i}"], dtype=jnp.asarray(x).dtype) for i, x in enumerate(leaves)]
+    )
 
 
 def _save(path, config, carry, rows, kept, probe_state):
@@ -292,8 +296,10 @@ def _load(path, config, carry):
         saved = json.loads(str(f["config"]))
         if saved != json.loads(json.dumps(config, sort_keys=True)):
             diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-            raise ValueError(f"{path} was recorded with other settings ({', '.join(diff)} differ); "
-                             "pass another path or delete the file")
+            raise ValueError(
+                f"{path} was recorded with other settings ({', '.join(diff)} differ); "
+                "pass another path or delete the file"
+            )
         T = f["steps"].size
         rows = {name: f[name].tolist() for name in ("steps", "times", "losses", "train_losses")}
         rows["probes"] = {p: [{} for _ in range(T)] for p in config["probes"]}
@@ -310,9 +316,13 @@ def _load(path, config, carry):
             elif parts[0] == "kept_step":
                 j = int(parts[1])
                 kept[j] = (int(f[key]), _rebuild(f, f"kept/{j}/", carry.params))
-        carry = _Carry(_rebuild(f, "params/", carry.params), _rebuild(f, "opt_state/", carry.opt_state),
-                       jnp.asarray(rows["steps"][-1], carry.step.dtype), _rebuild(f, "last_update/", carry.params),
-                       carry.loss_sum)
+        carry = _Carry(
+            _rebuild(f, "params/", carry.params),
+            _rebuild(f, "opt_state/", carry.opt_state),
+            jnp.asarray(rows["steps"][-1], carry.step.dtype),
+            _rebuild(f, "last_update/", carry.params),
+            carry.loss_sum,
+        )
     if "iterates_every" in config:
         rows["iterates"] = [(iterates[i]["iterates"], iterates[i]["iterate_losses"]) for i in sorted(iterates)]
     return carry, rows, [kept[j] for j in sorted(kept)], state
@@ -406,8 +416,14 @@ def record(
         if not callable(fn):
             raise TypeError(f"probes[{name!r}] must be callable, got {type(fn).__name__}")
     marks = checkpoint_steps(steps, num_checkpoints, spacing) if checkpoints is None else np.asarray(checkpoints)
-    if marks.ndim != 1 or marks.size == 0 or not np.issubdtype(marks.dtype, np.integer) or np.any(np.diff(marks) <= 0) \
-            or marks[0] < 0 or marks[-1] > steps:
+    if (
+        marks.ndim != 1
+        or marks.size == 0
+        or not np.issubdtype(marks.dtype, np.integer)
+        or np.any(np.diff(marks) <= 0)
+        or marks[0] < 0
+        or marks[-1] > steps
+    ):
         raise ValueError(f"checkpoints must be distinct increasing ints in [0, steps={steps}], got {marks.tolist()}")
     if marks[-1] != steps:
         marks = np.append(marks, steps)
@@ -415,23 +431,42 @@ def record(
     if every < 0:
         raise ValueError(f"keep_params must be a bool or an int >= 1, got {keep_params!r}")
     if iterates_every is not None:
-        if not (isinstance(iterates_every, (int, np.integer)) and iterates_every >= 1
-                and np.all(np.diff(marks) % iterates_every == 0) and marks[0] % iterates_every == 0):
-            raise ValueError(f"iterates_every must be an int >= 1 dividing every checkpoint and gap "
-                             f"(checkpoints {marks.tolist()}), got {iterates_every!r}")
+        if not (
+            isinstance(iterates_every, (int, np.integer))
+            and iterates_every >= 1
+            and np.all(np.diff(marks) % iterates_every == 0)
+            and marks[0] % iterates_every == 0
+        ):
+            raise ValueError(
+                f"iterates_every must be an int >= 1 dividing every checkpoint and gap "
+                f"(checkpoints {marks.tolist()}), got {iterates_every!r}"
+            )
         iterates_every = int(iterates_every)
     eval_data = data if eval_data is None and mode != "online" else eval_data
     leaves = jax.tree_util.tree_leaves(params)
-    config = {"steps": int(steps), "checkpoints": marks.tolist(), "mode": mode, "batch_size": batch_size,
-              "seed": int(seed), "time_per_step": float(time_per_step), "keep_params": every,
-              "probes": list(probes), "optimizer": type(optimizer).__name__,
-              "params": [[list(np.shape(x)), str(jnp.asarray(x).dtype)] for x in leaves]}
+    config = {
+        "steps": int(steps),
+        "checkpoints": marks.tolist(),
+        "mode": mode,
+        "batch_size": batch_size,
+        "seed": int(seed),
+        "time_per_step": float(time_per_step),
+        "keep_params": every,
+        "probes": list(probes),
+        "optimizer": type(optimizer).__name__,
+        "params": [[list(np.shape(x)), str(jnp.asarray(x).dtype)] for x in leaves],
+    }
     if iterates_every:
         config["iterates_every"] = iterates_every
 
     dtype = jnp.result_type(*leaves) if leaves else jnp.float32
-    carry = _Carry(params, optimizer.init(params), jnp.asarray(0, jnp.int32),
-                   jax.tree_util.tree_map(jnp.zeros_like, params), jnp.zeros((), dtype))
+    carry = _Carry(
+        params,
+        optimizer.init(params),
+        jnp.asarray(0, jnp.int32),
+        jax.tree_util.tree_map(jnp.zeros_like, params),
+        jnp.zeros((), dtype),
+    )
     rows = {"steps": [], "times": [], "losses": [], "train_losses": [], "probes": {p: [] for p in probes}}
     if iterates_every:
         rows["iterates"] = []
@@ -452,8 +487,10 @@ def record(
         time = step * float(time_per_step)
         loss = float(evaluate(carry.params, eval_data)) if eval_data is not None else float("nan")
         if not (np.isfinite(loss) or eval_data is None) or (n > 0 and not np.isfinite(float(carry.loss_sum))):
-            raise TrainingDiverged(f"the loss is not finite at step {step} (checkpoint {index}): training diverged; "
-                                   "lower the learning rate")
+            raise TrainingDiverged(
+                f"the loss is not finite at step {step} (checkpoint {index}): training diverged; "
+                "lower the learning rate"
+            )
         rows["steps"].append(step)
         rows["times"].append(time)
         rows["losses"].append(loss)
@@ -473,12 +510,18 @@ def record(
         if callback is not None:
             callback(index, step, loss)
     return Trajectory(
-        steps=np.asarray(rows["steps"], dtype=np.int64), times=np.asarray(rows["times"], dtype=np.float64),
+        steps=np.asarray(rows["steps"], dtype=np.int64),
+        times=np.asarray(rows["times"], dtype=np.float64),
         losses=np.asarray(rows["losses"], dtype=np.float64),
-        train_losses=np.asarray(rows["train_losses"], dtype=np.float64), probes=rows["probes"],
+        train_losses=np.asarray(rows["train_losses"], dtype=np.float64),
+        probes=rows["probes"],
         params=tuple(p for _, p in kept) if every else None,
         param_steps=np.asarray([s for s, _ in kept], dtype=np.int64) if every else None,
-        final_params=carry.params, probe_state=probe_state, config=config, **_iterate_fields(rows, iterates_every, marks))
+        final_params=carry.params,
+        probe_state=probe_state,
+        config=config,
+        **_iterate_fields(rows, iterates_every, marks),
+    )
 
 
 def _iterate_fields(rows, every, marks) -> dict:
@@ -486,6 +529,8 @@ def _iterate_fields(rows, every, marks) -> dict:
         return {}
     flat = [f for f, _ in rows["iterates"]]
     losses = [l for _, l in rows["iterates"]]
-    return {"iterates": np.concatenate(flat) if flat else None,
-            "iterate_steps": np.arange(every, int(marks[-1]) + 1, every, dtype=np.int64),  # from step 0
-            "iterate_losses": np.concatenate(losses) if losses else None}
+    return {
+        "iterates": np.concatenate(flat) if flat else None,
+        "iterate_steps": np.arange(every, int(marks[-1]) + 1, every, dtype=np.int64),  # from step 0
+        "iterate_losses": np.concatenate(losses) if losses else None,
+    }

@@ -77,8 +77,10 @@ class AlignmentReport:
 
 def _rows(traj: Trajectory, name: str) -> list[dict]:
     """The trajectory's checkpoints as JSON-able dicts: step, time, loss, then the probe's values."""
-    return [{"step": int(s), "time": float(t), "loss": _jsonable(l), **{k: _jsonable(v) for k, v in row.items()}}
-            for s, t, l, row in zip(traj.steps, traj.times, traj.losses, traj.probes[name])]
+    return [
+        {"step": int(s), "time": float(t), "loss": _jsonable(l), **{k: _jsonable(v) for k, v in row.items()}}
+        for s, t, l, row in zip(traj.steps, traj.times, traj.losses, traj.probes[name])
+    ]
 
 
 def _check_positive(**values):
@@ -123,8 +125,18 @@ def _online(mixture, *, dim, lr_scale, time, seed, test_samples, num_checkpoints
     delta = lr_scale / dim
     steps = max(int(round(time / delta)), 1)
     test = _sample(mixture, jax.random.PRNGKey(10_000 + seed), _check_int("test_samples", test_samples, 2))
-    return delta, steps, test, dict(sampler=_one_sample, data=mixture, eval_data=test,
-                                    time_per_step=delta, num_checkpoints=_check_int("checkpoints", num_checkpoints, 1))
+    return (
+        delta,
+        steps,
+        test,
+        dict(
+            sampler=_one_sample,
+            data=mixture,
+            eval_data=test,
+            time_per_step=delta,
+            num_checkpoints=_check_int("checkpoints", num_checkpoints, 1),
+        ),
+    )
 
 
 # ---- kgmm (docs/alignment.md §3) ---------------------------------------------------------------
@@ -140,28 +152,46 @@ def _kgmm_probe(test, means_basis, ridge, k, d):
         H = np.asarray(hess(params, Y, 0.0))  # data Hessian on the test samples, no ridge
         J = np.asarray(grads(params, Y, labels, ridge))  # per-sample gradients, ridge included (ℓ of §D2)
         full = top_space(H, n_full)
-        out = {"full_hessian_outliers": full.counts.outliers, "full_hessian_null": full.counts.null,
-               "full_hessian_eigenvalues": full.eigenvalues[: 2 * n_full],
-               "full_alignment": alignment(params, full.eigenvectors)}
-        rows = {key: [] for key in ("block_outliers_hessian", "block_alignment_hessian", "block_eigenvalues_hessian",
-                                    "top_space_in_means", "block_outliers_g", "block_alignment_g",
-                                    "block_eigenvalues_g", "top_space_in_means_g", "block_overlap_prev_hessian")}
+        out = {
+            "full_hessian_outliers": full.counts.outliers,
+            "full_hessian_null": full.counts.null,
+            "full_hessian_eigenvalues": full.eigenvalues[: 2 * n_full],
+            "full_alignment": alignment(params, full.eigenvectors),
+        }
+        rows = {
+            key: []
+            for key in (
+                "block_outliers_hessian",
+                "block_alignment_hessian",
+                "block_eigenvalues_hessian",
+                "top_space_in_means",
+                "block_outliers_g",
+                "block_alignment_g",
+                "block_eigenvalues_g",
+                "top_space_in_means_g",
+                "block_overlap_prev_hessian",
+            )
+        }
         spaces = []
         for c in range(k):
             sl = slice(c * d, (c + 1) * d)
             Hc = top_space(H[sl, sl], k)  # + β I would shift every eigenvalue, not the vectors
             Gc = g_top_space(J[:, sl], k)
             prev = ctx.previous["_spaces"][c] if ctx.previous else None
-            for key, v in (("block_outliers_hessian", Hc.counts.outliers),
-                           ("block_alignment_hessian", alignment(params[c], Hc.eigenvectors)),
-                           ("block_eigenvalues_hessian", Hc.eigenvalues[: 2 * k]),
-                           ("top_space_in_means", in_means(Hc.eigenvectors)),
-                           ("block_outliers_g", Gc.counts.outliers),
-                           ("block_alignment_g", alignment(params[c], Gc.eigenvectors)),
-                           ("block_eigenvalues_g", Gc.eigenvalues[: 2 * k]),
-                           ("top_space_in_means_g", in_means(Gc.eigenvectors)),
-                           ("block_overlap_prev_hessian",
-                            float("nan") if prev is None else subspace_overlap(Hc.eigenvectors, prev).overlap)):
+            for key, v in (
+                ("block_outliers_hessian", Hc.counts.outliers),
+                ("block_alignment_hessian", alignment(params[c], Hc.eigenvectors)),
+                ("block_eigenvalues_hessian", Hc.eigenvalues[: 2 * k]),
+                ("top_space_in_means", in_means(Hc.eigenvectors)),
+                ("block_outliers_g", Gc.counts.outliers),
+                ("block_alignment_g", alignment(params[c], Gc.eigenvectors)),
+                ("block_eigenvalues_g", Gc.eigenvalues[: 2 * k]),
+                ("top_space_in_means_g", in_means(Gc.eigenvectors)),
+                (
+                    "block_overlap_prev_hessian",
+                    float("nan") if prev is None else subspace_overlap(Hc.eigenvectors, prev).overlap,
+                ),
+            ):
                 rows[key].append(v)
             spaces.append(Hc.eigenvectors)
         out |= {key: np.array(v) for key, v in rows.items()}
@@ -171,9 +201,20 @@ def _kgmm_probe(test, means_basis, ridge, k, d):
     return probe
 
 
-def kgmm(*, num_classes: int = 4, dim: int = 400, snr: float = 200.0, ridge: float = 0.1, lr_scale: float = 2.0,
-         time: float = 20.0, test_samples: int | None = None, seed: int = 0, checkpoints: int = 10,
-         probs=None, callback=None) -> AlignmentReport:
+def kgmm(
+    *,
+    num_classes: int = 4,
+    dim: int = 400,
+    snr: float = 200.0,
+    ridge: float = 0.1,
+    lr_scale: float = 2.0,
+    time: float = 20.0,
+    test_samples: int | None = None,
+    seed: int = 0,
+    checkpoints: int = 10,
+    probs=None,
+    callback=None,
+) -> AlignmentReport:
     """One-pass SGD on the k-GMM with 1-layer softmax regression + ridge (``docs/alignment.md`` §3).
 
     Args:
@@ -192,19 +233,48 @@ def kgmm(*, num_classes: int = 4, dim: int = 400, snr: float = 200.0, ridge: flo
         raise ValueError(f"ridge must be >= 0, got {ridge!r}")
     M = int(2.5 * d) if test_samples is None else test_samples
     gmm = KGMM.create(k, d, snr, probs=probs, seed=seed)
-    delta, steps, test, kw = _online(gmm, dim=d, lr_scale=lr_scale, time=time, seed=seed, test_samples=M,
-                                     num_checkpoints=checkpoints)
+    delta, steps, test, kw = _online(
+        gmm, dim=d, lr_scale=lr_scale, time=time, seed=seed, test_samples=M, num_checkpoints=checkpoints
+    )
     means_basis = np.linalg.qr(np.asarray(gmm.means).T)[0]
     loss = _loss(softmax_loss, float(ridge))
     params = init_softmax(seed, k, d)
-    traj = record(loss, params, optax.sgd(delta), steps=steps, seed=seed, callback=callback,
-                  probes={"kgmm": _kgmm_probe(test, means_basis, float(ridge), k, d)}, **kw)
+    traj = record(
+        loss,
+        params,
+        optax.sgd(delta),
+        steps=steps,
+        seed=seed,
+        callback=callback,
+        probes={"kgmm": _kgmm_probe(test, means_basis, float(ridge), k, d)},
+        **kw,
+    )
     rows = _rows(traj, "kgmm")
-    keys = ("block_alignment_hessian", "block_alignment_g", "block_outliers_hessian", "block_outliers_g",
-            "top_space_in_means", "top_space_in_means_g", "full_hessian_outliers", "full_alignment", "test_accuracy")
-    config = {"num_classes": k, "dim": d, "snr": float(snr), "ridge": float(ridge), "lr_scale": float(lr_scale),
-              "delta": delta, "time": float(time), "steps": steps, "test_samples": M, "seed": seed,
-              "checkpoints": checkpoints, "probs": np.asarray(gmm.probs).tolist()}
+    keys = (
+        "block_alignment_hessian",
+        "block_alignment_g",
+        "block_outliers_hessian",
+        "block_outliers_g",
+        "top_space_in_means",
+        "top_space_in_means_g",
+        "full_hessian_outliers",
+        "full_alignment",
+        "test_accuracy",
+    )
+    config = {
+        "num_classes": k,
+        "dim": d,
+        "snr": float(snr),
+        "ridge": float(ridge),
+        "lr_scale": float(lr_scale),
+        "delta": delta,
+        "time": float(time),
+        "steps": steps,
+        "test_samples": M,
+        "seed": seed,
+        "checkpoints": checkpoints,
+        "probs": np.asarray(gmm.probs).tolist(),
+    }
     return AlignmentReport("kgmm", config, rows, {key: rows[-1][key] for key in keys})
 
 
@@ -249,9 +319,20 @@ def _xor_probe(xor_gmm, test, ridge):
     return probe
 
 
-def xor(*, dim: int = 50, width: int = 5, snr: float = 50.0, ridge: float = 1e-3, lr_scale: float = 4.0,
-        time: float = 100.0, test_samples: int = 1000, seeds: int = 10, seed: int = 0, checkpoints: int = 10,
-        callback=None) -> AlignmentReport:
+def xor(
+    *,
+    dim: int = 50,
+    width: int = 5,
+    snr: float = 50.0,
+    ridge: float = 1e-3,
+    lr_scale: float = 4.0,
+    time: float = 100.0,
+    test_samples: int = 1000,
+    seeds: int = 10,
+    seed: int = 0,
+    checkpoints: int = 10,
+    callback=None,
+) -> AlignmentReport:
     """One-pass SGD of the 2-layer ReLU–sigmoid net on XOR-GMM over ``seeds`` seeds (``docs/alignment.md`` §4).
 
     The mixture (μ, ν) and the test samples are fixed by ``seed``; seed ``seed + s`` draws
@@ -263,30 +344,57 @@ def xor(*, dim: int = 50, width: int = 5, snr: float = 50.0, ridge: float = 1e-3
     n_seeds = _check_int("seeds", seeds, 1)
     _check_positive(snr=snr)
     gmm = XORGMM.create(d, snr, seed=seed)
-    delta, steps, test, kw = _online(gmm, dim=d, lr_scale=lr_scale, time=time, seed=seed,
-                                     test_samples=test_samples, num_checkpoints=checkpoints)
+    delta, steps, test, kw = _online(
+        gmm, dim=d, lr_scale=lr_scale, time=time, seed=seed, test_samples=test_samples, num_checkpoints=checkpoints
+    )
     loss = _loss(two_layer_loss, float(ridge))
     probe = _xor_probe(gmm, test, float(ridge))
     runs = []
     for s in range(n_seeds):
         params = init_two_layer(seed + s, K, d)
         cb = None if callback is None else functools.partial(callback, f"seed {seed + s}")
-        traj = record(loss, params, optax.sgd(delta), steps=steps, seed=seed + s, callback=cb,
-                      probes={"xor": probe}, **kw)
+        traj = record(
+            loss, params, optax.sgd(delta), steps=steps, seed=seed + s, callback=cb, probes={"xor": probe}, **kw
+        )
         runs.append(_rows(traj, "xor"))
-    rows = [{"step": runs[0][i]["step"], "time": runs[0][i]["time"],
-             "loss": float(np.mean([r[i]["loss"] for r in runs])), "seeds": [r[i] for r in runs]}
-            for i in range(len(runs[0]))]
-    keys = ("second_layer_rank", "predicted_rank", "second_layer_overlap", "test_accuracy", "first_layer_alignment",
-            "first_layer_g_alignment")
+    rows = [
+        {
+            "step": runs[0][i]["step"],
+            "time": runs[0][i]["time"],
+            "loss": float(np.mean([r[i]["loss"] for r in runs])),
+            "seeds": [r[i] for r in runs],
+        }
+        for i in range(len(runs[0]))
+    ]
+    keys = (
+        "second_layer_rank",
+        "predicted_rank",
+        "second_layer_overlap",
+        "test_accuracy",
+        "first_layer_alignment",
+        "first_layer_g_alignment",
+    )
     per_seed = [{"seed": seed + s, **{key: r[-1][key] for key in keys}} for s, r in enumerate(runs)]
     acc = np.array([p["test_accuracy"] for p in per_seed])
-    summary = {"seeds": per_seed, "rank_deficient_fraction": float(np.mean([p["second_layer_rank"] < 4
-                                                                              for p in per_seed])),
-               "mean_test_accuracy": float(acc.mean())}
-    config = {"dim": d, "width": K, "snr": float(snr), "ridge": float(ridge), "lr_scale": float(lr_scale),
-              "delta": delta, "time": float(time), "steps": steps, "test_samples": test_samples, "seeds": n_seeds,
-              "seed": seed, "checkpoints": checkpoints}
+    summary = {
+        "seeds": per_seed,
+        "rank_deficient_fraction": float(np.mean([p["second_layer_rank"] < 4 for p in per_seed])),
+        "mean_test_accuracy": float(acc.mean()),
+    }
+    config = {
+        "dim": d,
+        "width": K,
+        "snr": float(snr),
+        "ridge": float(ridge),
+        "lr_scale": float(lr_scale),
+        "delta": delta,
+        "time": float(time),
+        "steps": steps,
+        "test_samples": test_samples,
+        "seeds": n_seeds,
+        "seed": seed,
+        "checkpoints": checkpoints,
+    }
     return AlignmentReport("xor", config, rows, summary)
 
 
@@ -309,8 +417,17 @@ def _ufm_probe(spec):
         grad = data_grad(params)
         acts = model.forward(spec, params)
         nc = collapse.metrics(spec, params)
-        out = {key: [] for key in ("grad_fraction_top", "grad_fraction_predicted", "grad_fraction_diagonal",
-                                   "update_fraction_top", "update_fraction_predicted", "predicted_overlap")}
+        out = {
+            key: []
+            for key in (
+                "grad_fraction_top",
+                "grad_fraction_predicted",
+                "grad_fraction_diagonal",
+                "update_fraction_top",
+                "update_fraction_predicted",
+                "predicted_overlap",
+            )
+        }
         for l in range(1, L + 1):
             top = hessian_top_space(batch_loss, params, (), K * K, leaves=[l])
             pred = theory.layer_hessian_spectrum(spec, params, l, collapse_tol=None, allow_zero=True, vectors=True)
@@ -322,24 +439,38 @@ def _ufm_probe(spec):
             g = np.asarray(grad.Ws[l - 1]).ravel()
             upd = None if ctx.last_update is None else np.asarray(ctx.last_update.Ws[l - 1]).ravel()
             nan = float("nan")
-            for key, v in (("grad_fraction_top", top_fraction(g, top.eigenvectors)),
-                           ("grad_fraction_predicted", top_fraction(g, Up) if Up.shape[1] else nan),
-                           ("grad_fraction_diagonal", top_fraction(g, diag)),
-                           ("update_fraction_top", nan if upd is None else top_fraction(upd, top.eigenvectors)),
-                           ("update_fraction_predicted", nan if upd is None or not Up.shape[1]
-                            else top_fraction(upd, Up)),
-                           ("predicted_overlap", subspace_overlap(top.eigenvectors, Up).overlap if Up.shape[1]
-                            else nan)):
+            for key, v in (
+                ("grad_fraction_top", top_fraction(g, top.eigenvectors)),
+                ("grad_fraction_predicted", top_fraction(g, Up) if Up.shape[1] else nan),
+                ("grad_fraction_diagonal", top_fraction(g, diag)),
+                ("update_fraction_top", nan if upd is None else top_fraction(upd, top.eigenvectors)),
+                ("update_fraction_predicted", nan if upd is None or not Up.shape[1] else top_fraction(upd, Up)),
+                ("predicted_overlap", subspace_overlap(top.eigenvectors, Up).overlap if Up.shape[1] else nan),
+            ):
                 out[key].append(v)
-        return {k: np.array(v) for k, v in out.items()} | {"nc1": np.asarray(nc.nc1_uncentred if spec.loss == "mse"
-                                                                              else nc.nc1)}
+        return {k: np.array(v) for k, v in out.items()} | {
+            "nc1": np.asarray(nc.nc1_uncentred if spec.loss == "mse" else nc.nc1)
+        }
 
     return probe
 
 
-def ufm(*, num_classes: int = 4, per_class: int = 5, depth: int = 3, width: int = 16, lambda_W: float = 2e-2,
-        lambda_H: float = 2e-2, loss: str = "mse", lr: float = 0.1, steps: int = 3000, batch_size: int | None = None,
-        seed: int = 0, checkpoints: int = 12, callback=None) -> AlignmentReport:
+def ufm(
+    *,
+    num_classes: int = 4,
+    per_class: int = 5,
+    depth: int = 3,
+    width: int = 16,
+    lambda_W: float = 2e-2,
+    lambda_H: float = 2e-2,
+    loss: str = "mse",
+    lr: float = 0.1,
+    steps: int = 3000,
+    batch_size: int | None = None,
+    seed: int = 0,
+    checkpoints: int = 12,
+    callback=None,
+) -> AlignmentReport:
     """GD (or SGD with ``batch_size`` columns) on a deep UFM from random init (``docs/alignment.md`` §5).
 
     Per checkpoint and layer l = 1..L: the fraction of the data gradient ``∇_{W_l}Φ`` (and of
@@ -348,19 +479,49 @@ def ufm(*, num_classes: int = 4, per_class: int = 5, depth: int = 3, width: int 
     means, and in the K diagonal directions μ̂_c^{(l+1)} ⊗ μ̂_c^{(l)}; their overlap; and
     NC1 at H̃_1..H̃_L and the output. Checkpoints are log spaced.
     """
-    spec = UFMSpec(num_classes=num_classes, per_class=per_class, depth=depth, width=width, loss=loss,
-                   lambda_W=lambda_W, lambda_H=lambda_H)
+    spec = UFMSpec(
+        num_classes=num_classes,
+        per_class=per_class,
+        depth=depth,
+        width=width,
+        loss=loss,
+        lambda_W=lambda_W,
+        lambda_H=lambda_H,
+    )
     _check_positive(lr=lr)
     params = model.init_params(spec, seed=seed)
     kw = dict(data=()) if batch_size is None else dict(data=jnp.arange(spec.num_samples), batch_size=batch_size)
-    traj = record(_ufm_loss_fn(spec, True), params, optax.sgd(lr), steps=_check_int("steps", steps, 1),
-                  num_checkpoints=_check_int("checkpoints", checkpoints, 1), spacing="log", seed=seed,
-                  eval_data=(), probes={"ufm": _ufm_probe(spec)}, callback=callback, **kw)
+    traj = record(
+        _ufm_loss_fn(spec, True),
+        params,
+        optax.sgd(lr),
+        steps=_check_int("steps", steps, 1),
+        num_checkpoints=_check_int("checkpoints", checkpoints, 1),
+        spacing="log",
+        seed=seed,
+        eval_data=(),
+        probes={"ufm": _ufm_probe(spec)},
+        callback=callback,
+        **kw,
+    )
     rows = _rows(traj, "ufm")
-    keys = ("grad_fraction_top", "grad_fraction_predicted", "grad_fraction_diagonal", "update_fraction_top",
-            "predicted_overlap", "nc1")
-    config = {"spec": spec.to_dict(), "lr": float(lr), "steps": steps, "batch_size": batch_size, "seed": seed,
-              "checkpoints": checkpoints, "optimizer": "gd" if batch_size is None else "sgd"}
+    keys = (
+        "grad_fraction_top",
+        "grad_fraction_predicted",
+        "grad_fraction_diagonal",
+        "update_fraction_top",
+        "predicted_overlap",
+        "nc1",
+    )
+    config = {
+        "spec": spec.to_dict(),
+        "lr": float(lr),
+        "steps": steps,
+        "batch_size": batch_size,
+        "seed": seed,
+        "checkpoints": checkpoints,
+        "optimizer": "gd" if batch_size is None else "sgd",
+    }
     return AlignmentReport("ufm", config, rows, {key: rows[-1][key] for key in keys} | {"loss": rows[-1]["loss"]})
 
 
@@ -377,9 +538,22 @@ def _pool(X, factor):
     return X.reshape(N, C, H // factor, factor, W // factor, factor).mean(axis=(3, 5)).reshape(N, -1)
 
 
-def mnist(*, train_samples: int = 4000, hessian_samples: int = 500, pool: int = 2, hidden: int = 32,
-          width: int = 16, lr: float = 0.1, batch_size: int = 32, steps: int = 1500, k: int = 10,
-          lambda_W: float = 1e-4, seed: int = 0, checkpoints: int = 8, callback=None) -> AlignmentReport:
+def mnist(
+    *,
+    train_samples: int = 4000,
+    hessian_samples: int = 500,
+    pool: int = 2,
+    hidden: int = 32,
+    width: int = 16,
+    lr: float = 0.1,
+    batch_size: int = 32,
+    steps: int = 1500,
+    k: int = 10,
+    lambda_W: float = 1e-4,
+    seed: int = 0,
+    checkpoints: int = 8,
+    callback=None,
+) -> AlignmentReport:
     """A small MLP on the shipped MNIST split, CE + SGD: [GRD]'s gradient in the top-k Hessian space.
 
     Images are average-pooled by ``pool`` (28 → 14 by default) and flattened; the model is
@@ -403,22 +577,47 @@ def mnist(*, train_samples: int = 4000, hessian_samples: int = 500, pool: int = 
     y = jnp.asarray(data.labels)
     train = (X[order[:n_train]], y[order[:n_train]])
     test = (X[order[n_train:]], y[order[n_train:]])
-    spec = networks.NetworkSpec(input_shape=(X.shape[1],), num_classes=10, hidden=(hidden,), width=width, depth=1,
-                                loss="ce", lambda_W=lambda_W)
+    spec = networks.NetworkSpec(
+        input_shape=(X.shape[1],), num_classes=10, hidden=(hidden,), width=width, depth=1, loss="ce", lambda_W=lambda_W
+    )
     params = networks.init_network(spec, seed=seed)
     loss = functools.partial(_mnist_loss, spec)
     hbatch = (train[0][:n_h], train[1][:n_h])
-    probes = {"hessian": spectral_probe(loss, hbatch, _check_int("k", k, 1), kind="hessian", method="krylov",
-                                        tol=1e-4),
-              "accuracy": lambda p, ctx: {"test_accuracy": networks.accuracy(spec, p, test[0], test[1])}}
-    traj = record(loss, params, optax.sgd(lr), steps=_check_int("steps", steps, 1), data=train,
-                  batch_size=batch_size, num_checkpoints=_check_int("checkpoints", checkpoints, 1), spacing="log",
-                  eval_data=train, probes=probes, seed=seed, callback=callback)
+    probes = {
+        "hessian": spectral_probe(loss, hbatch, _check_int("k", k, 1), kind="hessian", method="krylov", tol=1e-4),
+        "accuracy": lambda p, ctx: {"test_accuracy": networks.accuracy(spec, p, test[0], test[1])},
+    }
+    traj = record(
+        loss,
+        params,
+        optax.sgd(lr),
+        steps=_check_int("steps", steps, 1),
+        data=train,
+        batch_size=batch_size,
+        num_checkpoints=_check_int("checkpoints", checkpoints, 1),
+        spacing="log",
+        eval_data=train,
+        probes=probes,
+        seed=seed,
+        callback=callback,
+    )
     rows = [{**a, **b} for a, b in zip(_rows(traj, "hessian"), _rows(traj, "accuracy"))]
     keys = ("f_top_grad", "align_update", "overlap_prev", "test_accuracy")
-    config = {"train_samples": n_train, "hessian_samples": n_h, "pool": pool, "hidden": hidden, "width": width,
-              "lr": float(lr), "batch_size": batch_size, "steps": steps, "k": k, "lambda_W": lambda_W, "seed": seed,
-              "checkpoints": checkpoints, "num_params": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))}
+    config = {
+        "train_samples": n_train,
+        "hessian_samples": n_h,
+        "pool": pool,
+        "hidden": hidden,
+        "width": width,
+        "lr": float(lr),
+        "batch_size": batch_size,
+        "steps": steps,
+        "k": k,
+        "lambda_W": lambda_W,
+        "seed": seed,
+        "checkpoints": checkpoints,
+        "num_params": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params))),
+    }
     summary = {key: rows[-1][key] for key in keys}
     summary["f_top_update"] = None if rows[-1]["align_update"] is None else rows[-1]["align_update"] ** 2
     return AlignmentReport("mnist", config, rows, summary)
@@ -447,8 +646,9 @@ def plot_report(report: AlignmentReport):
             axes[0].set(xlabel="time t = steps · δ", ylabel=r"$\|P_U x^c\| / \|x^c\|$", ylim=(0, 1.02))
             E = np.array([r["block_eigenvalues_hessian"][0] for r in rows])
             for j in range(E.shape[1]):
-                axes[1].plot(t, E[:, j], color=plotting.COLORS[0] if j < report.config["num_classes"] else "0.6",
-                             linewidth=0.9)
+                axes[1].plot(
+                    t, E[:, j], color=plotting.COLORS[0] if j < report.config["num_classes"] else "0.6", linewidth=0.9
+                )
             axes[1].set(xlabel="time t", ylabel=r"top eigenvalues of $H_{11}$ (data)", yscale="log")
         elif report.task == "xor":
             t = [r["time"] for r in rows]
@@ -505,9 +705,12 @@ _FLAGS = {  # flag -> (keyword, type, help); each task takes the keywords its fu
 
 def add_cli(subparsers) -> None:
     """``ufm dynamics align --task {kgmm,xor,ufm,mnist} ... --json PATH [--plot PATH]``."""
-    p = subparsers.add_parser("align", help="SGD aligning with the outlier eigenspaces (kgmm, xor, ufm, mnist)",
-                              description="Outlier-alignment experiments (docs/dynamics.md §D2, docs/alignment.md). "
-                                          "Unset flags take each task's defaults.")
+    p = subparsers.add_parser(
+        "align",
+        help="SGD aligning with the outlier eigenspaces (kgmm, xor, ufm, mnist)",
+        description="Outlier-alignment experiments (docs/dynamics.md §D2, docs/alignment.md). "
+        "Unset flags take each task's defaults.",
+    )
     p.add_argument("--task", choices=list(TASKS), default="kgmm")
     for flag, (_, typ, text) in _FLAGS.items():
         p.add_argument(flag, type=typ, default=None, help=text)
@@ -549,8 +752,12 @@ def run_cli(args) -> int:
 
     def progress(*a):
         *label, index, step, loss = a
-        print(f"align {args.task}: {' '.join(label) + ' ' if label else ''}checkpoint {index} step {step} "
-              f"loss {loss:.4g}", file=sys.stderr, flush=True)
+        print(
+            f"align {args.task}: {' '.join(label) + ' ' if label else ''}checkpoint {index} step {step} "
+            f"loss {loss:.4g}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         report = fn(callback=progress, **kwargs)

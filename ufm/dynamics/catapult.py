@@ -82,7 +82,9 @@ class NTKMLP:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         widths = (self.width,) * (self.depth - 1) if isinstance(self.width, (int, np.integer)) else tuple(self.width)
         if len(widths) != self.depth - 1:
-            raise ValueError(f"width must be one int or {self.depth - 1} ints (one per hidden layer), got {self.width!r}")
+            raise ValueError(
+                f"width must be one int or {self.depth - 1} ints (one per hidden layer), got {self.width!r}"
+            )
         for w in widths:
             _positive_int("width", w)
         object.__setattr__(self, "width", widths if not isinstance(self.width, (int, np.integer)) else int(self.width))
@@ -101,7 +103,9 @@ class NTKMLP:
     def init(self, key, dtype=None) -> tuple[jax.Array, ...]:
         keys = jax.random.split(key, self.depth)
         d = self.dims
-        return tuple(jax.random.normal(k, (d[i + 1], d[i]), dtype or jnp.result_type(float)) for i, k in enumerate(keys))
+        return tuple(
+            jax.random.normal(k, (d[i + 1], d[i]), dtype or jnp.result_type(float)) for i, k in enumerate(keys)
+        )
 
     def __call__(self, params, X) -> jax.Array:
         return self._forward(params, X)[0]
@@ -134,7 +138,9 @@ class NTKMLP:
         inputs = self._forward(params, X)[1]
         f = lambda s: self._forward(params, X, s)[0].reshape(n, c)  # noqa: E731
         _, pull = jax.vjp(f, shifts)
-        deltas = jax.vmap(lambda e: pull(jnp.broadcast_to(e, (n, c)))[0])(jnp.eye(c, dtype=X.dtype))  # per layer (c, n, m)
+        deltas = jax.vmap(lambda e: pull(jnp.broadcast_to(e, (n, c)))[0])(
+            jnp.eye(c, dtype=X.dtype)
+        )  # per layer (c, n, m)
         K = 0.0
         for D, H, W in zip(deltas, inputs, params):
             D = jnp.swapaxes(D, 0, 1).reshape(n * c, -1)  # row i·c + o
@@ -205,6 +211,7 @@ def agop(f: Callable, params, X) -> jax.Array:
     ``jax.jacrev``); for scalar f it is ``∇_x f(x)ᵀ``, so ``G = (1/n) Σ ∇f ∇fᵀ``. For a
     target pass ``lambda p, X: target(X)`` with ``params=None``.
     """
+
     def one(x):
         return jnp.reshape(jax.jacrev(lambda z: f(params, z[None]).reshape(-1))(x), (-1, x.shape[0]))
 
@@ -254,8 +261,9 @@ def _at_or_before(steps, t):
     return int(max(np.searchsorted(steps, t, side="right") - 1, 0))
 
 
-def detect_catapults(loss, lambda_max, *, steps=None, top_share=None, ratio: float = 2.0, window: int = 20,
-                     min_drop: float = 0.0) -> tuple[Catapult, ...]:
+def detect_catapults(
+    loss, lambda_max, *, steps=None, top_share=None, ratio: float = 2.0, window: int = 20, min_drop: float = 0.0
+) -> tuple[Catapult, ...]:
     """Catapults of a loss curve by the rule of ``docs/catapults.md`` §4.
 
     With ``L_t`` the loss at step t and ``m_t = min_{s ∈ [t−w, t]} L_s``: a spike begins at the
@@ -300,8 +308,18 @@ def detect_catapults(loss, lambda_max, *, steps=None, top_share=None, ratio: flo
         i1 = min(int(np.searchsorted(steps, end, side="left")), steps.size - 1)
         if lam[i1] < (1 - min_drop) * lam[i0]:
             ip = int(np.argmin(np.abs(steps - peak)))
-            out.append(Catapult(start, peak, end, float(L[peak]), float(L[start]),
-                                float("nan") if share is None else float(share[ip]), float(lam[i0]), float(lam[i1])))
+            out.append(
+                Catapult(
+                    start,
+                    peak,
+                    end,
+                    float(L[peak]),
+                    float(L[start]),
+                    float("nan") if share is None else float(share[ip]),
+                    float(lam[i0]),
+                    float(lam[i1]),
+                )
+            )
         t = end + 1
     return tuple(out)
 
@@ -342,8 +360,18 @@ class CatapultConfig:
     spike_window: int = 20
 
     def __post_init__(self):
-        for name in ("samples", "test_samples", "dim", "depth", "rank", "steps", "seeds", "probe_every", "top",
-                     "spike_window"):
+        for name in (
+            "samples",
+            "test_samples",
+            "dim",
+            "depth",
+            "rank",
+            "steps",
+            "seeds",
+            "probe_every",
+            "top",
+            "spike_window",
+        ):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.increases, int) or self.increases < 0:
             raise ValueError(f"increases must be an int >= 0, got {self.increases!r}")
@@ -396,10 +424,15 @@ def _probe(model, params, data, *, top, c):
     lam, U = jnp.linalg.eigh(kernel(params, X))
     total = c / n * r @ r
     ptop = c / n * jnp.sum((U[:, -top:].T @ r) ** 2)
-    return {"loss": total, "top": ptop, "perp": total - ptop, "lambda_max": lam[-1],
-            "agop_alignment": agop_alignment(agop(model, params, Xt), G_star[0]),
-            "agop_alignment_train": agop_alignment(agop(model, params, X), G_star[1]),
-            "test_mse": jnp.mean((model(params, Xt) - yt) ** 2)}
+    return {
+        "loss": total,
+        "top": ptop,
+        "perp": total - ptop,
+        "lambda_max": lam[-1],
+        "agop_alignment": agop_alignment(agop(model, params, Xt), G_star[0]),
+        "agop_alignment_train": agop_alignment(agop(model, params, X), G_star[1]),
+        "test_mse": jnp.mean((model(params, Xt) - yt) ** 2),
+    }
 
 
 @functools.partial(jax.jit, static_argnames=("model", "batch_size", "num_probes", "probe_every", "top", "c"))
@@ -446,9 +479,18 @@ def _train(cfg: CatapultConfig, prob: _Problem, params, lr, key, batch_size=None
     """One constant-rate run: ``(params, loss (T+1,), probes {name: (T/probe_every + 1,)}, probe steps)``."""
     c = _check_normalization(cfg.normalization)
     p0 = _probe_jit(prob.model, params, prob.data, top=cfg.top, c=c)
-    params, losses, probes = _segment(prob.model, params, jnp.asarray(lr), key, prob.data, batch_size=batch_size,
-                                      num_probes=cfg.steps // cfg.probe_every, probe_every=cfg.probe_every,
-                                      top=cfg.top, c=c)
+    params, losses, probes = _segment(
+        prob.model,
+        params,
+        jnp.asarray(lr),
+        key,
+        prob.data,
+        batch_size=batch_size,
+        num_probes=cfg.steps // cfg.probe_every,
+        probe_every=cfg.probe_every,
+        top=cfg.top,
+        c=c,
+    )
     probes = {k: np.concatenate([[float(p0[k])], np.asarray(v, dtype=np.float64)]) for k, v in probes.items()}
     loss = np.concatenate([np.asarray(losses, dtype=np.float64), [probes["loss"][-1]]])
     return params, loss, probes, np.arange(0, cfg.steps + 1, cfg.probe_every)
@@ -492,18 +534,30 @@ class CatapultRun:
 
     def to_dict(self) -> dict:
         f = lambda a: [float(x) if np.isfinite(x) else None for x in np.asarray(a)]  # noqa: E731
-        out = {**self.label, "regime": self.regime, "catapults": [c.to_dict() for c in self.catapults],
-               "num_catapults": self.num_catapults, "learning_rate": float(self.learning_rates[0]),
-               "eta_crit": self.eta_crit,
-               "lambda_max_initial": float(self.lambda_max[0]), "lambda_max_final": float(self.lambda_max[-1]),
-               "critical_lambda_final": _critical_lambda(self.learning_rates[-1], self),
-               "agop_alignment_initial": float(self.agop_alignment[0]),
-               "agop_alignment_final": float(self.agop_alignment[-1]),
-               "test_mse_final": float(self.test_mse[-1]), "loss": f(self.loss),
-               "projected_loss": {"steps": [int(s) for s in self.probe_steps], "top": f(self.projected_top),
-                                  "perp": f(self.projected_perp)},
-               "lambda_max": f(self.lambda_max), "agop_alignment": f(self.agop_alignment),
-               "agop_alignment_train": f(self.agop_alignment_train), "test_mse": f(self.test_mse)}
+        out = {
+            **self.label,
+            "regime": self.regime,
+            "catapults": [c.to_dict() for c in self.catapults],
+            "num_catapults": self.num_catapults,
+            "learning_rate": float(self.learning_rates[0]),
+            "eta_crit": self.eta_crit,
+            "lambda_max_initial": float(self.lambda_max[0]),
+            "lambda_max_final": float(self.lambda_max[-1]),
+            "critical_lambda_final": _critical_lambda(self.learning_rates[-1], self),
+            "agop_alignment_initial": float(self.agop_alignment[0]),
+            "agop_alignment_final": float(self.agop_alignment[-1]),
+            "test_mse_final": float(self.test_mse[-1]),
+            "loss": f(self.loss),
+            "projected_loss": {
+                "steps": [int(s) for s in self.probe_steps],
+                "top": f(self.projected_top),
+                "perp": f(self.projected_perp),
+            },
+            "lambda_max": f(self.lambda_max),
+            "agop_alignment": f(self.agop_alignment),
+            "agop_alignment_train": f(self.agop_alignment_train),
+            "test_mse": f(self.test_mse),
+        }
         if self.segments:
             out["segments"] = list(self.segments)
         return out
@@ -539,11 +593,25 @@ def _regime(loss, catapults) -> str:
 
 def _make_run(cfg, label, eta_crit, rates, loss, probes, steps, segments=()) -> CatapultRun:
     share = probes["top"] / np.where(probes["loss"] > 0, probes["loss"], 1.0)
-    cats = detect_catapults(loss, probes["lambda_max"], steps=steps, top_share=share, ratio=cfg.spike_ratio,
-                            window=cfg.spike_window)
-    return CatapultRun(label, float(eta_crit), np.asarray(rates, dtype=np.float64), _regime(loss, cats), cats, loss,
-                       steps, probes["top"], probes["perp"], probes["lambda_max"], probes["agop_alignment"],
-                       probes["agop_alignment_train"], probes["test_mse"], tuple(segments))
+    cats = detect_catapults(
+        loss, probes["lambda_max"], steps=steps, top_share=share, ratio=cfg.spike_ratio, window=cfg.spike_window
+    )
+    return CatapultRun(
+        label,
+        float(eta_crit),
+        np.asarray(rates, dtype=np.float64),
+        _regime(loss, cats),
+        cats,
+        loss,
+        steps,
+        probes["top"],
+        probes["perp"],
+        probes["lambda_max"],
+        probes["agop_alignment"],
+        probes["agop_alignment_train"],
+        probes["test_mse"],
+        tuple(segments),
+    )
 
 
 def _eta_crit(cfg, prob, params) -> float:
@@ -561,11 +629,14 @@ def run_gd(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultRep
     runs = []
     for c_mult in cfg.lr_multipliers:
         _, loss, probes, steps = _train(cfg, prob, prob.params, c_mult * eta_crit, prob.key)
-        runs.append(_make_run(cfg, {"multiplier": c_mult}, eta_crit, np.full(cfg.steps, c_mult * eta_crit), loss,
-                              probes, steps))
+        runs.append(
+            _make_run(cfg, {"multiplier": c_mult}, eta_crit, np.full(cfg.steps, c_mult * eta_crit), loss, probes, steps)
+        )
         if progress:
-            progress(f"gd: c = {c_mult:g} (η = {c_mult * eta_crit:.4g}): {runs[-1].regime}, "
-                     f"{runs[-1].num_catapults} catapult(s)")
+            progress(
+                f"gd: c = {c_mult:g} (η = {c_mult * eta_crit:.4g}): {runs[-1].regime}, "
+                f"{runs[-1].num_catapults} catapult(s)"
+            )
     return CatapultReport("gd", cfg, tuple(runs))
 
 
@@ -584,9 +655,15 @@ def run_schedule(cfg: CatapultConfig, progress: Callable | None = None) -> Catap
             params, loss, probes, steps = _train(cfg, prob, params, lr, keys[j])
             parts.append((loss, probes, steps + j * cfg.steps))
             rates.append(np.full(cfg.steps, lr))
-            segments.append({"learning_rate": lr, "eta_crit": eta_crit, "end_step": (j + 1) * cfg.steps,
-                             "agop_alignment": float(probes["agop_alignment"][-1]),
-                             "test_mse": float(probes["test_mse"][-1])})
+            segments.append(
+                {
+                    "learning_rate": lr,
+                    "eta_crit": eta_crit,
+                    "end_step": (j + 1) * cfg.steps,
+                    "agop_alignment": float(probes["agop_alignment"][-1]),
+                    "test_mse": float(probes["test_mse"][-1]),
+                }
+            )
         # stitch: each segment's first point is the previous one's last
         loss = np.concatenate([parts[0][0]] + [p[0][1:] for p in parts[1:]])
         keys_ = parts[0][1].keys()
@@ -597,8 +674,10 @@ def run_schedule(cfg: CatapultConfig, progress: Callable | None = None) -> Catap
             seg["catapults_so_far"] = sum(1 for cat in run.catapults if cat.start < seg["end_step"])
         runs.append(dataclasses.replace(run, segments=tuple(segments)))
         if progress:
-            progress(f"schedule: c = {c_mult:g}: {run.num_catapults} catapult(s), AGOP alignment "
-                     + " -> ".join(f"{s['agop_alignment']:.3f}" for s in segments))
+            progress(
+                f"schedule: c = {c_mult:g}: {run.num_catapults} catapult(s), AGOP alignment "
+                + " -> ".join(f"{s['agop_alignment']:.3f}" for s in segments)
+            )
     return CatapultReport("schedule", cfg, tuple(runs))
 
 
@@ -615,12 +694,23 @@ def run_sgd(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultRe
             for b in cfg.batch_sizes:
                 lr = c_mult * eta_crit
                 _, loss, probes, steps = _train(cfg, prob, prob.params, lr, prob.key, None if b == cfg.samples else b)
-                runs.append(_make_run(cfg, {"batch_size": b, "multiplier": c_mult, "seed": cfg.seed + j}, eta_crit,
-                                      np.full(cfg.steps, lr), loss, probes, steps))
+                runs.append(
+                    _make_run(
+                        cfg,
+                        {"batch_size": b, "multiplier": c_mult, "seed": cfg.seed + j},
+                        eta_crit,
+                        np.full(cfg.steps, lr),
+                        loss,
+                        probes,
+                        steps,
+                    )
+                )
                 if progress:
                     r = runs[-1]
-                    progress(f"sgd: seed {cfg.seed + j}, c = {c_mult:g}, b = {b}: {r.num_catapults} catapult(s), "
-                             f"AGOP alignment {r.agop_alignment[-1]:.3f}, test MSE {r.test_mse[-1]:.4g}")
+                    progress(
+                        f"sgd: seed {cfg.seed + j}, c = {c_mult:g}, b = {b}: {r.num_catapults} catapult(s), "
+                        f"AGOP alignment {r.agop_alignment[-1]:.3f}, test MSE {r.test_mse[-1]:.4g}"
+                    )
     return CatapultReport("sgd", cfg, tuple(runs))
 
 
@@ -631,9 +721,12 @@ def batch_table(report: CatapultReport) -> list[dict]:
     for c_mult, b in keys:
         rs = [r for r in report.runs if r.label["multiplier"] == c_mult and r.label["batch_size"] == b]
         row = {"multiplier": c_mult, "batch_size": b, "seeds": len(rs)}
-        for name, vals in (("catapults", [r.num_catapults for r in rs]),
-                           ("agop_alignment", [r.agop_alignment[-1] for r in rs]),
-                           ("test_mse", [r.test_mse[-1] for r in rs]), ("train_loss", [r.loss[-1] for r in rs])):
+        for name, vals in (
+            ("catapults", [r.num_catapults for r in rs]),
+            ("agop_alignment", [r.agop_alignment[-1] for r in rs]),
+            ("test_mse", [r.test_mse[-1] for r in rs]),
+            ("train_loss", [r.loss[-1] for r in rs]),
+        ):
             row[name] = float(np.mean(vals))
             row[name + "_std"] = float(np.std(vals))
         row["diverged"] = sum(r.regime == "diverged" for r in rs)
@@ -711,8 +804,15 @@ def plot_batch_sweep(axes, report: dict):
         rows = [row for row in table if row["multiplier"] == c_mult]
         b = [row["batch_size"] for row in rows]
         for ax, name in zip(axes, ("catapults", "agop_alignment", "test_mse")):
-            ax.errorbar(b, [r[name] for r in rows], yerr=[r[name + "_std"] for r in rows], marker="o", capsize=2,
-                        color=plotting.COLORS[i % 8], label=f"c = {c_mult:g}")
+            ax.errorbar(
+                b,
+                [r[name] for r in rows],
+                yerr=[r[name + "_std"] for r in rows],
+                marker="o",
+                capsize=2,
+                color=plotting.COLORS[i % 8],
+                label=f"c = {c_mult:g}",
+            )
     sizes = sorted({row["batch_size"] for row in table})
     for ax, label in zip(axes, ("catapults", "AGOP alignment", "test MSE")):
         ax.set_xscale("log", base=2)
@@ -754,11 +854,20 @@ _TASK_DEFAULTS = {"gd": (0.5, 1.5, 3.0), "schedule": (1.5,), "sgd": (0.5,)}
 def add_cli(subparsers) -> None:
     """``ufm dynamics catapult --task {gd,schedule,sgd} …`` (see `CatapultConfig`)."""
     d = CatapultConfig()
-    p = subparsers.add_parser("catapult", help="catapults in GD / SGD: projected loss, λ_max(K), AGOP alignment",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "catapult",
+        help="catapults in GD / SGD: projected loss, λ_max(K), AGOP alignment",
+        description=__doc__.splitlines()[0],
+    )
     p.add_argument("--task", choices=sorted(EXPERIMENTS), default="gd")
-    p.add_argument("--lr-multipliers", type=float, nargs="+", default=None, metavar="C",
-                   help="η = C·η_crit (default: gd 0.5 1.5 3; schedule 1.5; sgd 0.5)")
+    p.add_argument(
+        "--lr-multipliers",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="C",
+        help="η = C·η_crit (default: gd 0.5 1.5 3; schedule 1.5; sgd 0.5)",
+    )
     p.add_argument("--samples", type=int, default=d.samples, help=f"n training samples (default {d.samples})")
     p.add_argument("--test-samples", type=int, default=d.test_samples)
     p.add_argument("--dim", type=int, default=d.dim, help=f"input dimension d (default {d.dim})")
@@ -774,8 +883,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--top", type=int, default=d.top, help="s of the projected loss P_s L (default 5)")
     p.add_argument("--probe-every", type=int, default=d.probe_every)
-    p.add_argument("--normalization", choices=["half", "mean"], default=d.normalization,
-                   help="MSE (1/2n)||f-y||^2 (half, η_crit = 2n/λ) or (1/n)||f-y||^2 (mean, η_crit = n/λ)")
+    p.add_argument(
+        "--normalization",
+        choices=["half", "mean"],
+        default=d.normalization,
+        help="MSE (1/2n)||f-y||^2 (half, η_crit = 2n/λ) or (1/n)||f-y||^2 (mean, η_crit = n/λ)",
+    )
     p.add_argument("--spike-ratio", type=float, default=d.spike_ratio)
     p.add_argument("--spike-window", type=int, default=d.spike_window)
     p.add_argument("--json", metavar="PATH")
@@ -797,18 +910,35 @@ def run_cli(args) -> int:
     jax.config.update("jax_enable_x64", not args.x32)
     try:
         cfg = CatapultConfig(
-            samples=args.samples, test_samples=args.test_samples, dim=args.dim, width=args.width, depth=args.depth,
-            activation=args.activation, target=args.target, rank=args.rank, steps=args.steps, seed=args.seed,
-            lr_multipliers=tuple(args.lr_multipliers or _TASK_DEFAULTS[args.task]), increases=args.increases,
-            batch_sizes=tuple(args.batch_sizes), seeds=args.seeds, probe_every=args.probe_every, top=args.top,
-            normalization=args.normalization, spike_ratio=args.spike_ratio, spike_window=args.spike_window)
+            samples=args.samples,
+            test_samples=args.test_samples,
+            dim=args.dim,
+            width=args.width,
+            depth=args.depth,
+            activation=args.activation,
+            target=args.target,
+            rank=args.rank,
+            steps=args.steps,
+            seed=args.seed,
+            lr_multipliers=tuple(args.lr_multipliers or _TASK_DEFAULTS[args.task]),
+            increases=args.increases,
+            batch_sizes=tuple(args.batch_sizes),
+            seeds=args.seeds,
+            probe_every=args.probe_every,
+            top=args.top,
+            normalization=args.normalization,
+            spike_ratio=args.spike_ratio,
+            spike_window=args.spike_window,
+        )
         if args.task == "sgd" and max(cfg.batch_sizes) > cfg.samples:
             raise ValueError(f"--batch-sizes must be <= --samples={cfg.samples}, got {list(cfg.batch_sizes)}")
     except (TypeError, ValueError) as e:
         raise _ArgumentError(str(e)) from None
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    say(f"catapult {args.task}: n={cfg.samples}, d={cfg.dim}, width {cfg.width}, depth {cfg.depth}, "
-        f"{cfg.activation}, target {cfg.target}, {cfg.steps} steps")
+    say(
+        f"catapult {args.task}: n={cfg.samples}, d={cfg.dim}, width {cfg.width}, depth {cfg.depth}, "
+        f"{cfg.activation}, target {cfg.target}, {cfg.steps} steps"
+    )
     report = EXPERIMENTS[args.task](cfg, progress=say)
     print(format_report(report))
     if args.json:
@@ -829,18 +959,24 @@ def format_report(report: CatapultReport) -> str:
     if report.task == "sgd":
         lines = [f"{'c':>5} {'batch':>6} {'catapults':>12} {'AGOP align':>16} {'test MSE':>18} {'diverged':>8}"]
         for r in batch_table(report):
-            lines.append(f"{r['multiplier']:5g} {r['batch_size']:6d} {r['catapults']:6.2f} ± {r['catapults_std']:4.2f} "
-                         f"{r['agop_alignment']:8.4f} ± {r['agop_alignment_std']:.4f} "
-                         f"{r['test_mse']:9.4g} ± {r['test_mse_std']:.2g} {r['diverged']:8d}")
+            lines.append(
+                f"{r['multiplier']:5g} {r['batch_size']:6d} {r['catapults']:6.2f} ± {r['catapults_std']:4.2f} "
+                f"{r['agop_alignment']:8.4f} ± {r['agop_alignment_std']:.4f} "
+                f"{r['test_mse']:9.4g} ± {r['test_mse_std']:.2g} {r['diverged']:8d}"
+            )
         return "\n".join(lines)
-    lines = [f"{'c':>5} {'regime':>12} {'#cat':>4} {'peak L':>10} {'share top':>9} {'λmax 0':>9} {'λmax T':>9} "
-             f"{'2n/η':>9} {'AGOP 0':>7} {'AGOP T':>7} {'test MSE':>9}"]
+    lines = [
+        f"{'c':>5} {'regime':>12} {'#cat':>4} {'peak L':>10} {'share top':>9} {'λmax 0':>9} {'λmax T':>9} "
+        f"{'2n/η':>9} {'AGOP 0':>7} {'AGOP T':>7} {'test MSE':>9}"
+    ]
     for r in report.runs:
         d = r.to_dict()
         peak = max(r.catapults, key=lambda c: c.peak_loss) if r.catapults else None
-        lines.append(f"{d['multiplier']:5g} {r.regime:>12} {r.num_catapults:4d} "
-                     f"{peak.peak_loss if peak else float('nan'):10.4g} "
-                     f"{peak.peak_share_top if peak else float('nan'):9.4f} {d['lambda_max_initial']:9.4g} "
-                     f"{d['lambda_max_final']:9.4g} {d['critical_lambda_final']:9.4g} "
-                     f"{d['agop_alignment_initial']:7.4f} {d['agop_alignment_final']:7.4f} {d['test_mse_final']:9.4g}")
+        lines.append(
+            f"{d['multiplier']:5g} {r.regime:>12} {r.num_catapults:4d} "
+            f"{peak.peak_loss if peak else float('nan'):10.4g} "
+            f"{peak.peak_share_top if peak else float('nan'):9.4f} {d['lambda_max_initial']:9.4g} "
+            f"{d['lambda_max_final']:9.4g} {d['critical_lambda_final']:9.4g} "
+            f"{d['agop_alignment_initial']:7.4f} {d['agop_alignment_final']:7.4f} {d['test_mse_final']:9.4g}"
+        )
     return "\n".join(lines)

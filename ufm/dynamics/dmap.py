@@ -35,8 +35,17 @@ from .. import curvature
 from ._diffusion_map import TrajectoryDiffusion, analyze_trajectory
 from ._trajectory import record
 
-__all__ = ["DiffusionReport", "TASKS", "diffusion_figure", "run", "run_quadratic", "run_ufm", "run_mnist",
-           "add_cli", "run_cli"]
+__all__ = [
+    "DiffusionReport",
+    "TASKS",
+    "diffusion_figure",
+    "run",
+    "run_quadratic",
+    "run_ufm",
+    "run_mnist",
+    "add_cli",
+    "run_cli",
+]
 
 TASKS = ("quadratic", "ufm", "mnist")
 
@@ -56,8 +65,13 @@ class DiffusionReport:
     info: dict
 
     def to_dict(self) -> dict:
-        return {"task": self.task, "config": self.config, **self.analysis.to_dict(),
-                "hessian_eigenvalues": np.asarray(self.hessian_eigenvalues).tolist(), "info": self.info}
+        return {
+            "task": self.task,
+            "config": self.config,
+            **self.analysis.to_dict(),
+            "hessian_eigenvalues": np.asarray(self.hessian_eigenvalues).tolist(),
+            "info": self.info,
+        }
 
 
 # ---- SGD trajectories -------------------------------------------------------------------
@@ -71,8 +85,16 @@ def _sgd_trajectory(loss_fn, params, *, steps: int, learning_rate: float, record
     their step numbers, and the mean training-batch loss over the steps of each block.
     """
     n = steps // record_every
-    traj = record(loss_fn, params, optax.sgd(learning_rate), steps=n * record_every, checkpoints=[0],
-                  iterates_every=record_every, seed=seed, **batches)
+    traj = record(
+        loss_fn,
+        params,
+        optax.sgd(learning_rate),
+        steps=n * record_every,
+        checkpoints=[0],
+        iterates_every=record_every,
+        seed=seed,
+        **batches,
+    )
     return traj.iterates.astype(np.float32), traj.iterate_steps, traj.iterate_losses
 
 
@@ -92,17 +114,37 @@ def _analyze(task, config, thetas, steps, losses, lam, U, t0, progress, **kw) ->
     _progress(f"diffusion map of {thetas.shape[0]} iterates in R^{thetas.shape[1]}", progress)
     if config["burn_in"] is None:
         config["burn_in"] = thetas.shape[0] // 20
-    a = analyze_trajectory(thetas, steps=steps, losses=losses, burn_in=config["burn_in"], hessian_eigenvalues=lam,
-                           hessian_vectors=U, epsilon=config["epsilon"], alpha=config["alpha"],
-                           max_coords=config["max_coords"])
+    a = analyze_trajectory(
+        thetas,
+        steps=steps,
+        losses=losses,
+        burn_in=config["burn_in"],
+        hessian_eigenvalues=lam,
+        hessian_vectors=U,
+        epsilon=config["epsilon"],
+        alpha=config["alpha"],
+        max_coords=config["max_coords"],
+    )
     info = {"seconds": time.perf_counter() - t0, "num_params": int(thetas.shape[1]), **kw}
     return DiffusionReport(task, config, a, np.asarray(lam), info)
 
 
 # ---- the tasks ------------------------------------------------------------------------
-def run_quadratic(*, dim: int = 50, rank: int = 3, steps: int = 40_000, seed: int = 0, learning_rate: float = 0.05,
-                  noise: float = 1.0, record_every: int = 20, burn_in: int | None = None, alpha: float = 0.5,
-                  epsilon="median", max_coords: int = 10, progress=None) -> DiffusionReport:
+def run_quadratic(
+    *,
+    dim: int = 50,
+    rank: int = 3,
+    steps: int = 40_000,
+    seed: int = 0,
+    learning_rate: float = 0.05,
+    noise: float = 1.0,
+    record_every: int = 20,
+    burn_in: int | None = None,
+    alpha: float = 0.5,
+    epsilon="median",
+    max_coords: int = 10,
+    progress=None,
+) -> DiffusionReport:
     """SGD on ``½ θᵀHθ`` in R^dim, ``H = Q diag(h) Qᵀ`` of rank r (h evenly in [1, 2], Q a
     random orthonormal frame), gradient ``Hθ + σ Q diag(√h) z``: noise covariance ``σ²H``.
 
@@ -112,9 +154,20 @@ def run_quadratic(*, dim: int = 50, rank: int = 3, steps: int = 40_000, seed: in
     """
     if not (isinstance(dim, int) and isinstance(rank, int) and 1 <= rank <= dim):
         raise ValueError(f"need ints 1 <= rank <= dim, got rank={rank!r}, dim={dim!r}")
-    config = dict(task="quadratic", dim=dim, rank=rank, steps=steps, seed=seed, learning_rate=learning_rate,
-                     noise=noise, record_every=record_every, burn_in=burn_in, alpha=alpha, epsilon=epsilon,
-                     max_coords=max_coords)
+    config = dict(
+        task="quadratic",
+        dim=dim,
+        rank=rank,
+        steps=steps,
+        seed=seed,
+        learning_rate=learning_rate,
+        noise=noise,
+        record_every=record_every,
+        burn_in=burn_in,
+        alpha=alpha,
+        epsilon=epsilon,
+        max_coords=max_coords,
+    )
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     Q = np.linalg.qr(rng.standard_normal((dim, rank)))[0]
@@ -124,9 +177,16 @@ def run_quadratic(*, dim: int = 50, rank: int = 3, steps: int = 40_000, seed: in
 
     _progress(f"quadratic: {steps} SGD steps in R^{dim}, Hessian rank {rank}", progress)
     theta0 = jnp.asarray(rng.standard_normal(dim))
-    thetas, st, losses = _sgd_trajectory(_noisy_quadratic, theta0, steps=steps, learning_rate=learning_rate,
-                                        record_every=record_every, seed=seed, sampler=_quadratic_noise,
-                                        data={"H": H, "B": B})
+    thetas, st, losses = _sgd_trajectory(
+        _noisy_quadratic,
+        theta0,
+        steps=steps,
+        learning_rate=learning_rate,
+        record_every=record_every,
+        seed=seed,
+        sampler=_quadratic_noise,
+        data={"H": H, "B": B},
+    )
     lam, U = _dense_eigh(lambda th: 0.5 * th @ H @ th, jnp.asarray(thetas[-1], theta0.dtype))
     return _analyze("quadratic", config, thetas, st, losses, lam[: rank + 10], U[:, : rank + 10], t0, progress)
 
@@ -175,9 +235,19 @@ def _ufm_spec():
     return UFMSpec(num_classes=3, per_class=4, depth=2, width=6, lambda_H=5e-3, lambda_W=5e-3)
 
 
-def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning_rate: float = 0.05,
-            record_every: int = 20, burn_in: int | None = None, alpha: float = 0.5, epsilon="median", max_coords: int = 10,
-            progress=None) -> DiffusionReport:
+def run_ufm(
+    *,
+    steps: int = 40_000,
+    seed: int = 0,
+    batch_size: int = 4,
+    learning_rate: float = 0.05,
+    record_every: int = 20,
+    burn_in: int | None = None,
+    alpha: float = 0.5,
+    epsilon="median",
+    max_coords: int = 10,
+    progress=None,
+) -> DiffusionReport:
     """Mini-batch SGD (``batch_size`` columns of H_1, the ridge over all parameters) on a
     linear-MSE deep UFM (K = 3, n = 4, L = 2, d = 6, λ = 5e-3), started at its DNC point."""
     from .. import model
@@ -185,9 +255,19 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
     from ..theory import construct_optimum, dnc_solution
 
     spec = _ufm_spec()
-    config = dict(task="ufm", spec=spec.to_dict(), steps=steps, seed=seed, batch_size=batch_size,
-                     learning_rate=learning_rate, record_every=record_every, burn_in=burn_in, alpha=alpha,
-                     epsilon=epsilon, max_coords=max_coords)
+    config = dict(
+        task="ufm",
+        spec=spec.to_dict(),
+        steps=steps,
+        seed=seed,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        record_every=record_every,
+        burn_in=burn_in,
+        alpha=alpha,
+        epsilon=epsilon,
+        max_coords=max_coords,
+    )
     t0 = time.perf_counter()
     p0 = construct_optimum(spec, seed)
     theta0, unravel = ravel_pytree(p0)
@@ -195,8 +275,16 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
     data = {"cols": jnp.arange(spec.num_samples), "labels": jnp.asarray(spec.class_index)}
 
     _progress(f"ufm: {steps} SGD steps (batch {batch_size}) from the DNC point, {theta0.size} parameters", progress)
-    thetas, st, losses = _sgd_trajectory(loss, p0, steps=steps, learning_rate=learning_rate,
-                                        record_every=record_every, seed=seed, data=data, batch_size=batch_size)
+    thetas, st, losses = _sgd_trajectory(
+        loss,
+        p0,
+        steps=steps,
+        learning_rate=learning_rate,
+        record_every=record_every,
+        seed=seed,
+        data=data,
+        batch_size=batch_size,
+    )
     full = model.loss_fn(spec)
     lam, U = _dense_eigh(lambda th: full(unravel(th)), jnp.asarray(thetas[-1], theta0.dtype))
     positive = lam[lam > 1e-8 * lam[0]]  # the gap rule without the exactly flat (symmetry) directions
@@ -206,28 +294,68 @@ def run_ufm(*, steps: int = 40_000, seed: int = 0, batch_size: int = 4, learning
     grad = jax.grad(loss)
     grads = np.asarray(jax.vmap(lambda c: ravel_pytree(grad(p_end, {k: v[c] for k, v in data.items()}))[0])(batches))
     Sigma = _stationary_covariance(lam, U, np.cov(grads.T, bias=True), learning_rate)
-    return _analyze("ufm", config, thetas, st, losses, lam, U, t0, progress,
-                    optimal_loss=dnc_solution(spec).optimal_loss, final_loss=float(full(unravel(thetas[-1]))),
-                    hessian_rank=int(positive.size), outliers_of_positive_part=count_outliers(positive),
-                    predicted_participation_ratio=float(np.trace(Sigma) ** 2 / np.sum(Sigma**2)))
+    return _analyze(
+        "ufm",
+        config,
+        thetas,
+        st,
+        losses,
+        lam,
+        U,
+        t0,
+        progress,
+        optimal_loss=dnc_solution(spec).optimal_loss,
+        final_loss=float(full(unravel(thetas[-1]))),
+        hessian_rank=int(positive.size),
+        outliers_of_positive_part=count_outliers(positive),
+        predicted_participation_ratio=float(np.trace(Sigma) ** 2 / np.sum(Sigma**2)),
+    )
 
 
-def run_mnist(*, steps: int = 10_000, seed: int = 0, per_class: int = 30, hidden: int = 32, width: int = 16,
-              pretrain_steps: int = 2_000, batch_size: int = 32, learning_rate: float = 0.05, record_every: int = 10,
-              burn_in: int | None = None, alpha: float = 0.5, epsilon="median", max_coords: int = 10, hessian_k: int = 20,
-              progress=None) -> DiffusionReport:
+def run_mnist(
+    *,
+    steps: int = 10_000,
+    seed: int = 0,
+    per_class: int = 30,
+    hidden: int = 32,
+    width: int = 16,
+    pretrain_steps: int = 2_000,
+    batch_size: int = 32,
+    learning_rate: float = 0.05,
+    record_every: int = 10,
+    burn_in: int | None = None,
+    alpha: float = 0.5,
+    epsilon="median",
+    max_coords: int = 10,
+    hessian_k: int = 20,
+    progress=None,
+) -> DiffusionReport:
     """A small MLP (784 → hidden → width → 10, MSE, λ_W = 5e-4) on ``per_class`` shipped MNIST
     images per class: Adam for ``pretrain_steps`` full-batch steps, then mini-batch SGD."""
     from .. import networks as nets
 
-    config = dict(task="mnist", steps=steps, seed=seed, per_class=per_class, hidden=hidden, width=width,
-                     pretrain_steps=pretrain_steps, batch_size=batch_size, learning_rate=learning_rate,
-                     record_every=record_every, burn_in=burn_in, alpha=alpha, epsilon=epsilon, max_coords=max_coords,
-                     hessian_k=hessian_k)
+    config = dict(
+        task="mnist",
+        steps=steps,
+        seed=seed,
+        per_class=per_class,
+        hidden=hidden,
+        width=width,
+        pretrain_steps=pretrain_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        record_every=record_every,
+        burn_in=burn_in,
+        alpha=alpha,
+        epsilon=epsilon,
+        max_coords=max_coords,
+        hessian_k=hessian_k,
+    )
     t0 = time.perf_counter()
     data = nets.subsample(nets.load_mnist(), per_class, seed=seed)
-    spec = nets.NetworkSpec(input_shape=data.input_shape, hidden=(hidden,), width=width, depth=1, loss="mse",
-                            lambda_W=5e-4)
+    spec = nets.NetworkSpec(
+        input_shape=data.input_shape, hidden=(hidden,), width=width, depth=1, loss="mse", lambda_W=5e-4
+    )
     dtype = jnp.zeros(()).dtype
     X, y = jnp.asarray(data.X, dtype), jnp.asarray(data.labels)
     p0 = nets.init_network(spec, seed, dtype=dtype)
@@ -237,17 +365,38 @@ def run_mnist(*, steps: int = 10_000, seed: int = 0, per_class: int = 30, hidden
 
     _progress(f"mnist: {pretrain_steps} Adam steps on {X.shape[0]} images, {theta0.size} parameters", progress)
     if pretrain_steps:
-        p0 = record(loss, p0, optax.adam(1e-3), steps=pretrain_steps, checkpoints=[0], data=train, seed=seed).final_params
+        p0 = record(
+            loss, p0, optax.adam(1e-3), steps=pretrain_steps, checkpoints=[0], data=train, seed=seed
+        ).final_params
 
     _progress(f"mnist: {steps} SGD steps (batch {batch_size}), loss {float(loss(p0, train)):.4g} after Adam", progress)
-    thetas, st, losses = _sgd_trajectory(loss, p0, steps=steps, learning_rate=learning_rate,
-                                        record_every=record_every, seed=seed, data=train, batch_size=batch_size)
+    thetas, st, losses = _sgd_trajectory(
+        loss,
+        p0,
+        steps=steps,
+        learning_rate=learning_rate,
+        record_every=record_every,
+        seed=seed,
+        data=train,
+        batch_size=batch_size,
+    )
     _progress(f"mnist: top {hessian_k} Hessian eigenpairs at the end point", progress)
     top = curvature.spectrum(full, jnp.asarray(thetas[-1], dtype), k=hessian_k, method="krylov", seed=seed)
     accuracy = nets.accuracy(spec, unravel(jnp.asarray(thetas[-1], dtype)), X, y)
-    return _analyze("mnist", config, thetas, st, losses, top.eigenvalues, top.eigenvectors, t0, progress,
-                    final_loss=float(full(jnp.asarray(thetas[-1], dtype))), train_accuracy=accuracy,
-                    lanczos_converged=bool(top.info["converged"]))
+    return _analyze(
+        "mnist",
+        config,
+        thetas,
+        st,
+        losses,
+        top.eigenvalues,
+        top.eigenvectors,
+        t0,
+        progress,
+        final_loss=float(full(jnp.asarray(thetas[-1], dtype))),
+        train_accuracy=accuracy,
+        lanczos_converged=bool(top.info["converged"]),
+    )
 
 
 def run(task: str, **kwargs) -> DiffusionReport:
@@ -287,8 +436,15 @@ def _draw_row(fig, axes, report: DiffusionReport, color_by: str) -> None:
     ax0.plot(idx[q:], lam[q:], "o", color="0.6", markerfacecolor="none", label="rest" if q else "no gap (q = 0)")
     if q:
         ax0.axvline(q + 0.5, color="0.3", linestyle=":", linewidth=0.8)
-        ax0.text(q + 0.6, 0.6, f"τ gap ×{a.gap_ratio:.2f}", transform=ax0.get_xaxis_transform(), va="top",
-                 fontsize="x-small", color="0.3")
+        ax0.text(
+            q + 0.6,
+            0.6,
+            f"τ gap ×{a.gap_ratio:.2f}",
+            transform=ax0.get_xaxis_transform(),
+            va="top",
+            fontsize="x-small",
+            color="0.3",
+        )
     ax0.set_xlabel("index $l$")
     ax0.set_ylabel(r"diffusion eigenvalue $\lambda_l$")
     ax0.set_title(report.task, fontsize="small", loc="left")
@@ -304,8 +460,13 @@ def _draw_row(fig, axes, report: DiffusionReport, color_by: str) -> None:
     cu = a.curve
     dims = 2 * cu.slopes
     ax2.semilogx(cu.epsilons, dims, color=plotting.COLORS[1], label=r"$2\,d\log S/d\log\varepsilon$")
-    ax2.plot([cu.epsilon], [np.interp(np.log(cu.epsilon), np.log(cu.epsilons), dims)], "v",
-             color=plotting.COLORS[1], label="kernel-sum ε")
+    ax2.plot(
+        [cu.epsilon],
+        [np.interp(np.log(cu.epsilon), np.log(cu.epsilons), dims)],
+        "v",
+        color=plotting.COLORS[1],
+        label="kernel-sum ε",
+    )
     ax2.axvline(a.diffusion.epsilon, color=plotting.COLORS[0], linewidth=0.8, label=r"$\varepsilon$ used")
     m = a.hessian_outliers
     shown = m is not None and m <= 3 * dims.max()
@@ -324,15 +485,20 @@ def _draw_row(fig, axes, report: DiffusionReport, color_by: str) -> None:
 # ---- command line -----------------------------------------------------------------------
 def add_cli(subparsers) -> None:
     """``ufm dynamics dmap --task {quadratic,ufm,mnist} [--dim --rank] --steps --seed --json [--plot]``."""
-    p = subparsers.add_parser("dmap", help="diffusion maps of SGD trajectories vs Hessian outliers (docs/dynamics.md §D5)")
+    p = subparsers.add_parser(
+        "dmap", help="diffusion maps of SGD trajectories vs Hessian outliers (docs/dynamics.md §D5)"
+    )
     p.add_argument("--task", choices=TASKS, default="quadratic")
     p.add_argument("--dim", type=int, default=None, help="quadratic: ambient dimension m (default 50)")
     p.add_argument("--rank", type=int, default=None, help="quadratic: Hessian rank r (default 3)")
     p.add_argument("--steps", type=int, default=None, help="SGD steps (default: the task's preset)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha", type=float, default=0.5, help="α normalisation in [0, 1] (default 1/2, Fokker–Planck)")
-    p.add_argument("--epsilon", default="median",
-                   help="bandwidth: 'median' (default), 'kernel-sum' (upper linear region) or a number")
+    p.add_argument(
+        "--epsilon",
+        default="median",
+        help="bandwidth: 'median' (default), 'kernel-sum' (upper linear region) or a number",
+    )
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     p.add_argument("--plot", metavar="PATH", help="figure: spectrum, first coordinates, slope curve (PDF + PNG)")
     x = p.add_mutually_exclusive_group()
@@ -363,8 +529,11 @@ def run_cli(args) -> int:
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder and not os.path.isdir(folder):
             raise _ArgumentError(f"the directory of {path!r} does not exist")
-    kw = {"seed": args.seed, "alpha": args.alpha,
-          "progress": lambda message: print(f"[dmap] {message}", file=sys.stderr, flush=True)}
+    kw = {
+        "seed": args.seed,
+        "alpha": args.alpha,
+        "progress": lambda message: print(f"[dmap] {message}", file=sys.stderr, flush=True),
+    }
     try:
         kw["epsilon"] = _parse_epsilon(args.epsilon)
         if not 0 <= args.alpha <= 1:
@@ -383,15 +552,23 @@ def run_cli(args) -> int:
         raise _ArgumentError(str(e)) from None
     a = report.analysis
     lam = ", ".join(f"{v:.3f}" for v in a.diffusion.eigenvalues[1:8])
-    print(f"dmap {args.task}: {a.diffusion.psi.shape[0]} iterates, ε = {a.diffusion.epsilon:.3g} "
-          f"(median {a.curve.median_epsilon:.3g}, kernel-sum {a.curve.epsilon:.3g}), α = {a.diffusion.alpha:g}")
+    print(
+        f"dmap {args.task}: {a.diffusion.psi.shape[0]} iterates, ε = {a.diffusion.epsilon:.3g} "
+        f"(median {a.curve.median_epsilon:.3g}, kernel-sum {a.curve.epsilon:.3g}), α = {a.diffusion.alpha:g}"
+    )
     print(f"  diffusion eigenvalues λ_1.. = {lam}")
-    print(f"  coordinates by the gap q = {a.n_coords} (τ ratio {a.gap_ratio:.2f}); "
-          f"dimension estimate 2·max slope = {a.dimension_estimate:.2f}; Hessian outliers = {a.hessian_outliers}")
-    print(f"  R² of ψ_1..ψ_{a.r2.size} on the top-Hessian projections (quadratic fit): "
-          + ", ".join(f"{v:.3f}" for v in a.r2))
-    print(f"  PCA participation ratio {a.participation_ratio:.2f}; drift (Spearman ψ_1 vs step) {a.drift:+.2f}"
-          f"   [{report.info['seconds']:.1f} s]")
+    print(
+        f"  coordinates by the gap q = {a.n_coords} (τ ratio {a.gap_ratio:.2f}); "
+        f"dimension estimate 2·max slope = {a.dimension_estimate:.2f}; Hessian outliers = {a.hessian_outliers}"
+    )
+    print(
+        f"  R² of ψ_1..ψ_{a.r2.size} on the top-Hessian projections (quadratic fit): "
+        + ", ".join(f"{v:.3f}" for v in a.r2)
+    )
+    print(
+        f"  PCA participation ratio {a.participation_ratio:.2f}; drift (Spearman ψ_1 vs step) {a.drift:+.2f}"
+        f"   [{report.info['seconds']:.1f} s]"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report.to_dict(), f, indent=1)

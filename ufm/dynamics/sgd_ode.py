@@ -184,17 +184,20 @@ def _observables(expect, r, V, mbar, lam, clean, probs, targets):
         den = jnp.sqrt(norm2[:, None] * jnp.sum(mu**2, axis=1)[None, :] / d)
         return jnp.where(norm2[:, None] > 0, ip / jnp.where(den > 0, den, jnp.nan), 0.0)
 
-    return {"risk": probs @ R, "M": M, "S": S, "norm2": norm2, "overlap": cos(mbar),
-            "clean_overlap": cos(mbar * clean)}
+    return {"risk": probs @ R, "M": M, "S": S, "norm2": norm2, "overlap": cos(mbar), "clean_overlap": cos(mbar * clean)}
 
 
 def _model_arrays(mixture: AnisotropicMixture, loss: str):
     import jax.numpy as jnp
 
     d = mixture.dim
-    return (jnp.asarray(np.sqrt(d) * mixture.means), jnp.asarray(mixture.eigenvalues),
-            jnp.asarray(mixture.clean.astype(np.float64)), jnp.asarray(mixture.probs),
-            jnp.asarray(_targets(mixture, loss)))
+    return (
+        jnp.asarray(np.sqrt(d) * mixture.means),
+        jnp.asarray(mixture.eigenvalues),
+        jnp.asarray(mixture.clean.astype(np.float64)),
+        jnp.asarray(mixture.probs),
+        jnp.asarray(_targets(mixture, loss)),
+    )
 
 
 def _output_dim(mixture: AnisotropicMixture, loss: str) -> int:
@@ -256,8 +259,10 @@ class ODEResult(NamedTuple):
     num_steps: int
 
     def to_dict(self, modes: bool = False) -> dict:
-        out = {k: _clean_json(_to_list(getattr(self, k))) for k in
-               ("times", "risk", "M", "S", "norm2", "overlap", "clean_overlap")}
+        out = {
+            k: _clean_json(_to_list(getattr(self, k)))
+            for k in ("times", "risk", "M", "S", "norm2", "overlap", "clean_overlap")
+        }
         out.update(success=bool(self.success), num_steps=int(self.num_steps))
         if modes:
             out.update(r=_to_list(self.r[-1]), V=_to_list(self.V[-1]))
@@ -291,8 +296,11 @@ class SGDResult(NamedTuple):
         return np.std(x, axis=0, ddof=1) / np.sqrt(x.shape[0]) if x.shape[0] > 1 else np.zeros(x.shape[1:])
 
     def to_dict(self) -> dict:
-        out = {"times": _to_list(self.times), "runs": int(self.risk.shape[0]),
-               "steps_per_point": int(self.steps_per_point)}
+        out = {
+            "times": _to_list(self.times),
+            "runs": int(self.risk.shape[0]),
+            "steps_per_point": int(self.steps_per_point),
+        }
         for k in ("risk", "norm2", "overlap", "clean_overlap"):
             out[k] = _clean_json(_to_list(self.mean(k)))
             out[k + "_stderr"] = _clean_json(_to_list(self.stderr(k)))
@@ -318,16 +326,26 @@ def _ode_solver(loss: str, order, q: int, rtol: float, atol: float, max_steps: i
         rD = r[:, :, None] * D[:, None, :]
         PV = jnp.einsum("rab,rbc->rac", P, V)
         dr = -lr * (D + jnp.einsum("rab,rb->ra", P, r))
-        dV = -lr * (rD + jnp.swapaxes(rD, 1, 2) + PV + jnp.swapaxes(PV, 1, 2)) \
-            + lr**2 * jnp.einsum("j,jr,jab->rab", probs, lam, C)
+        dV = -lr * (rD + jnp.swapaxes(rD, 1, 2) + PV + jnp.swapaxes(PV, 1, 2)) + lr**2 * jnp.einsum(
+            "j,jr,jab->rab", probs, lam, C
+        )
         return dr, dV
 
     @jax.jit
     def solve(y0, times, args):
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(field), diffrax.Tsit5(), t0=0.0, t1=times[-1], dt0=None, y0=y0, args=args,
-            saveat=diffrax.SaveAt(ts=times), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=max_steps, throw=False)
+            diffrax.ODETerm(field),
+            diffrax.Tsit5(),
+            t0=0.0,
+            t1=times[-1],
+            dt0=None,
+            y0=y0,
+            args=args,
+            saveat=diffrax.SaveAt(ts=times),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=max_steps,
+            throw=False,
+        )
         r, V = sol.ys
         obs = jax.vmap(lambda r_, V_: _observables(expect, r_, V_, *args[:5]))(r, V)
         return r, V, obs, sol.result == diffrax.RESULTS.successful, sol.stats["num_steps"]
@@ -335,9 +353,18 @@ def _ode_solver(loss: str, order, q: int, rtol: float, atol: float, max_steps: i
     return solve
 
 
-def solve_sgd_ode(mixture: AnisotropicMixture, loss: str, lr: float, times, *, order="auto",
-                  init_scale: float = 0.0, rtol: float = 1e-7, atol: float = 1e-9,
-                  max_steps: int = 200_000) -> ODEResult:
+def solve_sgd_ode(
+    mixture: AnisotropicMixture,
+    loss: str,
+    lr: float,
+    times,
+    *,
+    order="auto",
+    init_scale: float = 0.0,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    max_steps: int = 200_000,
+) -> ODEResult:
     """Integrate the high-dimensional SGD ODE (``docs/sgd_ode.md`` §3) with diffrax.
 
     Args:
@@ -369,11 +396,25 @@ def solve_sgd_ode(mixture: AnisotropicMixture, loss: str, lr: float, times, *, o
     r, V, obs, ok, steps = solve(y0, jnp.asarray(ts), args)
     ok = bool(ok)
     if not ok:
-        warnings.warn(f"solve_sgd_ode: diffrax did not finish (max_steps={max_steps}, rtol={rtol}); the result is "
-                      "incomplete", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"solve_sgd_ode: diffrax did not finish (max_steps={max_steps}, rtol={rtol}); the result is incomplete",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     o = {k: np.asarray(v) for k, v in obs.items()}
-    return ODEResult(ts, o["risk"], o["M"], o["S"], o["norm2"], o["overlap"], o["clean_overlap"], np.asarray(r),
-                     np.asarray(V), ok, int(steps))
+    return ODEResult(
+        ts,
+        o["risk"],
+        o["M"],
+        o["S"],
+        o["norm2"],
+        o["overlap"],
+        o["clean_overlap"],
+        np.asarray(r),
+        np.asarray(V),
+        ok,
+        int(steps),
+    )
 
 
 # ---- one-pass SGD --------------------------------------------------------------------------------
@@ -421,8 +462,18 @@ def _sgd_runner(loss: str, order, q: int, every: int, num_points: int, rotated: 
     return jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, None, None)))
 
 
-def simulate_sgd(mixture: AnisotropicMixture, loss: str, lr: float, *, time: float, num_points: int = 41,
-                 runs: int = 8, seed: int = 0, order="auto", init_scale: float = 0.0) -> SGDResult:
+def simulate_sgd(
+    mixture: AnisotropicMixture,
+    loss: str,
+    lr: float,
+    *,
+    time: float,
+    num_points: int = 41,
+    runs: int = 8,
+    seed: int = 0,
+    order="auto",
+    init_scale: float = 0.0,
+) -> SGDResult:
     """``runs`` independent one-pass SGD runs (``docs/sgd_ode.md`` §2), vmapped, compiled with ``lax.scan``.
 
     Each run draws a fresh sample every step (``jax.random.fold_in(run_key, step)``), steps
@@ -449,8 +500,9 @@ def simulate_sgd(mixture: AnisotropicMixture, loss: str, lr: float, *, time: flo
     basis = jnp.asarray(mixture.basis) if rotated else jnp.zeros(())
     obs, w = run(keys[:runs], x0, mixture.arrays(), _model_arrays(mixture, loss), basis, jnp.asarray(float(lr)))
     o = {k: np.asarray(v) for k, v in obs.items()}
-    return SGDResult(times, o["risk"], o["M"], o["S"], o["norm2"], o["overlap"], o["clean_overlap"], np.asarray(w),
-                     every)
+    return SGDResult(
+        times, o["risk"], o["M"], o["S"], o["norm2"], o["overlap"], o["clean_overlap"], np.asarray(w), every
+    )
 
 
 # ---- comparison ----------------------------------------------------------------------------------
@@ -489,8 +541,17 @@ def ode_sgd_gap(ode: ODEResult, sgd: SGDResult, quantity: str = "risk", index: t
     i = int(np.nanargmax(gap))
     pos = se > 1e-12 * np.maximum(1.0, np.abs(m))  # a spread at rounding level (e.g. X_0 = 0) is no spread
     ratio = float(np.nanmax(gap[pos] / se[pos])) if np.any(pos) else float("nan")
-    return TrajectoryGap(quantity + "".join(f"[{j}]" for j in index), float(gap[i]), float(ode.times[i]),
-                         float(se[i]), float(np.max(se)), ratio, float(o[-1]), float(m[-1]), float(se[-1]))
+    return TrajectoryGap(
+        quantity + "".join(f"[{j}]" for j in index),
+        float(gap[i]),
+        float(ode.times[i]),
+        float(se[i]),
+        float(np.max(se)),
+        ratio,
+        float(o[-1]),
+        float(m[-1]),
+        float(se[-1]),
+    )
 
 
 # ---- the phase diagram ---------------------------------------------------------------------------
@@ -512,8 +573,18 @@ class PhaseDiagram(NamedTuple):
         return {k: _clean_json(_to_list(v)) for k, v in self._asdict().items()}
 
 
-def phase_diagram(exponents, decays, times, *, dim: int = 1000, loss: str = "logistic", lr: float = 1.0,
-                  zero_fraction: float = 0.1, mean_scale: float = 1.0, **ode_kw) -> PhaseDiagram:
+def phase_diagram(
+    exponents,
+    decays,
+    times,
+    *,
+    dim: int = 1000,
+    loss: str = "logistic",
+    lr: float = 1.0,
+    zero_fraction: float = 0.1,
+    mean_scale: float = 1.0,
+    **ode_kw,
+) -> PhaseDiagram:
     """Solve the ODE on ``anisotropic_mixture(dim, "power-law", exponents=(a,), mean_decay=b)`` for
     every ``a`` in ``exponents`` and ``b`` in ``decays`` (one compilation: the shapes agree);
     ``zero_fraction`` sets the clean modes (the lowest-variance ``f d``)."""
@@ -522,16 +593,27 @@ def phase_diagram(exponents, decays, times, *, dim: int = 1000, loss: str = "log
     clean = np.empty_like(risk)
     for i, a in enumerate(ex):
         for j, b in enumerate(de):
-            mix = anisotropic_mixture(dim, "power-law", exponents=(a,), mean_decay=b, zero_fraction=zero_fraction,
-                                      mean_scale=mean_scale)
+            mix = anisotropic_mixture(
+                dim, "power-law", exponents=(a,), mean_decay=b, zero_fraction=zero_fraction, mean_scale=mean_scale
+            )
             res = solve_sgd_ode(mix, loss, lr, times, **ode_kw)
             risk[i, j], clean[i, j] = res.risk, res.clean_overlap[:, 0, 0]
     return PhaseDiagram(ex, de, np.asarray(times, float), risk, clean, 1.0 + 2.0 * de)
 
 
 # ---- plotting ------------------------------------------------------------------------------------
-def plot_ode_sgd(ax, ode: ODEResult, sgd: SGDResult, quantity: str = "risk", index: tuple = (), *, color=None,
-                 label: str | None = None, band: float = 2.0, band_label: str | None = None):
+def plot_ode_sgd(
+    ax,
+    ode: ODEResult,
+    sgd: SGDResult,
+    quantity: str = "risk",
+    index: tuple = (),
+    *,
+    color=None,
+    label: str | None = None,
+    band: float = 2.0,
+    band_label: str | None = None,
+):
     """On ``ax``: the ODE as a line over the SGD mean (dots) ± ``band`` standard errors (shaded).
     Legend entries: ``label`` for the ODE line if given (else "ODE" and the band's, ``band_label``
     or "SGD mean ± 2 s.e. (S runs)")."""
@@ -541,8 +623,15 @@ def plot_ode_sgd(ax, ode: ODEResult, sgd: SGDResult, quantity: str = "risk", ind
     o = np.asarray(getattr(ode, quantity))[(Ellipsis, *index)]
     m, se = sgd.mean(quantity)[(Ellipsis, *index)], sgd.stderr(quantity)[(Ellipsis, *index)]
     runs = sgd.risk.shape[0]
-    ax.fill_between(sgd.times, m - band * se, m + band * se, color=color, alpha=0.25, linewidth=0,
-                    label=(band_label or f"SGD mean ± {band:g} s.e. ({runs} runs)") if label is None else None)
+    ax.fill_between(
+        sgd.times,
+        m - band * se,
+        m + band * se,
+        color=color,
+        alpha=0.25,
+        linewidth=0,
+        label=(band_label or f"SGD mean ± {band:g} s.e. ({runs} runs)") if label is None else None,
+    )
     ax.plot(sgd.times, m, "o", color=color, markersize=2.0, markerfacecolor="none", markeredgewidth=0.6)
     ax.plot(ode.times, o, "-", color=color, linewidth=1.0, label="ODE" if label is None else label)
 
@@ -558,8 +647,15 @@ def comparison_figure(ode: ODEResult, sgd: SGDResult, title: str = ""):
         axes[0].legend(loc="upper right")
         plot_ode_sgd(axes[1], ode, sgd, "overlap", (0, 0), label=r"$\cos(x, \mu_1)$")
         if np.any(np.isfinite(ode.clean_overlap[:, 0, 0])):
-            plot_ode_sgd(axes[1], ode, sgd, "clean_overlap", (0, 0), color=plotting.COLORS[1],
-                         label=r"$\cos(x, P_{clean}\,\mu_1)$")
+            plot_ode_sgd(
+                axes[1],
+                ode,
+                sgd,
+                "clean_overlap",
+                (0, 0),
+                color=plotting.COLORS[1],
+                label=r"$\cos(x, P_{clean}\,\mu_1)$",
+            )
         axes[1].set(xlabel="time t = steps / d", ylabel="overlap (lines: ODE)", ylim=(0, 1.02))
         axes[1].legend(loc="lower right")
         if title:
@@ -571,9 +667,15 @@ def comparison_figure(ode: ODEResult, sgd: SGDResult, title: str = ""):
 def add_cli(subparsers) -> None:
     """``ufm dynamics ode``: SGD runs against the ODE on one covariance model (``docs/sgd_ode.md`` §8)."""
     p = subparsers.add_parser("ode", help="one-pass SGD on an anisotropic Gaussian mixture vs its high-dimensional ODE")
-    p.add_argument("--covariance", choices=COVARIANCES, default="power-law", help="covariance model (default power-law)")
-    p.add_argument("--loss", choices=LOSSES, default="logistic",
-                   help="logistic / lsq (one output) or softmax (k outputs); default logistic")
+    p.add_argument(
+        "--covariance", choices=COVARIANCES, default="power-law", help="covariance model (default power-law)"
+    )
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="logistic",
+        help="logistic / lsq (one output) or softmax (k outputs); default logistic",
+    )
     p.add_argument("--num-classes", type=int, default=2, help="k (default 2: labels 1, 0, means ±μ)")
     p.add_argument("--dim", type=int, default=1000, help="d (default 1000)")
     p.add_argument("--lr", type=float, default=1.0, help="γ; SGD step γ/d (default 1)")
@@ -581,16 +683,30 @@ def add_cli(subparsers) -> None:
     p.add_argument("--points", type=int, default=41, help="time-grid points (default 41)")
     p.add_argument("--sgd-runs", type=int, default=8, help="S independent SGD runs (default 8)")
     p.add_argument("--seed", type=int, default=0, help="SGD runs (and the random basis / signs) seed")
-    p.add_argument("--exponents", type=float, nargs="+", default=[1.5, 2.5], metavar="A",
-                   help="power-law exponents a_j, one or one per class (default 1.5 2.5)")
+    p.add_argument(
+        "--exponents",
+        type=float,
+        nargs="+",
+        default=[1.5, 2.5],
+        metavar="A",
+        help="power-law exponents a_j, one or one per class (default 1.5 2.5)",
+    )
     p.add_argument("--mean-decay", type=float, default=0.0, help="b: <μ,u_ρ> ∝ d^-1/2 (ρ/d)^b (default 0)")
     p.add_argument("--mean-scale", type=float, default=1.0, help="c: ‖μ‖ = c at b = 0 (default 1)")
-    p.add_argument("--zero-fraction", type=float, default=0.1,
-                   help="f: the clean modes (zero variance in zero-one) are the first f·d (default 0.1)")
+    p.add_argument(
+        "--zero-fraction",
+        type=float,
+        default=0.1,
+        help="f: the clean modes (zero variance in zero-one) are the first f·d (default 0.1)",
+    )
     p.add_argument("--basis", choices=["identity", "random"], default="identity")
     p.add_argument("--init-scale", type=float, default=0.0, help="σ: X_0 ~ N(0, σ²/d) (default 0: X_0 = 0)")
-    p.add_argument("--order", type=int, default=None, help="Gauss-Hermite order (default: closed form for lsq, "
-                                                          "40 logistic, 12 per dimension softmax)")
+    p.add_argument(
+        "--order",
+        type=int,
+        default=None,
+        help="Gauss-Hermite order (default: closed form for lsq, 40 logistic, 12 per dimension softmax)",
+    )
     p.add_argument("--rtol", type=float, default=1e-7)
     p.add_argument("--atol", type=float, default=1e-9)
     p.add_argument("--json", metavar="PATH", help="write config, times, ode, sgd, sgd_stderr, summary as JSON")
@@ -616,10 +732,17 @@ def run_cli(args) -> int:
     order = "auto" if args.order is None else args.order
     log = lambda msg: print(f"ufm dynamics ode: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:
-        mix = anisotropic_mixture(args.dim, args.covariance, num_classes=args.num_classes,
-                                  exponents=tuple(args.exponents), zero_fraction=args.zero_fraction,
-                                  mean_decay=args.mean_decay, mean_scale=args.mean_scale, basis=args.basis,
-                                  seed=args.seed)
+        mix = anisotropic_mixture(
+            args.dim,
+            args.covariance,
+            num_classes=args.num_classes,
+            exponents=tuple(args.exponents),
+            zero_fraction=args.zero_fraction,
+            mean_decay=args.mean_decay,
+            mean_scale=args.mean_scale,
+            basis=args.basis,
+            seed=args.seed,
+        )
         time_grid(args.time, args.points, args.dim)
         _check_common(mix, args.loss, args.lr, _default_order(args.loss, order))
         if args.loss == "softmax" and args.order is None and args.num_classes > 4:
@@ -628,30 +751,56 @@ def run_cli(args) -> int:
         raise _ArgumentError(str(e)) from None
     log(f"{mix.name}; {args.loss}, γ={args.lr:g}; SGD {args.sgd_runs} runs × {round(args.time * args.dim)} steps")
     t0 = time.perf_counter()
-    sgd = simulate_sgd(mix, args.loss, args.lr, time=args.time, num_points=args.points, runs=args.sgd_runs,
-                       seed=args.seed, order=order, init_scale=args.init_scale)
+    sgd = simulate_sgd(
+        mix,
+        args.loss,
+        args.lr,
+        time=args.time,
+        num_points=args.points,
+        runs=args.sgd_runs,
+        seed=args.seed,
+        order=order,
+        init_scale=args.init_scale,
+    )
     t1 = time.perf_counter()
     log(f"SGD done in {t1 - t0:.1f} s; solving the ODE ({args.dim} modes, diffrax Tsit5)")
-    ode = solve_sgd_ode(mix, args.loss, args.lr, sgd.times, order=order, init_scale=args.init_scale,
-                        rtol=args.rtol, atol=args.atol)
+    ode = solve_sgd_ode(
+        mix, args.loss, args.lr, sgd.times, order=order, init_scale=args.init_scale, rtol=args.rtol, atol=args.atol
+    )
     t2 = time.perf_counter()
     log(f"ODE done in {t2 - t1:.1f} s ({ode.num_steps} steps)")
-    gaps = [ode_sgd_gap(ode, sgd, "risk"), ode_sgd_gap(ode, sgd, "overlap", (0, 0)),
-            ode_sgd_gap(ode, sgd, "norm2", (0,))]
-    summary = {"max_abs_gap": gaps[0].max_abs_gap, "max_gap_over_stderr": gaps[0].max_ratio,
-               "final_risk_ode": gaps[0].final_ode, "final_risk_sgd": gaps[0].final_sgd,
-               "final_risk_stderr": gaps[0].final_stderr, "ode_success": ode.success,
-               "gaps": [g.to_dict() for g in gaps], "seconds": {"sgd": t1 - t0, "ode": t2 - t1}}
+    gaps = [
+        ode_sgd_gap(ode, sgd, "risk"),
+        ode_sgd_gap(ode, sgd, "overlap", (0, 0)),
+        ode_sgd_gap(ode, sgd, "norm2", (0,)),
+    ]
+    summary = {
+        "max_abs_gap": gaps[0].max_abs_gap,
+        "max_gap_over_stderr": gaps[0].max_ratio,
+        "final_risk_ode": gaps[0].final_ode,
+        "final_risk_sgd": gaps[0].final_sgd,
+        "final_risk_stderr": gaps[0].final_stderr,
+        "ode_success": ode.success,
+        "gaps": [g.to_dict() for g in gaps],
+        "seconds": {"sgd": t1 - t0, "ode": t2 - t1},
+    }
     for g in gaps:
-        print(f"{g.quantity:>14}: max |ODE − SGD| = {g.max_abs_gap:.2e} at t = {g.time:.3g} "
-              f"(SGD s.e. there {g.stderr_at:.1e}; max |gap|/s.e. {g.max_ratio:.2f}); final ODE {g.final_ode:.5f}, "
-              f"SGD {g.final_sgd:.5f} ± {g.final_stderr:.1e}")
+        print(
+            f"{g.quantity:>14}: max |ODE − SGD| = {g.max_abs_gap:.2e} at t = {g.time:.3g} "
+            f"(SGD s.e. there {g.stderr_at:.1e}; max |gap|/s.e. {g.max_ratio:.2f}); final ODE {g.final_ode:.5f}, "
+            f"SGD {g.final_sgd:.5f} ± {g.final_stderr:.1e}"
+        )
     if not ode.success:
         print("WARNING: the ODE solver did not finish; the ODE curve is incomplete", file=sys.stderr)
     if args.json:
         config = {k: v for k, v in vars(args).items() if k not in ("func", "json", "plot", "command", "task")}
-        out = {"config": {**config, "mixture": mix.to_dict()}, "times": _to_list(sgd.times),
-               "ode": ode.to_dict(), "sgd": sgd.to_dict(), "summary": _clean_json_dict(summary)}
+        out = {
+            "config": {**config, "mixture": mix.to_dict()},
+            "times": _to_list(sgd.times),
+            "ode": ode.to_dict(),
+            "sgd": sgd.to_dict(),
+            "summary": _clean_json_dict(summary),
+        }
         out["sgd_stderr"] = {k: out["sgd"][k + "_stderr"] for k in ("risk", "overlap", "norm2", "clean_overlap")}
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, allow_nan=False)

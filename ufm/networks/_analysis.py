@@ -144,8 +144,17 @@ def head_as_ufm(weights, H1, labels, *, activation: str = "linear", loss: str = 
     K = Ws[-1].shape[0]
     if y.max() + 1 != K:
         raise ValueError(f"the last weight has {K} rows but the labels have {y.max() + 1} classes")
-    spec = UFMSpec(num_classes=K, per_class=n, depth=len(Ws), width=tuple(W.shape[1] for W in Ws),
-                   activation=activation, loss=loss, lambda_H=1.0, lambda_W=1.0, relu_grad0=0.0)
+    spec = UFMSpec(
+        num_classes=K,
+        per_class=n,
+        depth=len(Ws),
+        width=tuple(W.shape[1] for W in Ws),
+        activation=activation,
+        loss=loss,
+        lambda_H=1.0,
+        lambda_W=1.0,
+        relu_grad0=0.0,
+    )
     return spec, UFMParams(jnp.asarray(H), tuple(jnp.asarray(W) for W in Ws))
 
 
@@ -229,9 +238,13 @@ def _ce_levels(vals, K) -> dict:
     ratio = lambda a, b: float(a / b) if b > 0 else float("inf")  # noqa: E731
     spread = lambda v: ratio(v.max() - v.min(), v.mean()) if v.size else 0.0  # noqa: E731
     gaps = [ratio(vals[0], vals[1]), ratio(vals[K - 1], vals[K])]
-    return {"levels": [float(top), float(mid.mean()), float(bulk.mean())], "multiplicities": [1, K - 1, k - K],
-            "gaps": gaps, "spreads": [0.0, spread(mid), spread(bulk)],
-            "identified": bool(min(gaps) > 1 + max(spread(mid), spread(bulk)))}
+    return {
+        "levels": [float(top), float(mid.mean()), float(bulk.mean())],
+        "multiplicities": [1, K - 1, k - K],
+        "gaps": gaps,
+        "spreads": [0.0, spread(mid), spread(bulk)],
+        "identified": bool(min(gaps) > 1 + max(spread(mid), spread(bulk))),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,8 +304,9 @@ class LayerComparison:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def _compare(head: _Head, layer: int, nc1: float, *, dense_max: int, predicted: Spectrum | None = None
-             ) -> LayerComparison:
+def _compare(
+    head: _Head, layer: int, nc1: float, *, dense_max: int, predicted: Spectrum | None = None
+) -> LayerComparison:
     sub = _curvature().subspace
     k = _expected(head.loss, head.K)
     pred = _class_mean_prediction(head, layer) if predicted is None else predicted
@@ -399,8 +413,13 @@ def _layer_nc1(head: _Head, nc: CollapseMetrics | None = None) -> np.ndarray:
 
 def _nc(head: _Head) -> CollapseMetrics:
     preds = head.features[-1].argmax(axis=0)
-    return nc_metrics(list(head.features), head.labels, weights=[*head.weights, None], predictions=preds,
-                      geometry="etf" if head.loss == "ce" else "of")
+    return nc_metrics(
+        list(head.features),
+        head.labels,
+        weights=[*head.weights, None],
+        predictions=preds,
+        geometry="etf" if head.loss == "ce" else "of",
+    )
 
 
 def compare_layer(
@@ -449,8 +468,9 @@ class NetworkSpectrum:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def _network_spectrum(fn, params, groups, L: int, expected: int, *, k, layer_spaces, density, density_matvecs,
-                      density_samples, seed) -> NetworkSpectrum:
+def _network_spectrum(
+    fn, params, groups, L: int, expected: int, *, k, layer_spaces, density, density_matvecs, density_samples, seed
+) -> NetworkSpectrum:
     """``groups[i]`` = 0 (backbone) or l (head layer l) for leaf i of ``params``; ``layer_spaces[l]``
     pairs the leaf index of W_l with an orthonormal basis of its outlier space."""
     curv = _curvature()
@@ -515,10 +535,19 @@ def network_spectrum(
     for l in range(1, n_leaves - head_idx[-1]):  # head biases follow W_1..W_L
         groups[head_idx[-1] + l] = l
     spaces = {l: (head_idx[l - 1], b) for l, b in (layer_spaces or {}).items()}
-    return _network_spectrum(fn, params, groups, spec.depth, expected_outliers(spec),
-                             k=expected_outliers(spec) + 20 if k is None else k, layer_spaces=spaces,
-                             density=density, density_matvecs=density_matvecs, density_samples=density_samples,
-                             seed=seed)
+    return _network_spectrum(
+        fn,
+        params,
+        groups,
+        spec.depth,
+        expected_outliers(spec),
+        k=expected_outliers(spec) + 20 if k is None else k,
+        layer_spaces=spaces,
+        density=density,
+        density_matvecs=density_matvecs,
+        density_samples=density_samples,
+        seed=seed,
+    )
 
 
 # ---- the report ------------------------------------------------------------------------------------
@@ -563,23 +592,39 @@ def _verdict(layers, loss: str) -> dict:
     which = "uncentred" if loss == "mse" else "centred"
     if not all(collapsed):
         bad = ", ".join(f"H~{c.layer} (NC1 {c.nc1:.2g})" for c in layers if not c.collapsed)
-        summary = (f"NOT COLLAPSED at {bad} > {NC1_THRESHOLD:g}: the class-mean predictions are not meaningful "
-                   "for those layers")
+        summary = (
+            f"NOT COLLAPSED at {bad} > {NC1_THRESHOLD:g}: the class-mean predictions are not meaningful "
+            "for those layers"
+        )
     elif not all(c.converged for c in layers):
         bad = ", ".join(f"W_{c.layer}" for c in layers if not c.converged)
-        summary = (f"collapsed, but the Krylov measurement of {bad} did NOT CONVERGE: its eigenvalues are not "
-                   "trustworthy (raise dense_max to measure the block densely)")
+        summary = (
+            f"collapsed, but the Krylov measurement of {bad} did NOT CONVERGE: its eigenvalues are not "
+            "trustworthy (raise dense_max to measure the block densely)"
+        )
     elif not all(holds):
         bad = ", ".join(f"W_{c.layer}" for c in layers if not c.holds)
-        summary = (f"collapsed (NC1 ≤ {NC1_THRESHOLD:g} at every head layer), but the predictions miss at {bad} "
-                   f"(max rel. error > {REL_ERROR_THRESHOLD:g} or not the expected outlier count)")
+        summary = (
+            f"collapsed (NC1 ≤ {NC1_THRESHOLD:g} at every head layer), but the predictions miss at {bad} "
+            f"(max rel. error > {REL_ERROR_THRESHOLD:g} or not the expected outlier count)"
+        )
     else:
-        summary = (f"collapsed (NC1 ≤ {NC1_THRESHOLD:g} at every head layer) and the predictions hold "
-                   f"(max rel. error ≤ {REL_ERROR_THRESHOLD:g}, expected outliers at every layer)")
-    return {"collapsed": collapsed, "holds": holds, "nc1": [c.nc1 for c in layers], "nc1_kind": which,
-            "nc1_threshold": NC1_THRESHOLD, "rel_error_threshold": REL_ERROR_THRESHOLD,
-            "converged": [c.converged for c in layers],
-            "all_collapsed": all(collapsed), "all_hold": all(holds), "summary": summary}
+        summary = (
+            f"collapsed (NC1 ≤ {NC1_THRESHOLD:g} at every head layer) and the predictions hold "
+            f"(max rel. error ≤ {REL_ERROR_THRESHOLD:g}, expected outliers at every layer)"
+        )
+    return {
+        "collapsed": collapsed,
+        "holds": holds,
+        "nc1": [c.nc1 for c in layers],
+        "nc1_kind": which,
+        "nc1_threshold": NC1_THRESHOLD,
+        "rel_error_threshold": REL_ERROR_THRESHOLD,
+        "converged": [c.converged for c in layers],
+        "all_collapsed": all(collapsed),
+        "all_hold": all(holds),
+        "summary": summary,
+    }
 
 
 def _layers(head: _Head, nc: CollapseMetrics, dense_max: int):
@@ -612,7 +657,9 @@ def analyze(
     is used, in float64 (inside a local ``jax.enable_x64`` context).
     """
     if train.per_class is None:
-        raise ValueError(f"train must be balanced for the collapsed-point theory, class counts {train.class_counts.tolist()}")
+        raise ValueError(
+            f"train must be balanced for the collapsed-point theory, class counts {train.class_counts.tolist()}"
+        )
     with jax.enable_x64(True):
         t = time.perf_counter()
         params = _as_f64(params)
@@ -621,8 +668,12 @@ def analyze(
         nc = _nc(head)
         test_acc = None
         if test is not None:
-            Zt = apply_head(params.head, params.head_biases, spec.activation,
-                            backbone_features(spec, params, jnp.asarray(test.X, jnp.float64)))[-1]
+            Zt = apply_head(
+                params.head,
+                params.head_biases,
+                spec.activation,
+                backbone_features(spec, params, jnp.asarray(test.X, jnp.float64)),
+            )[-1]
             test_acc = float(np.mean(np.asarray(Zt).argmax(axis=0) == test.labels))
         seconds = {"collapse": time.perf_counter() - t}
         t = time.perf_counter()
@@ -631,8 +682,15 @@ def analyze(
         network = None
         if whole_network:
             t = time.perf_counter()
-            network = network_spectrum(spec, params, train, k=network_k, density=density, seed=seed,
-                                       layer_spaces={l: b for l, (_, b) in spaces.items()})
+            network = network_spectrum(
+                spec,
+                params,
+                train,
+                k=network_k,
+                density=density,
+                seed=seed,
+                layer_spaces={l: b for l, (_, b) in spaces.items()},
+            )
             seconds["network"] = time.perf_counter() - t
     return RealNetworkReport(
         config={"spec": spec.to_dict(), "train": train.to_dict(), **(config or {})},
@@ -646,8 +704,9 @@ def analyze(
     )
 
 
-def _report(head: _Head, *, dense_max: int, config: dict, network=None, network_k=None, density=False,
-            seed=0) -> RealNetworkReport:
+def _report(
+    head: _Head, *, dense_max: int, config: dict, network=None, network_k=None, density=False, seed=0
+) -> RealNetworkReport:
     """The report of a head on its features (`analyze_features` / `analyze_model`); ``network`` is
     ``(fn, params, groups)`` of the whole model when its spectrum is wanted."""
     t = time.perf_counter()
@@ -661,19 +720,45 @@ def _report(head: _Head, *, dense_max: int, config: dict, network=None, network_
         t = time.perf_counter()
         fn, params, groups, offset = network
         k = _expected(head.loss, head.K) + 20 if network_k is None else network_k
-        net = _network_spectrum(fn, params, groups, head.L, _expected(head.loss, head.K), k=k,
-                                layer_spaces={l: (offset + i, b) for l, (i, b) in spaces.items()}, density=density,
-                                density_matvecs=40, density_samples=4, seed=seed)
+        net = _network_spectrum(
+            fn,
+            params,
+            groups,
+            head.L,
+            _expected(head.loss, head.K),
+            k=k,
+            layer_spaces={l: (offset + i, b) for l, (i, b) in spaces.items()},
+            density=density,
+            density_matvecs=40,
+            density_samples=4,
+            seed=seed,
+        )
         seconds["network"] = time.perf_counter() - t
     N, counts = head.labels.size, np.bincount(head.labels, minlength=head.K)
-    cfg = {"num_samples": int(N), "num_classes": head.K, "per_class": int(counts[0]), "depth": head.L,
-           "widths": [int(W.shape[1]) for W in head.weights], "activation": head.activation, "loss": head.loss,
-           "head_bias": bool(head.biases), "expected_outliers": _expected(head.loss, head.K),
-           "hessian": "data Hessian of the mean loss over the samples (MSE ½‖z − e_y‖², no 1/K; or mean "
-                      "cross-entropy), no ridge", **config}
-    return RealNetworkReport(config=cfg, train_accuracy=float(np.mean(head.features[-1].argmax(axis=0) == head.labels)),
-                             test_accuracy=None, nc=nc, layers=layers, network=net,
-                             verdict=_verdict(layers, head.loss), seconds=seconds)
+    cfg = {
+        "num_samples": int(N),
+        "num_classes": head.K,
+        "per_class": int(counts[0]),
+        "depth": head.L,
+        "widths": [int(W.shape[1]) for W in head.weights],
+        "activation": head.activation,
+        "loss": head.loss,
+        "head_bias": bool(head.biases),
+        "expected_outliers": _expected(head.loss, head.K),
+        "hessian": "data Hessian of the mean loss over the samples (MSE ½‖z − e_y‖², no 1/K; or mean "
+        "cross-entropy), no ridge",
+        **config,
+    }
+    return RealNetworkReport(
+        config=cfg,
+        train_accuracy=float(np.mean(head.features[-1].argmax(axis=0) == head.labels)),
+        test_accuracy=None,
+        nc=nc,
+        layers=layers,
+        network=net,
+        verdict=_verdict(layers, head.loss),
+        seconds=seconds,
+    )
 
 
 def _check_head(weights, biases, activation, loss, H1, labels):
@@ -690,16 +775,19 @@ def _check_head(weights, biases, activation, loss, H1, labels):
         d = np.shape(W)[0]
         if not np.all(np.isfinite(W)):
             raise ValueError(f"W{l} has non-finite entries")
-    if biases and (len(biases) != len(weights)
-                   or any(np.shape(b) != (np.shape(W)[0],) for b, W in zip(biases, weights))):
+    if biases and (
+        len(biases) != len(weights) or any(np.shape(b) != (np.shape(W)[0],) for b, W in zip(biases, weights))
+    ):
         raise ValueError(f"biases must be one (d_out,) vector per weight, got shapes {[np.shape(b) for b in biases]}")
     K = np.shape(weights[-1])[0]
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size != H1.shape[1] or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be {H1.shape[1]} integers, got dtype {labels.dtype} shape {labels.shape}")
     if labels.min() < 0 or labels.max() >= K or np.unique(labels).size != K:
-        raise ValueError(f"labels must cover 0..{K - 1} (the last weight has K={K} rows), got values in "
-                         f"[{labels.min()}, {labels.max()}] with {np.unique(labels).size} distinct")
+        raise ValueError(
+            f"labels must cover 0..{K - 1} (the last weight has K={K} rows), got values in "
+            f"[{labels.min()}, {labels.max()}] with {np.unique(labels).size} distinct"
+        )
     if not np.all(np.isfinite(H1)):
         raise ValueError("H1 has non-finite entries")
 
@@ -713,8 +801,17 @@ def _balanced(H1, labels):
     return H1[:, keep], labels[keep], keep.size < labels.size
 
 
-def analyze_features(H1, labels, weights, biases=(), *, activation: str = "linear", loss: str = "mse",
-                 dense_max: int = 4096, config: dict | None = None) -> RealNetworkReport:
+def analyze_features(
+    H1,
+    labels,
+    weights,
+    biases=(),
+    *,
+    activation: str = "linear",
+    loss: str = "mse",
+    dense_max: int = 4096,
+    config: dict | None = None,
+) -> RealNetworkReport:
     """The analysis of `analyze` for a head given as arrays, from any framework (the ``ufm analyze`` core).
 
     Args:
@@ -798,13 +895,15 @@ def analyze_model(
         if Z.shape != Zr.shape or np.abs(Z - Zr).max() > rtol * max(np.abs(Z).max(), 1e-300):
             raise ValueError(
                 f"the head is not the stack of linear layers its 2-d leaves describe (weights {[w.shape for w in weights]}, "
-                f"activation {activation!r}): logits differ by {np.abs(Z - Zr).max() if Z.shape == Zr.shape else Z.shape}")
+                f"activation {activation!r}): logits differ by {np.abs(Z - Zr).max() if Z.shape == Zr.shape else Z.shape}"
+            )
         _, y_sorted, _ = _class_major(np.asarray(H.T), y)
         order = np.argsort(y, kind="stable")
         Hs, ys = H[order], jnp.asarray(y_sorted)
         loss_fn = lambda a: output_loss(loss, head(h_rebuild(a), Hs).T, ys)  # noqa: E731
-        hd = _Head(weights, biases, activation, loss, Hs.T, y_sorted, loss_fn=loss_fn, arrays=h_arrays,
-                   w_leaves=w_leaves)
+        hd = _Head(
+            weights, biases, activation, loss, Hs.T, y_sorted, loss_fn=loss_fn, arrays=h_arrays, w_leaves=w_leaves
+        )
         network = None
         if whole_network:
             Xs, nb = X[order], len(b_arrays)
@@ -817,5 +916,6 @@ def analyze_model(
                 layer += a.ndim == 2
                 groups.append(layer)
             network = (fn, (b_arrays, h_arrays), groups, nb)
-        return _report(hd, dense_max=dense_max, config={"source": "analyze_model"}, network=network,
-                       network_k=network_k, seed=seed)
+        return _report(
+            hd, dense_max=dense_max, config={"source": "analyze_model"}, network=network, network_k=network_k, seed=seed
+        )

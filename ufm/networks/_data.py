@@ -263,5 +263,7 @@ def stratified_split(
         )
     idx = _per_class_indices(data, np.random.default_rng(seed))
     train = _take(data, [i[:train_per_class] for i in idx], f"[train n={train_per_class}]")
-    test = _take(data, [i[train_per_class : train_per_class + test_per_class] for i in idx], f"[test n={test_per_class}]")
+    test = _take(
+        data, [i[train_per_class : train_per_class + test_per_class] for i in idx], f"[test n={test_per_class}]"
+    )
     return train, test

@@ -196,8 +196,9 @@ def backbone_features(spec: NetworkSpec, params: NetworkParams, X) -> Array:
         # docs/real_networks.md §6), then flatten in (C, H, W) order as the parameters expect
         h = X.transpose(0, 2, 3, 1)
         for W, b in hidden:
-            h = jax.lax.conv_general_dilated(h, W.transpose(2, 3, 1, 0), (2, 2), ((1, 1), (1, 1)),
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            h = jax.lax.conv_general_dilated(
+                h, W.transpose(2, 3, 1, 0), (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
             h = jax.nn.relu(h + b)
         h = h.transpose(0, 3, 1, 2).reshape(h.shape[0], -1)
     return (h @ Wo.T + bo).T

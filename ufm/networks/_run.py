@@ -101,8 +101,13 @@ def run_real(
         # the CNN's whole-network Lanczos (top 20 of 28 736 parameters) alone took 411 s of a 698 s run
         # (docs/real_networks.md §6): off by default for the CNN, on for the MLP
         whole_network = model == "mlp"
-    for name, value in (("per_class", per_class), ("steps", steps), ("learning_rate", learning_rate),
-                        ("lambda_W", lambda_W), ("network_k", network_k)):
+    for name, value in (
+        ("per_class", per_class),
+        ("steps", steps),
+        ("learning_rate", learning_rate),
+        ("lambda_W", lambda_W),
+        ("network_k", network_k),
+    ):
         if value is not None:
             cfg[name] = value
     density = not quick if density is None else density
@@ -125,22 +130,48 @@ def run_real(
     )
     params = init_network(spec, seed, dtype=np.float32)
     result = train_network(
-        spec, params, train, steps=int(cfg["steps"]), optimizer=optimizer, learning_rate=float(cfg["learning_rate"]),
-        warmup_steps=min(200, int(cfg["steps"]) // 5), batch_size=batch_size, seed=seed, log_every=max(1, int(cfg["steps"]) // 20), checkpoint=checkpoint,
+        spec,
+        params,
+        train,
+        steps=int(cfg["steps"]),
+        optimizer=optimizer,
+        learning_rate=float(cfg["learning_rate"]),
+        warmup_steps=min(200, int(cfg["steps"]) // 5),
+        batch_size=batch_size,
+        seed=seed,
+        log_every=max(1, int(cfg["steps"]) // 20),
+        checkpoint=checkpoint,
         callback=callback,
     )
     config = {
-        "dataset": dataset, "model": model, "loss": loss, "quick": bool(quick), "seed": seed,
-        "optimizer": optimizer, "batch_size": batch_size, **cfg,
-        "train_steps": result.steps, "interpolation_step": result.interpolation_step,
-        "train_seconds": result.seconds, "expected_outliers": expected_outliers(spec),
+        "dataset": dataset,
+        "model": model,
+        "loss": loss,
+        "quick": bool(quick),
+        "seed": seed,
+        "optimizer": optimizer,
+        "batch_size": batch_size,
+        **cfg,
+        "train_steps": result.steps,
+        "interpolation_step": result.interpolation_step,
+        "train_seconds": result.seconds,
+        "expected_outliers": expected_outliers(spec),
         "whole_network_skipped": None if whole_network else (skipped or "whole_network=False"),
     }
     if callback is not None:
         callback({"stage": "analysing the trained head (float64: collapse, predicted and measured spectra)"})
     with jax.enable_x64(True):
-        report = analyze(spec, result.params, train, test, whole_network=whole_network, network_k=int(cfg["network_k"]),
-                         density=density, seed=seed, config=config)
+        report = analyze(
+            spec,
+            result.params,
+            train,
+            test,
+            whole_network=whole_network,
+            network_k=int(cfg["network_k"]),
+            density=density,
+            seed=seed,
+            config=config,
+        )
     report.seconds["train"] = result.seconds
     report.seconds["total"] = time.perf_counter() - t0
     history = {k: np.asarray(v).tolist() for k, v in result.history.items()}
@@ -167,15 +198,24 @@ def format_table(report: RealNetworkReport) -> str:
     """A plain-text summary: verdict, collapse per layer, predicted vs measured layer outliers, whole network."""
     c = report.config
     if "dataset" in c:
-        head = (f"{c.get('dataset', '?')} / {c.get('model', '?')} / {c.get('loss', '?')}: "
-                f"N={c['train']['num_samples']}, train acc {report.train_accuracy:.3f}, "
-                f"test acc {_fmt(report.test_accuracy, '.3f')}, steps {c.get('train_steps', '?')} "
-                f"(100% at {c.get('interpolation_step')}), train {_fmt(report.seconds.get('train'), '.1f')} s")
+        head = (
+            f"{c.get('dataset', '?')} / {c.get('model', '?')} / {c.get('loss', '?')}: "
+            f"N={c['train']['num_samples']}, train acc {report.train_accuracy:.3f}, "
+            f"test acc {_fmt(report.test_accuracy, '.3f')}, steps {c.get('train_steps', '?')} "
+            f"(100% at {c.get('interpolation_step')}), train {_fmt(report.seconds.get('train'), '.1f')} s"
+        )
     else:
-        head = (f"{c.get('source', 'saved head')}: N={c.get('num_samples')} ({c.get('per_class')} per class"
-                f"{', balanced subsample' if c.get('balanced_subsample') else ''}), K={c.get('num_classes')}, "
-                f"L={c.get('depth')}, {c.get('activation')}, {c.get('loss')}, accuracy {report.train_accuracy:.3f}")
-    lines = [head, "verdict: " + report.verdict["summary"], "", "layer   NC1        NC1(unc)   OF dist    ETF dist   NC3"]
+        head = (
+            f"{c.get('source', 'saved head')}: N={c.get('num_samples')} ({c.get('per_class')} per class"
+            f"{', balanced subsample' if c.get('balanced_subsample') else ''}), K={c.get('num_classes')}, "
+            f"L={c.get('depth')}, {c.get('activation')}, {c.get('loss')}, accuracy {report.train_accuracy:.3f}"
+        )
+    lines = [
+        head,
+        "verdict: " + report.verdict["summary"],
+        "",
+        "layer   NC1        NC1(unc)   OF dist    ETF dist   NC3",
+    ]
     nc = report.nc
     names = [f"H~{l}" for l in range(1, nc.num_layers)] + ["Z"]
     for i, name in enumerate(names):
@@ -183,8 +223,11 @@ def format_table(report: RealNetworkReport) -> str:
             f"{name:<7} {_fmt(nc.nc1[i], '.3e'):<10} {_fmt(nc.nc1_uncentred[i], '.3e'):<10} "
             f"{_fmt(nc.of_distance[i], '.3f'):<10} {_fmt(nc.etf_distance[i], '.3f'):<10} {_fmt(nc.nc3[i], '.3f')}"
         )
-    lines += ["", "W_l  params  NC1(in)  coll  expect  out   gap(k)    mean err (med)      avg err (med)     within  "
-                  "holds  overlap"]
+    lines += [
+        "",
+        "W_l  params  NC1(in)  coll  expect  out   gap(k)    mean err (med)      avg err (med)     within  "
+        "holds  overlap",
+    ]
     for r in report.layers:
         within = r.split.get("within_class", float("nan"))
         lines.append(
@@ -196,28 +239,34 @@ def format_table(report: RealNetworkReport) -> str:
         )
         if r.levels:
             lv = r.levels
-            lines.append(f"     CE levels (1, K−1, K²−3K+1): {lv['levels'][0]:.3g}, {lv['levels'][1]:.3g}, "
-                         f"{lv['levels'][2]:.3g}; gaps {lv['gaps'][0]:.3g}, {lv['gaps'][1]:.3g}; "
-                         f"{'identified' if lv['identified'] else 'not identified'}")
+            lines.append(
+                f"     CE levels (1, K−1, K²−3K+1): {lv['levels'][0]:.3g}, {lv['levels'][1]:.3g}, "
+                f"{lv['levels'][2]:.3g}; gaps {lv['gaps'][0]:.3g}, {lv['gaps'][1]:.3g}; "
+                f"{'identified' if lv['identified'] else 'not identified'}"
+            )
     n = report.network
     if n is not None:
         # the outliers, or the top K eigenvectors when the gap rule finds none
         top = n.num_outliers or min(int(report.layers[0].expected ** 0.5) + 1, n.eigenvalues.size)
         mean_mass = n.inheritance[:top].mean(axis=0)
-        count = (f"{n.num_outliers} outliers (gap rule)" if n.resolved else
-                 f"{n.num_outliers} outliers counted, but k={n.eigenvalues.size} <= {n.expected} expected: "
-                 "k was too small to see a gap")
+        count = (
+            f"{n.num_outliers} outliers (gap rule)"
+            if n.resolved
+            else f"{n.num_outliers} outliers counted, but k={n.eigenvalues.size} <= {n.expected} expected: "
+            "k was too small to see a gap"
+        )
         lines += [
             "",
             f"whole network: P={n.num_params}, top {n.eigenvalues.size} by Lanczos, {count}, "
             f"λ_max={n.eigenvalues[0]:.4g}, max residual {np.nanmax(n.residuals):.2e}"
             + ("" if n.converged else " — Lanczos did NOT CONVERGE"),
-            f"mean squared mass of the top {top} eigenvectors: backbone " + "  ".join(
-                [f"{mean_mass[0]:.3f}"] + [f"W_{l}: {m:.3f}" for l, m in enumerate(mean_mass[1:], start=1)]
-            ),
+            f"mean squared mass of the top {top} eigenvectors: backbone "
+            + "  ".join([f"{mean_mass[0]:.3f}"] + [f"W_{l}: {m:.3f}" for l, m in enumerate(mean_mass[1:], start=1)]),
         ]
     elif "dataset" in c:
-        lines += ["", "whole network: skipped" + (f" ({c['whole_network_skipped']})" if c.get("whole_network_skipped")
-                                                   else "")]
+        lines += [
+            "",
+            "whole network: skipped" + (f" ({c['whole_network_skipped']})" if c.get("whole_network_skipped") else ""),
+        ]
     lines += ["", LEGEND, "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())]
     return "\n".join(lines)

@@ -62,8 +62,9 @@ def _columns(key, H, N, d, layout) -> np.ndarray:
             raise ValueError(f"{key!r} must be (d={d}, N={N}) with layout 'd,N', got shape {H.shape}")
         return H
     if H.shape != (N, d):
-        raise ValueError(f"{key!r} must be (N={N}, d={d}) or (d, N) (N from labels, d from the weights), "
-                         f"got shape {H.shape}")
+        raise ValueError(
+            f"{key!r} must be (N={N}, d={d}) or (d, N) (N from labels, d from the weights), got shape {H.shape}"
+        )
     return H.T
 
 
@@ -89,8 +90,10 @@ def load_features(path, *, rtol: float = 1e-4) -> dict:
                 numbered.setdefault(m.group(1), {})[int(m.group(2))] = k
         unknown = keys - {"labels", "activation", "loss", "layout"} - {k for d in numbered.values() for k in d.values()}
         if unknown:
-            raise ValueError(f"unknown key(s) {sorted(unknown)}; expected H1, labels, W1..WL, b1..bL, H2..HL, "
-                             "activation, loss, layout")
+            raise ValueError(
+                f"unknown key(s) {sorted(unknown)}; expected H1, labels, W1..WL, b1..bL, H2..HL, "
+                "activation, loss, layout"
+            )
         for key in ("H1", "labels", "W1"):
             if key not in keys:
                 raise ValueError(f"missing key {key!r}")
@@ -103,8 +106,10 @@ def load_features(path, *, rtol: float = 1e-4) -> dict:
             if W.ndim != 2:
                 raise ValueError(f"'W{l}' must be 2-d (d_out × d_in), got shape {W.shape}")
             if l > 1 and W.shape[1] != weights[l - 2].shape[0]:
-                raise ValueError(f"'W{l}' has {W.shape[1]} columns but 'W{l - 1}' has {weights[l - 2].shape[0]} rows "
-                                 "(each W is d_out × d_in, as nn.Linear.weight)")
+                raise ValueError(
+                    f"'W{l}' has {W.shape[1]} columns but 'W{l - 1}' has {weights[l - 2].shape[0]} rows "
+                    "(each W is d_out × d_in, as nn.Linear.weight)"
+                )
         bs = numbered.get("b", {})
         if bs and sorted(bs) != list(range(1, L + 1)):
             raise ValueError(f"biases must be b1..b{L} (all or none), got {sorted(bs)}")
@@ -117,8 +122,10 @@ def load_features(path, *, rtol: float = 1e-4) -> dict:
             raise ValueError(f"'labels' must be a 1-d integer array, got dtype {y.dtype} shape {y.shape}")
         K = weights[-1].shape[0]
         if y.size == 0 or y.min() < 0 or y.max() >= K:
-            raise ValueError(f"'labels' must lie in 0..{K - 1} (W{L} has K={K} rows), got range "
-                             f"[{y.min() if y.size else '-'}, {y.max() if y.size else '-'}]")
+            raise ValueError(
+                f"'labels' must lie in 0..{K - 1} (W{L} has K={K} rows), got range "
+                f"[{y.min() if y.size else '-'}, {y.max() if y.size else '-'}]"
+            )
         if np.unique(y).size != K:
             raise ValueError(f"every class 0..{K - 1} needs a sample; 'labels' has {np.unique(y).size} distinct values")
         layout = _string(f, "layout", ("N,d", "d,N")) if "layout" in keys else None
@@ -137,8 +144,16 @@ def load_features(path, *, rtol: float = 1e-4) -> dict:
                 H = _columns(f"H{l}", _float_array(f, f"H{l}"), N, weights[l - 1].shape[1], layout)
                 err = np.abs(H - feats[l - 1]).max() / max(np.abs(feats[l - 1]).max(), 1e-300)
                 if err > rtol:
-                    raise ValueError(f"'H{l}' does not match the forward pass of W1..W{l - 1} with activation "
-                                     f"{activation!r} (relative difference {err:.2g} > {rtol:g}): check the "
-                                     "weights' orientation (d_out × d_in), the activation, and the biases")
-    return {"H1": H1, "labels": np.asarray(y, np.int64), "weights": weights, "biases": biases,
-            "activation": activation, "loss": loss}
+                    raise ValueError(
+                        f"'H{l}' does not match the forward pass of W1..W{l - 1} with activation "
+                        f"{activation!r} (relative difference {err:.2g} > {rtol:g}): check the "
+                        "weights' orientation (d_out × d_in), the activation, and the biases"
+                    )
+    return {
+        "H1": H1,
+        "labels": np.asarray(y, np.int64),
+        "weights": weights,
+        "biases": biases,
+        "activation": activation,
+        "loss": loss,
+    }

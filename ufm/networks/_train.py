@@ -26,7 +26,14 @@ import optax
 from ._data import Dataset
 from ._models import NetworkParams, NetworkSpec, forward, network_loss
 
-__all__ = ["NetworkTrainResult", "make_optimizer", "train_network", "train_snapshots", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "NetworkTrainResult",
+    "make_optimizer",
+    "train_network",
+    "train_snapshots",
+    "save_checkpoint",
+    "load_checkpoint",
+]
 
 _HISTORY_KEYS = ("step", "loss", "data_loss", "train_accuracy")
 
@@ -95,12 +102,11 @@ def load_checkpoint(path, params_like, opt_state_like):
     not match those structures (another model or optimiser).
     """
     with np.load(path) as f:
+
         def rebuild(tree, prefix):
             leaves, treedef = jax.tree_util.tree_flatten(tree)
             names = sorted((k for k in f.files if k.startswith(prefix) and k[1:].isdigit()), key=lambda k: int(k[1:]))
-            if len(names) != len(leaves) or any(
-                f[n].shape != np.shape(x) for n, x in zip(names, leaves)
-            ):
+            if len(names) != len(leaves) or any(f[n].shape != np.shape(x) for n, x in zip(names, leaves)):
                 raise ValueError(f"checkpoint {path} does not match this model/optimiser ({prefix!r} leaves differ)")
             return jax.tree_util.tree_unflatten(
                 treedef, [jnp.asarray(f[n], dtype=jnp.asarray(x).dtype) for n, x in zip(names, leaves)]
@@ -156,7 +162,9 @@ def train_network(
     N = data.num_samples
     if batch_size is not None and not (isinstance(batch_size, int) and 1 <= batch_size <= N):
         raise ValueError(f"batch_size must be an int in [1, N={N}] or None, got {batch_size!r}")
-    opt = make_optimizer(optimizer, learning_rate, warmup_steps=warmup_steps) if isinstance(optimizer, str) else optimizer
+    opt = (
+        make_optimizer(optimizer, learning_rate, warmup_steps=warmup_steps) if isinstance(optimizer, str) else optimizer
+    )
     dtype = params.head[0].dtype
     X, y = jnp.asarray(data.X, dtype), jnp.asarray(data.labels)
     key = jax.random.PRNGKey(seed)

@@ -47,8 +47,9 @@ def _check_curvatures(name, C, d_out=None) -> np.ndarray:
     return 0.5 * (C + C.transpose(0, 2, 1))
 
 
-def class_averaged_layer_hessian(curvatures, M, *, weights=None, shift: float = 0.0,
-                                 vectors: bool | None = None) -> Spectrum:
+def class_averaged_layer_hessian(
+    curvatures, M, *, weights=None, shift: float = 0.0, vectors: bool | None = None
+) -> Spectrum:
     """Eigenpairs of ``Σ_c π_c C̄_c ⊗ μ_c μ_cᵀ`` (``docs/real_networks.md`` §3).
 
     With ``C̄_c`` the class average of the per-sample tail curvature (for a linear CE tail
@@ -82,8 +83,14 @@ def class_averaged_layer_hessian(curvatures, M, *, weights=None, shift: float = 
     pi = np.full(K, 1.0 / K) if weights is None else np.asarray(weights, dtype=np.float64)
     if pi.shape != (K,) or np.any(pi < 0):
         raise ValueError(f"weights must be (K={K},) non-negative class weights, got {pi}")
-    return kron_sum_spectrum(list(pi[:, None, None] * C), list(M.T[:, :, None]), shift=shift, vectors=vectors,
-                             source="closed-form", info={"prediction": "class-averaged"})
+    return kron_sum_spectrum(
+        list(pi[:, None, None] * C),
+        list(M.T[:, :, None]),
+        shift=shift,
+        vectors=vectors,
+        source="closed-form",
+        info={"prediction": "class-averaged"},
+    )
 
 
 class LayerBlockSplit(NamedTuple):
@@ -130,8 +137,9 @@ def _kron_sum(As, Bs) -> np.ndarray:
     return out.reshape(p, p, q, q).transpose(0, 2, 1, 3).reshape(p * q, p * q)
 
 
-def layer_block_split(curvatures, features, labels, *, mean_curvatures=None, num_classes: int | None = None
-                      ) -> LayerBlockSplit:
+def layer_block_split(
+    curvatures, features, labels, *, mean_curvatures=None, num_classes: int | None = None
+) -> LayerBlockSplit:
     """Split the exact block of a linear layer into class-mean and within-class parts (`LayerBlockSplit`).
 
     Args:

@@ -23,14 +23,14 @@ __all__ = ["full_hessian_spectrum"]
 class FullStructure(NamedTuple):
     """The block structure of the full Hessian at the DNC point (see `_full_structure`)."""
 
-    layers: list            # 0 (H_1, if included), then 1..L
-    lams: np.ndarray        # λ per entry of ``layers`` (λ_0 = λ_H)
-    S: np.ndarray           # symmetric frame modes, K(K+1)/2 copies
-    T: np.ndarray           # antisymmetric frame modes, K(K−1)/2 copies
-    pairs: list             # [(layer a, 2×2 block coupling a and the next layer, count)]
-    extra: tuple | None     # H_1 only: (value, count) of the within-class columns
-    structural: dict        # layer -> count of the remaining coordinates (0, or λ_l if regularised)
-    dims: dict              # layer -> shape of its block
+    layers: list  # 0 (H_1, if included), then 1..L
+    lams: np.ndarray  # λ per entry of ``layers`` (λ_0 = λ_H)
+    S: np.ndarray  # symmetric frame modes, K(K+1)/2 copies
+    T: np.ndarray  # antisymmetric frame modes, K(K−1)/2 copies
+    pairs: list  # [(layer a, 2×2 block coupling a and the next layer, count)]
+    extra: tuple | None  # H_1 only: (value, count) of the within-class columns
+    structural: dict  # layer -> count of the remaining coordinates (0, or λ_l if regularised)
+    dims: dict  # layer -> shape of its block
 
 
 def _full_structure(spec: UFMSpec, sol, include_H: bool, regularized: bool) -> FullStructure:
@@ -104,7 +104,7 @@ def _check_optimum(spec: UFMSpec, params: UFMParams, sol, tol: float):
 def _complete(U: np.ndarray) -> np.ndarray:
     """[U, U_⊥]: an orthonormal basis whose first columns are the orthonormal U."""
     q, _ = np.linalg.qr(U, mode="complete")
-    return np.concatenate([U, q[:, U.shape[1]:]], axis=1)
+    return np.concatenate([U, q[:, U.shape[1] :]], axis=1)
 
 
 def full_hessian_spectrum(
@@ -144,7 +144,9 @@ def full_hessian_spectrum(
     >>> bool(np.isclose(s.eigenvalues[0], max(sol.full_levels.antisymmetric[0], sol.full_levels.symmetric[0])))
     True
     """
-    if spec.loss != "mse" or not (spec.activation == "linear" or (spec.activation == "relu" and spec.relu_grad0 == 1.0)):
+    if spec.loss != "mse" or not (
+        spec.activation == "linear" or (spec.activation == "relu" and spec.relu_grad0 == 1.0)
+    ):
         raise ValueError(
             "full_hessian_spectrum has a closed form for MSE with a linear network (or ReLU with relu_grad0=1); "
             f"got loss={spec.loss!r}, activation={spec.activation!r}, relu_grad0={spec.relu_grad0}"
@@ -161,8 +163,14 @@ def full_hessian_spectrum(
     K = spec.num_classes
     sv, sU = np.linalg.eigh(S)
     tv, tU = np.linalg.eigh(T)
-    info = {"S": S.tolist(), "T": T.tolist(), "gamma": sol.scale, "regularized": bool(regularized),
-            "include_H": bool(include_H), "structural_zeros": {str(k): v for k, v in structural.items()}}
+    info = {
+        "S": S.tolist(),
+        "T": T.tolist(),
+        "gamma": sol.scale,
+        "regularized": bool(regularized),
+        "include_H": bool(include_H),
+        "structural_zeros": {str(k): v for k, v in structural.items()},
+    }
     dim = sum(dims[l][0] * dims[l][1] for l in layers)
     if not vectors:
         vals = [np.repeat(sv, K * (K + 1) // 2), np.repeat(tv, K * (K - 1) // 2)]
@@ -172,8 +180,9 @@ def full_hessian_spectrum(
             vals.append(np.full(extra[1], extra[0]))
         if regularized:
             vals += [np.full(c, lams[layers.index(l)]) for l, c in structural.items()]
-        return Spectrum(np.concatenate(vals), dim=dim, bulk_value=None if regularized else 0.0,
-                        source="closed-form", info=info)
+        return Spectrum(
+            np.concatenate(vals), dim=dim, bulk_value=None if regularized else 0.0, source="closed-form", info=info
+        )
 
     if params is None:
         from ._solution import construct_optimum
@@ -256,5 +265,10 @@ def _zero_full_hessian(spec: UFMSpec, include_H: bool, regularized: bool) -> Spe
         vals, rest = [], blocks
     if regularized:
         vals += [np.full(c, lam) for lam, c in rest]
-    return Spectrum(np.concatenate(vals) if vals else np.zeros(0), dim=dim,
-                    bulk_value=None if regularized else 0.0, source="closed-form", info={"zero_point": True})
+    return Spectrum(
+        np.concatenate(vals) if vals else np.zeros(0),
+        dim=dim,
+        bulk_value=None if regularized else 0.0,
+        source="closed-form",
+        info={"zero_point": True},
+    )

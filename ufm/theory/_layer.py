@@ -177,8 +177,14 @@ def collapsed_layer_hessian(
         else:
             Y = red.eigenvectors.reshape(P.shape[1], Q.shape[1], m)
             vecs = np.einsum("pi,ijk,qj->pqk", P, Y, Q).reshape(-1, m)
-    return Spectrum(red.eigenvalues, vecs, dim=d_out * d_in, bulk_value=float(shift),
-                    factors=None if fa is None else (fa, fb), source="closed-form")
+    return Spectrum(
+        red.eigenvalues,
+        vecs,
+        dim=d_out * d_in,
+        bulk_value=float(shift),
+        factors=None if fa is None else (fa, fb),
+        source="closed-form",
+    )
 
 
 def _kron_layer(C, B, shift, vectors, info) -> Spectrum:
@@ -189,8 +195,9 @@ def _kron_layer(C, B, shift, vectors, info) -> Spectrum:
     top = prod.max(initial=0.0)
     keep = int(np.sum(prod > _RTOL * max(top, np.finfo(float).tiny) * 10))
     spec = kron_eigh(C, B, k=keep, vectors=vectors)
-    return dataclasses.replace(spec, eigenvalues=spec.eigenvalues + shift, bulk_value=float(shift),
-                               source="closed-form", info=info)
+    return dataclasses.replace(
+        spec, eigenvalues=spec.eigenvalues + shift, bulk_value=float(shift), source="closed-form", info=info
+    )
 
 
 def layer_hessian_spectrum(
@@ -280,5 +287,11 @@ def feature_hessian_spectrum(
         V = np.zeros((d, N, m))
         V[:, i_idx, np.arange(m)] = vecs[i_idx, :, k_idx].T
         V = V.reshape(d * N, m)
-    return Spectrum(vals[i_idx, k_idx] + shift, V, dim=d * N, bulk_value=float(shift), source="closed-form",
-                    info={"block": "H1", "regularized": bool(regularized)})
+    return Spectrum(
+        vals[i_idx, k_idx] + shift,
+        V,
+        dim=d * N,
+        bulk_value=float(shift),
+        source="closed-form",
+        info={"block": "H1", "regularized": bool(regularized)},
+    )

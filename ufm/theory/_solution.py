@@ -118,10 +118,13 @@ class DNCSolution:
         return out
 
 
-
 jax.tree_util.register_dataclass(
-    DNCSolution, meta_fields=["loss", "collapsed_to_zero"],
-    data_fields=[f.name for f in dataclasses.fields(DNCSolution) if f.name not in ("loss", "collapsed_to_zero")])
+    DNCSolution,
+    meta_fields=["loss", "collapsed_to_zero"],
+    data_fields=[f.name for f in dataclasses.fields(DNCSolution) if f.name not in ("loss", "collapsed_to_zero")],
+)
+
+
 def mse_threshold(depth: int) -> float:
     """``(L−1)^{L−1}/L^{2L}``: the DNC point is the global MSE minimiser iff ``b`` is below it."""
     L = depth
@@ -147,7 +150,7 @@ def _ce_alpha(b: float, L: int, K: int) -> tuple[float, float]:
     """(α, bound): the larger root of ``α^{L−1}/(e^α+K−1)^{L+1} = b`` and the largest value of the LHS on α > 0."""
     if L == 1:
         amax = 0.0
-        bound = K ** -2.0
+        bound = K**-2.0
     else:
         # d/dα log g = (L−1)/α − (L+1) e^α/(e^α+K−1); decreasing, one sign change.
         dlog = lambda a: (L - 1) / a - (L + 1) / (1 + (K - 1) * math.exp(-a))  # noqa: E731
@@ -212,8 +215,12 @@ def dnc_solution(spec: UFMSpec) -> DNCSolution:
         full = None
         if linear:
             S, T = frame_matrices(lams, g, u)
-            full = FullHessianLevels(tuple(np.linalg.eigvalsh(S)[::-1].tolist()),
-                                     tuple(np.linalg.eigvalsh(T)[::-1].tolist()), K * (K + 1) // 2, K * (K - 1) // 2)
+            full = FullHessianLevels(
+                tuple(np.linalg.eigvalsh(S)[::-1].tolist()),
+                tuple(np.linalg.eigvalsh(T)[::-1].tolist()),
+                K * (K + 1) // 2,
+                K * (K - 1) // 2,
+            )
         return DNCSolution("mse", g, sig, s, 0.5 * u * (1 + L * g), b, bound, False, None, u, outliers, mults, full)
     b = float(n * spec.lambda_H * np.prod(lams))
     alpha, bound = _ce_alpha(b, L, K)
@@ -226,12 +233,14 @@ def dnc_solution(spec: UFMSpec) -> DNCSolution:
     if K == 2:  # (K−1)² = 1: only the top level (docs/theory.md §5's multiplicities assume K >= 3)
         outliers, mults = tuple((alpha * lam * p,) for lam in lams), ((1,),) * L
     else:
-        outliers = tuple((alpha * lam * p, alpha * lam / K * (1 + (K * p - 1) * (K - 2) / (K - 1)), alpha * lam / K)
-                         for lam in lams)
+        outliers = tuple(
+            (alpha * lam * p, alpha * lam / K * (1 + (K * p - 1) * (K - 2) / (K - 1)), alpha * lam / K) for lam in lams
+        )
         mults = ((1, K - 1, K * K - 3 * K + 1),) * L
     outliers = tuple(tuple(float(v) for v in level) for level in outliers)
-    return DNCSolution("ce", alpha, sig, s, ce + 0.5 * (L + 1) * one_minus_p * alpha, b, bound, False,
-                       p, None, outliers, mults, None)
+    return DNCSolution(
+        "ce", alpha, sig, s, ce + 0.5 * (L + 1) * one_minus_p * alpha, b, bound, False, p, None, outliers, mults, None
+    )
 
 
 # ---- constructing the point ---------------------------------------------------------------
@@ -246,7 +255,7 @@ def _nonnegative_orthonormal(rng, d: int, k: int) -> np.ndarray:
     size = d // k
     U = np.zeros((d, k))
     for c in range(k):
-        idx = perm[c * size:(c + 1) * size]
+        idx = perm[c * size : (c + 1) * size]
         v = np.abs(rng.standard_normal(size)) + 0.1
         U[idx, c] = v / np.linalg.norm(v)
     return U

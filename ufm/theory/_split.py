@@ -68,8 +68,9 @@ def gn_decomposition(
     G_cross = kron_sum_spectrum([Jc[c].T @ Jc[c] / K for c in range(K)], mu, **kw)
     dev = feats - M[:, spec.class_index]
     ref = max(np.abs(G_class.eigenvalues).max(initial=0.0), np.abs(G_cross.eigenvalues).max(initial=0.0))
-    G_within = kron_sum_spectrum([J[c].T @ J[c] / N for c in range(K)],
-                                 [dev[:, c * n:(c + 1) * n] for c in range(K)], scale=ref, **kw)
+    G_within = kron_sum_spectrum(
+        [J[c].T @ J[c] / N for c in range(K)], [dev[:, c * n : (c + 1) * n] for c in range(K)], scale=ref, **kw
+    )
     return GaussNewtonSplit(G_class, G_cross, G_within, nc1)
 
 

@@ -213,8 +213,9 @@ def ce_layer_hessian_levels() -> tuple[tuple[sp.Expr, sp.Expr], ...]:
     t_0 = q
     _, sig2, _ = ce_critical_point()  # in terms of p
     scale = alpha**2 / (K * sig2)  # (1/K)‖A^{(l+1)}μ‖² factor: α²/σ_l² over K
-    return tuple((sp.factor(sp.simplify(scale * t)), mult)
-                 for t, mult in ((t_S, 1), (t_D, K - 1), (t_0, K**2 - 3 * K + 1)))
+    return tuple(
+        (sp.factor(sp.simplify(scale * t)), mult) for t, mult in ((t_S, 1), (t_D, K - 1), (t_0, K**2 - 3 * K + 1))
+    )
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -230,25 +231,39 @@ def _report_rows() -> list[list[tuple[str, str, tuple]]]:
     pe, csig2, cs2 = ce_critical_point()
     S2, T2 = full_hessian_matrices(2)
     rows = [
-        [("MSE scale: ", r"\text{MSE scale: } ", (mse_scale_equation().lhs, b, K ** (L + 1) * n * lam_H * Lam)),
-         ("Z* = ", r"Z^\star = ", (gamma * sp.Symbol("Y", commutative=False),))],
+        [
+            ("MSE scale: ", r"\text{MSE scale: } ", (mse_scale_equation().lhs, b, K ** (L + 1) * n * lam_H * Lam)),
+            ("Z* = ", r"Z^\star = ", (gamma * sp.Symbol("Y", commutative=False),)),
+        ],
         [("sigma_l**2 = ", r"\sigma_l^2 = ", (sig2,)), ("s**2 = ", "s^2 = ", (s2,))],
-        [("L* = ", r"\mathcal{L}^\star = ", (mse_optimal_loss(),)),
-         ("collapse to zero iff b >= ", r"\text{collapse to zero iff } b \ge ", (mse_threshold(),))],
-        [("stationary point exists iff b <= ", r"\text{stationary point exists iff } b \le ", (bmax,)),
-         ("at gamma* = ", r"\text{at } \gamma^\ast = ", (gstar,))],
+        [
+            ("L* = ", r"\mathcal{L}^\star = ", (mse_optimal_loss(),)),
+            ("collapse to zero iff b >= ", r"\text{collapse to zero iff } b \ge ", (mse_threshold(),)),
+        ],
+        [
+            ("stationary point exists iff b <= ", r"\text{stationary point exists iff } b \le ", (bmax,)),
+            ("at gamma* = ", r"\text{at } \gamma^\ast = ", (gstar,)),
+        ],
         [("layer outlier (x K**2) = ", r"\text{layer outlier } (\times K^2) = ", (outl_norm, outl_lam))],
-        [("feature block (x K*N) = ", r"\text{feature block } (\times KN) = ", (mse_feature_hessian_outlier(),)),
-         ("gradient second moment (x K) = ", r"\text{gradient second moment } (\times K) = ",
-          (mse_gradient_moment(),))],
+        [
+            ("feature block (x K*N) = ", r"\text{feature block } (\times KN) = ", (mse_feature_hessian_outlier(),)),
+            (
+                "gradient second moment (x K) = ",
+                r"\text{gradient second moment } (\times K) = ",
+                (mse_gradient_moment(),),
+            ),
+        ],
         [("L=2: S = ", r"L=2:\ S = ", (S2,)), ("T = ", "T = ", (T2,))],
-        [("CE scale: ", r"\text{CE scale: } ", (ce_scale_equation().lhs, b, n * lam_H * Lam)),
-         ("p = ", "p = ", (pe,))],
+        [("CE scale: ", r"\text{CE scale: } ", (ce_scale_equation().lhs, b, n * lam_H * Lam)), ("p = ", "p = ", (pe,))],
         [("sigma_l**2 = ", r"\sigma_l^2 = ", (csig2,)), ("s**2 = ", "s^2 = ", (cs2,))],
     ]
     for val, mult in ce_layer_hessian_levels():
-        rows.append([("CE layer level: ", r"\text{CE layer level: } ", (val,)),
-                     ("multiplicity ", r"\text{multiplicity } ", (mult,))])
+        rows.append(
+            [
+                ("CE layer level: ", r"\text{CE layer level: } ", (val,)),
+                ("multiplicity ", r"\text{multiplicity } ", (mult,)),
+            ]
+        )
     return rows
 
 
@@ -258,8 +273,10 @@ _HEADER = "ufm.theory.symbolic — derived with sympy from the balanced collapse
 def latex_report() -> str:
     """Every derived result as a LaTeX ``align*`` block, ready for a paper."""
     lines = [f"% {_HEADER}", r"\begin{align*}"]
-    lines += ["&" + r",\quad ".join(pre + " = ".join(sp.latex(e) for e in exprs) for _, pre, exprs in row) + r" \\"
-              for row in _report_rows()]
+    lines += [
+        "&" + r",\quad ".join(pre + " = ".join(sp.latex(e) for e in exprs) for _, pre, exprs in row) + r" \\"
+        for row in _report_rows()
+    ]
     lines[-1] = lines[-1].rstrip(" \\")
     return "\n".join(lines + [r"\end{align*}"])
 
@@ -268,6 +285,8 @@ def text_report() -> str:
     """Every derived result as plain text (sympy's ``str`` form), one result per line."""
     text = lambda e: sp.sstr(e.tolist() if isinstance(e, sp.MatrixBase) else e)  # noqa: E731 (a matrix on one line)
     rows = [", ".join(pre + " = ".join(text(e) for e in exprs) for pre, _, exprs in row) for row in _report_rows()]
-    legend = ("symbols: K classes, n per class, L depth, lambda_l / lambda_H ridge of layer l / of H_1, "
-              "Lambda = prod_l lambda_l, gamma (MSE) / alpha (CE) output scale")
+    legend = (
+        "symbols: K classes, n per class, L depth, lambda_l / lambda_H ridge of layer l / of H_1, "
+        "Lambda = prod_l lambda_l, gamma (MSE) / alpha (CE) output scale"
+    )
     return "\n".join([_HEADER, legend, ""] + rows)
