@@ -30,7 +30,7 @@ import time
 # shared, oversubscribed 2-core machine multi-threaded OpenBLAS is up to 40× slower.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_enable_x64", True)
 

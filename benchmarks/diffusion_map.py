@@ -27,10 +27,10 @@ import time
 # 2-core machine multi-threaded OpenBLAS eigh was 10× slower (N = 1000: 14.8 s).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
-from _env import machine  # noqa: E402
+from _env import machine
 
 RANK = 3
 

@@ -28,9 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under pyt
 from _env import machine  # noqa: E402
 
 try:
-    from ufm.training import gd_linesearch  # noqa: E402
+    from ufm.training import gd_linesearch
 except ImportError:  # before the module was renamed (benchmarking an older checkout)
-    from ufm.train import gd_linesearch  # noqa: E402
+    from ufm.train import gd_linesearch
 
 SPECS = {
     "default K4 n5 L3 d16": ufm.UFMSpec(),

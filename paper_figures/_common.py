@@ -94,6 +94,7 @@ def params_to_arrays(params, prefix: str = "") -> dict:
 
 def arrays_to_params(data: dict, depth: int, prefix: str = ""):
     import jax.numpy as jnp
+
     import ufm
 
     return ufm.UFMParams(
@@ -141,7 +142,7 @@ def _checkpoints(quick: bool) -> list[int]:
     return [0] + sorted({int(round(2 ** (k / 2))) for k in range(25)})  # ×√2 up to 4096
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loss_fns(spec):
     """``(data loss, jitted data gradient, jitted total gradient)`` of ``spec``, made once per spec
     so that `ufm.curvature` and jit reuse their compilations across calls."""

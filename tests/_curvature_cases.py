@@ -26,7 +26,7 @@ def mlp_forward(params, X):
     return h @ params[-1]["w"].T + params[-1]["b"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mlp_problem(sizes=(12, 24, 24, 6), num_samples=64, seed=0):
     """(params, model_fn, output_loss, loss_fn, labels): cross-entropy on random data.
 
@@ -42,7 +42,7 @@ def mlp_problem(sizes=(12, 24, 24, 6), num_samples=64, seed=0):
     return params, model_fn, output_loss, loss_fn, np.asarray(labels)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mlp_reference_hessian(sizes=(12, 24, 24, 6), num_samples=64, seed=0):
     """``jax.hessian`` of the raveled `mlp_problem` loss (P × P numpy), computed once."""
     params, _, _, loss_fn, _ = mlp_problem(sizes, num_samples, seed)
@@ -50,7 +50,7 @@ def mlp_reference_hessian(sizes=(12, 24, 24, 6), num_samples=64, seed=0):
     return np.asarray(jax.jit(jax.hessian(lambda x: loss_fn(unravel(x))))(x0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def collapsed_ufm():
     """The default spec trained to ‖∇L‖ < 1e-9: (spec, params) near deep neural collapse."""
     spec = ufm.UFMSpec()
@@ -60,7 +60,7 @@ def collapsed_ufm():
     return spec, result.params
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ufm_functions():
     """Cached closures of the collapsed UFM: (data_loss, loss, model_fn, output_loss)."""
     spec, _ = collapsed_ufm()

@@ -9,17 +9,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
-
-from ufm import curvature as C
-from ufm.spectrum import group_levels
-
 from _curvature_cases import (
     collapsed_ufm,
     mlp_problem,
     mlp_reference_hessian,
     ufm_functions,
 )  # tests/ is on sys.path under pytest
+from jax.flatten_util import ravel_pytree
+
+from ufm import curvature as C
+from ufm.spectrum import group_levels
 
 EPS = np.finfo(np.float64).eps
 

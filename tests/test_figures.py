@@ -6,10 +6,9 @@ the CE / ReLU / softplus states) are computed once through the figures' npz cach
 
 import os
 
+import matplotlib
 import numpy as np
 import pytest
-
-import matplotlib
 
 import paper_figures
 from paper_figures import _common

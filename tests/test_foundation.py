@@ -8,8 +8,7 @@ import pytest
 import scipy.optimize
 
 import ufm
-from ufm import collapse, model
-from ufm import TrainingDiverged
+from ufm import TrainingDiverged, collapse, model
 
 EPS = np.finfo(np.float64).eps
 

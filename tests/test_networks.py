@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ufm import networks as nw
-from ufm.model import UFMParams, forward as ufm_forward
+from ufm.model import UFMParams
+from ufm.model import forward as ufm_forward
 from ufm.spec import UFMSpec
 
 EPS = np.finfo(np.float64).eps

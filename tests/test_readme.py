@@ -14,7 +14,7 @@ def test_readme_tour_runs_and_agrees():
     assert blocks and "import ufm" in blocks[0], "the README's first Python block is the tour"
     # (the second is the PyTorch export snippet, run by examples/torch_export.py, not here: no torch)
     scope = {}
-    exec(compile(blocks[0], "README.md", "exec"), scope)  # noqa: S102
+    exec(compile(blocks[0], "README.md", "exec"), scope)
     spec, pred, meas, top, report = (scope[k] for k in ("spec", "pred", "meas", "top", "report"))
     assert scope["state"].converged and report.passed, [c.to_dict() for c in report.failed]
     K = spec.num_classes

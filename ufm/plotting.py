@@ -25,7 +25,6 @@ import os
 
 import numpy as np
 
-
 __all__ = [
     "COLORS",
     "ONE_COLUMN",

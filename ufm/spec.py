@@ -154,7 +154,7 @@ class UFMSpec:
         """One-hot targets Y = I_K ⊗ 1_nᵀ (K × N), float64."""
         return np.kron(np.eye(self.num_classes), np.ones((1, self.per_class)))
 
-    def replace(self, **changes) -> "UFMSpec":
+    def replace(self, **changes) -> UFMSpec:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 

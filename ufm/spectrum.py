@@ -114,7 +114,7 @@ class Spectrum:
         vectors: bool = True,
         source: str = "dense",
         info: dict | None = None,
-    ) -> "Spectrum":
+    ) -> Spectrum:
         """The eigendecomposition of a dense symmetric matrix the caller already has.
 
         The matrix is symmetrised (``(A + Aᵀ)/2``, which removes the rounding asymmetry of a
@@ -176,7 +176,7 @@ class Spectrum:
         bulk = np.full(self.bulk_multiplicity, self.bulk_value if self.bulk_multiplicity else 0.0)
         return np.sort(np.concatenate([self.eigenvalues, bulk]))[::-1]
 
-    def top(self, k: int) -> "Spectrum":
+    def top(self, k: int) -> Spectrum:
         """The ``k`` largest resolved eigenpairs (the bulk is dropped)."""
         sl = slice(0, k)
         return dataclasses.replace(

@@ -34,7 +34,7 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite during training."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gd_linesearch(max_linesearch_steps: int = 30) -> optax.GradientTransformationExtraArgs:
     """Full-batch gradient descent, step chosen by a zoom line search (strong Wolfe).
 

@@ -11,6 +11,7 @@
 """
 
 from . import dense, lanczos, subspace
+from ._data import data_mesh
 from ._operator import Operator
 from ._spectrum import DEFAULT_DENSE_MAX, spectrum
 from .dense import (
@@ -25,9 +26,8 @@ from .dense import (
     materialize,
     papyan_decomposition,
 )
-from .hvp import ggn_operator, ggn_vp, hessian_operator, linearized_hvp, residual_operator, residual_vp
-from .hvp import hvp as hvp  # noqa: PLC0414  (the function shadows the submodule on purpose)
-from .hvp import gradient
+from .hvp import ggn_operator, ggn_vp, gradient, hessian_operator, linearized_hvp, residual_operator, residual_vp
+from .hvp import hvp as hvp
 from .lanczos import (
     ConvergenceWarning,
     NotConvergedError,
@@ -37,7 +37,6 @@ from .lanczos import (
     top_eigenpairs,
     trace,
 )
-from ._data import data_mesh
 from .subspace import alignment, count_outliers, gradient_fraction, principal_angles, projector_overlap
 
 # What a user needs (the lower-level pieces — `materialize`, `linearized_hvp`, `ggn_vp`,

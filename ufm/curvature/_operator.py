@@ -133,7 +133,7 @@ class Operator:
         return LinearOperator((self.dim, self.dim), matvec=mv, rmatvec=mv, matmat=mm, rmatmat=mm, dtype=dtype)
 
     @staticmethod
-    def from_matvec(matvec, dim: int | None = None, dtype=None) -> "Operator":
+    def from_matvec(matvec, dim: int | None = None, dtype=None) -> Operator:
         """Wrap a plain ``(dim,) -> (dim,)`` function (or a dense symmetric matrix).
 
         ``dtype`` defaults to float64 when ``jax_enable_x64`` is on, else float32.

@@ -15,25 +15,25 @@ One module per concept; each experiment module (`align`, `sgd_ode`, `catapult`, 
 """
 
 from . import (
-    _trajectory,
-    _probes,
+    _anisotropic,
+    _diffusion_map,
     _mixtures,
     _models,
-    _anisotropic,
-    sgd_ode,
+    _probes,
     _tangent_kernel,
+    _trajectory,
     catapult,
-    _diffusion_map,
+    sgd_ode,
 )
-from ._trajectory import *  # noqa: F403  (re-exports _trajectory.__all__)
-from ._probes import *  # noqa: F403  (re-exports _probes.__all__)
+from ._anisotropic import *  # noqa: F403  (re-exports _anisotropic.__all__)
+from ._diffusion_map import *  # noqa: F403  (re-exports _diffusion_map.__all__)
 from ._mixtures import *  # noqa: F403  (re-exports _mixtures.__all__)
 from ._models import *  # noqa: F403  (re-exports _models.__all__)
-from ._anisotropic import *  # noqa: F403  (re-exports _anisotropic.__all__)
-from .sgd_ode import *  # noqa: F403  (re-exports sgd_ode.__all__)
+from ._probes import *  # noqa: F403  (re-exports _probes.__all__)
 from ._tangent_kernel import *  # noqa: F403  (re-exports _tangent_kernel.__all__)
+from ._trajectory import *  # noqa: F403  (re-exports _trajectory.__all__)
 from .catapult import *  # noqa: F403  (re-exports catapult.__all__)
-from ._diffusion_map import *  # noqa: F403  (re-exports _diffusion_map.__all__)
+from .sgd_ode import *  # noqa: F403  (re-exports sgd_ode.__all__)
 
 __all__ = [
     *_trajectory.__all__,

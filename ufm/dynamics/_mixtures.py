@@ -52,7 +52,7 @@ class KGMM:
     probs: jax.Array
 
     @staticmethod
-    def create(num_classes: int, dim: int, snr: float, *, probs=None, means=None, seed: int = 0) -> "KGMM":
+    def create(num_classes: int, dim: int, snr: float, *, probs=None, means=None, seed: int = 0) -> KGMM:
         """Orthonormal means (Haar, ``seed``) unless ``means`` (k × d, rows normalised) is given;
         uniform ``probs`` by default."""
         snr = _check_snr(snr)
@@ -103,7 +103,7 @@ class XORGMM:
     snr: float
 
     @staticmethod
-    def create(dim: int, snr: float, *, seed: int = 0) -> "XORGMM":
+    def create(dim: int, snr: float, *, seed: int = 0) -> XORGMM:
         """Orthonormal μ, ν (Haar, ``seed``)."""
         snr = _check_snr(snr)
         mu, nu = orthonormal_means(2, dim, seed=seed)

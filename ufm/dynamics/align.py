@@ -107,14 +107,14 @@ def _one_sample(key, mixture):
 _JIT = {f.__name__: jax.jit(f) for f in (softmax_hessian, softmax_per_sample_grads, two_layer_hidden, two_layer_logits)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loss(fn, ridge: float):
     """One ``loss_fn(params, batch)`` object per (model, ridge): `record`'s compiled loop is
     keyed on it, so repeated runs (seeds, SNRs) compile once."""
     return functools.partial(fn, ridge=ridge)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ufm_loss_fn(spec, regularized: bool):
     return functools.partial(_ufm_loss, spec, regularized=regularized)
 

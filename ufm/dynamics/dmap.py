@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
 from jax.flatten_util import ravel_pytree
 
 from .. import curvature

@@ -91,7 +91,7 @@ def _targets(mixture: AnisotropicMixture, loss: str) -> np.ndarray:
     return mixture.labels[:, None]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hermite_rule(order: int, q: int) -> tuple[np.ndarray, np.ndarray]:
     """Product Gauss–Hermite rule for E over N(0, I_q): nodes (order^q, q), weights summing to 1."""
     x, w = np.polynomial.hermite_e.hermegauss(order)  # weight e^{-x²/2}
@@ -160,7 +160,7 @@ def gaussian_expectations(loss: str, mean, cov, target, *, order: int | None = 4
     return R[0], A[0], B[0], C[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted_expectation(loss: str, order, q: int):
     import jax
 
@@ -308,7 +308,7 @@ class SGDResult(NamedTuple):
 
 
 # ---- the ODE -------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ode_solver(loss: str, order, q: int, rtol: float, atol: float, max_steps: int):
     import diffrax
     import jax
@@ -429,7 +429,7 @@ def time_grid(time: float, num_points: int, dim: int) -> tuple[np.ndarray, int]:
     return np.arange(num_points) * every / dim, every
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sgd_runner(loss: str, order, q: int, every: int, num_points: int, rotated: bool):
     import jax
     import jax.numpy as jnp

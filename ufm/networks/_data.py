@@ -90,7 +90,7 @@ class Dataset:
         counts = self.class_counts
         return int(counts[0]) if np.all(counts == counts[0]) else None
 
-    def class_major(self) -> "Dataset":
+    def class_major(self) -> Dataset:
         """The same samples sorted by label (stable), so sample i of a balanced set has class i // n."""
         order = np.argsort(self.labels, kind="stable")
         return dataclasses.replace(self, X=self.X[order], labels=self.labels[order])
