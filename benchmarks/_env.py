@@ -107,6 +107,6 @@ def mlp_data(sizes, num_samples, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((num_samples, sizes[0]))
     y = rng.integers(0, sizes[-1], num_samples)
-    Ws = [rng.standard_normal((m, n)) / np.sqrt(n) for n, m in zip(sizes[:-1], sizes[1:])]
+    Ws = [rng.standard_normal((m, n)) / np.sqrt(n) for n, m in zip(sizes[:-1], sizes[1:], strict=True)]
     bs = [0.1 * rng.standard_normal(m) for m in sizes[1:]]
     return X, y, Ws, bs

@@ -47,7 +47,7 @@ from _env import machine, median_time, mlp_data  # noqa: E402
 
 # ---- problems ------------------------------------------------------------------------
 def jax_mlp(X, y, Ws, bs):
-    params = [{"w": jnp.asarray(W), "b": jnp.asarray(b)} for W, b in zip(Ws, bs)]
+    params = [{"w": jnp.asarray(W), "b": jnp.asarray(b)} for W, b in zip(Ws, bs, strict=True)]
     X, y = jnp.asarray(X), jnp.asarray(y)
 
     def loss_fn(p):
@@ -66,7 +66,7 @@ def torch_mlp(X, y, Ws, bs):
     torch.set_num_threads(1)  # 2 threads on the shared 2-core machine made torch ~10× slower
     torch.set_default_dtype(torch.float64)
     params = []  # the flat order of jax's ravel_pytree: per layer "b" then "w"
-    for W, b in zip(Ws, bs):
+    for W, b in zip(Ws, bs, strict=True):
         params += [torch.tensor(b, requires_grad=True), torch.tensor(W, requires_grad=True)]
     X, y = torch.tensor(X), torch.tensor(y)
 
@@ -193,7 +193,7 @@ def bench_topk_ufm(target_P, steps, repeats):
     out["dense_total_s"] = out["dense_build_s"] + out["dense_eigh_topk_s"]
     out["speedup_dense_over_topk"] = out["dense_total_s"] / out["topk_s"]
     out["max_rel_eig_err_vs_dense"] = float(np.abs(np.sort(top.eigenvalues) - np.sort(w)).max() / np.abs(w).max())
-    out["top_levels"] = [[float(a), int(m)] for a, m in zip(*top.levels(rtol=1e-6))][:4]
+    out["top_levels"] = [[float(a), int(m)] for a, m in zip(*top.levels(rtol=1e-6), strict=True)][:4]
     return out
 
 

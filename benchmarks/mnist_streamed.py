@@ -54,7 +54,10 @@ def main(argv=None):
         "train_accuracy": nets.accuracy(spec, trained.params, data.X, data.labels),
     }
     params = trained.params
-    loss = lambda p, batch: nets.network_loss(spec, p, batch[0], batch[1], regularized=False)
+
+    def loss(p, batch):
+        return nets.network_loss(spec, p, batch[0], batch[1], regularized=False)
+
     batch = (jnp.asarray(data.X), jnp.asarray(data.labels))
     op = C.hessian_operator(loss, params, data=batch, batch_size=args.batch_size)
     whole = C.hessian_operator(lambda p: loss(p, batch), params)  # all 10 000 images in one array

@@ -53,7 +53,7 @@ def jax_mlp(sizes, num_samples, dtype):
     import jax.numpy as jnp
 
     X, y, Ws, bs = mlp_data(sizes, num_samples)
-    params = [{"w": jnp.asarray(W, dtype), "b": jnp.asarray(b, dtype)} for W, b in zip(Ws, bs)]
+    params = [{"w": jnp.asarray(W, dtype), "b": jnp.asarray(b, dtype)} for W, b in zip(Ws, bs, strict=True)]
 
     def loss(p, batch):
         h = batch[0]
@@ -71,7 +71,7 @@ def torch_mlp(sizes, num_samples, dtype):
     torch.set_num_threads(1)
     X, y, Ws, bs = mlp_data(sizes, num_samples)
     params = []  # the flat order of ufm's operators: per layer "b" then "w" (sorted dict keys)
-    for W, b in zip(Ws, bs):
+    for W, b in zip(Ws, bs, strict=True):
         params += [torch.tensor(b, dtype=dtype, requires_grad=True), torch.tensor(W, dtype=dtype, requires_grad=True)]
     X, y = torch.tensor(X, dtype=dtype), torch.tensor(y)
 
@@ -123,7 +123,10 @@ def worker_topk(cfg):
 
     sizes, N, k, tol = tuple(cfg["sizes"]), cfg["N"], cfg["k"], cfg["tol"]
     params, loss, data = jax_mlp(sizes, N, np.float32)
-    closed = lambda p: loss(p, data)
+
+    def closed(p):
+        return loss(p, data)
+
     out = {"model": f"tanh MLP {'-'.join(map(str, sizes))}, N={N}, CE, float32", "k": k, "tol": tol}
     C.top_eigenpairs(closed, params, k=k, tol=tol)  # compile every phase
     t = time.perf_counter()
@@ -184,7 +187,10 @@ def worker_dense(cfg):
         from ufm import curvature as C
 
         params, loss, data = jax_mlp(sizes, N, np.float64)
-        closed = lambda p: loss(p, data)
+
+        def closed(p):
+            return loss(p, data)
+
         base = _maxrss_mib()
         t = time.perf_counter()
         H = C.hessian(closed, params, chunk_size=chunk).block_until_ready()

@@ -28,9 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under pyt
 from _env import machine  # noqa: E402
 
 
-def _timed(f):
+def _timed(f, *args, **kwargs):
     t = time.perf_counter()
-    out = f()
+    out = f(*args, **kwargs)
     return out, time.perf_counter() - t
 
 
@@ -44,11 +44,11 @@ def ode_vs_sgd_time(dims, runs, T, points):
     for d in dims:
         mix = _model("power-law", d)
         times = dynamics.time_grid(T, points, d)[0]
-        _, ode_first = _timed(lambda: dynamics.solve_sgd_ode(mix, "logistic", 1.0, times))
-        ode, ode_s = _timed(lambda: dynamics.solve_sgd_ode(mix, "logistic", 1.0, times))
+        _, ode_first = _timed(dynamics.solve_sgd_ode, mix, "logistic", 1.0, times)
+        ode, ode_s = _timed(dynamics.solve_sgd_ode, mix, "logistic", 1.0, times)
         sgd_kw = dict(time=T, num_points=points, runs=runs, seed=0)
-        _, sgd_first = _timed(lambda: dynamics.simulate_sgd(mix, "logistic", 1.0, **sgd_kw))
-        _, sgd_s = _timed(lambda: dynamics.simulate_sgd(mix, "logistic", 1.0, **{**sgd_kw, "seed": 1}))
+        _, sgd_first = _timed(dynamics.simulate_sgd, mix, "logistic", 1.0, **sgd_kw)
+        _, sgd_s = _timed(dynamics.simulate_sgd, mix, "logistic", 1.0, **{**sgd_kw, "seed": 1})
         rows.append(
             {
                 "d": d,
@@ -79,7 +79,7 @@ def ode_cost_vs_dim(dims, T, points, repeats=5):
         mix = _model("power-law", d)
         times = np.linspace(0.0, T, points)  # same grid for every d: the cost is per mode
         dynamics.solve_sgd_ode(mix, "logistic", 1.0, times)
-        best = min(_timed(lambda: dynamics.solve_sgd_ode(mix, "logistic", 1.0, times))[1] for _ in range(repeats))
+        best = min(_timed(dynamics.solve_sgd_ode, mix, "logistic", 1.0, times)[1] for _ in range(repeats))
         res = dynamics.solve_sgd_ode(mix, "logistic", 1.0, times)
         rows.append({"d": d, "ode_s": best, "solver_steps": res.num_steps, "s_per_step": best / res.num_steps})
         print(
@@ -97,7 +97,7 @@ def gap_vs_dim(dims, runs, T, points):
         for d in dims:
             mix = _model(name, d)
             (sgd, t_sgd) = _timed(
-                lambda: dynamics.simulate_sgd(mix, "logistic", 1.0, time=T, num_points=points, runs=runs, seed=0)
+                dynamics.simulate_sgd, mix, "logistic", 1.0, time=T, num_points=points, runs=runs, seed=0
             )
             ode = dynamics.solve_sgd_ode(mix, "logistic", 1.0, sgd.times)
             g = dynamics.ode_sgd_gap(ode, sgd)

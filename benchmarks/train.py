@@ -5,7 +5,8 @@ it with the machine description (``benchmarks/results/train.json`` by default); 
 asserted. "loop steps/s" is `ufm.train` itself over a fixed number of steps (``tol=0``, so
 no early stop; compilation excluded) and "evals/step" the loss evaluations (forward + backward)
 per step inside the loop, counted, so independent of the machine's load — the numbers the
-one-gradient-per-step change of the training loop moves. "jit step/s" / "eager step/s" time one line-search step outside the loop.
+one-gradient-per-step change of the training loop moves. "jit step/s" / "eager step/s" time one
+line-search step outside the loop.
 """
 
 import argparse
@@ -118,7 +119,8 @@ def main():
         row["loop_steps_per_s"], row["loop_steps_per_cpu_s"] = loop_rate(spec, p0, LOOP_STEPS)
         if args.loop_only:
             print(
-                f"{name:28s} {'':7s} {'':17s} {'':9s} {row['loop_steps_per_s']:12.0f} {row['loop_steps_per_cpu_s']:10.0f} "
+                f"{name:28s} {'':7s} {'':17s} {'':9s} {row['loop_steps_per_s']:12.0f} "
+                f"{row['loop_steps_per_cpu_s']:10.0f} "
                 f"{row['loss_evaluations_per_step']:11.2f} evaluations/step"
             )
             rows.append(row)

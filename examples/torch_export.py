@@ -20,7 +20,7 @@ backbone = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.
 head = torch.nn.Sequential(torch.nn.Linear(32, 32, bias=False), torch.nn.Linear(32, 10, bias=False))
 params = [*backbone.parameters(), *head.parameters()]
 opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-for step in range(3000):  # MSE ½‖z − e_y‖² per sample (ufm's convention) + explicit ridge 2e-3
+for _step in range(3000):  # MSE ½‖z − e_y‖² per sample (ufm's convention) + explicit ridge 2e-3
     opt.zero_grad()
     Z = head(backbone(X))
     loss = 0.5 * ((Z - torch.nn.functional.one_hot(y, 10)) ** 2).sum(1).mean()

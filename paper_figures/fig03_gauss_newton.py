@@ -66,7 +66,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     caption = (
         f"Gauss–Newton split at the trained state of figure 1 ({C.describe(spec)}). Papyan's decomposition "
         "measured by autodiff: G_class has K outliers, G_cross K(K−1), both at the layer-wise outlier "
-        f"λ_lγ/(1−γ) = {', '.join(f'{v[0]:.4g}' for v in sol.layer_outliers)} (dashed), and G_within is zero at collapse; together the K² outliers of "
+        f"λ_lγ/(1−γ) = {', '.join(f'{v[0]:.4g}' for v in sol.layer_outliers)} (dashed), "
+        "and G_within is zero at collapse; together the K² outliers of "
         f"figure 1."
     )
     return C.FigureResult(files, caption)

@@ -36,7 +36,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         cases.append((spec, ws, _gram(M, centred), float(getattr(nc, geo)[spec.depth - 1]), geo))
     with plotting.use_style():
         fig, axes = plotting.figure(1, 4, columns=2, height=2.0, width_ratios=[1.2, 1.2, 1, 1])
-        for ax, (spec, ws, _, _, _), name in zip(axes[:2], cases, ("MSE", "CE")):
+        for ax, (spec, ws, _, _, _), name in zip(axes[:2], cases, ("MSE", "CE"), strict=True):
             for l, s in enumerate(ws, start=1):
                 c = plotting.COLORS[l - 1]
                 plotting.plot_spectrum(
@@ -55,7 +55,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.set_ylim(1e-7 * max(s.values[0] for s in ws) / 3, 3 * max(s.values[0] for s in ws))
         axes[0].set_ylabel(r"singular value $\sigma_i(W_l)$")
         axes[0].legend(loc="center right")
-        for ax, (spec, _, G, dist, geo), name in zip(axes[2:], cases, ("MSE", "CE")):
+        for ax, (spec, _, G, dist, _geo), name in zip(axes[2:], cases, ("MSE", "CE"), strict=True):
             plotting.heatmap(
                 ax,
                 G,

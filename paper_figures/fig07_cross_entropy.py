@@ -39,7 +39,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             levels = sol.layer_outliers[l - 1]  # docs/theory.md §5, this layer's λ_l
             vals = data[f"eig{l}"]
             ax.plot(np.arange(1, show + 1), vals[:show], "o", color=plotting.COLORS[0], label="autodiff")
-            for i, (v, m, nm) in enumerate(zip(levels, mults, names)):
+            for i, (v, m, nm) in enumerate(zip(levels, mults, names, strict=True)):
                 plotting.mark_value(ax, v, color=plotting.COLORS[i + 1], legend=f"{nm} ×{m}")
             err = np.max(np.abs(vals[: (K - 1) ** 2] - np.repeat(levels, mults))) / levels[0]
             ax.set_title(f"layer {l}: {(K - 1) ** 2} outliers, max rel. err {err:.0e}")

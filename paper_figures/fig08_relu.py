@@ -52,7 +52,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     show = K * K + 4
     with plotting.use_style():
         fig, axes = plotting.figure(1, 4, columns=2, height=2.2, sharey=True)
-        for ax, (title, spec, _, info), d in zip(axes, cases, data):
+        for ax, (title, _spec, _, _info), d in zip(axes, cases, data, strict=True):
             counts = []
             for l in range(1, L + 1):
                 vals = d[f"eig{l}"]

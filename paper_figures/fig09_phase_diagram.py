@@ -74,7 +74,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     data = C.cached(out_dir, "fig09", {"K": K, "n": n, "num": num, "quick": quick, "trained": TRAINED, "v": 2}, compute)
     with plotting.use_style():
         fig, axes = plotting.figure(1, len(DEPTHS), columns=2, height=2.3)
-        for ax, L in zip(axes, DEPTHS):
+        for ax, L in zip(axes, DEPTHS, strict=True):
             lw, lh, gam = data[f"lw{L}"], data[f"lh{L}"], data[f"gamma{L}"]
             im = ax.pcolormesh(
                 lw,
@@ -132,7 +132,11 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         pairs = ", ".join(
             f"λ={a:g}: γ̂={b:.3f} (γ={c:.3f}, ‖∇L‖={g:.0e})"
             for a, b, c, g in zip(
-                data["trained_lambda"], data["trained_gamma"], data["theory_gamma"], data["trained_grad_norm"]
+                data["trained_lambda"],
+                data["trained_gamma"],
+                data["theory_gamma"],
+                data["trained_grad_norm"],
+                strict=True,
             )
         )
         trained = (

@@ -45,7 +45,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         )
         params = nets.init_network(spec, C.SEED, dtype=np.float32)
         nc1, acc = [], []
-        for s, res in nets.train_snapshots(
+        for _s, res in nets.train_snapshots(
             spec,
             params,
             train,

@@ -63,7 +63,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         for rep, style in ((hi, "-"), (lo, (0, (3, 1.5)))):
             t = [r["time"] for r in rep["checkpoints"]]
             snr = rep["config"]["snr"]
-            for key, col, name in (
+            for key, col, _name in (
                 ("block_alignment_hessian", plotting.COLORS[0], "$H_{cc}$"),
                 ("block_alignment_g", plotting.COLORS[1], "$G_{cc}$"),
                 ("top_space_in_means", plotting.COLORS[2], r"top-$k(H_{cc})$ in span($\mu$)"),

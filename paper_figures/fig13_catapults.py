@@ -42,13 +42,16 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
 
     def compute():
         reports = (dynamics.run_gd(cfgs[0]), dynamics.run_schedule(cfgs[1]), dynamics.run_sgd(cfgs[2]))
-        return {name: np.asarray(json.dumps(r.to_dict())) for name, r in zip(("gd", "schedule", "sgd"), reports)}
+        return {
+            name: np.asarray(json.dumps(r.to_dict()))
+            for name, r in zip(("gd", "schedule", "sgd"), reports, strict=True)
+        }
 
     data = C.cached(out_dir, "catapults", {"configs": [c.to_dict() for c in cfgs]}, compute)
     gd, schedule, sgd = (json.loads(str(data[k])) for k in ("gd", "schedule", "sgd"))
     with plotting.use_style():
         fig, axes = plotting.figure(2, 4, columns=2, height=4.3)
-        for (ax, bx), run in zip((axes[0, :2], axes[0, 2:]), gd["runs"]):
+        for (ax, bx), run in zip((axes[0, :2], axes[0, 2:]), gd["runs"], strict=True):
             catapult.plot_run(
                 (ax, bx), run, title=rf"$\eta = {run['multiplier']:g}\,\eta_{{\rm crit}}$ ({run['regime']})"
             )

@@ -106,7 +106,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     cfg = _config(quick, "mse")
     with plotting.use_style():
         fig, axes = plotting.figure(1, 2, columns=2, height=2.4, sharey=True)
-        for ax, loss in zip(axes, ("mse", "ce")):
+        for ax, loss in zip(axes, ("mse", "ce"), strict=True):
             rows = data[loss]["rows"]
             for l in range(1, int(rows[:, 1].max()) + 1):
                 r = rows[rows[:, 1] == l]

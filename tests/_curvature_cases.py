@@ -15,7 +15,7 @@ def mlp_params(sizes, seed=0):
     rng = np.random.default_rng(seed)
     return [
         {"w": jnp.asarray(rng.standard_normal((m, n)) / np.sqrt(n)), "b": jnp.asarray(0.1 * rng.standard_normal(m))}
-        for n, m in zip(sizes[:-1], sizes[1:])
+        for n, m in zip(sizes[:-1], sizes[1:], strict=True)
     ]
 
 
@@ -36,9 +36,16 @@ def mlp_problem(sizes=(12, 24, 24, 6), num_samples=64, seed=0):
     X = jnp.asarray(rng.standard_normal((num_samples, sizes[0])))
     labels = jnp.asarray(rng.integers(0, sizes[-1], num_samples))
     params = mlp_params(sizes, seed)
-    model_fn = lambda p: mlp_forward(p, X)  # (N, K)
-    output_loss = lambda Z: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(Z, axis=1), labels[:, None], axis=1))
-    loss_fn = lambda p: output_loss(model_fn(p))
+
+    def model_fn(p):
+        return mlp_forward(p, X)  # (N, K)
+
+    def output_loss(Z):
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(Z, axis=1), labels[:, None], axis=1))
+
+    def loss_fn(p):
+        return output_loss(model_fn(p))
+
     return params, model_fn, output_loss, loss_fn, np.asarray(labels)
 
 

@@ -35,7 +35,9 @@ def main():
     def output_loss(z, batch):
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), batch[1][:, None], axis=1))
 
-    loss = lambda p, batch: output_loss(model(p, batch), batch)
+    def loss(p, batch):
+        return output_loss(model(p, batch), batch)
+
     data = (jnp.asarray(X), jnp.asarray(y))
     ref = C.hessian_operator(lambda p: loss(p, data), params)
     ref_ggn = C.ggn_operator(lambda p: model(p, data), lambda z: output_loss(z, data), params)
@@ -44,7 +46,10 @@ def main():
     top_ref = C.top_eigenpairs(ref, k=3, seed=1, block_size=1)
     tr_ref = C.trace(ref, num_samples=6, seed=2)
     mesh = C.data_mesh()
-    per_sample = lambda p, batch: -jnp.take_along_axis(jax.nn.log_softmax(model(p, batch)), batch[1][:, None], 1)[:, 0]
+
+    def per_sample(p, batch):
+        return -jnp.take_along_axis(jax.nn.log_softmax(model(p, batch)), batch[1][:, None], 1)[:, 0]
+
     g_ref = np.asarray(C.gradient_moments(lambda p: per_sample(p, data), params).per_sample)
     g = np.asarray(C.gradient_moments(per_sample, params, data=data, mesh=mesh, batch_size=16).per_sample)
     out = {"gradient_moments": {"per_sample_rel": float(np.abs(g - g_ref).max() / np.abs(g_ref).max())}}

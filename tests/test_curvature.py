@@ -41,7 +41,10 @@ def test_hvp_matches_central_differences_of_the_gradient():
     rng = np.random.default_rng(7)
     v = jax.tree_util.tree_map(lambda x: jnp.asarray(rng.standard_normal(x.shape)), params)
     h = 2e-5
-    shift = lambda s: jax.tree_util.tree_map(lambda p, t: p + s * h * t, params, v)
+
+    def shift(s):
+        return jax.tree_util.tree_map(lambda p, t: p + s * h * t, params, v)
+
     grad = jax.jit(jax.grad(loss_fn))
     fd = jax.tree_util.tree_map(lambda a, b: (a - b) / (2 * h), grad(shift(1)), grad(shift(-1)))
     Hv = ravel_pytree(jax.jit(C.hvp, static_argnums=0)(loss_fn, params, v))[0]

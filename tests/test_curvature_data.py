@@ -20,9 +20,16 @@ def _problem(N=23, d=4, K=3, seed=0):
     rng = np.random.default_rng(seed)
     data = (jnp.asarray(rng.standard_normal((N, d))), jnp.asarray(rng.integers(0, K, N)))
     params = {"w": jnp.asarray(rng.standard_normal((K, d))), "b": jnp.asarray(0.1 * rng.standard_normal(K))}
-    model = lambda p, batch: jnp.tanh(batch[0] @ p["w"].T + p["b"])
-    out_loss = lambda z, batch: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), batch[1][:, None], axis=1))
-    loss = lambda p, batch: out_loss(model(p, batch), batch)
+
+    def model(p, batch):
+        return jnp.tanh(batch[0] @ p["w"].T + p["b"])
+
+    def out_loss(z, batch):
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), batch[1][:, None], axis=1))
+
+    def loss(p, batch):
+        return out_loss(model(p, batch), batch)
+
     return params, data, model, out_loss, loss
 
 
@@ -124,9 +131,10 @@ def test_adaptive_default_finds_a_degenerate_group_and_reports_its_phases():
 
 def test_streamed_gradient_moments_equal_the_single_array_ones():
     params, data, model, _, _ = _problem()
-    per_sample = lambda p, batch: (
-        -jnp.take_along_axis(jax.nn.log_softmax(model(p, batch)), batch[1][:, None], axis=1)[:, 0]
-    )
+
+    def per_sample(p, batch):
+        return -jnp.take_along_axis(jax.nn.log_softmax(model(p, batch)), batch[1][:, None], axis=1)[:, 0]
+
     ref = C.gradient_moments(lambda p: per_sample(p, data), params)
     got = C.gradient_moments(per_sample, params, data=data, batch_size=5)  # 23 = 4·5 + 3
     for a, b in ((got.per_sample, ref.per_sample), (got.second_moment, ref.second_moment), (got.mean, ref.mean)):

@@ -182,7 +182,7 @@ def test_detector_finds_spikes_and_none_in_a_monotone_curve():
     cats = D.detect_catapults(loss, lam, ratio=2.0, window=20)
     assert len(cats) == 2
     assert [c.peak for c in cats] == [int(np.argmax(loss[:200])), 200 + int(np.argmax(loss[200:]))]
-    for c, (lo, hi) in zip(cats, [(80, 120), (270, 330)]):
+    for c, (lo, hi) in zip(cats, [(80, 120), (270, 330)], strict=True):
         assert lo <= c.start < c.peak < c.end <= hi
         assert loss[c.end] < loss[c.start] and c.lambda_max_after < c.lambda_max_before
     assert (cats[0].lambda_max_before, cats[0].lambda_max_after) == (10.0, 6.0)

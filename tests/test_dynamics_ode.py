@@ -131,7 +131,7 @@ def test_gauss_hermite_matches_monte_carlo(loss, mean, cov, target):
     stein = np.mean(grad[:, :, None] * (z - np.asarray(mean))[:, None, :], axis=0)
     np.testing.assert_allclose(stein, B @ np.asarray(cov), atol=6 * np.abs(grad).max() * np.sqrt(np.max(cov) / n))
     if loss == "lsq":  # the closed form agrees with the quadrature (exact for polynomials)
-        for x, y in zip(gaussian_expectations(loss, mean, cov, target, order=None), (R, A, B, C)):
+        for x, y in zip(gaussian_expectations(loss, mean, cov, target, order=None), (R, A, B, C), strict=True):
             np.testing.assert_allclose(np.asarray(x), y, atol=1e-12)
 
 
@@ -200,7 +200,7 @@ def test_cli_json_and_bad_arguments(tmp_path, capsys):
     assert len(data["ode"]["risk"]) == len(data["sgd"]["risk"]) == len(data["times"]) == POINTS
     assert data["summary"]["max_gap_over_stderr"] <= TOL_STDERR
     assert data["summary"]["max_abs_gap"] == pytest.approx(
-        max(abs(a - b) for a, b in zip(data["ode"]["risk"], data["sgd"]["risk"]))
+        max(abs(a - b) for a, b in zip(data["ode"]["risk"], data["sgd"]["risk"], strict=True))
     )
     capsys.readouterr()
     for argv in (

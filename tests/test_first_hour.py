@@ -216,7 +216,7 @@ def test_verify_plot_shows_every_eigenvalue_and_labels_the_outliers(float32_sess
 
     _, report, _ = float32_session_report
     fig = plotting.layer_spectra_figure(report)
-    for ax, layer in zip(fig.axes, report.spectra):
+    for ax, layer in zip(fig.axes, report.spectra, strict=True):
         drawn = sum(len(line.get_xdata()) for line in ax.lines if line.get_linestyle() == "None")
         assert drawn == layer.measured.eigenvalues.size == layer.measured.dim
         top = float(layer.predicted.eigenvalues.max())
@@ -303,7 +303,7 @@ def test_a_dynamics_task_whose_krylov_probe_did_not_converge_fails_visibly(tmp_p
 
     def run(args):
         if args.miss:
-            warnings.warn("top-5 eigenpairs did not converge", ConvergenceWarning)
+            warnings.warn("top-5 eigenpairs did not converge", ConvergenceWarning, stacklevel=2)
         with open(args.json, "w") as f:
             json.dump({"summary": {}}, f)
         return 0

@@ -103,7 +103,9 @@ def test_gradient_matches_finite_differences(loss, activation):
     v = ufm.init_params(spec, 8)
     f = model.loss_fn(spec)
     g = jax.grad(f)(p)
-    directional = sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(v)))
+    directional = sum(
+        jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(v), strict=True)
+    )
     h = 1e-5
     shift = lambda t: jax.tree_util.tree_map(lambda a, b: a + t * b, p, v)  # noqa: E731
     fd = (f(shift(h)) - f(shift(-h))) / (2 * h)

@@ -161,7 +161,7 @@ def test_head_is_the_deep_ufm(activation):
     ufm_spec = UFMSpec(num_classes=3, per_class=4, depth=3, width=4, activation=activation, relu_grad0=0.0)
     acts = ufm_forward(ufm_spec, UFMParams(H1, params.head))
     assert len(feats) == 4
-    for mine, theirs in zip(feats, [*acts.post, acts.output]):
+    for mine, theirs in zip(feats, [*acts.post, acts.output], strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=100 * EPS)
     np.testing.assert_allclose(nw.forward(spec, params, data.X), acts.output, atol=100 * EPS)
 
@@ -259,7 +259,7 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path):
     resumed = nw.train_network(spec, params, data, steps=40, checkpoint=ckpt, **kw)
     assert resumed.steps == 40
     np.testing.assert_array_equal(resumed.history["step"], full.history["step"])
-    for a, b in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(full.params)):
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(full.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=10 * EPS)
     other, _, _ = _tiny(depth=2)
     with pytest.raises(ValueError, match="does not match"):

@@ -4,6 +4,8 @@ Reference: the dense Hessian of the *user's* loss (``jax.hessian`` over ``eqx.tr
 written here), and the same head passed as arrays to `analyze_features`.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +33,10 @@ features = lambda m, X: jax.vmap(m)(X)  # noqa: E731
 apply = lambda m, H: jax.vmap(m)(H)  # noqa: E731
 
 
+def _layer_weight(m, l):
+    return m.layers[l].weight
+
+
 def _ce(Z, y):
     return -jnp.mean(jax.nn.log_softmax(Z, axis=1)[jnp.arange(y.size), y])
 
@@ -45,8 +51,8 @@ def test_equinox_head_layers_against_dense(bias):
     for l, c in enumerate(rep.layers):
         W = head.layers[l].weight
 
-        def f(w):
-            return _ce(apply(eqx.tree_at(lambda m: m.layers[l].weight, head, w.reshape(W.shape)), H), y)
+        def f(w, l=l, W=W):
+            return _ce(apply(eqx.tree_at(functools.partial(_layer_weight, l=l), head, w.reshape(W.shape)), H), y)
 
         ref = np.linalg.eigvalsh(np.asarray(jax.hessian(f)(W.reshape(-1))))[::-1]
         np.testing.assert_allclose(c.measured, ref[: c.measured.size], rtol=0, atol=1e4 * EPS * ref[0])
@@ -57,7 +63,7 @@ def test_equinox_head_layers_against_dense(bias):
     ws = [head.layers[i].weight for i in range(2)]
     bs = [head.layers[i].bias for i in range(2)] if bias else []
     ref = nw.analyze_features(np.asarray(H).T, data.labels, ws, bs, activation="relu", loss="ce")
-    for a, b in zip(rep.layers, ref.layers):
+    for a, b in zip(rep.layers, ref.layers, strict=True):
         np.testing.assert_allclose(a.measured, b.measured, rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(a.predicted, b.predicted, rtol=1e-10, atol=1e-14)
 

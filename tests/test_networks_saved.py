@@ -44,7 +44,10 @@ def _dense_spectra(H1, y, Ws, bs, activation, loss):
 
     out = []
     for l, W in enumerate(Ws):
-        g = lambda w: f([*Ws[:l], w.reshape(W.shape), *Ws[l + 1 :]])  # noqa: E731
+
+        def g(w, l=l, W=W):
+            return f([*Ws[:l], w.reshape(W.shape), *Ws[l + 1 :]])
+
         out.append(np.linalg.eigvalsh(np.asarray(jax.hessian(g)(jnp.asarray(W).reshape(-1))))[::-1])
     return out
 
@@ -68,7 +71,7 @@ def test_analyze_reproduces_the_dense_spectrum(tmp_path, capsys, activation, los
     rep = json.loads(out.read_text())
     assert set(rep) >= {"nc", "layers", "verdict", "config"} and rep["verdict"]["all_collapsed"]
     dense = _dense_spectra(H1, y, Ws, bs, activation, loss)
-    for layer, ref in zip(rep["layers"], dense):
+    for layer, ref in zip(rep["layers"], dense, strict=True):
         scale = ref[0]
         meas = np.asarray(layer["measured"])
         np.testing.assert_allclose(meas, ref[: meas.size], rtol=0, atol=1e4 * EPS * scale)

@@ -100,14 +100,16 @@ def compare(ours, H, *, vectors=True, angle_tol=ANGLE_TOL, eig_rtol=EIG_RTOL, sc
     assert err < eig_rtol, f"eigenvalue error {err:.3g}\nours  {full[:12]}\ndense {ev[:12]}"
     lo, co = group_levels(full, rtol=1e-6, atol=1e-7 * scale)
     ld, cd = group_levels(ev, rtol=1e-6, atol=1e-7 * scale)
-    assert co.tolist() == cd.tolist(), f"multiplicities differ: ours {list(zip(lo, co))} dense {list(zip(ld, cd))}"
+    assert co.tolist() == cd.tolist(), (
+        f"multiplicities differ: ours {list(zip(lo, co, strict=True))} dense {list(zip(ld, cd, strict=True))}"
+    )
     angle = 0.0
     if vectors and ours.eigenvectors is not None and ours.eigenvalues.size:
         X = ours.eigenvectors
         assert np.abs(X.T @ X - np.eye(X.shape[1])).max() < 1e-10
         vals, counts = group_levels(ours.eigenvalues, rtol=1e-6, atol=1e-7 * scale)
         start = 0
-        for v, c in zip(vals, counts):
+        for v, c in zip(vals, counts, strict=True):
             mine = X[:, start : start + c]
             start += c
             theirs = V[:, np.abs(ev - v) <= 1e-6 * abs(v) + 1e-7 * scale]
@@ -266,7 +268,7 @@ def test_layer_hessian_relu_convention():
     for grad0, counts in ((1.0, [9, 9, 9]), (0.0, [3, 3, 9])):
         spec = base.replace(activation="relu", relu_grad0=grad0)
         p = th.construct_optimum(spec, 3)
-        for layer, k in zip((1, 2, 3), counts):
+        for layer, k in zip((1, 2, 3), counts, strict=True):
             s = th.layer_hessian_spectrum(spec, p, layer)
             assert s.levels()[1].tolist() == [k]
             ref = th.layer_hessian_spectrum(base, lin, layer)
@@ -450,7 +452,7 @@ def test_trained_optimum_agrees():
     assert res.converged
     p, sol = res.params, th.dnc_solution(spec)
     assert abs(float(loss(spec, p)) - sol.optimal_loss) < 1e-12
-    for l, ws in enumerate(th.weight_spectrum(spec, p), start=1):
+    for _l, ws in enumerate(th.weight_spectrum(spec, p), start=1):
         # ‖∇L‖ <= 1e-8 pins the loss to ~1e-16 but the weights only to ~‖∇L‖/(smallest curvature)
         assert ws.max_rel_error < 1e-6
     for layer in (1, 2):
@@ -500,7 +502,7 @@ def test_sympy_mse_matches_solver(spec):
     assert abs(math.sqrt(ev(s2)) / sol.feature_scale - 1) < 1e-12
     Sm, Tm = S.full_hessian_matrices(spec.depth)
     lam_syms = sorted(Sm.free_symbols - {S.gamma}, key=lambda x: int(str(x).split("_")[1]))
-    num = {x: v for x, v in zip(lam_syms, spec.lambdas)}
+    num = {x: v for x, v in zip(lam_syms, spec.lambdas, strict=True)}
     Sn = np.array(Sm.subs({**num, S.gamma: sol.gamma}).evalf(30), dtype=float)
     Tn = np.array(Tm.subs({**num, S.gamma: sol.gamma}).evalf(30), dtype=float)
     assert np.allclose(Sn, th.full_hessian_spectrum(spec).info["S"], rtol=1e-9, atol=0)
@@ -525,7 +527,7 @@ def test_sympy_ce_matches_solver(spec):
     vals, counts = spectrum.levels()
     K = spec.num_classes
     levels = S.ce_layer_hessian_levels() if K >= 3 else S.ce_layer_hessian_levels()[:1]
-    for (expr, mult), v, c in zip(levels, vals, counts):
+    for (expr, mult), v, c in zip(levels, vals, counts, strict=True):
         assert abs(ev(expr, {S.lam: lam}) / v - 1) < 1e-9
         assert int(sp.sympify(mult).subs(S.K, K)) == c
 
@@ -585,7 +587,7 @@ def test_collapsed_layer_hessian_arrays():
         th.collapsed_layer_hessian(np.asarray(p.Ws[2]), M, loss="ce")
 
 
-# ---- bad input ----------------------------------------------------------------------------------------------------------
+# ---- bad input ------------------------------------------------------------
 def test_above_threshold_collapses_to_zero():
     spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=1, width=4, lambda_H=0.3, lambda_W=0.3)
     sol = th.dnc_solution(spec)

@@ -1,7 +1,7 @@
 """`ufm` command line: ``ufm train | verify | theory | real | analyze | figures | dynamics``.
 
-Spec flags are generated from `UFMSpec`'s fields (``--num-classes``, ``--lambda-W``, ...). Exit status: 0 success, 1 a check failed, 2 bad
-arguments (one-line reason on stderr).
+Spec flags are generated from `UFMSpec`'s fields (``--num-classes``, ``--lambda-W``, ...).
+Exit status: 0 success, 1 a check failed, 2 bad arguments (one-line reason on stderr).
 """
 
 from __future__ import annotations

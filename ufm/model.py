@@ -57,7 +57,7 @@ def init_params(spec: UFMSpec, seed: int = 0, *, scale: float = 1.0, dtype=None)
     H1 = scale * jax.random.normal(keys[0], (spec.widths[0], spec.num_samples), dtype)
     Ws = tuple(
         scale / float(np.sqrt(shape[1])) * jax.random.normal(k, shape, dtype)
-        for k, shape in zip(keys[1:], spec.weight_shapes)
+        for k, shape in zip(keys[1:], spec.weight_shapes, strict=True)
     )
     return UFMParams(H1, Ws)
 
@@ -71,7 +71,7 @@ def check_params(spec: UFMSpec, params: UFMParams) -> None:
         raise ValueError(f"params.H1 must have shape {expected} for this spec, got {tuple(params.H1.shape)}")
     if len(params.Ws) != spec.depth:
         raise ValueError(f"params.Ws must hold depth={spec.depth} weights, got {len(params.Ws)}")
-    for l, (W, shape) in enumerate(zip(params.Ws, spec.weight_shapes), start=1):
+    for l, (W, shape) in enumerate(zip(params.Ws, spec.weight_shapes, strict=True), start=1):
         if tuple(W.shape) != shape:
             raise ValueError(f"params.Ws[{l - 1}] (W_{l}) must have shape {shape}, got {tuple(W.shape)}")
 
@@ -149,7 +149,7 @@ def data_loss(spec: UFMSpec, params: UFMParams) -> Array:
 def regularizer(spec: UFMSpec, params: UFMParams) -> Array:
     """``Σ_l (λ_{W_l}/2)‖W_l‖_F² + (λ_H/2)‖H_1‖_F²``."""
     reg = 0.5 * spec.lambda_H * jnp.sum(params.H1**2)
-    for lam, W in zip(spec.lambdas, params.Ws):
+    for lam, W in zip(spec.lambdas, params.Ws, strict=True):
         reg = reg + 0.5 * lam * jnp.sum(W**2)
     return reg
 

@@ -305,7 +305,7 @@ def layer_spectra_figure(report):
     )
     with use_style():
         fig, axes = figure(nrows, ncols, columns=1 if ncols == 1 else 2, height=2.2 * nrows, squeeze=False, sharey=True)
-        for ax, l in zip(axes.flat, layers):
+        for ax, l in zip(axes.flat, layers, strict=True):
             pred, meas = spectra[l].predicted, spectra[l].measured
             vals = meas.eigenvalues
             bulk = int(np.sum(vals <= floor))
@@ -318,7 +318,7 @@ def layer_spectra_figure(report):
                 markersize=1.8,
                 floor_label=r"$\leq 10^{-14}\lambda_{max}$ (zero bulk), drawn at that floor",
             )
-            for v, m in zip(*pred.levels(rtol=1e-6)):
+            for v, m in zip(*pred.levels(rtol=1e-6), strict=True):
                 mark_value(ax, v, f"predicted {v:.4g} ×{m}", color=COLORS[1], where=0.98)
             if log_index:
                 ax.set_xscale("log")
@@ -350,7 +350,7 @@ def real_network_figure(report):
         raise ValueError("the report compares no head layer")
     with use_style():
         fig, axes = figure(1, len(layers), columns=2, height=2.2, squeeze=False, sharey=True)
-        for ax, c in zip(axes.flat, layers):
+        for ax, c in zip(axes.flat, layers, strict=True):
             plot_spectrum(ax, c.measured, label="measured (autodiff)", color=COLORS[0])
             k = c.expected  # the predictions' bulk is exactly 0: draw their outliers only
             plot_spectrum(ax, c.predicted[:k], label="predicted (class means)", color=COLORS[1], marker="x")

@@ -137,7 +137,7 @@ class UFMSpec:
     def weight_shapes(self) -> tuple[tuple[int, int], ...]:
         """Shapes of W_1..W_L: (d_{l+1}, d_l), with d_{L+1} = K."""
         outs = self.widths[1:] + (self.num_classes,)
-        return tuple(zip(outs, self.widths))
+        return tuple(zip(outs, self.widths, strict=True))
 
     @property
     def num_params(self) -> int:

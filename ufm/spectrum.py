@@ -315,7 +315,9 @@ def _flatten(s: Spectrum):
 def _unflatten(aux, children):
     # no __post_init__: the leaves may be tracers or placeholders inside jax.tree functions
     out = object.__new__(Spectrum)
-    for name, value in zip(("eigenvalues", "eigenvectors", "residuals", "factors", "bulk_value"), children):
+    for name, value in zip(
+        ("eigenvalues", "eigenvectors", "residuals", "factors", "bulk_value"), children, strict=True
+    ):
         object.__setattr__(out, name, value)
     dim, meta = aux
     object.__setattr__(out, "dim", dim)

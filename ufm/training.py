@@ -8,8 +8,8 @@ be passed instead.
 
 The loop runs ``log_every`` steps at a time inside one jitted ``lax.while_loop``, one
 gradient evaluation per full-batch step (the line search's own, reused through
-``optax.value_and_grad_from_state``), and stops as soon as ``‖∇L‖₂ <= tol`` (gradient of the total, regularised loss over all
-parameters) or the loss stops being finite.
+``optax.value_and_grad_from_state``), and stops as soon as ``‖∇L‖₂ <= tol`` (gradient of the
+total, regularised loss over all parameters) or the loss stops being finite.
 """
 
 from __future__ import annotations

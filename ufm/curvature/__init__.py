@@ -10,7 +10,9 @@
 0 is H_1, l is W_l) and flattens the chosen leaves row-major in the order given.
 """
 
-from . import dense, lanczos, subspace
+from . import dense as dense
+from . import lanczos as lanczos
+from . import subspace as subspace
 from ._data import data_mesh
 from ._operator import Operator
 from ._spectrum import DEFAULT_DENSE_MAX, spectrum
@@ -23,11 +25,16 @@ from .dense import (
     hessian,
     hessian_block,
     hessian_split,
-    materialize,
     papyan_decomposition,
 )
-from .hvp import ggn_operator, ggn_vp, gradient, hessian_operator, linearized_hvp, residual_operator, residual_vp
+from .dense import (
+    materialize as materialize,
+)
+from .hvp import ggn_operator, gradient, hessian_operator, residual_operator
+from .hvp import ggn_vp as ggn_vp
 from .hvp import hvp as hvp
+from .hvp import linearized_hvp as linearized_hvp
+from .hvp import residual_vp as residual_vp
 from .lanczos import (
     ConvergenceWarning,
     NotConvergedError,

@@ -118,7 +118,10 @@ def _weighted_sum(fn, data, operands, batch_size):
         zero = jax.tree_util.tree_map(
             jnp.zeros_like, jax.eval_shape(fn, jax.tree_util.tree_map(lambda x: x[0], full), operands)
         )
-        step = lambda acc, batch: (_tree_add(acc, _tree_scale(bs, fn(batch, operands))), None)
+
+        def step(acc, batch):
+            return (_tree_add(acc, _tree_scale(bs, fn(batch, operands))), None)
+
         total = jax.lax.scan(step, zero, full)[0]
     if tail:
         rest = _tree_scale(tail, fn(jax.tree_util.tree_map(lambda x: x[num_full * bs :], data), operands))

@@ -67,7 +67,7 @@ class FlatView:
     def fill(self, all_leaves, x) -> list:
         """All leaves, with the chosen ones replaced by the pieces of flat ``x``."""
         out, start = list(all_leaves), 0
-        for i, shape in zip(self.indices, self.shapes):
+        for i, shape in zip(self.indices, self.shapes, strict=True):
             size = int(np.prod(shape))
             out[i] = x[start : start + size].reshape(shape).astype(all_leaves[i].dtype)
             start += size
@@ -128,8 +128,13 @@ class Operator:
         from scipy.sparse.linalg import LinearOperator
 
         dtype = np.dtype(self.dtype)
-        mv = lambda v: np.asarray(self.matvec(np.asarray(v, dtype).reshape(-1)))
-        mm = lambda V: np.asarray(self.matmat(np.asarray(V, dtype)))
+
+        def mv(v):
+            return np.asarray(self.matvec(np.asarray(v, dtype).reshape(-1)))
+
+        def mm(V):
+            return np.asarray(self.matmat(np.asarray(V, dtype)))
+
         return LinearOperator((self.dim, self.dim), matvec=mv, rmatvec=mv, matmat=mm, rmatmat=mm, dtype=dtype)
 
     @staticmethod

@@ -182,7 +182,10 @@ def ggn(
     mesh=None,
     devices=None,
 ) -> jax.Array:
-    """Dense Gauss–Newton matrix ``Jᵀ ∇²ℓ J`` of ``output_loss ∘ model_fn`` over ``leaves`` (``data=`` as in `hessian`)."""
+    """Dense Gauss–Newton matrix ``Jᵀ ∇²ℓ J`` of ``output_loss ∘ model_fn`` over ``leaves``.
+
+    ``data=`` / ``batch_size=`` / ``mesh=`` as in `hessian`.
+    """
     op = ggn_operator(
         model_fn, output_loss, params, leaves=leaves, data=data, batch_size=batch_size, mesh=mesh, devices=devices
     )
@@ -205,7 +208,9 @@ class HessianSplit:
     residual: jax.Array
 
     def to_dict(self) -> dict:
-        fro = lambda A: float(jnp.linalg.norm(A))
+        def fro(A):
+            return float(jnp.linalg.norm(A))
+
         return {
             "dim": int(self.hessian.shape[0]),
             "fro_hessian": fro(self.hessian),
@@ -287,7 +292,10 @@ def gradient_moments(
         return _moments(
             _streamed_grads(per_sample_loss_fn, params, leaves, view, x0, data, batch_size, mesh, devices, max_bytes)
         )
-    f = lambda x: per_sample_loss_fn(view.unflatten(all_leaves, x))
+
+    def f(x):
+        return per_sample_loss_fn(view.unflatten(all_leaves, x))
+
     losses = jax.eval_shape(f, x0)
     if len(losses.shape) != 1:
         raise ValueError(f"per_sample_loss_fn must return a vector (N,), got shape {losses.shape}")
@@ -351,7 +359,9 @@ class PapyanDecomposition:
         )
 
     def to_dict(self) -> dict:
-        tr = lambda A: float(jnp.trace(A))
+        def tr(A):
+            return float(jnp.trace(A))
+
         return {
             "dim": int(self.class_.shape[0]),
             "trace_class": tr(self.class_),
@@ -392,7 +402,10 @@ def papyan_decomposition(
         raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
     view, all_leaves = flat_view(params, leaves)
     x0 = view.flatten(all_leaves)
-    f = lambda x: jnp.moveaxis(model_fn(view.unflatten(all_leaves, x)), sample_axis, 0)
+
+    def f(x):
+        return jnp.moveaxis(model_fn(view.unflatten(all_leaves, x)), sample_axis, 0)
+
     Z = f(x0)
     if Z.ndim != 2:
         raise ValueError(f"model_fn must return a 2-d (outputs × samples) array, got shape {Z.shape}")

@@ -92,10 +92,16 @@ class _DataMake:
     def batch_product(self, batch, ops):
         leaves, x, v = ops
         if self.kind == "hessian":
-            f = lambda y: self.fns[0](self.view.unflatten(leaves, y), batch)
+
+            def f(y):
+                return self.fns[0](self.view.unflatten(leaves, y), batch)
+
             return jax.jvp(jax.grad(f), (x,), (v,))[1]
         model_fn, output_loss = self.fns
-        f = lambda y: model_fn(self.view.unflatten(leaves, y), batch)
+
+        def f(y):
+            return model_fn(self.view.unflatten(leaves, y), batch)
+
         z, Jv = jax.jvp(f, (x,), (v,))
         HJv = jax.jvp(jax.grad(lambda u: output_loss(u, batch)), (z,), (Jv,))[1]
         Gv = jax.vjp(f, x)[1](HJv)[0]
@@ -173,7 +179,10 @@ class _HessianMake:
 
     def __call__(self, all_leaves):
         x0 = self.view.flatten(all_leaves)
-        f = lambda x: self.loss_fn(self.view.unflatten(all_leaves, x))
+
+        def f(x):
+            return self.loss_fn(self.view.unflatten(all_leaves, x))
+
         return jax.linearize(jax.grad(f), x0)[1]
 
 
@@ -186,11 +195,17 @@ class _GGNMake:
 
     def __call__(self, all_leaves):
         x0 = self.view.flatten(all_leaves)
-        f = lambda x: self.model_fn(self.view.unflatten(all_leaves, x))
+
+        def f(x):
+            return self.model_fn(self.view.unflatten(all_leaves, x))
+
         z, J = jax.linearize(f, x0)
         Jt = jax.linear_transpose(J, x0)
         H_out = jax.linearize(jax.grad(self.output_loss), z)[1]
-        ggn = lambda v: Jt(H_out(J(v)))[0]
+
+        def ggn(v):
+            return Jt(H_out(J(v)))[0]
+
         if not self.residual:
             return ggn
         H = jax.linearize(jax.grad(lambda x: self.output_loss(f(x))), x0)[1]

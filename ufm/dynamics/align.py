@@ -79,7 +79,7 @@ def _rows(traj: Trajectory, name: str) -> list[dict]:
     """The trajectory's checkpoints as JSON-able dicts: step, time, loss, then the probe's values."""
     return [
         {"step": int(s), "time": float(t), "loss": _jsonable(l), **{k: _jsonable(v) for k, v in row.items()}}
-        for s, t, l, row in zip(traj.steps, traj.times, traj.losses, traj.probes[name])
+        for s, t, l, row in zip(traj.steps, traj.times, traj.losses, traj.probes[name], strict=True)
     ]
 
 
@@ -601,7 +601,7 @@ def mnist(
         seed=seed,
         callback=callback,
     )
-    rows = [{**a, **b} for a, b in zip(_rows(traj, "hessian"), _rows(traj, "accuracy"))]
+    rows = [{**a, **b} for a, b in zip(_rows(traj, "hessian"), _rows(traj, "accuracy"), strict=True)]
     keys = ("f_top_grad", "align_update", "overlap_prev", "test_accuracy")
     config = {
         "train_samples": n_train,

@@ -98,7 +98,7 @@ class NTKMLP:
     @property
     def num_params(self) -> int:
         d = self.dims
-        return sum(a * b for a, b in zip(d[:-1], d[1:]))
+        return sum(a * b for a, b in zip(d[:-1], d[1:], strict=True))
 
     def init(self, key, dtype=None) -> tuple[jax.Array, ...]:
         keys = jax.random.split(key, self.depth)
@@ -142,7 +142,7 @@ class NTKMLP:
             jnp.eye(c, dtype=X.dtype)
         )  # per layer (c, n, m)
         K = 0.0
-        for D, H, W in zip(deltas, inputs, params):
+        for D, H, W in zip(deltas, inputs, params, strict=True):
             D = jnp.swapaxes(D, 0, 1).reshape(n * c, -1)  # row i·c + o
             G = jnp.repeat(jnp.repeat(H @ H.T, c, axis=0), c, axis=1)
             K = K + (D @ D.T) * G / W.shape[1]
@@ -803,7 +803,7 @@ def plot_batch_sweep(axes, report: dict):
     for i, c_mult in enumerate(sorted({row["multiplier"] for row in table})):
         rows = [row for row in table if row["multiplier"] == c_mult]
         b = [row["batch_size"] for row in rows]
-        for ax, name in zip(axes, ("catapults", "agop_alignment", "test_mse")):
+        for ax, name in zip(axes, ("catapults", "agop_alignment", "test_mse"), strict=True):
             ax.errorbar(
                 b,
                 [r[name] for r in rows],
@@ -814,7 +814,7 @@ def plot_batch_sweep(axes, report: dict):
                 label=f"c = {c_mult:g}",
             )
     sizes = sorted({row["batch_size"] for row in table})
-    for ax, label in zip(axes, ("catapults", "AGOP alignment", "test MSE")):
+    for ax, label in zip(axes, ("catapults", "AGOP alignment", "test MSE"), strict=True):
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [str(b) for b in sizes])
         ax.minorticks_off()
@@ -837,7 +837,7 @@ def report_figure(report: dict):
         runs = report["runs"]
         rows = len(runs) + (report["task"] == "schedule")
         fig, axes = plotting.figure(rows, 2, columns=2, squeeze=False, height=1.9 * rows)
-        for row, run in zip(axes, runs):
+        for row, run in zip(axes, runs, strict=True):
             plot_run(row, run, title=f"c = {run['multiplier']:g}: {run['regime']}")
         axes[0, 0].legend(ncols=3)
         axes[0, 1].legend()

@@ -417,7 +417,7 @@ def diffusion_figure(reports, *, color_by=None):
     color_by = ["step"] * len(reports) if color_by is None else ([color_by] if isinstance(color_by, str) else color_by)
     with plotting.use_style():
         fig, axes = plotting.figure(len(reports), 3, columns=2, height=2.2 * len(reports), squeeze=False)
-        for row, report, how in zip(axes, reports, color_by):
+        for row, report, how in zip(axes, reports, color_by, strict=True):
             _draw_row(fig, row, report, how)
     return fig
 

@@ -186,7 +186,7 @@ class _Head:
 
         def ell(u, y):
             z = u
-            for W, b in zip(rest_W, rest_b):
+            for W, b in zip(rest_W, rest_b, strict=True):
                 z = W @ sigma(z) + (0.0 if b is None else b)
             return output_loss(self.loss, z[:, None], y[None])
 
@@ -776,7 +776,8 @@ def _check_head(weights, biases, activation, loss, H1, labels):
         if not np.all(np.isfinite(W)):
             raise ValueError(f"W{l} has non-finite entries")
     if biases and (
-        len(biases) != len(weights) or any(np.shape(b) != (np.shape(W)[0],) for b, W in zip(biases, weights))
+        len(biases) != len(weights)
+        or any(np.shape(b) != (np.shape(W)[0],) for b, W in zip(biases, weights, strict=True))
     ):
         raise ValueError(f"biases must be one (d_out,) vector per weight, got shapes {[np.shape(b) for b in biases]}")
     K = np.shape(weights[-1])[0]
@@ -847,9 +848,11 @@ def _array_leaves(tree):
 
     def rebuild(arrays):
         it = iter(arrays)
-        return jax.tree_util.tree_unflatten(treedef, [next(it) if a else x for x, a in zip(leaves, is_arr)])
+        return jax.tree_util.tree_unflatten(
+            treedef, [next(it) if a else x for x, a in zip(leaves, is_arr, strict=True)]
+        )
 
-    return tuple(jnp.asarray(x, jnp.float64) for x, a in zip(leaves, is_arr) if a), rebuild
+    return tuple(jnp.asarray(x, jnp.float64) for x, a in zip(leaves, is_arr, strict=True) if a), rebuild
 
 
 def analyze_model(
@@ -894,8 +897,9 @@ def analyze_model(
         Zr = np.asarray(apply_head(weights, biases, activation, H.T)[-1]).T
         if Z.shape != Zr.shape or np.abs(Z - Zr).max() > rtol * max(np.abs(Z).max(), 1e-300):
             raise ValueError(
-                f"the head is not the stack of linear layers its 2-d leaves describe (weights {[w.shape for w in weights]}, "
-                f"activation {activation!r}): logits differ by {np.abs(Z - Zr).max() if Z.shape == Zr.shape else Z.shape}"
+                "the head is not the stack of linear layers its 2-d leaves describe "
+                f"(weights {[w.shape for w in weights]}, activation {activation!r}): logits differ by "
+                f"{np.abs(Z - Zr).max() if Z.shape == Zr.shape else Z.shape}"
             )
         _, y_sorted, _ = _class_major(np.asarray(H.T), y)
         order = np.argsort(y, kind="stable")

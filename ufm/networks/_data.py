@@ -170,7 +170,8 @@ def load_mnist(directory=None, *, split: str = "t10k", dtype=np.float32) -> Data
         raise ValueError(f"{img_path}: expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}")
     if labels.dtype != np.uint8 or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise ValueError(
-            f"{lab_path}: expected {images.shape[0]} uint8 labels to match the images, got {labels.dtype} {labels.shape}"
+            f"{lab_path}: expected {images.shape[0]} uint8 labels to match the images, "
+            f"got {labels.dtype} {labels.shape}"
         )
     if labels.max() > 9:
         raise ValueError(f"{lab_path}: MNIST labels must lie in 0..9, found {labels.max()}")

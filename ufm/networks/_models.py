@@ -159,12 +159,12 @@ def init_network(spec: NetworkSpec, seed: int = 0, *, dtype=None) -> NetworkPara
     layers = []
     if spec.backbone == "mlp":
         sizes = (int(np.prod(spec.input_shape)), *spec.hidden)
-        for a, b in zip(sizes[:-1], sizes[1:]):
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
             layers.append((gauss((b, a), a, 2.0), jnp.zeros(b, dtype)))
         layers.append((gauss((spec.width, sizes[-1]), sizes[-1], 1.0), jnp.zeros(spec.width, dtype)))
     else:
         chans = (spec.input_shape[0], *spec.channels)
-        for a, b in zip(chans[:-1], chans[1:]):
+        for a, b in zip(chans[:-1], chans[1:], strict=True):
             layers.append((gauss((b, a, 3, 3), 9 * a, 2.0), jnp.zeros(b, dtype)))
         flat = _cnn_flat_size(spec)
         layers.append((gauss((spec.width, flat), flat, 1.0), jnp.zeros(spec.width, dtype)))
@@ -210,7 +210,7 @@ def apply_head(weights, biases, activation: str, H1) -> tuple[Array, ...]:
     sigma = jax.nn.relu if activation == "relu" else (lambda x: x)
     biases = tuple(biases) or (None,) * len(weights)
     out = [H1]
-    for l, (W, b) in enumerate(zip(weights, biases)):
+    for l, (W, b) in enumerate(zip(weights, biases, strict=True)):
         H = W @ out[-1] if b is None else W @ out[-1] + b[:, None]
         out.append(H if l == len(weights) - 1 else sigma(H))
     return tuple(out)

@@ -106,10 +106,10 @@ def load_checkpoint(path, params_like, opt_state_like):
         def rebuild(tree, prefix):
             leaves, treedef = jax.tree_util.tree_flatten(tree)
             names = sorted((k for k in f.files if k.startswith(prefix) and k[1:].isdigit()), key=lambda k: int(k[1:]))
-            if len(names) != len(leaves) or any(f[n].shape != np.shape(x) for n, x in zip(names, leaves)):
+            if len(names) != len(leaves) or any(f[n].shape != np.shape(x) for n, x in zip(names, leaves, strict=True)):
                 raise ValueError(f"checkpoint {path} does not match this model/optimiser ({prefix!r} leaves differ)")
             return jax.tree_util.tree_unflatten(
-                treedef, [jnp.asarray(f[n], dtype=jnp.asarray(x).dtype) for n, x in zip(names, leaves)]
+                treedef, [jnp.asarray(f[n], dtype=jnp.asarray(x).dtype) for n, x in zip(names, leaves, strict=True)]
             )
 
         params = rebuild(params_like, "p")

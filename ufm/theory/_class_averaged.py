@@ -53,8 +53,9 @@ def class_averaged_layer_hessian(
     """Eigenpairs of ``Σ_c π_c C̄_c ⊗ μ_c μ_cᵀ`` (``docs/real_networks.md`` §3).
 
     With ``C̄_c`` the class average of the per-sample tail curvature (for a linear CE tail
-    ``Aᵀ ρ̄_c A``, ``ρ̄_c`` the class mean of ``diag(p_i) − p_i p_iᵀ``) it is the *class-averaged-curvature* prediction of the block; with the curvature at the
-    class-mean input it is the class-mean prediction (``ufm.theory.collapsed_layer_hessian``).
+    ``Aᵀ ρ̄_c A``, ``ρ̄_c`` the class mean of ``diag(p_i) − p_i p_iᵀ``) it is the
+    *class-averaged-curvature* prediction of the block; with the curvature at the class-mean input
+    it is the class-mean prediction (``ufm.theory.collapsed_layer_hessian``).
     Exact when the inputs of the layer are collapsed (``h̃_i = μ_{y_i}``), however the
     curvature varies within a class.
 

@@ -57,7 +57,7 @@ def _full_structure(spec: UFMSpec, sol, include_H: bool, regularized: bool) -> F
         dims[l] = shape
     pairs = []
     covered = {l: K * K for l in layers}
-    for a, b in zip(layers[:-1], layers[1:]):
+    for a, b in zip(layers[:-1], layers[1:], strict=True):
         d_mid = dims[a][0]
         c = K * (d_mid - K)
         m = -math.sqrt(lams[layers.index(a)] * lams[layers.index(b)])
@@ -88,7 +88,7 @@ def _check_optimum(spec: UFMSpec, params: UFMParams, sol, tol: float):
         w, _, vt = np.linalg.svd(M, full_matrices=False)
         frames.append(w @ vt)  # nearest orthonormal frame to the class means (polar factor)
     frames.append(np.eye(spec.num_classes))
-    for l, (W, sig) in enumerate(zip(params.Ws, sol.singular_values)):
+    for l, (W, sig) in enumerate(zip(params.Ws, sol.singular_values, strict=True)):
         W = np.asarray(W, dtype=np.float64)
         err = max(err, np.linalg.norm(W - sig * frames[l + 1] @ frames[l].T) / np.linalg.norm(W))
     H1 = np.asarray(params.H1, dtype=np.float64)
@@ -155,8 +155,8 @@ def full_hessian_spectrum(
     if sol.collapsed_to_zero:
         if not allow_zero:
             raise ValueError(
-                f"λ is above the threshold (b = {sol.b:.4g} >= {sol.b_bound:.4g}, docs/theory.md §3): the minimiser is 0; "
-                "pass allow_zero=True for the Hessian at 0"
+                f"λ is above the threshold (b = {sol.b:.4g} >= {sol.b_bound:.4g}, docs/theory.md §3): "
+                "the minimiser is 0; pass allow_zero=True for the Hessian at 0"
             )
         return _zero_full_hessian(spec, include_H, regularized)
     layers, lams, S, T, pairs, extra, structural, dims = _full_structure(spec, sol, include_H, regularized)

@@ -105,7 +105,7 @@ def kron_sum_spectrum(
     Q = _orth(np.concatenate(rights, axis=1), rtol)
     r1, r2 = P.shape[1], Q.shape[1]
     small = np.zeros((r1 * r2, r1 * r2))
-    for C, F in zip(lefts, rights):
+    for C, F in zip(lefts, rights, strict=True):
         G = Q.T @ F
         small += np.kron(P.T @ C @ P, G @ G.T)
     vals, Yv = np.linalg.eigh(0.5 * (small + small.T))

@@ -171,7 +171,9 @@ _CE_DATA = sp.log(1 + (K - 1) * sp.exp(-alpha))  # −log softmax(α(e_c − 1/K
 
 @functools.cache
 def ce_critical_point() -> tuple[sp.Expr, sp.Expr, sp.Expr]:
-    """``(p(α), σ_l², s²)`` with σ_l², s² in terms of the symbol p: ``p = e^α/(e^α+K−1)``, ``σ_l² = (1−p)α/((K−1)λ_l)``, ``λ_H n s² = (1−p)α/(K−1)``.
+    """``(p(α), σ_l², s²)`` with σ_l², s² in terms of the symbol p.
+
+    ``p = e^α/(e^α+K−1)``, ``σ_l² = (1−p)α/((K−1)λ_l)``, ``λ_H n s² = (1−p)α/(K−1)``.
 
     Ridge terms: ``‖W_l‖² = (K−1)σ_l²`` and ``‖H_1‖² = n(K−1)s²`` (ETF frames of rank K−1).
     """
