@@ -158,6 +158,63 @@ def test_no_citation_of_the_old_notes_remains(old):
     assert not left, f"{len(left)} lines still cite {old}:\n" + "\n".join(left)
 
 
+# ---- the function index (docs/theory.md §11) names what exists ------------------------------
+_INDEX_NAME = re.compile(r"`([A-Za-z_][\w.]*(?:\.\*)?)`")
+
+
+def index_names() -> list[tuple[str, str]]:
+    """``(row, qualified name)`` for every backticked name in the first column of §11.
+
+    A dotted name (``curvature.hessian``) is looked up from ``ufm``; a bare name from the module
+    of the row's last dotted name (``curvature.hessian``, ``ggn`` -> ``ufm.curvature.ggn``), or
+    from ``ufm`` itself when the row has none; ``theory.symbolic.*`` names a module.
+    """
+    text = (DOCS / "theory.md").read_text(encoding="utf-8")
+    section = text.split("## §11.", 1)[1].split("\n## ", 1)[0]
+    out = []
+    for line in section.splitlines()[3:]:  # past the heading, the blank line and the table's header
+        if not line.startswith("| `"):
+            continue
+        module = None
+        for name in _INDEX_NAME.findall(line.split("|")[1]):
+            out.append((line, name if "." in name or module is None else f"{module}.{name}"))
+            if "." in name and not name.endswith(".*"):
+                module = name.rsplit(".", 1)[0]
+    assert len(out) > 30, "the §11 table was not found or not parsed"
+    return out
+
+
+def _resolve(name: str):
+    import importlib
+
+    import ufm
+
+    if name.endswith(".*"):
+        return importlib.import_module("ufm." + name[:-2])
+    obj = ufm
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def test_function_index_names_exist():
+    """Every backticked name in the index of docs/theory.md §11 (functions and types) exists."""
+    missing = []
+    for line, name in index_names():
+        try:
+            _resolve(name)
+        except (AttributeError, ImportError):
+            missing.append(f"ufm.{name} (row: {line.split('|')[1].strip()})")
+    assert not missing, "docs/theory.md §11 names what ufm does not have:\n" + "\n".join(missing)
+
+
+def test_function_index_covers_dynamics():
+    """The index lists the ``ufm.dynamics`` library: record, probes, the ODE, catapults, diffusion maps."""
+    names = {name for _, name in index_names()}
+    for needed in ("dynamics.record", "dynamics.spectral_probe", "dynamics.solve_sgd_ode", "dynamics.diffusion_map"):
+        assert needed in names
+
+
 # ---- claims of docs/theory.md that no ufm function computes: checked against dense autodiff ----
 def test_gauss_newton_part_of_the_full_hessian():
     """§4.7: the GN part over W_1..W_L at the linear MSE optimum has rank K², value (γ/(1−γ)) Σ λ_l."""
