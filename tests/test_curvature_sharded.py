@@ -13,9 +13,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 HERE = pathlib.Path(__file__).parent
 
 
+@pytest.mark.slow  # 24 s (a subprocess with 8 simulated devices compiles every route; measured at load 2)
 def test_sharded_streamed_and_both_equal_the_single_array_products():
     env = dict(
         os.environ,
