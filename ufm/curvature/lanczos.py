@@ -38,6 +38,7 @@ import numpy as np
 from matfree import stochtrace
 
 from ..spectrum import Spectrum
+from ._checks import check_count, raise_nonfinite
 from ._operator import as_operator
 from .hvp import hessian_operator
 
@@ -58,14 +59,6 @@ class ConvergenceWarning(RuntimeWarning):
 
 class NotConvergedError(RuntimeError):
     """Raised instead of `ConvergenceWarning` when the caller passed ``throw=True``."""
-
-
-def _check_int(name, value, low):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
 
 
 def _orthonormal_block(V, W):
@@ -180,32 +173,36 @@ def _block_krylov(
         scale = jnp.maximum(jnp.max(jnp.abs(theta[:k])), tiny)
         return jnp.all(res[:k] <= tol * scale) | (key_of(theta[0]) > stop_above)
 
+    def nonfinite(H, R):  # a NaN / inf product poisons its Gram–Schmidt coefficients: stop, report it
+        return ~(jnp.all(jnp.isfinite(H)) & jnp.all(jnp.isfinite(R)))
+
     def restart(state):
-        V, T, R, pos, end, it, nprod, theta, Y, res, done = state
+        V, T, R, pos, end, it, nprod, theta, Y, res, done, bad = state
         if progress is not None:
             jax.debug.callback(progress, it + 1, nprod, jnp.max(res[:k]))
         X = Y.T @ V[:m]
         C = jax.lax.dynamic_slice_in_dim(V, end, b, axis=0)
         V = jnp.zeros_like(V).at[:keep].set(X).at[keep : keep + b].set(C)
         T = jnp.zeros_like(T).at[jnp.arange(keep), jnp.arange(keep)].set(theta)
-        return V, T, R, jnp.int32(keep), jnp.int32(m), it + 1, nprod, theta, Y, res, done
+        return V, T, R, jnp.int32(keep), jnp.int32(m), it + 1, nprod, theta, Y, res, done, bad
 
     def body(state):
-        V, T, R, pos, end, it, nprod, theta, Y, res, _ = state
+        V, T, R, pos, end, it, nprod, theta, Y, res, _, bad = state
         W = A(jax.lax.dynamic_slice_in_dim(V, pos, b, axis=0))
         Qn, H, R = _orthonormal_block(V if lock.shape[0] == 0 else jnp.concatenate([V, lock]), W)
         T = jax.lax.dynamic_update_slice_in_dim(T, H[:, :m].T, pos, axis=1)
         V = jax.lax.dynamic_update_slice_in_dim(V, Qn, pos + b, axis=0)
         pos, nprod = pos + b, nprod + b
         theta, Y, res = ritz(T, R, pos)
-        return V, T, R, pos, end, it, nprod, theta, Y, res, finished(theta, res)
+        bad = bad | nonfinite(H, R)
+        return V, T, R, pos, end, it, nprod, theta, Y, res, finished(theta, res) | bad, bad
 
     def extending(state):  # the blocks of one basis (no lax.cond around the big arrays: no copies)
-        *_, pos, end, it, nprod, _, _, _, done = state
+        *_, pos, end, it, nprod, _, _, _, done, _ = state
         return ~done & (nprod + b <= max_products) & (pos < end)
 
     def restarting(state):
-        *_, pos, end, it, nprod, _, _, _, done = state
+        *_, pos, end, it, nprod, _, _, _, done, _ = state
         return ~done & (nprod + b <= max_products) & (it < max_restarts)
 
     def cycle(state):
@@ -225,13 +222,14 @@ def _block_krylov(
         jnp.zeros((m, keep), dtype),
         jnp.full((keep,), jnp.inf, dtype),
         jnp.array(False),
+        jnp.array(False),
     )
     state = jax.lax.while_loop(restarting, cycle, jax.lax.while_loop(extending, body, state))
-    V, _, _, _, _, it, nprod, theta, Y, res, done = state
+    V, _, _, _, _, it, nprod, theta, Y, res, done, bad = state
     X = Y[:, :k].T @ V[:m]
-    lost = jnp.max(jnp.abs(X @ X.T - jnp.eye(k, dtype=dtype))) > 1e3 * jnp.sqrt(jnp.finfo(dtype).eps)
+    lost = ~bad & (jnp.max(jnp.abs(X @ X.T - jnp.eye(k, dtype=dtype))) > 1e3 * jnp.sqrt(jnp.finfo(dtype).eps))
     theta, X, res = jax.lax.cond(lost, lambda: _rayleigh_ritz(A, X, which), lambda: (theta[:k], X, res[:k]))
-    return theta, X.T, res, it, nprod + jnp.where(lost, k, 0), done
+    return theta, X.T, res, it, nprod + jnp.where(lost, k, 0), done, bad
 
 
 def _rayleigh_ritz(A, X, which):
@@ -320,8 +318,9 @@ def _solve(
         which=which,
         progress=None if progress is None else _Progress(progress, phase),
     )
-    theta, X, res, it, nprod, _ = out
+    theta, X, res, it, nprod, _, bad = out
     return {
+        "nonfinite": bool(bad),
         "theta": np.asarray(theta),
         "X": np.asarray(X),
         "res": np.asarray(res),
@@ -428,17 +427,15 @@ def top_eigenpairs(
     P = op.dim
     if k is None:
         raise TypeError("top_eigenpairs needs k, the number of eigenpairs (e.g. top_eigenpairs(op, k=5))")
-    k = _check_int("k", k, 1)
-    if k > P:
-        raise ValueError(f"k must be <= the dimension P={P}, got {k}")
+    k = check_count("k", k, 1, P, what="the dimension P =")
     adaptive = block_size is None
-    b = 1 if adaptive else _check_int("block_size", block_size, 1)
-    fixed_oversample = None if oversample is None else _check_int("oversample", oversample, 0)
+    b = 1 if adaptive else check_count("block_size", block_size, 1)
+    fixed_oversample = None if oversample is None else check_count("oversample", oversample, 0)
     oversample = max(10, b) if fixed_oversample is None else fixed_oversample
     if num_blocks is not None:
-        num_blocks = _check_int("num_blocks", num_blocks, 1)
-    max_restarts = _check_int("max_restarts", max_restarts, 1)
-    max_products = _check_int("max_products", max_products, 1)
+        num_blocks = check_count("num_blocks", num_blocks, 1)
+    max_restarts = check_count("max_restarts", max_restarts, 1)
+    max_products = check_count("max_products", max_products, 1)
     if which not in ("LA", "LM"):
         raise ValueError(f"which must be 'LA' (largest algebraic) or 'LM' (largest magnitude), got {which!r}")
     dtype = jnp.dtype(op.dtype)
@@ -448,16 +445,24 @@ def top_eigenpairs(
     budget = dict(
         seed=seed, tol=tol, which=which, max_restarts=max_restarts, max_products=max_products, progress=callback
     )
-    run = _solve(op, k, b, oversample, num_blocks, phase="lanczos" if adaptive else "block", **budget)
+
+    def solve(*a, **kw):
+        out = _solve(*a, **kw)
+        if out is not None and out["nonfinite"]:
+            what = f"a product of the operator (detected at product {out['products']})"
+            raise_nonfinite("top_eigenpairs", op, what, leaves)
+        return out
+
+    run = solve(op, k, b, oversample, num_blocks, phase="lanczos" if adaptive else "block", **budget)
     phases, method = [], "thick-restarted block Krylov"
     if run is not None and adaptive:
         phases.append(_phase(run))
         method = "adaptive: thick-restart Lanczos + multiplicity check"
-        found = _multiplicity_check(op, run, budget)
+        found = _multiplicity_check(op, run, budget, solve)
         phases.append(found)
         if found["detected"]:
             over = max(10, k) if fixed_oversample is None else fixed_oversample
-            run = _solve(op, k, k, over, num_blocks, phase="block", **budget)
+            run = solve(op, k, k, over, num_blocks, phase="block", **budget)
             if run is not None:
                 phases.append(_phase(run))
                 method += " → block Krylov (block k)"
@@ -465,6 +470,8 @@ def top_eigenpairs(
         phases.append(_phase(run))
     if run is None:  # the basis cannot fit in R^P: dense eigh, P + k products
         theta, X, res = (np.asarray(a) for a in _dense_top(op.make, op.args, dim=P, dtype=dtype, k=k, which=which))
+        if not np.all(np.isfinite(theta)):  # eigh of a matrix with NaN / inf entries
+            raise_nonfinite("top_eigenpairs", op, "a product of the operator (dense fallback)", leaves)
         run = {
             "theta": theta,
             "X": X,
@@ -509,7 +516,7 @@ def top_eigenpairs(
 _CHECK_STEPS = 10  # Lanczos steps of the multiplicity check (why 10: docs/curvature.md §2)
 
 
-def _multiplicity_check(op, run, budget):
+def _multiplicity_check(op, run, budget, solve=None):
     """Phase 2 of the adaptive default: does the deflated operator have a value above θ_k?
 
     A copy of an eigenvalue among the top k that a single Krylov vector missed is an
@@ -525,7 +532,7 @@ def _multiplicity_check(op, run, budget):
     if steps < 1:
         return out
     lock = jnp.asarray(run["X"].T, op.dtype)
-    check = _solve(
+    check = (solve or _solve)(
         op,
         1,
         1,
@@ -595,13 +602,15 @@ def trace(
     op = as_operator(
         loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh, devices=devices
     )
-    num_samples = _check_int("num_samples", num_samples, 2)
-    probe_batch = _check_int("probe_batch", probe_batch, 1)
+    num_samples = check_count("num_samples", num_samples, 2)
+    probe_batch = check_count("probe_batch", probe_batch, 1)
     # matfree's sampler and integrand; not its estimator_monte_carlo_mean_and_sem, which vmaps all
     # probes at once (num_samples × P products in memory, × a network's activations) and returns
     # neither the per-probe values (kept in TraceEstimate.samples) nor the ddof=1 standard error.
     Z = _probes(jax.random.PRNGKey(seed), op.dim, num_samples, jnp.dtype(op.dtype))
     q = np.asarray(_quadratic_forms(op.make, op.args, Z, batch=min(probe_batch, num_samples)))
+    if not np.all(np.isfinite(q)):
+        raise_nonfinite("trace", op, f"a probe's z^T A z ({int((~np.isfinite(q)).sum())} of {num_samples})", leaves)
     return TraceEstimate(float(q.mean()), float(q.std(ddof=1) / np.sqrt(num_samples)), num_samples, q)
 
 
@@ -710,10 +719,12 @@ def spectral_density(
     op = as_operator(
         loss_fn, params, leaves, hessian_operator, data=data, batch_size=batch_size, mesh=mesh, devices=devices
     )
-    m = min(_check_int("num_matvecs", num_matvecs, 1), op.dim)
-    num_samples = _check_int("num_samples", num_samples, 1)
+    m = min(check_count("num_matvecs", num_matvecs, 1), op.dim)
+    num_samples = check_count("num_samples", num_samples, 1)
     V0 = _probes(jax.random.PRNGKey(seed), op.dim, num_samples, jnp.dtype(op.dtype))
     nodes, weights = (np.asarray(a, dtype=np.float64) for a in _slq_nodes(op.make, op.args, V0, num_matvecs=m))
+    if not (np.all(np.isfinite(nodes)) and np.all(np.isfinite(weights))):
+        raise_nonfinite("spectral_density", op, "a Lanczos product (the quadrature nodes)", leaves)
     floor = None
     x = nodes
     if log:
@@ -726,7 +737,7 @@ def spectral_density(
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     if grid is None:
-        grid = np.linspace(x.min() - 5 * sigma, x.max() + 5 * sigma, _check_int("num_points", num_points, 2))
+        grid = np.linspace(x.min() - 5 * sigma, x.max() + 5 * sigma, check_count("num_points", num_points, 2))
     grid = np.asarray(grid, dtype=np.float64)
     if grid.ndim != 1:
         raise ValueError(f"grid must be 1-d, got shape {grid.shape}")
