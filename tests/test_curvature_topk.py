@@ -13,7 +13,7 @@ import pytest
 
 import ufm
 from ufm import curvature as C
-from ufm.curvature.lanczos import ConvergenceWarning, NotConvergedError
+from ufm.curvature.eigensolver import ConvergenceWarning, NotConvergedError
 from ufm.spectrum import group_levels
 
 EPS = np.finfo(np.float64).eps

@@ -25,8 +25,8 @@ from ..spectrum import Spectrum
 from ._checks import NonFiniteError, check_count, check_finite_array, nonfinite_error
 from ._operator import Operator, as_operator
 from .dense import DEFAULT_MAX_BYTES, _materialize
+from .eigensolver import top_eigenpairs
 from .hvp import hessian_operator
-from .lanczos import top_eigenpairs
 
 __all__ = ["DEFAULT_DENSE_MAX", "spectrum"]
 
