@@ -46,37 +46,92 @@ class NotConvergedError(RuntimeError):
     """Raised instead of `ConvergenceWarning` when the caller passed ``throw=True``."""
 
 
-def _orthonormal_block(V, W):
-    """``W = H V + R̃ Qn``: Qn's rows orthonormal to each other and to V's rows.
+def _coefficients(V, W):
+    """``H = W Vᵀ`` (b × rows of V): one read of the basis.
 
-    Block classical Gram–Schmidt with two passes as matrix products ("twice is enough"),
-    then a Householder QR (``R̃`` is b × b lower triangular). Zero rows of ``V`` are inert.
-    Only when W was (nearly) inside span(V) — an exhausted Krylov space, where the QR has
-    normalised rounding noise — is ``Qn`` projected and orthonormalised once more
-    (``lax.cond``: the common case pays nothing); ``R̃`` is then of rounding size, so the
-    relation still holds to rounding.
+    Written ``(V Wᵀ)ᵀ``, not ``W Vᵀ``: XLA:CPU runs the latter 10-20× slower for a long
+    contraction axis. Zero rows of ``V`` (not yet reached) give zero coefficients.
     """
-    # (V Wᵀ)ᵀ, not W Vᵀ: XLA:CPU runs the latter 10-20× slower for a long contraction axis
-    H = (V @ W.T).T
-    W1 = W - H @ V
+    return (V @ W.T).T
+
+
+def _gram_schmidt(V, lock, W):
+    """One classical Gram–Schmidt pass of the rows of ``W`` against the rows of ``V`` and ``lock``.
+
+    Two reads of the basis (``H = W Vᵀ``, ``W − H V``); the locked rows (deflation) are
+    handled apart, so the basis is never concatenated (copied) with them.
+    """
+    H = _coefficients(V, W)
+    W = W - H @ V
+    if lock.shape[0]:
+        W = W - _coefficients(lock, W) @ lock
+    return W, H
+
+
+def _orthonormal_block(V, lock, W, scale):
+    """``W = H V + R̃ Qn``: Qn's rows orthonormal to each other and to the rows of V and ``lock``.
+
+    The caller has already removed the components Lanczos knows to be large (the current
+    and previous block, `_local_pass`), so what is left is small and, in exact arithmetic,
+    already orthogonal to the older rows: one full classical Gram–Schmidt pass over the
+    basis removes the rounding, and the DGKS test (Daniel, Gragg, Kaufman & Stewart 1976)
+    asks for a second only when the first removed most of a row (‖w'‖ < ‖w‖/√2, i.e. lost
+    orthogonality). At P ~ 10⁵–10⁶ each pass reads the whole basis, which costs as much as
+    a product (issue 21: the old order, full pass first, needed the second pass in 89 % of
+    the steps). Then R̃ (b × b, lower triangular): the norm for b = 1, Householder QR for a
+    block. Only when W was (nearly) inside span(V) — an exhausted Krylov space — is ``Qn``
+    replaced by a fresh direction orthogonal to everything (``lax.cond``: the common case
+    pays nothing); ``R̃`` is then of rounding size, so the relation still holds to rounding.
+    ``scale`` (per row) is the norm of the product before any projection.
+    """
+    W1, H = _gram_schmidt(V, lock, W)
+    needed = jnp.any(jnp.linalg.norm(W1, axis=1) < np.sqrt(0.5) * jnp.linalg.norm(W, axis=1))
 
     def second_pass(W1):
-        H2 = (V @ W1.T).T
-        return W1 - H2 @ V, H2
+        return _gram_schmidt(V, lock, W1)
 
-    # DGKS criterion (Daniel, Gragg, Kaufman & Stewart 1976): a second pass is needed only when
-    # the first removed most of a row (‖w'‖ < ‖w‖/√2); each pass reads the whole basis, which
-    # at P ~ 10⁵–10⁶ costs as much as a product.
-    needed = jnp.any(jnp.linalg.norm(W1, axis=1) < np.sqrt(0.5) * jnp.linalg.norm(W, axis=1))
     W, H2 = jax.lax.cond(needed, second_pass, lambda W1: (W1, jnp.zeros_like(H)), W1)
-    Q, R = jnp.linalg.qr(W.T)
-    scale = jnp.maximum(jnp.linalg.norm(H, axis=1), jnp.linalg.norm(W, axis=1))
-    weak = jnp.any(jnp.abs(jnp.diagonal(R)) <= 1e-3 * scale)
+    H = H + H2
+    b = W.shape[0]
+    tiny = jnp.finfo(W.dtype).tiny
+    if b == 1:
+        r = jnp.linalg.norm(W)
+        Q, R = W / jnp.maximum(r, tiny), r.reshape(1, 1)
+    else:
+        Qt, Rt = jnp.linalg.qr(W.T)
+        Q, R = Qt.T, Rt.T
+    weak = jnp.any(jnp.abs(jnp.diagonal(R)) <= 1e-3 * jnp.maximum(scale, tiny))
 
-    def again(Qn):
-        return jnp.linalg.qr((Qn - (V @ Qn.T).T @ V).T)[0].T
+    def again(Q):  # Q projected twice and orthonormalised (a fixed random row where Q is exactly 0)
+        fresh = jax.random.normal(jax.random.PRNGKey(17), Q.shape, Q.dtype)
+        Z = jnp.where(jnp.linalg.norm(Q, axis=1, keepdims=True) > 0.5, Q, fresh)
+        Z = _gram_schmidt(V, lock, _gram_schmidt(V, lock, Z)[0])[0]
+        return jnp.linalg.qr(Z.T)[0].T
 
-    return jax.lax.cond(weak, again, lambda Qn: Qn, Q.T), H + H2, R.T
+    return jax.lax.cond(weak, again, lambda Q: Q, Q), H, R
+
+
+def _local_pass(V, W, pos, b, arrow):
+    """Remove from ``W = A V[pos:pos+b]`` its components along the rows Lanczos couples it to.
+
+    In exact arithmetic ``A q_j`` lies in the span of the previous, the current and the next
+    block (block Lanczos); right after a thick restart (``arrow``) the first new block also
+    couples to every kept Ritz vector (the arrow of the Krylov–Schur matrix, Stewart 2001),
+    and then the pass runs over the whole basis. Returns ``(W', H)`` with ``H`` the b × rows
+    coefficients, zero outside the window.
+    """
+
+    def local(W):
+        lo = jnp.maximum(pos - b, 0)
+        window = jax.lax.dynamic_slice_in_dim(V, lo, 2 * b, axis=0)  # 2b rows: a small copy
+        Hl = _coefficients(window, W)
+        return W - Hl @ window, jax.lax.dynamic_update_slice_in_dim(jnp.zeros((b, V.shape[0]), W.dtype), Hl, lo, 1)
+
+    def full(W):
+        H = _coefficients(V, W)
+        return W - H @ V, H
+
+    return jax.lax.cond(arrow, full, local, W)
 
 
 def _select(theta, count, which):
@@ -174,7 +229,10 @@ def _block_krylov(
     def body(state):
         V, T, R, pos, end, it, nprod, theta, Y, res, _, bad = state
         W = A(jax.lax.dynamic_slice_in_dim(V, pos, b, axis=0))
-        Qn, H, R = _orthonormal_block(V if lock.shape[0] == 0 else jnp.concatenate([V, lock]), W)
+        scale = jnp.linalg.norm(W, axis=1)
+        W, H1 = _local_pass(V, W, pos, b, pos == keep)
+        Qn, H, R = _orthonormal_block(V, lock, W, scale)
+        H = H + H1
         T = jax.lax.dynamic_update_slice_in_dim(T, H[:, :m].T, pos, axis=1)
         V = jax.lax.dynamic_update_slice_in_dim(V, Qn, pos + b, axis=0)
         pos, nprod = pos + b, nprod + b
