@@ -73,18 +73,28 @@ def _chunk(dim, chunk_size):
 @functools.partial(jax.jit, static_argnames=("make", "dim", "dtype", "chunk", "col_start", "num_cols"))
 def _columns(make, args, *, dim, dtype, chunk, col_start, num_cols):
     """``A[:, col_start:col_start+num_cols]ᵀ`` (rows are ``A e_j``) via chunked vmapped products,
-    and whether every entry is finite (checked per chunk while it is in cache)."""
+    and whether every entry is finite (checked per chunk while it is in cache).
+
+    Each chunk of ``chunk <= num_cols`` products is written in place into the one
+    (num_cols × dim) result (``fori_loop`` + ``dynamic_update_slice``); the last chunk is
+    shifted back to end at ``num_cols`` and recomputes a few columns instead of padding, so
+    the peak memory is the result plus one chunk's products — no stacked copy of the result
+    (issue 21 item 2: the old ``lax.map`` + slice held the result twice).
+    """
     A = jax.vmap(make(args))
     num_chunks = -(-num_cols // chunk)
     eye_row = jnp.arange(dim)
 
-    def block(i):
-        j = col_start + i * chunk + jnp.arange(chunk)
+    def block(i, carry):
+        out, finite = carry
+        start = jnp.minimum(i * chunk, num_cols - chunk)
+        j = col_start + start + jnp.arange(chunk)
         cols = A((j[:, None] == eye_row[None, :]).astype(dtype))
-        return cols, jnp.all(jnp.isfinite(cols))
+        out = jax.lax.dynamic_update_slice_in_dim(out, cols, start, axis=0)
+        return out, finite & jnp.all(jnp.isfinite(cols))
 
-    out, finite = jax.lax.map(block, jnp.arange(num_chunks))
-    return out.reshape(num_chunks * chunk, dim)[:num_cols], jnp.all(finite)
+    init = (jnp.zeros((num_cols, dim), dtype), jnp.array(True))
+    return jax.lax.fori_loop(0, num_chunks, block, init)
 
 
 def _materialize(operator, chunk_size, max_bytes, route, leaves=None):
