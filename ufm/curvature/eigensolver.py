@@ -80,8 +80,8 @@ def _orthonormal_block(V, lock, W, scale):
     a product (issue 21: the old order, full pass first, needed the second pass in 89 % of
     the steps). Then R̃ (b × b, lower triangular): the norm for b = 1, Householder QR for a
     block. Only when W was (nearly) inside span(V) — an exhausted Krylov space — is ``Qn``
-    replaced by a fresh direction orthogonal to everything (``lax.cond``: the common case
-    pays nothing); ``R̃`` is then of rounding size, so the relation still holds to rounding.
+    projected and orthonormalised once more (a fixed random row where it is exactly 0;
+    ``lax.cond``: the common case pays nothing), so the relation still holds to ``R̃``.
     ``scale`` (per row) is the norm of the product before any projection.
     """
     W1, H = _gram_schmidt(V, lock, W)
