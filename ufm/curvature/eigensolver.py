@@ -55,6 +55,11 @@ def _coefficients(V, W):
     return (V @ W.T).T
 
 
+def _subtract(V, H, W):
+    """``W − H V``: the update half of a Gram–Schmidt pass (one read of the basis)."""
+    return W - H @ V
+
+
 def _gram_schmidt(V, lock, W):
     """One classical Gram–Schmidt pass of the rows of ``W`` against the rows of ``V`` and ``lock``.
 
@@ -62,7 +67,7 @@ def _gram_schmidt(V, lock, W):
     handled apart, so the basis is never concatenated (copied) with them.
     """
     H = _coefficients(V, W)
-    W = W - H @ V
+    W = _subtract(V, H, W)
     if lock.shape[0]:
         W = W - _coefficients(lock, W) @ lock
     return W, H
@@ -84,7 +89,15 @@ def _orthonormal_block(V, lock, W, scale):
     ``lax.cond``: the common case pays nothing), so the relation still holds to ``R̃``.
     ``scale`` (per row) is the norm of the product before any projection.
     """
-    W1, H = _gram_schmidt(V, lock, W)
+    H = _coefficients(V, W)
+    # Skip the update pass when it would change W by less than its own rounding, ‖h‖ <= √rows·eps·‖w‖
+    # (the floating-point error of w − Vᵀh is of that size, Higham 2002 §3.5): one read of the basis
+    # instead of two in most steps. Then h is not added to T — W keeps those rounding-size components.
+    cut = np.sqrt(V.shape[0]) * jnp.finfo(W.dtype).eps
+    skip = jnp.all(jnp.linalg.norm(H, axis=1) <= cut * jnp.linalg.norm(W, axis=1))
+    W1, H = jax.lax.cond(skip, lambda W: (W, jnp.zeros_like(H)), lambda W: (_subtract(V, H, W), H), W)
+    if lock.shape[0]:
+        W1 = W1 - _coefficients(lock, W1) @ lock
     needed = jnp.any(jnp.linalg.norm(W1, axis=1) < np.sqrt(0.5) * jnp.linalg.norm(W, axis=1))
 
     def second_pass(W1):
