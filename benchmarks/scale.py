@@ -201,6 +201,16 @@ def worker_dense(cfg):
         elapsed = time.perf_counter() - t
         H = np.asarray(H)  # a zero-copy view on CPU
         out = {"first_call_s": first}
+        from ufm.curvature.dense import _columns
+
+        op = C.hessian_operator(closed, params)
+        lowered = _columns.lower(
+            op.make, op.args, dim=op.dim, dtype=jax.numpy.dtype(op.dtype), chunk=chunk, col_start=0, num_cols=op.dim
+        )
+        mem = lowered.compile().memory_analysis()  # XLA's own buffer plan of the whole build
+        out["xla_temp_mib"] = mem.temp_size_in_bytes / 2**20
+        out["xla_output_mib"] = mem.output_size_in_bytes / 2**20
+        out["xla_peak_over_output_mib"] = (mem.temp_size_in_bytes + mem.argument_size_in_bytes) / 2**20
     else:
         import torch
 
@@ -308,6 +318,8 @@ def main(argv=None):
             results["dense_summary"] = {
                 "time_ratio_ufm_over_torch": ufm_r["time_s"] / torch_r["time_s"],
                 "ufm_peak_over_output_mib": ufm_r["peak_rss_mib"] - ufm_r["output_mib"],
+                "ufm_xla_peak_over_output_mib": ufm_r.get("xla_peak_over_output_mib"),
+                "ufm_rss_growth_over_output_mib": ufm_r["peak_rss_mib"] - ufm_r["rss_before_mib"] - ufm_r["output_mib"],
                 "torch_peak_over_output_mib": torch_r["peak_rss_mib"] - torch_r["output_mib"],
                 "max_rel_fro_diff": abs(ufm_r["fro"] - torch_r["fro"]) / torch_r["fro"],
             }

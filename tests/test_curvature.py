@@ -184,7 +184,7 @@ def test_top_eigenpairs_full_ufm_and_no_recompilation():
     got_levels, got_mult = group_levels(top.eigenvalues, rtol=1e-7)
     ref_levels, ref_mult = group_levels(w, rtol=1e-7)
     np.testing.assert_array_equal(got_mult[:-1], ref_mult[: len(got_mult) - 1])
-    from ufm.curvature.lanczos import _block_krylov
+    from ufm.curvature.eigensolver import _block_krylov
 
     size = _block_krylov._cache_size()
     C.top_eigenpairs(loss, params, k, seed=3)

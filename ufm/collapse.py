@@ -27,6 +27,16 @@ from .spec import UFMSpec
 __all__ = ["CollapseMetrics", "class_means", "nc_metrics", "metrics"]
 
 
+def _check_finite(name, a):
+    """Refuse NaN / inf input by name (else LAPACK fails later with "Eigenvalues did not converge")."""
+    a = np.asarray(a)
+    if not np.all(np.isfinite(a)):
+        bad = int(np.sum(~np.isfinite(a)))
+        raise ValueError(
+            f"{name} holds NaN or infinite values ({bad} of {a.size} entries); collapse metrics need finite input"
+        )
+
+
 def class_means(H, labels, num_classes: int | None = None) -> np.ndarray:
     """Class means ``M`` (d × K) of features ``H`` (d × N) with integer ``labels`` (N,)."""
     H = np.asarray(H, dtype=np.float64)
@@ -181,6 +191,10 @@ def nc_metrics(
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be a 1-d integer array, got dtype {labels.dtype} and shape {labels.shape}")
+    for name, arrays in (("features", features), ("weights", weights or ())):
+        for i, a in enumerate(arrays):
+            if a is not None:
+                _check_finite(f"{name}[{i}]", a)
     K = int(labels.max()) + 1
     rows = [
         _layer_metrics(H, labels, K, None if weights is None else weights[i], predictions, geometry, rcond)
@@ -202,6 +216,9 @@ def metrics(spec: UFMSpec, params, *, rcond: float = 1e-10) -> CollapseMetrics:
     >>> bool(max(nc.nc1) < 1e-12 and max(nc.of_distance) < 1e-12)   # collapsed onto orthogonal frames
     True
     """
+    _check_finite("params.H1", params.H1)
+    for i, W in enumerate(params.Ws):
+        _check_finite(f"params.Ws[{i}] (W_{i + 1})", W)
     acts = forward(spec, params)
     preds = np.asarray(acts.output).argmax(axis=0)
     return nc_metrics(

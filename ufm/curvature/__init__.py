@@ -3,7 +3,8 @@
 * `spectrum`: THE measurement of a block's spectrum (dense ``eigh`` or block Krylov), a `Spectrum`.
 * `hvp`: Hessian-, Gauss–Newton- and residual-vector products, flat `Operator` s.
 * `dense`: dense Hessian / blocks / G-H split / gradient moments / Papyan decomposition.
-* `lanczos`: top eigenpairs (restarted block Krylov), Hutchinson trace, SLQ density.
+* `eigensolver`: top eigenpairs (thick-restarted block Krylov–Schur).
+* `stochastic`: Hutchinson trace, SLQ spectral density.
 * `subspace`: principal angles, overlaps, alignment, gradient fraction, outlier count.
 
 ``leaves`` everywhere indexes ``jax.tree_util.tree_leaves(params)`` (for ``UFMParams``:
@@ -11,8 +12,11 @@
 """
 
 from . import dense as dense
-from . import lanczos as lanczos
+from . import eigensolver as eigensolver
+from . import lanczos as lanczos  # compatibility: eigensolver + stochastic
+from . import stochastic as stochastic
 from . import subspace as subspace
+from ._checks import NonFiniteError
 from ._data import data_mesh
 from ._operator import Operator
 from ._spectrum import DEFAULT_DENSE_MAX, spectrum
@@ -30,20 +34,13 @@ from .dense import (
 from .dense import (
     materialize as materialize,
 )
+from .eigensolver import ConvergenceWarning, NotConvergedError, top_eigenpairs
 from .hvp import ggn_operator, gradient, hessian_operator, residual_operator
 from .hvp import ggn_vp as ggn_vp
 from .hvp import hvp as hvp
 from .hvp import linearized_hvp as linearized_hvp
 from .hvp import residual_vp as residual_vp
-from .lanczos import (
-    ConvergenceWarning,
-    NotConvergedError,
-    SpectralDensity,
-    TraceEstimate,
-    spectral_density,
-    top_eigenpairs,
-    trace,
-)
+from .stochastic import SpectralDensity, TraceEstimate, spectral_density, trace
 from .subspace import alignment, count_outliers, gradient_fraction, principal_angles, projector_overlap
 
 # What a user needs (the lower-level pieces — `materialize`, `linearized_hvp`, `ggn_vp`,
@@ -85,4 +82,5 @@ __all__ = [
     "data_mesh",
     "ConvergenceWarning",
     "NotConvergedError",
+    "NonFiniteError",
 ]

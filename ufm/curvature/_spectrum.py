@@ -22,10 +22,11 @@ import dataclasses
 import numpy as np
 
 from ..spectrum import Spectrum
+from ._checks import NonFiniteError, check_count, check_finite_array, nonfinite_error
 from ._operator import Operator, as_operator
-from .dense import DEFAULT_MAX_BYTES, materialize
+from .dense import DEFAULT_MAX_BYTES, _materialize
+from .eigensolver import top_eigenpairs
 from .hvp import hessian_operator
-from .lanczos import top_eigenpairs
 
 __all__ = ["DEFAULT_DENSE_MAX", "spectrum"]
 
@@ -92,7 +93,7 @@ def spectrum(
     if not (callable(loss_fn) or isinstance(loss_fn, Operator)):
         if params is not None or leaves is not None:
             raise ValueError("pass params=None and leaves=None when the first argument is a matrix")
-        matrix = np.asarray(loss_fn)
+        matrix = check_finite_array("spectrum: the matrix source", loss_fn)
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
             raise ValueError(f"a matrix source must be square (P, P), got shape {matrix.shape}")
         op = Operator.from_matvec(matrix)
@@ -104,16 +105,24 @@ def spectrum(
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if which not in _KRYLOV_WHICH:
         raise ValueError(f"which must be one of {tuple(_KRYLOV_WHICH)}, got {which!r}")
+    if k is not None:
+        k = check_count("k", k, 1, op.dim, what="the dimension P =")
     if method == "auto":
         method = "dense" if op.dim <= dense_max else "krylov"
     if method == "dense":
         if krylov_options:
             raise TypeError(f"options {sorted(krylov_options)} apply to method='krylov' only")
-        M = matrix if matrix is not None else np.asarray(materialize(op, max_bytes=max_bytes))
+        if matrix is not None:
+            M = matrix
+        else:
+            M = np.asarray(_materialize(op, None, max_bytes, "spectrum(method='dense')", leaves))
         return Spectrum.from_dense(M, k=k, which=which, vectors=vectors, info={"method": "dense eigh", "which": which})
     if k is None:
         raise ValueError(
             f"method='krylov' needs k (the block has P={op.dim} coordinates; dense_max={dense_max} decides 'auto')"
         )
-    top = top_eigenpairs(op, None, k, seed=seed, tol=tol, which=_KRYLOV_WHICH[which], **krylov_options)
+    try:
+        top = top_eigenpairs(op, None, k, seed=seed, tol=tol, which=_KRYLOV_WHICH[which], **krylov_options)
+    except NonFiniteError as err:  # name this route and the caller's leaves, not the inner call's
+        raise nonfinite_error("spectrum(method='krylov')", op, err.what, leaves, err.detail) from None
     return dataclasses.replace(top, source="krylov", info={**top.info, "which": which})

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..spectrum import GaussNewtonSplit, GradientSpectra, Spectrum
+from ._checks import check_count, raise_nonfinite
 from ._operator import Operator, flat_view
 from .hvp import ggn_operator, hessian_operator, residual_operator
 
@@ -66,32 +67,40 @@ def _check_bytes(shape, dtype, max_bytes, what="matrix"):
 def _chunk(dim, chunk_size):
     if chunk_size is None:
         return int(min(dim, 128))
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    return int(min(dim, chunk_size))
+    return int(min(dim, check_count("chunk_size", chunk_size, 1)))
 
 
 @functools.partial(jax.jit, static_argnames=("make", "dim", "dtype", "chunk", "col_start", "num_cols"))
 def _columns(make, args, *, dim, dtype, chunk, col_start, num_cols):
-    """``A[:, col_start:col_start+num_cols]ᵀ`` (rows are ``A e_j``) via chunked vmapped products."""
+    """``A[:, col_start:col_start+num_cols]ᵀ`` (rows are ``A e_j``) via chunked vmapped products,
+    and whether every entry is finite (checked per chunk while it is in cache).
+
+    Each chunk of ``chunk <= num_cols`` products is written in place into the one
+    (num_cols × dim) result (``fori_loop`` + ``dynamic_update_slice``); the last chunk is
+    shifted back to end at ``num_cols`` and recomputes a few columns instead of padding, so
+    the peak memory is the result plus one chunk's products — no stacked copy of the result
+    (issue 21 item 2: the old ``lax.map`` + slice held the result twice).
+    """
     A = jax.vmap(make(args))
     num_chunks = -(-num_cols // chunk)
     eye_row = jnp.arange(dim)
 
-    def block(i):
-        j = col_start + i * chunk + jnp.arange(chunk)
-        return A((j[:, None] == eye_row[None, :]).astype(dtype))
+    def block(i, carry):
+        out, finite = carry
+        start = jnp.minimum(i * chunk, num_cols - chunk)
+        j = col_start + start + jnp.arange(chunk)
+        cols = A((j[:, None] == eye_row[None, :]).astype(dtype))
+        out = jax.lax.dynamic_update_slice_in_dim(out, cols, start, axis=0)
+        return out, finite & jnp.all(jnp.isfinite(cols))
 
-    out = jax.lax.map(block, jnp.arange(num_chunks))
-    return out.reshape(num_chunks * chunk, dim)[:num_cols]
+    init = (jnp.zeros((num_cols, dim), dtype), jnp.array(True))
+    return jax.lax.fori_loop(0, num_chunks, block, init)
 
 
-def materialize(operator: Operator, *, chunk_size: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
-    """The dense (dim × dim) matrix of an `Operator` (row j is ``A e_j``; symmetric A)."""
-    if not isinstance(operator, Operator):
-        raise TypeError(f"operator must be an Operator, got {type(operator).__name__}")
+def _materialize(operator, chunk_size, max_bytes, route, leaves=None):
+    """`materialize` that names ``route`` and ``leaves`` when a product is NaN / inf."""
     _check_bytes((operator.dim, operator.dim), operator.dtype, max_bytes)
-    return _columns(
+    M, finite = _columns(
         operator.make,
         operator.args,
         dim=operator.dim,
@@ -100,6 +109,16 @@ def materialize(operator: Operator, *, chunk_size: int | None = None, max_bytes:
         col_start=0,
         num_cols=operator.dim,
     )
+    if not bool(finite):
+        raise_nonfinite(route, operator, "a column of the dense matrix (a product A e_j)", leaves)
+    return M
+
+
+def materialize(operator: Operator, *, chunk_size: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
+    """The dense (dim × dim) matrix of an `Operator` (row j is ``A e_j``; symmetric A)."""
+    if not isinstance(operator, Operator):
+        raise TypeError(f"operator must be an Operator, got {type(operator).__name__}")
+    return _materialize(operator, chunk_size, max_bytes, "materialize")
 
 
 def hessian(
@@ -128,7 +147,7 @@ def hessian(
     [[1.0, 2.0], [2.0, 4.0]]
     """
     op = hessian_operator(loss_fn, params, leaves=leaves, data=data, batch_size=batch_size, mesh=mesh, devices=devices)
-    return materialize(op, chunk_size=chunk_size, max_bytes=max_bytes)
+    return _materialize(op, chunk_size, max_bytes, "hessian", leaves)
 
 
 def hessian_block(
@@ -148,7 +167,7 @@ def hessian_block(
     view, _ = flat_view(params, cols + rows)
     n_cols = sum(int(np.prod(s)) for s in view.shapes[: len(cols)])
     _check_bytes((op.dim, n_cols), op.dtype, max_bytes)
-    M = _columns(
+    M, finite = _columns(
         op.make,
         op.args,
         dim=op.dim,
@@ -157,6 +176,8 @@ def hessian_block(
         col_start=0,
         num_cols=n_cols,
     )
+    if not bool(finite):
+        raise_nonfinite("hessian_block", op, "a column of the block (a product A e_j)", cols + rows)
     return M[:, n_cols:].T
 
 
@@ -189,7 +210,7 @@ def ggn(
     op = ggn_operator(
         model_fn, output_loss, params, leaves=leaves, data=data, batch_size=batch_size, mesh=mesh, devices=devices
     )
-    return materialize(op, chunk_size=chunk_size, max_bytes=max_bytes)
+    return _materialize(op, chunk_size, max_bytes, "ggn", leaves)
 
 
 def _pytree(cls):
