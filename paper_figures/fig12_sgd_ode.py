@@ -186,6 +186,6 @@ def _results(data, name):
         0,
     )
     ode = ODEResult(
-        g("sgd/times"), g("ode/risk"), None, None, None, g("ode/overlap"), g("ode/clean_overlap"), None, None, True, 0
+        g("sgd/times"), g("ode/risk"), None, None, None, g("ode/overlap"), g("ode/clean_overlap"), None, None, 0
     )
     return sgd, ode

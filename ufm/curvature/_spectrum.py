@@ -116,4 +116,13 @@ def spectrum(
             f"method='krylov' needs k (the block has P={op.dim} coordinates; dense_max={dense_max} decides 'auto')"
         )
     top = top_eigenpairs(op, None, k, seed=seed, tol=tol, which=_KRYLOV_WHICH[which], **krylov_options)
-    return dataclasses.replace(top, source="krylov", info={**top.info, "which": which})
+    # the result protocol (ufm.results): the solver's status is an attribute, not an info key
+    info = {**top.info, "which": which}
+    converged = bool(info.pop("converged", top.converged))
+    messages = top.messages
+    if not converged and not messages:
+        messages = (
+            f"Krylov top-{k} did not reach tol={info.get('tol', float('nan')):.3g} (max residual "
+            f"{float(np.max(top.residuals)):.3g}, {info.get('restarts')} restarts, {info.get('products')} products)",
+        )
+    return dataclasses.replace(top, source="krylov", info=info, converged=converged, messages=messages)

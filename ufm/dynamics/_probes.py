@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import collapse, curvature
 from ..curvature._operator import flat_view
+from ..results import result, to_jsonable
 from ..spectrum import Spectrum
 
 __all__ = [
@@ -96,7 +97,7 @@ def _spectrum(source, params=None, batch=None, *, leaves=None, k=None, method="a
 
 
 # ---- results ------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@result(static=("outliers", "minibulk", "bulk", "null"))
 class Counts:
     """Gap-rule counts of a spectrum of dimension ``outliers + minibulk + bulk + null``:
     ``null`` eigenvalues at most ``null_rtol · λ_max`` (an exact kernel, e.g. the flat
@@ -108,38 +109,52 @@ class Counts:
     minibulk: int
     bulk: int
     null: int
+    converged: bool = True  # a count (`ufm.results`)
+    messages: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def as_dict(self) -> dict:
+        """The four counts by name."""
+        return {"outliers": self.outliers, "minibulk": self.minibulk, "bulk": self.bulk, "null": self.null}
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("dim",))
 class TopSpace:
     """Top eigenpairs of a curvature matrix: ``eigenvalues`` (m, descending) and orthonormal
-    ``eigenvectors`` (P × k, the top k), the gap-rule ``counts`` of the m values, ``dim`` P."""
+    ``eigenvectors`` (P × k, the top k), the gap-rule ``counts`` of the m values, ``dim`` P;
+    ``converged`` / ``messages``: the eigensolver's status (`ufm.results`)."""
 
     eigenvalues: np.ndarray
     eigenvectors: np.ndarray
     counts: Counts
     dim: int
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     @property
     def k(self) -> int:
         return int(self.eigenvectors.shape[1])
 
     def to_dict(self) -> dict:
-        return {"eigenvalues": self.eigenvalues.tolist(), "k": self.k, "dim": self.dim, **self.counts.to_dict()}
+        return to_jsonable(
+            {
+                "eigenvalues": self.eigenvalues,
+                "k": self.k,
+                "dim": self.dim,
+                **self.counts.as_dict(),
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
 
 
-@dataclasses.dataclass(frozen=True)
+@result
 class Overlap:
     """``overlap = Tr(P_U P_V)/min(k_U, k_V)`` ∈ [0, 1] and the largest principal angle (rad)."""
 
     overlap: float
     max_angle: float
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    converged: bool = True  # closed form (`ufm.results`)
+    messages: tuple[str, ...] = ()
 
 
 # ---- vector / subspace identities ----------------------------------------------------------
@@ -206,7 +221,8 @@ def spectrum_counts(eigenvalues, *, dim: int | None = None, min_ratio: float = 3
 # ---- curvature matrices ------------------------------------------------------------------------
 def _top(spec: Spectrum, k: int, dim: int) -> TopSpace:
     vals = np.asarray(spec.eigenvalues)
-    return TopSpace(vals, np.asarray(spec.eigenvectors)[:, :k], spectrum_counts(vals, dim=dim), dim)
+    counts = spectrum_counts(vals, dim=dim)
+    return TopSpace(vals, np.asarray(spec.eigenvectors)[:, :k], counts, dim, spec.converged, spec.messages)
 
 
 def _num_eigs(k, dim, num_eigs):
@@ -275,13 +291,14 @@ def g_top_space(grads, k: int, *, num_eigs: int | None = None) -> TopSpace:
     pos = lam[:k] > 0
     U = np.zeros((P, k))
     U[:, pos] = J.T @ A[:, :k][:, pos] / np.sqrt(M * lam[:k][pos])
-    return TopSpace(lam, U, spectrum_counts(np.concatenate([lam, np.zeros(P - lam.size)])), P)
+    counts = spectrum_counts(np.concatenate([lam, np.zeros(P - lam.size)]))
+    return TopSpace(lam, U, counts, P, spec.converged, spec.messages)
 
 
 def collapse_probe(features, labels, **kwargs) -> dict:
     """NC1–NC4 of ``features`` (a list of d_l × N arrays) as a flat dict of per-layer arrays
     (`ufm.collapse.nc_metrics`; keyword arguments pass through)."""
-    return {k: np.asarray(v) for k, v in collapse.nc_metrics(features, labels, **kwargs).to_dict().items()}
+    return {k: np.asarray(v) for k, v in collapse.nc_metrics(features, labels, **kwargs).metrics().items()}
 
 
 @functools.lru_cache(maxsize=64)
@@ -337,7 +354,8 @@ def spectral_probe(
         g = block(grad(params, batch))
         out = {
             "eigenvalues": space.eigenvalues,
-            **space.counts.to_dict(),
+            **space.counts.as_dict(),
+            "converged": space.converged,
             "align_params": alignment(block(params), U),
             "align_grad": alignment(g, U),
             "f_top_grad": top_fraction(g, U),

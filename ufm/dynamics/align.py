@@ -23,7 +23,6 @@ Each returns an `AlignmentReport` (``config``, ``checkpoints``: one dict per che
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import sys
 
@@ -33,6 +32,7 @@ import numpy as np
 import optax
 
 from .. import collapse, model, theory
+from ..results import all_converged, result, to_jsonable
 from ..spec import UFMSpec
 from ._mixtures import KGMM, XORGMM
 from ._models import (
@@ -55,30 +55,62 @@ from ._probes import (
     top_fraction,
     top_space,
 )
-from ._trajectory import Trajectory, _jsonable, record
+from ._trajectory import Trajectory, record
 
 __all__ = ["AlignmentReport", "kgmm", "xor", "ufm", "mnist", "TASKS", "plot_report", "add_cli", "run_cli"]
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("task", "config", "checkpoints", "summary"))
 class AlignmentReport:
     """One experiment: ``task``, ``config`` (its settings), ``checkpoints`` (a list of
     dicts, one per checkpoint — per seed for xor: ``checkpoints[i]["seeds"]``) and
-    ``summary`` (the final values)."""
+    ``summary`` (the final values).
+
+    ``converged`` / ``messages`` (`ufm.results`): every eigensolve of the probes reached its
+    tolerance (each checkpoint's ``"converged"``); the checkpoints where one did not.
+    """
 
     task: str
     config: dict
     checkpoints: list
     summary: dict
+    converged: bool | None = None  # None: from the checkpoints' "converged"
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            bad = [row for row in _flat_rows(self.checkpoints) if row.get("converged") is False]
+            object.__setattr__(self, "converged", not bad)
+            if bad and not self.messages:
+                steps = sorted({int(row.get("step", -1)) for row in bad})
+                msg = f"{self.task}: a Krylov eigensolve in the probes missed its tolerance at steps {steps}"
+                object.__setattr__(self, "messages", (msg,))
 
     def to_dict(self) -> dict:
-        return {"task": self.task, "config": self.config, "checkpoints": self.checkpoints, "summary": self.summary}
+        return to_jsonable(
+            {
+                "task": self.task,
+                "config": self.config,
+                "checkpoints": self.checkpoints,
+                "summary": self.summary,
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
+
+
+def _flat_rows(rows):
+    for row in rows:
+        yield row
+        for sub in row.get("seeds", ()) if isinstance(row, dict) else ():
+            if isinstance(sub, dict):
+                yield {"step": row.get("step"), **sub}
 
 
 def _rows(traj: Trajectory, name: str) -> list[dict]:
     """The trajectory's checkpoints as JSON-able dicts: step, time, loss, then the probe's values."""
     return [
-        {"step": int(s), "time": float(t), "loss": _jsonable(l), **{k: _jsonable(v) for k, v in row.items()}}
+        to_jsonable({"step": int(s), "time": float(t), "loss": l, **row})
         for s, t, l, row in zip(traj.steps, traj.times, traj.losses, traj.probes[name], strict=True)
     ]
 
@@ -172,11 +204,12 @@ def _kgmm_probe(test, means_basis, ridge, k, d):
                 "block_overlap_prev_hessian",
             )
         }
-        spaces = []
+        spaces, solved = [], [full]
         for c in range(k):
             sl = slice(c * d, (c + 1) * d)
             Hc = top_space(H[sl, sl], k)  # + β I would shift every eigenvalue, not the vectors
             Gc = g_top_space(J[:, sl], k)
+            solved += [Hc, Gc]
             prev = ctx.previous["_spaces"][c] if ctx.previous else None
             for key, v in (
                 ("block_outliers_hessian", Hc.counts.outliers),
@@ -196,7 +229,11 @@ def _kgmm_probe(test, means_basis, ridge, k, d):
             spaces.append(Hc.eigenvectors)
         out |= {key: np.array(v) for key, v in rows.items()}
         pred = np.argmax(Y @ np.stack(params).T, axis=1)
-        return out | {"test_accuracy": float(np.mean(pred == np.asarray(labels))), "_spaces": np.stack(spaces)}
+        return out | {
+            "test_accuracy": float(np.mean(pred == np.asarray(labels))),
+            "converged": all_converged(solved),
+            "_spaces": np.stack(spaces),
+        }
 
     return probe
 
@@ -314,6 +351,7 @@ def _xor_probe(xor_gmm, test, ridge):
             "second_layer_overlap": float("nan") if ov is None else ov.overlap,
             "second_layer_alignment": alignment(params.v, Gv.eigenvectors),
             "test_accuracy": float(acc),
+            "converged": all_converged(Gv, G1),
         }
 
     return probe
@@ -428,8 +466,10 @@ def _ufm_probe(spec):
                 "predicted_overlap",
             )
         }
+        solved = []
         for l in range(1, L + 1):
             top = hessian_top_space(batch_loss, params, (), K * K, leaves=[l])
+            solved.append(top)
             pred = theory.layer_hessian_spectrum(spec, params, l, collapse_tol=None, allow_zero=True, vectors=True)
             Up = np.asarray(pred.eigenvectors)[:, : K * K]
             h_in = np.asarray(acts.post[l - 1])
@@ -449,7 +489,8 @@ def _ufm_probe(spec):
             ):
                 out[key].append(v)
         return {k: np.array(v) for k, v in out.items()} | {
-            "nc1": np.asarray(nc.nc1_uncentred if spec.loss == "mse" else nc.nc1)
+            "nc1": np.asarray(nc.nc1_uncentred if spec.loss == "mse" else nc.nc1),
+            "converged": all_converged(solved),
         }
 
     return probe

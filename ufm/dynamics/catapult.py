@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..results import dump, result, to_jsonable
 from ._tangent_kernel import _check_normalization, _positive_int, critical_learning_rate, tangent_kernel
 
 __all__ = [
@@ -240,9 +241,10 @@ def projected_loss(residual, eigenvectors, num_samples: int, normalization: str 
 
 
 # ---- catapult detection --------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@result(static=("start", "peak", "end"))
 class Catapult:
-    """One detected catapult: steps ``start ≤ peak ≤ end``, the peak loss and where it lives."""
+    """One detected catapult: steps ``start ≤ peak ≤ end``, the peak loss and where it lives
+    (``converged``: a detection, always True; `ufm.results`)."""
 
     start: int
     peak: int
@@ -252,9 +254,8 @@ class Catapult:
     peak_share_top: float
     lambda_max_before: float
     lambda_max_after: float
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
 
 def _at_or_before(steps, t):
@@ -497,7 +498,7 @@ def _train(cfg: CatapultConfig, prob: _Problem, params, lr, key, batch_size=None
 
 
 # ---- results --------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@result(static=("label", "regime", "segments"))
 class CatapultRun:
     """One training run: its curves, the catapults found and the regime (``docs/catapults.md`` §5).
 
@@ -510,7 +511,8 @@ class CatapultRun:
     catapult), ``"monotone"`` (``L_{t+1} ≤ L_t (1 + 1e-9)`` throughout) or ``"non-monotone"``.
     ``segments`` (schedule only): per segment its rate, η_crit at its start, the catapults
     started so far (a catapult can end in the next segment: its loss must fall below the
-    pre-spike level, §4) and the AGOP alignment at its end.
+    pre-spike level, §4) and the AGOP alignment at its end. ``converged`` (`ufm.results`): the
+    run did not diverge (``regime != "diverged"``); ``messages`` says how it diverged.
     """
 
     label: dict
@@ -527,13 +529,28 @@ class CatapultRun:
     agop_alignment_train: np.ndarray
     test_mse: np.ndarray
     segments: tuple[dict, ...] = ()
+    converged: bool | None = None  # None: regime != "diverged"
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            ok = self.regime != "diverged"
+            object.__setattr__(self, "converged", ok)
+            if not ok and not self.messages:
+                finite = np.isfinite(np.asarray(self.loss, dtype=np.float64))
+                why = (
+                    f"the loss became non-finite at step {int(np.argmin(finite))}"
+                    if not finite.all()
+                    else "the final loss is not below the initial loss"
+                )
+                object.__setattr__(self, "messages", (f"run {self.label} diverged: {why}",))
 
     @property
     def num_catapults(self) -> int:
         return len(self.catapults)
 
     def to_dict(self) -> dict:
-        f = lambda a: [float(x) if np.isfinite(x) else None for x in np.asarray(a)]  # noqa: E731
+        f = np.asarray  # to_jsonable below writes non-finite values as null
         out = {
             **self.label,
             "regime": self.regime,
@@ -560,7 +577,8 @@ class CatapultRun:
         }
         if self.segments:
             out["segments"] = list(self.segments)
-        return out
+        out.update(converged=self.converged, messages=self.messages)
+        return to_jsonable(out)
 
 
 def _critical_lambda(lr, run) -> float:
@@ -568,19 +586,30 @@ def _critical_lambda(lr, run) -> float:
     return float(run.eta_crit * run.lambda_max[0] / lr)
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("task", "config"))
 class CatapultReport:
-    """``task`` (gd / schedule / sgd), its `CatapultConfig` and its runs; ``to_dict()`` is the JSON."""
+    """``task`` (gd / schedule / sgd), its `CatapultConfig` and its runs; ``to_dict()`` is the JSON.
+
+    ``converged`` (`ufm.results`): every run was measured (a run that diverges at a large rate is
+    an outcome of the sweep, not a failure: it is named in ``messages``).
+    """
 
     task: str
     config: CatapultConfig
     runs: tuple[CatapultRun, ...]
+    converged: bool = True
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not self.messages:
+            object.__setattr__(self, "messages", tuple(m for r in self.runs for m in r.messages))
 
     def to_dict(self) -> dict:
-        out = {"task": self.task, "config": self.config.to_dict(), "runs": [r.to_dict() for r in self.runs]}
+        out = {"task": self.task, "config": self.config.to_dict(), "runs": list(self.runs)}
         if self.task == "sgd":
             out["batch_table"] = batch_table(self)
-        return out
+        out.update(converged=self.converged, messages=self.messages)
+        return to_jsonable(out)
 
 
 def _regime(loss, catapults) -> str:
@@ -898,7 +927,6 @@ def add_cli(subparsers) -> None:
 
 
 def run_cli(args) -> int:
-    import json
     import os
 
     from ..cli import _ArgumentError
@@ -942,8 +970,7 @@ def run_cli(args) -> int:
     report = EXPERIMENTS[args.task](cfg, progress=say)
     print(format_report(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=1)
+        dump(report, args.json)
     if args.plot:
         import matplotlib
 

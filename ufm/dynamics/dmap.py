@@ -18,7 +18,6 @@ per stage (the CLI prints them on stderr).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import sys
@@ -31,6 +30,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .. import curvature
+from ..results import dump, result, to_jsonable
 from ._diffusion_map import TrajectoryDiffusion, analyze_trajectory
 from ._trajectory import record
 
@@ -49,12 +49,14 @@ __all__ = [
 TASKS = ("quadratic", "ufm", "mnist")
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("task", "config", "info"))
 class DiffusionReport:
     """One experiment: its configuration, the trajectory analysis and the Hessian spectrum.
 
     ``to_dict()`` has ``config``, ``eigenvalues``, ``epsilon``, ``alpha``, ``slope_curve``,
     ``dimension_estimate``, ``n_coords``, ``hessian_outliers``, ``r2`` (and more).
+    ``converged`` / ``messages`` (`ufm.results`): the diffusion map's and the Hessian's
+    eigensolvers reached their tolerances, and the iterates stayed finite.
     """
 
     task: str
@@ -62,15 +64,26 @@ class DiffusionReport:
     analysis: TrajectoryDiffusion
     hessian_eigenvalues: np.ndarray
     info: dict
+    converged: bool | None = None  # None: the analysis's status
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            object.__setattr__(self, "converged", bool(self.analysis.converged))
+            object.__setattr__(self, "messages", self.messages or tuple(self.analysis.messages))
 
     def to_dict(self) -> dict:
-        return {
-            "task": self.task,
-            "config": self.config,
-            **self.analysis.to_dict(),
-            "hessian_eigenvalues": np.asarray(self.hessian_eigenvalues).tolist(),
-            "info": self.info,
-        }
+        return to_jsonable(
+            {
+                "task": self.task,
+                "config": self.config,
+                **self.analysis.to_dict(),
+                "hessian_eigenvalues": self.hessian_eigenvalues,
+                "info": self.info,
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
 
 
 # ---- SGD trajectories -------------------------------------------------------------------
@@ -108,7 +121,7 @@ def _dense_eigh(loss, theta):
     return np.asarray(s.eigenvalues), np.asarray(s.eigenvectors)
 
 
-def _analyze(task, config, thetas, steps, losses, lam, U, t0, progress, **kw) -> DiffusionReport:
+def _analyze(task, config, thetas, steps, losses, lam, U, t0, progress, hessian=None, **kw) -> DiffusionReport:
     """The trajectory analysis of recorded iterates; ``burn_in=None`` drops the first 5 % of records."""
     _progress(f"diffusion map of {thetas.shape[0]} iterates in R^{thetas.shape[1]}", progress)
     if config["burn_in"] is None:
@@ -125,7 +138,16 @@ def _analyze(task, config, thetas, steps, losses, lam, U, t0, progress, **kw) ->
         max_coords=config["max_coords"],
     )
     info = {"seconds": time.perf_counter() - t0, "num_params": int(thetas.shape[1]), **kw}
-    return DiffusionReport(task, config, a, np.asarray(lam), info)
+    parts = [a] if hessian is None else [a, hessian]
+    return DiffusionReport(
+        task,
+        config,
+        a,
+        np.asarray(lam),
+        info,
+        converged=all(bool(p.converged) for p in parts),
+        messages=tuple(m for p in parts for m in p.messages),
+    )
 
 
 # ---- the tasks ------------------------------------------------------------------------
@@ -394,7 +416,7 @@ def run_mnist(
         progress,
         final_loss=float(full(jnp.asarray(thetas[-1], dtype))),
         train_accuracy=accuracy,
-        lanczos_converged=bool(top.info["converged"]),
+        hessian=top,
     )
 
 
@@ -519,7 +541,6 @@ def _parse_epsilon(text: str):
 
 
 def run_cli(args) -> int:
-    import json
     import os
 
     from ..cli import _ArgumentError
@@ -569,8 +590,7 @@ def run_cli(args) -> int:
         f"   [{report.info['seconds']:.1f} s]"
     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=1)
+        dump(report, args.json)
     if args.plot:
         from .. import plotting
 

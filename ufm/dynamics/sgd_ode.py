@@ -39,12 +39,10 @@ alignment ``cos(X_c, P_clean μ_j)`` (``P_clean``: the mixture's clean modes).
 from __future__ import annotations
 
 import functools
-import math
-import warnings
-from typing import NamedTuple
 
 import numpy as np
 
+from ..results import THROW, dump, result, to_jsonable
 from ._anisotropic import COVARIANCES, AnisotropicMixture, anisotropic_mixture, draw
 
 __all__ = [
@@ -223,27 +221,16 @@ def _default_order(loss: str, order):
 
 
 # ---- results ------------------------------------------------------------------------------------
-def _to_list(x):
-    a = np.asarray(x, dtype=np.float64)
-    return np.where(np.isfinite(a), a, np.nan).tolist() if a.ndim else (float(a) if np.isfinite(a) else None)
-
-
-def _clean_json(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, list):
-        return [_clean_json(v) for v in obj]
-    return obj
-
-
-class ODEResult(NamedTuple):
+@result(static=("num_steps",))
+class ODEResult:
     """The ODE on a time grid (``docs/sgd_ode.md`` §3). Shapes: T times, k classes, q outputs, d modes.
 
     Fields: ``times`` (T,); ``risk`` (T,); ``M`` (T, k, q) class means of z; ``S`` (T, k, q, q)
     class covariances of z; ``norm2`` (T, q) ``‖X_c‖²``; ``overlap`` (T, q, k) ``cos(X_c, μ_j)``;
     ``clean_overlap`` (T, q, k) ``cos(X_c, P_clean μ_j)``; the per-mode state ``r`` (T, d, q)
-    ``= √d E X u_ρ`` and ``V`` (T, d, q, q) ``= d E X u_ρ u_ρᵀ Xᵀ``; ``success`` (diffrax's
-    result code was ``successful``); ``num_steps`` accepted + rejected solver steps.
+    ``= √d E X u_ρ`` and ``V`` (T, d, q, q) ``= d E X u_ρ u_ρᵀ Xᵀ``; ``num_steps`` accepted +
+    rejected solver steps; ``converged`` (diffrax's result code was ``successful``; the result
+    protocol, `ufm.results`) and ``messages``.
     """
 
     times: np.ndarray
@@ -255,26 +242,27 @@ class ODEResult(NamedTuple):
     clean_overlap: np.ndarray
     r: np.ndarray
     V: np.ndarray
-    success: bool
     num_steps: int
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def to_dict(self, modes: bool = False) -> dict:
-        out = {
-            k: _clean_json(_to_list(getattr(self, k)))
-            for k in ("times", "risk", "M", "S", "norm2", "overlap", "clean_overlap")
-        }
-        out.update(success=bool(self.success), num_steps=int(self.num_steps))
+        out = {k: getattr(self, k) for k in ("times", "risk", "M", "S", "norm2", "overlap", "clean_overlap")}
+        out.update(num_steps=int(self.num_steps), converged=self.converged, messages=self.messages)
         if modes:
-            out.update(r=_to_list(self.r[-1]), V=_to_list(self.V[-1]))
-        return out
+            out.update(r=self.r[-1], V=self.V[-1])
+        return to_jsonable(out)
 
 
-class SGDResult(NamedTuple):
+@result(static=("steps_per_point",))
+class SGDResult:
     """``runs`` independent one-pass SGD runs recorded on a time grid (exact population risk).
 
     Fields as `ODEResult` with a leading runs axis: ``risk`` (R, T), ``M`` (R, T, k, q), ``S``,
     ``norm2`` (R, T, q), ``overlap`` and ``clean_overlap`` (R, T, q, k); ``modes`` (R, d, q) the
     final ``w_ρ = √d X u_ρ`` (the per-mode split: ``w_ρ²`` estimates ``V_ρ``); ``steps_per_point``.
+    ``converged``: a fixed-step simulation always finishes (`ufm.results`); ``messages`` name runs
+    whose risk is not finite.
     """
 
     times: np.ndarray
@@ -286,6 +274,8 @@ class SGDResult(NamedTuple):
     clean_overlap: np.ndarray
     modes: np.ndarray
     steps_per_point: int
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def mean(self, field: str) -> np.ndarray:
         return np.mean(getattr(self, field), axis=0)
@@ -297,14 +287,15 @@ class SGDResult(NamedTuple):
 
     def to_dict(self) -> dict:
         out = {
-            "times": _to_list(self.times),
+            "times": self.times,
             "runs": int(self.risk.shape[0]),
             "steps_per_point": int(self.steps_per_point),
         }
         for k in ("risk", "norm2", "overlap", "clean_overlap"):
-            out[k] = _clean_json(_to_list(self.mean(k)))
-            out[k + "_stderr"] = _clean_json(_to_list(self.stderr(k)))
-        return out
+            out[k] = self.mean(k)
+            out[k + "_stderr"] = self.stderr(k)
+        out.update(converged=self.converged, messages=self.messages)
+        return to_jsonable(out)
 
 
 # ---- the ODE -------------------------------------------------------------------------------------
@@ -364,6 +355,7 @@ def solve_sgd_ode(
     rtol: float = 1e-7,
     atol: float = 1e-9,
     max_steps: int = 200_000,
+    throw: bool = THROW,
 ) -> ODEResult:
     """Integrate the high-dimensional SGD ODE (``docs/sgd_ode.md`` §3) with diffrax.
 
@@ -377,8 +369,9 @@ def solve_sgd_ode(
       init_scale: σ, ``X_0`` with i.i.d. ``N(0, σ²/d)`` entries (σ = 0: ``X_0 = 0``), i.e.
         ``r_ρ(0) = 0``, ``V_ρ(0) = σ² I``.
       rtol, atol: the PID step-size controller's tolerances (Tsit5).
-      max_steps: solver step cap; hitting it (or any other failure) sets ``success=False`` and
-        warns.
+      max_steps: solver step cap; hitting it (or any other failure) is an error (RuntimeError)
+        with ``throw=True`` (the package default, `ufm.results.THROW`); with ``throw=False`` the
+        partial result comes back with ``converged=False`` and the reason in ``messages``.
     """
     import jax.numpy as jnp
 
@@ -395,12 +388,9 @@ def solve_sgd_ode(
     y0 = (jnp.zeros((d, q)), jnp.broadcast_to(init_scale**2 * jnp.eye(q), (d, q, q)))
     r, V, obs, ok, steps = solve(y0, jnp.asarray(ts), args)
     ok = bool(ok)
-    if not ok:
-        warnings.warn(
-            f"solve_sgd_ode: diffrax did not finish (max_steps={max_steps}, rtol={rtol}); the result is incomplete",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    msg = f"solve_sgd_ode: diffrax did not finish (max_steps={max_steps}, rtol={rtol}); the result is incomplete"
+    if not ok and throw:
+        raise RuntimeError(msg + "; pass throw=False to get the partial result with converged=False")
     o = {k: np.asarray(v) for k, v in obs.items()}
     return ODEResult(
         ts,
@@ -412,8 +402,9 @@ def solve_sgd_ode(
         o["clean_overlap"],
         np.asarray(r),
         np.asarray(V),
-        ok,
         int(steps),
+        ok,
+        () if ok else (msg,),
     )
 
 
@@ -506,12 +497,14 @@ def simulate_sgd(
 
 
 # ---- comparison ----------------------------------------------------------------------------------
-class TrajectoryGap(NamedTuple):
+@result(static=("quantity",))
+class TrajectoryGap:
     """ODE vs the mean of the SGD runs for one scalar quantity on the shared grid.
 
     ``max_abs_gap`` = max_t |ODE − mean SGD|, at ``time``, where the SGD standard error is
     ``stderr_at``; ``max_stderr`` the largest standard error on the grid; ``max_ratio`` the
-    largest |gap| / stderr (over times with stderr > 0); final values of both.
+    largest |gap| / stderr (over times with stderr > 0); final values of both. ``converged``:
+    the comparison could be made (the gap is finite; `ufm.results`).
     """
 
     quantity: str
@@ -523,9 +516,15 @@ class TrajectoryGap(NamedTuple):
     final_ode: float
     final_sgd: float
     final_stderr: float
+    converged: bool | None = None  # None: the gap is finite
+    messages: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
-        return {k: (v if isinstance(v, str) else _clean_json(float(v))) for k, v in self._asdict().items()}
+    def __post_init__(self):
+        if self.converged is None:
+            ok = bool(np.isfinite(self.max_abs_gap))
+            object.__setattr__(self, "converged", ok)
+            if not ok and not self.messages:
+                object.__setattr__(self, "messages", (f"{self.quantity}: the ODE or SGD curve is not finite",))
 
 
 def ode_sgd_gap(ode: ODEResult, sgd: SGDResult, quantity: str = "risk", index: tuple = ()) -> TrajectoryGap:
@@ -555,7 +554,8 @@ def ode_sgd_gap(ode: ODEResult, sgd: SGDResult, quantity: str = "risk", index: t
 
 
 # ---- the phase diagram ---------------------------------------------------------------------------
-class PhaseDiagram(NamedTuple):
+@result
+class PhaseDiagram:
     """ODE risk (and clean alignment) at ``times`` over a grid of power-law exponents × mean decays.
 
     ``risk`` (A, B, T), ``clean_overlap`` (A, B, T) ``cos(x, P_clean μ_1)``; ``critical`` (B,) the
@@ -568,9 +568,8 @@ class PhaseDiagram(NamedTuple):
     risk: np.ndarray
     clean_overlap: np.ndarray
     critical: np.ndarray
-
-    def to_dict(self) -> dict:
-        return {k: _clean_json(_to_list(v)) for k, v in self._asdict().items()}
+    converged: bool = True  # every ODE solve of the grid finished (`ufm.results`)
+    messages: tuple[str, ...] = ()
 
 
 def phase_diagram(
@@ -716,7 +715,6 @@ def add_cli(subparsers) -> None:
 
 
 def run_cli(args) -> int:
-    import json
     import os
     import sys
     import time
@@ -764,8 +762,16 @@ def run_cli(args) -> int:
     )
     t1 = time.perf_counter()
     log(f"SGD done in {t1 - t0:.1f} s; solving the ODE ({args.dim} modes, diffrax Tsit5)")
-    ode = solve_sgd_ode(
-        mix, args.loss, args.lr, sgd.times, order=order, init_scale=args.init_scale, rtol=args.rtol, atol=args.atol
+    ode = solve_sgd_ode(  # the status is reported below, not raised
+        mix,
+        args.loss,
+        args.lr,
+        sgd.times,
+        order=order,
+        init_scale=args.init_scale,
+        rtol=args.rtol,
+        atol=args.atol,
+        throw=False,
     )
     t2 = time.perf_counter()
     log(f"ODE done in {t2 - t1:.1f} s ({ode.num_steps} steps)")
@@ -780,7 +786,7 @@ def run_cli(args) -> int:
         "final_risk_ode": gaps[0].final_ode,
         "final_risk_sgd": gaps[0].final_sgd,
         "final_risk_stderr": gaps[0].final_stderr,
-        "ode_success": ode.success,
+        "ode_converged": ode.converged,
         "gaps": [g.to_dict() for g in gaps],
         "seconds": {"sgd": t1 - t0, "ode": t2 - t1},
     }
@@ -790,28 +796,27 @@ def run_cli(args) -> int:
             f"(SGD s.e. there {g.stderr_at:.1e}; max |gap|/s.e. {g.max_ratio:.2f}); final ODE {g.final_ode:.5f}, "
             f"SGD {g.final_sgd:.5f} ± {g.final_stderr:.1e}"
         )
-    if not ode.success:
+    if not ode.converged:
         print("WARNING: the ODE solver did not finish; the ODE curve is incomplete", file=sys.stderr)
     if args.json:
         config = {k: v for k, v in vars(args).items() if k not in ("func", "json", "plot", "command", "task")}
-        out = {
-            "config": {**config, "mixture": mix.to_dict()},
-            "times": _to_list(sgd.times),
-            "ode": ode.to_dict(),
-            "sgd": sgd.to_dict(),
-            "summary": _clean_json_dict(summary),
-        }
+        out = to_jsonable(
+            {
+                "config": {**config, "mixture": mix},
+                "times": sgd.times,
+                "ode": ode,
+                "sgd": sgd,
+                "summary": summary,
+                "converged": ode.converged,
+                "messages": ode.messages,
+            }
+        )
         out["sgd_stderr"] = {k: out["sgd"][k + "_stderr"] for k in ("risk", "overlap", "norm2", "clean_overlap")}
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1, allow_nan=False)
+        dump(out, args.json)
         log(f"wrote {args.json}")
     if args.plot:
         from .. import plotting
 
         files = plotting.savefig(comparison_figure(ode, sgd, f"{mix.name}; {args.loss}, γ={args.lr:g}"), args.plot)
         log(f"wrote {', '.join(files)}")
-    return 0 if ode.success else 1
-
-
-def _clean_json_dict(d: dict) -> dict:
-    return {k: (_clean_json_dict(v) if isinstance(v, dict) else _clean_json(v)) for k, v in d.items()}
+    return 0 if ode.converged else 1

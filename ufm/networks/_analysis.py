@@ -47,6 +47,7 @@ import numpy as np
 
 from ..collapse import CollapseMetrics, class_means, nc_metrics
 from ..model import UFMParams, output_loss
+from ..results import result
 from ..spec import UFMSpec
 from ..spectrum import Spectrum
 from ._data import Dataset
@@ -247,7 +248,9 @@ def _ce_levels(vals, K) -> dict:
     }
 
 
-@dataclasses.dataclass(frozen=True)
+@result(
+    static=("layer", "num_params", "collapsed", "expected", "num_outliers", "predicted_outliers", "holds", "source")
+)
 class LayerComparison:
     """Predicted vs measured data Hessian of one head layer W_l (``docs/real_networks.md`` §5).
 
@@ -299,9 +302,7 @@ class LayerComparison:
     levels: dict
     source: str
     converged: bool
-
-    def to_dict(self) -> dict:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataclasses.asdict(self).items()}
+    messages: tuple[str, ...] = ()
 
 
 def _compare(
@@ -312,7 +313,7 @@ def _compare(
     pred = _class_mean_prediction(head, layer) if predicted is None else predicted
     leaf = head.w_leaves[layer - 1]
     meas, Hm = _eig(head.loss_fn, head.arrays, leaves=[leaf], k=k + 10, dense_max=dense_max)
-    converged = bool(meas.info.get("converged", True))
+    converged = meas.converged
     grad = np.asarray(jax.jit(jax.grad(head.loss_fn))(head.arrays)[leaf]).reshape(-1)
     H = head.features[layer - 1]
     C = head.curvatures(layer, head.preactivations(layer, H), head.labels)
@@ -367,6 +368,7 @@ def _compare(
         levels=_ce_levels(vals, head.K) if head.loss == "ce" else {},
         source=meas.source,
         converged=converged,
+        messages=meas.messages,
     )
 
 
@@ -434,7 +436,7 @@ def compare_layer(
 
 
 # ---- whole network ------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@result(static=("num_outliers", "num_params", "expected", "resolved"))
 class NetworkSpectrum:
     """Top of the whole-network data Hessian.
 
@@ -463,9 +465,7 @@ class NetworkSpectrum:
     density_grid: np.ndarray
     density: np.ndarray
     converged: bool
-
-    def to_dict(self) -> dict:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataclasses.asdict(self).items()}
+    messages: tuple[str, ...] = ()
 
 
 def _network_spectrum(
@@ -504,7 +504,8 @@ def _network_spectrum(
         in_layer_space=in_space,
         density_grid=grid,
         density=dens,
-        converged=bool(top.info.get("converged", True)),
+        converged=top.converged,
+        messages=top.messages,
     )
 
 
@@ -551,7 +552,7 @@ def network_spectrum(
 
 
 # ---- the report ------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@result(static=("config", "verdict", "seconds"))
 class RealNetworkReport:
     """Everything measured on one trained network (``to_dict`` for JSON).
 
@@ -562,6 +563,8 @@ class RealNetworkReport:
       network: the whole-network `NetworkSpectrum` (or ``None`` if skipped).
       verdict: ``collapsed`` / ``holds`` per layer, the thresholds, and a one-line ``summary``.
       seconds: wall-clock time of each stage.
+      converged, messages: the result protocol (`ufm.results`): every Krylov measurement (per
+        layer and of the whole network) reached its tolerance; the solvers' messages.
     """
 
     config: dict
@@ -572,18 +575,15 @@ class RealNetworkReport:
     network: NetworkSpectrum | None
     verdict: dict
     seconds: dict
+    converged: bool | None = None  # None: from the layers and the network spectrum
+    messages: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
-        return {
-            "config": self.config,
-            "train_accuracy": self.train_accuracy,
-            "test_accuracy": self.test_accuracy,
-            "nc": self.nc.to_dict(),
-            "layers": [c.to_dict() for c in self.layers],
-            "network": None if self.network is None else self.network.to_dict(),
-            "verdict": self.verdict,
-            "seconds": self.seconds,
-        }
+    def __post_init__(self):
+        parts = [*self.layers, *([] if self.network is None else [self.network])]
+        if self.converged is None:
+            object.__setattr__(self, "converged", all(bool(p.converged) for p in parts))
+        if not self.messages:
+            object.__setattr__(self, "messages", tuple(m for p in parts for m in p.messages))
 
 
 def _verdict(layers, loss: str) -> dict:
