@@ -86,10 +86,10 @@ def test_alignment_and_overlap_identities():
     U = np.linalg.qr(RNG.standard_normal((8, 3)))[0]
     full = np.linalg.qr(np.concatenate([U, RNG.standard_normal((8, 5))], axis=1))[0]
     perp = full[:, 3:] @ RNG.standard_normal(5)
-    assert D.alignment(U @ RNG.standard_normal(3), U) == pytest.approx(1, abs=1e-12)
-    assert D.alignment(perp, U) == pytest.approx(0, abs=1e-7)
+    assert D.subspace_alignment(U @ RNG.standard_normal(3), U) == pytest.approx(1, abs=1e-12)
+    assert D.subspace_alignment(perp, U) == pytest.approx(0, abs=1e-7)
     v = U[:, 0] + perp / np.linalg.norm(perp)  # 45 degrees
-    assert D.alignment(v, U) == pytest.approx(np.sqrt(0.5), abs=1e-12)
+    assert D.subspace_alignment(v, U) == pytest.approx(np.sqrt(0.5), abs=1e-12)
     assert D.top_fraction(v, U) == pytest.approx(0.5, abs=1e-12)
     same = D.subspace_overlap(U, U @ np.linalg.qr(RNG.standard_normal((3, 3)))[0])
     assert same.overlap == pytest.approx(1, abs=1e-12) and same.max_angle == pytest.approx(0, abs=1e-7)
@@ -212,7 +212,8 @@ def test_kgmm_high_snr_aligns_better_than_low():
     assert hi.summary["full_hessian_outliers"] == 3 * 2  # k(k − 1), the rank of (diag π − ππᵀ) ⊗ span(μ)
     assert hi.summary["block_outliers_hessian"] == [3, 3, 3]
     d = hi.to_dict()
-    assert set(d) == {"task", "config", "checkpoints", "summary"} and len(d["checkpoints"]) == 3
+    assert set(d) == {"task", "config", "checkpoints", "summary", "converged", "messages"}
+    assert len(d["checkpoints"]) == 3 and d["converged"] is True
     json.dumps(d)
 
 

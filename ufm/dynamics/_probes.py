@@ -9,7 +9,8 @@ bundles them into a probe for `ufm.dynamics.record`:
   ``ℓ_i = loss_fn(params, sample i)``) of a block, through the M × M Gram matrix
   ``J Jᵀ / M`` when M < P (``J``: M × P per-sample gradients), never a P × P matrix then:
   ``G u = λ u`` with ``u = Jᵀ a / √(M λ)`` for each Gram eigenpair ``(λ, a)``.
-* `alignment` ``a(v, U) = ‖P_U v‖/‖v‖`` and `top_fraction` ``f_top = a²``.
+* `subspace_alignment` ``a(v, U) = ‖P_U v‖/‖v‖`` and `top_fraction` ``f_top = a²`` (not
+  `ufm.curvature.alignment`, the eigenvector test of a matrix).
 * `subspace_overlap`: ``Tr(P_U P_V)/k`` and the largest principal angle.
 * `spectrum_counts`: outliers / minibulk / bulk with the project's gap rule
   (`ufm.curvature.count_outliers`, applied once for the outliers and once more below them).
@@ -38,7 +39,7 @@ __all__ = [
     "Counts",
     "TopSpace",
     "Overlap",
-    "alignment",
+    "subspace_alignment",
     "top_fraction",
     "subspace_overlap",
     "spectrum_counts",
@@ -172,7 +173,7 @@ def top_fraction(v, U) -> float:
     return float(_fraction(v, np.asarray(U, dtype=np.float64)))
 
 
-def alignment(v, U) -> float:
+def subspace_alignment(v, U) -> float:
     """``a(v, U) = ‖P_U v‖/‖v‖`` ∈ [0, 1] (``docs/dynamics.md`` §D1; NaN for v = 0)."""
     return float(np.sqrt(min(top_fraction(v, U), 1.0)))
 
@@ -356,10 +357,10 @@ def spectral_probe(
             "eigenvalues": space.eigenvalues,
             **space.counts.as_dict(),
             "converged": space.converged,
-            "align_params": alignment(block(params), U),
-            "align_grad": alignment(g, U),
+            "align_params": subspace_alignment(block(params), U),
+            "align_grad": subspace_alignment(g, U),
             "f_top_grad": top_fraction(g, U),
-            "align_update": float("nan") if ctx.last_update is None else alignment(block(ctx.last_update), U),
+            "align_update": float("nan") if ctx.last_update is None else subspace_alignment(block(ctx.last_update), U),
         }
         prev = ctx.previous["_eigenvectors"] if ctx.previous else None
         ov = subspace_overlap(U, prev) if prev is not None else Overlap(float("nan"), float("nan"))

@@ -24,7 +24,6 @@ Each returns an `AlignmentReport` (``config``, ``checkpoints``: one dict per che
 from __future__ import annotations
 
 import functools
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -46,18 +45,18 @@ from ._models import (
     two_layer_loss,
 )
 from ._probes import (
-    alignment,
     g_top_space,
     hessian_top_space,
     per_sample_grads,
     spectral_probe,
+    subspace_alignment,
     subspace_overlap,
     top_fraction,
     top_space,
 )
 from ._trajectory import Trajectory, record
 
-__all__ = ["AlignmentReport", "kgmm", "xor", "ufm", "mnist", "TASKS", "plot_report", "add_cli", "run_cli"]
+__all__ = ["AlignmentReport", "kgmm", "xor", "ufm", "mnist", "TASKS", "plot_report"]
 
 
 @result(static=("task", "config", "checkpoints", "summary"))
@@ -188,7 +187,7 @@ def _kgmm_probe(test, means_basis, ridge, k, d):
             "full_hessian_outliers": full.counts.outliers,
             "full_hessian_null": full.counts.null,
             "full_hessian_eigenvalues": full.eigenvalues[: 2 * n_full],
-            "full_alignment": alignment(params, full.eigenvectors),
+            "full_alignment": subspace_alignment(params, full.eigenvectors),
         }
         rows = {
             key: []
@@ -213,11 +212,11 @@ def _kgmm_probe(test, means_basis, ridge, k, d):
             prev = ctx.previous["_spaces"][c] if ctx.previous else None
             for key, v in (
                 ("block_outliers_hessian", Hc.counts.outliers),
-                ("block_alignment_hessian", alignment(params[c], Hc.eigenvectors)),
+                ("block_alignment_hessian", subspace_alignment(params[c], Hc.eigenvectors)),
                 ("block_eigenvalues_hessian", Hc.eigenvalues[: 2 * k]),
                 ("top_space_in_means", in_means(Hc.eigenvectors)),
                 ("block_outliers_g", Gc.counts.outliers),
-                ("block_alignment_g", alignment(params[c], Gc.eigenvectors)),
+                ("block_alignment_g", subspace_alignment(params[c], Gc.eigenvectors)),
                 ("block_eigenvalues_g", Gc.eigenvalues[: 2 * k]),
                 ("top_space_in_means_g", in_means(Gc.eigenvectors)),
                 (
@@ -344,12 +343,12 @@ def _xor_probe(xor_gmm, test, ridge):
             "first_layer_alignment": float(np.linalg.norm(W @ span) / np.linalg.norm(W)),
             "first_layer_row_alignment": np.linalg.norm(W @ span, axis=1) / np.linalg.norm(W, axis=1),
             "first_layer_g_outliers": G1.counts.outliers,
-            "first_layer_g_alignment": alignment(W.ravel(), G1.eigenvectors),
+            "first_layer_g_alignment": subspace_alignment(W.ravel(), G1.eigenvectors),
             "second_layer_rank": Gv.counts.outliers,
             "second_layer_eigenvalues": Gv.eigenvalues,
             "predicted_rank": pred_rank,
             "second_layer_overlap": float("nan") if ov is None else ov.overlap,
-            "second_layer_alignment": alignment(params.v, Gv.eigenvectors),
+            "second_layer_alignment": subspace_alignment(params.v, Gv.eigenvectors),
             "test_accuracy": float(acc),
             "converged": all_converged(Gv, G1),
         }
@@ -720,100 +719,3 @@ def plot_report(report: AlignmentReport):
         if axes[0].get_legend_handles_labels()[0]:
             axes[0].legend(loc="lower right")
     return fig
-
-
-# ---- CLI -----------------------------------------------------------------------------------------------
-_FLAGS = {  # flag -> (keyword, type, help); each task takes the keywords its function has
-    "--num-classes": ("num_classes", int, "k (kgmm) or K (ufm)"),
-    "--dim": ("dim", int, "input dimension d (kgmm, xor)"),
-    "--snr": ("snr", float, "λ, the signal-to-noise ratio (kgmm, xor)"),
-    "--ridge": ("ridge", float, "β of (β/2)‖θ‖² (kgmm, xor)"),
-    "--lr-scale": ("lr_scale", float, "c_δ: step δ = c_δ/d (kgmm, xor)"),
-    "--time": ("time", float, "final time T = steps·δ (kgmm, xor)"),
-    "--test-samples": ("test_samples", int, "M fresh samples of the probe matrices (kgmm, xor)"),
-    "--seeds": ("seeds", int, "number of seeds (xor)"),
-    "--width": ("width", int, "hidden width (xor, ufm: d; mnist: head width)"),
-    "--depth": ("depth", int, "L (ufm)"),
-    "--per-class": ("per_class", int, "n (ufm)"),
-    "--lr": ("lr", float, "learning rate (ufm, mnist)"),
-    "--steps": ("steps", int, "optimiser steps (ufm, mnist)"),
-    "--batch-size": ("batch_size", int, "mini-batch size (ufm: SGD instead of GD; mnist)"),
-    "--train-samples": ("train_samples", int, "MNIST training samples (mnist)"),
-    "--hessian-samples": ("hessian_samples", int, "samples of the Hessian probe (mnist)"),
-    "--checkpoints": ("checkpoints", int, "checkpoints after step 0"),
-}
-
-
-def add_cli(subparsers) -> None:
-    """``ufm dynamics align --task {kgmm,xor,ufm,mnist} ... --json PATH [--plot PATH]``."""
-    p = subparsers.add_parser(
-        "align",
-        help="SGD aligning with the outlier eigenspaces (kgmm, xor, ufm, mnist)",
-        description="Outlier-alignment experiments (docs/dynamics.md §D2, docs/alignment.md). "
-        "Unset flags take each task's defaults.",
-    )
-    p.add_argument("--task", choices=list(TASKS), default="kgmm")
-    for flag, (_, typ, text) in _FLAGS.items():
-        p.add_argument(flag, type=typ, default=None, help=text)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", metavar="PATH", help="write the report as JSON")
-    p.add_argument("--plot", metavar="PATH", help="a figure of the run (PDF + PNG)")
-    p.add_argument("--x32", action="store_true", help="float32 instead of float64")
-    p.set_defaults(func=run_cli)
-
-
-def _check_dir(path, flag):
-    import os
-
-    from ..cli import _ArgumentError
-
-    if path and os.path.dirname(os.path.abspath(path)) and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise _ArgumentError(f"{flag} {path}: directory {os.path.dirname(os.path.abspath(path))} does not exist")
-
-
-def run_cli(args) -> int:
-    import inspect
-    import json
-
-    from ..cli import _ArgumentError
-
-    _check_dir(args.json, "--json")
-    _check_dir(args.plot, "--plot")
-    fn = TASKS[args.task]
-    accepted = inspect.signature(fn).parameters
-    kwargs = {"seed": args.seed}
-    for flag, (name, _, _) in _FLAGS.items():
-        value = getattr(args, name)
-        if value is None:
-            continue
-        if name not in accepted:
-            raise _ArgumentError(f"{flag} does not apply to --task {args.task}")
-        kwargs[name] = value
-    jax.config.update("jax_enable_x64", not args.x32)
-
-    def progress(*a):
-        *label, index, step, loss = a
-        print(
-            f"align {args.task}: {' '.join(label) + ' ' if label else ''}checkpoint {index} step {step} "
-            f"loss {loss:.4g}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    try:
-        report = fn(callback=progress, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise _ArgumentError(str(e)) from None
-    except FloatingPointError as e:
-        print(f"ufm: error: {e}", file=sys.stderr)
-        return 1
-    for key, value in report.summary.items():
-        print(f"{key}: {json.dumps(value)}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=1)
-    if args.plot:
-        from .. import plotting
-
-        plotting.savefig(plot_report(report), args.plot)
-    return 0

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
 from collections.abc import Callable
 
 import jax
@@ -33,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..results import dump, result, to_jsonable
+from ..results import result, to_jsonable
 from ._tangent_kernel import _check_normalization, _positive_int, critical_learning_rate, tangent_kernel
 
 __all__ = [
@@ -52,7 +51,6 @@ __all__ = [
     "run_gd",
     "run_schedule",
     "run_sgd",
-    "add_cli",
 ]
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "linear": lambda z: z}
@@ -876,111 +874,7 @@ def report_figure(report: dict):
         return fig
 
 
-# ---- command line -------------------------------------------------------------------------
-_TASK_DEFAULTS = {"gd": (0.5, 1.5, 3.0), "schedule": (1.5,), "sgd": (0.5,)}
-
-
-def add_cli(subparsers) -> None:
-    """``ufm dynamics catapult --task {gd,schedule,sgd} …`` (see `CatapultConfig`)."""
-    d = CatapultConfig()
-    p = subparsers.add_parser(
-        "catapult",
-        help="catapults in GD / SGD: projected loss, λ_max(K), AGOP alignment",
-        description=__doc__.splitlines()[0],
-    )
-    p.add_argument("--task", choices=sorted(EXPERIMENTS), default="gd")
-    p.add_argument(
-        "--lr-multipliers",
-        type=float,
-        nargs="+",
-        default=None,
-        metavar="C",
-        help="η = C·η_crit (default: gd 0.5 1.5 3; schedule 1.5; sgd 0.5)",
-    )
-    p.add_argument("--samples", type=int, default=d.samples, help=f"n training samples (default {d.samples})")
-    p.add_argument("--test-samples", type=int, default=d.test_samples)
-    p.add_argument("--dim", type=int, default=d.dim, help=f"input dimension d (default {d.dim})")
-    p.add_argument("--width", type=int, default=d.width, help=f"hidden width (default {d.width})")
-    p.add_argument("--depth", type=int, default=d.depth, help=f"weight layers (default {d.depth})")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=d.activation)
-    p.add_argument("--target", choices=sorted(TARGETS), default=d.target)
-    p.add_argument("--rank", type=int, default=d.rank, help="rank r of the polynomial target")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"steps per run / schedule segment (default {d.steps})")
-    p.add_argument("--increases", type=int, default=d.increases, help="schedule: rate increases (default 3)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(d.batch_sizes))
-    p.add_argument("--seeds", type=int, default=d.seeds, help="sgd: seeds per batch size (default 3)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--top", type=int, default=d.top, help="s of the projected loss P_s L (default 5)")
-    p.add_argument("--probe-every", type=int, default=d.probe_every)
-    p.add_argument(
-        "--normalization",
-        choices=["half", "mean"],
-        default=d.normalization,
-        help="MSE (1/2n)||f-y||^2 (half, η_crit = 2n/λ) or (1/n)||f-y||^2 (mean, η_crit = n/λ)",
-    )
-    p.add_argument("--spike-ratio", type=float, default=d.spike_ratio)
-    p.add_argument("--spike-window", type=int, default=d.spike_window)
-    p.add_argument("--json", metavar="PATH")
-    p.add_argument("--plot", metavar="PATH", help="figure (PDF + PNG)")
-    p.add_argument("--x32", action="store_true", help="float32 (default float64)")
-    p.set_defaults(func=run_cli)
-
-
-def run_cli(args) -> int:
-    import os
-
-    from ..cli import _ArgumentError
-
-    for flag in ("json", "plot"):
-        path = getattr(args, flag)
-        if path and os.path.dirname(path) and not os.path.isdir(os.path.dirname(path)):
-            raise _ArgumentError(f"--{flag}: directory {os.path.dirname(path)!r} does not exist")
-    jax.config.update("jax_enable_x64", not args.x32)
-    try:
-        cfg = CatapultConfig(
-            samples=args.samples,
-            test_samples=args.test_samples,
-            dim=args.dim,
-            width=args.width,
-            depth=args.depth,
-            activation=args.activation,
-            target=args.target,
-            rank=args.rank,
-            steps=args.steps,
-            seed=args.seed,
-            lr_multipliers=tuple(args.lr_multipliers or _TASK_DEFAULTS[args.task]),
-            increases=args.increases,
-            batch_sizes=tuple(args.batch_sizes),
-            seeds=args.seeds,
-            probe_every=args.probe_every,
-            top=args.top,
-            normalization=args.normalization,
-            spike_ratio=args.spike_ratio,
-            spike_window=args.spike_window,
-        )
-        if args.task == "sgd" and max(cfg.batch_sizes) > cfg.samples:
-            raise ValueError(f"--batch-sizes must be <= --samples={cfg.samples}, got {list(cfg.batch_sizes)}")
-    except (TypeError, ValueError) as e:
-        raise _ArgumentError(str(e)) from None
-    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    say(
-        f"catapult {args.task}: n={cfg.samples}, d={cfg.dim}, width {cfg.width}, depth {cfg.depth}, "
-        f"{cfg.activation}, target {cfg.target}, {cfg.steps} steps"
-    )
-    report = EXPERIMENTS[args.task](cfg, progress=say)
-    print(format_report(report))
-    if args.json:
-        dump(report, args.json)
-    if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from .. import plotting
-
-        plotting.savefig(report_figure(report.to_dict()), args.plot)
-    return 0
-
-
+# ---- text ----------------------------------------------------------------------------------
 def format_report(report: CatapultReport) -> str:
     """A plain-text table of the runs (sgd: the batch-size table)."""
     if report.task == "sgd":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import sys
 import time
 
 import jax
@@ -30,7 +29,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .. import curvature
-from ..results import dump, result, to_jsonable
+from ..results import result, to_jsonable
 from ._diffusion_map import TrajectoryDiffusion, analyze_trajectory
 from ._trajectory import record
 
@@ -42,8 +41,6 @@ __all__ = [
     "run_quadratic",
     "run_ufm",
     "run_mnist",
-    "add_cli",
-    "run_cli",
 ]
 
 TASKS = ("quadratic", "ufm", "mnist")
@@ -501,98 +498,3 @@ def _draw_row(fig, axes, report: DiffusionReport, color_by: str) -> None:
     ax2.set_ylabel("dimension (2 × slope)")
     ax2.set_ylim(0, top)
     ax2.legend(loc="upper left")
-
-
-# ---- command line -----------------------------------------------------------------------
-def add_cli(subparsers) -> None:
-    """``ufm dynamics dmap --task {quadratic,ufm,mnist} [--dim --rank] --steps --seed --json [--plot]``."""
-    p = subparsers.add_parser(
-        "dmap", help="diffusion maps of SGD trajectories vs Hessian outliers (docs/dynamics.md §D5)"
-    )
-    p.add_argument("--task", choices=TASKS, default="quadratic")
-    p.add_argument("--dim", type=int, default=None, help="quadratic: ambient dimension m (default 50)")
-    p.add_argument("--rank", type=int, default=None, help="quadratic: Hessian rank r (default 3)")
-    p.add_argument("--steps", type=int, default=None, help="SGD steps (default: the task's preset)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--alpha", type=float, default=0.5, help="α normalisation in [0, 1] (default 1/2, Fokker–Planck)")
-    p.add_argument(
-        "--epsilon",
-        default="median",
-        help="bandwidth: 'median' (default), 'kernel-sum' (upper linear region) or a number",
-    )
-    p.add_argument("--json", metavar="PATH", help="write the report as JSON")
-    p.add_argument("--plot", metavar="PATH", help="figure: spectrum, first coordinates, slope curve (PDF + PNG)")
-    x = p.add_mutually_exclusive_group()
-    x.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
-    x.add_argument("--x32", dest="x64", action="store_false", help="float32")
-    p.set_defaults(func=run_cli)
-
-
-def _parse_epsilon(text: str):
-    if text in ("median", "kernel-sum"):
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise ValueError(f"--epsilon must be 'median', 'kernel-sum' or a number > 0, got {text!r}")
-    return value
-
-
-def run_cli(args) -> int:
-    import os
-
-    from ..cli import _ArgumentError
-
-    for path in (args.json, args.plot):
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder and not os.path.isdir(folder):
-            raise _ArgumentError(f"the directory of {path!r} does not exist")
-    kw = {
-        "seed": args.seed,
-        "alpha": args.alpha,
-        "progress": lambda message: print(f"[dmap] {message}", file=sys.stderr, flush=True),
-    }
-    try:
-        kw["epsilon"] = _parse_epsilon(args.epsilon)
-        if not 0 <= args.alpha <= 1:
-            raise ValueError(f"--alpha must lie in [0, 1], got {args.alpha}")
-        if args.task != "quadratic" and (args.dim is not None or args.rank is not None):
-            raise ValueError("--dim and --rank apply to --task quadratic only")
-        if args.task == "quadratic":
-            kw.update({k: v for k, v in (("dim", args.dim), ("rank", args.rank)) if v is not None})
-        if args.steps is not None:
-            if args.steps < 1:
-                raise ValueError(f"--steps must be >= 1, got {args.steps}")
-            kw["steps"] = args.steps
-        jax.config.update("jax_enable_x64", args.x64)
-        report = run(args.task, **kw)
-    except (TypeError, ValueError) as e:
-        raise _ArgumentError(str(e)) from None
-    a = report.analysis
-    lam = ", ".join(f"{v:.3f}" for v in a.diffusion.eigenvalues[1:8])
-    print(
-        f"dmap {args.task}: {a.diffusion.psi.shape[0]} iterates, ε = {a.diffusion.epsilon:.3g} "
-        f"(median {a.curve.median_epsilon:.3g}, kernel-sum {a.curve.epsilon:.3g}), α = {a.diffusion.alpha:g}"
-    )
-    print(f"  diffusion eigenvalues λ_1.. = {lam}")
-    print(
-        f"  coordinates by the gap q = {a.n_coords} (τ ratio {a.gap_ratio:.2f}); "
-        f"dimension estimate 2·max slope = {a.dimension_estimate:.2f}; Hessian outliers = {a.hessian_outliers}"
-    )
-    print(
-        f"  R² of ψ_1..ψ_{a.r2.size} on the top-Hessian projections (quadratic fit): "
-        + ", ".join(f"{v:.3f}" for v in a.r2)
-    )
-    print(
-        f"  PCA participation ratio {a.participation_ratio:.2f}; drift (Spearman ψ_1 vs step) {a.drift:+.2f}"
-        f"   [{report.info['seconds']:.1f} s]"
-    )
-    if args.json:
-        dump(report, args.json)
-    if args.plot:
-        from .. import plotting
-
-        plotting.savefig(diffusion_figure(report), args.plot)
-    return 0
