@@ -176,14 +176,14 @@ ODE_GAP_STDERRS = 5.0
 
 def _add_ode(tasks) -> None:
     """``ufm dynamics ode``: SGD runs against the ODE on one covariance model (``docs/sgd_ode.md`` §8)."""
-    from ..dynamics.sgd_ode import COVARIANCES, LOSSES
+    from ..dynamics import COVARIANCES, ODE_LOSSES
 
     p = tasks.add_parser("ode", help="one-pass SGD on an anisotropic Gaussian mixture vs its high-dimensional ODE")
     p.add_argument(
         "--covariance", choices=COVARIANCES, default="power-law", help="covariance model (default power-law)"
     )
     p.add_argument(
-        "--loss", choices=LOSSES, default="logistic", help="logistic / lsq (one output) or softmax (k outputs)"
+        "--loss", choices=ODE_LOSSES, default="logistic", help="logistic / lsq (one output) or softmax (k outputs)"
     )
     p.add_argument("--num-classes", type=POSITIVE, default=2, help="k (default 2: labels 1, 0, means ±μ)")
     p.add_argument("--dim", type=POSITIVE, default=1000, help="d (default 1000)")
@@ -225,6 +225,7 @@ def _add_ode(tasks) -> None:
 
 
 def _run_ode(args) -> int:
+    from ..dynamics import anisotropic_mixture
     from ..dynamics import sgd_ode as ode_mod
     from ..results import to_jsonable
 
@@ -234,7 +235,7 @@ def _run_ode(args) -> int:
     need = (4 * args.points * args.dim * q * q + 4 * args.sgd_runs * args.dim * q) * _F64
     check_memory(need, f"the ODE with d = {args.dim} and {args.points} points", "lower --dim or --points")
     try:
-        mix = ode_mod.anisotropic_mixture(
+        mix = anisotropic_mixture(
             args.dim,
             args.covariance,
             num_classes=args.num_classes,
