@@ -186,7 +186,7 @@ def _add_ode(tasks) -> None:
         "--loss", choices=ODE_LOSSES, default="logistic", help="logistic / lsq (one output) or softmax (k outputs)"
     )
     p.add_argument("--num-classes", type=POSITIVE, default=2, help="k (default 2: labels 1, 0, means ±μ)")
-    p.add_argument("--dim", type=POSITIVE, default=1000, help="d (default 1000)")
+    p.add_argument("--dim", type=int, default=1000, help="d >= 1 (default 1000)")
     p.add_argument("--lr", type=positive_float, default=1.0, help="γ; SGD step γ/d (default 1)")
     p.add_argument("--time", type=positive_float, default=10.0, help="T = steps / d (default 10)")
     p.add_argument("--points", type=POSITIVE, default=41, help="time-grid points (default 41)")
@@ -204,7 +204,7 @@ def _add_ode(tasks) -> None:
     p.add_argument("--mean-scale", type=finite_float, default=1.0, help="c: ‖μ‖ = c at b = 0 (default 1)")
     p.add_argument(
         "--zero-fraction",
-        type=unit_float,
+        type=finite_float,
         default=0.1,
         help="f: the clean modes (zero variance in zero-one) are the first f·d (default 0.1)",
     )
@@ -230,6 +230,8 @@ def _run_ode(args) -> int:
     from ..results import to_jsonable
 
     order = "auto" if args.order is None else args.order
+    if args.dim < 1:
+        raise UsageError(f"--dim must be an integer >= 1, got {args.dim}")
     q = args.num_classes if args.loss == "softmax" else 1
     # the ODE state V: points × d × q × q, twice over (the solver's stages), and the SGD runs' iterates
     need = (4 * args.points * args.dim * q * q + 4 * args.sgd_runs * args.dim * q) * _F64
