@@ -42,16 +42,16 @@ def _check_file(path) -> None:
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
-        raise UsageError(f"{path}: the file is empty (expected a .npz written by numpy.savez)")
+        raise UsageError(f"{path}: not a readable .npz file: it is empty (numpy.savez writes a zip archive)")
     if not zipfile.is_zipfile(path):
-        raise UsageError(f"{path}: not a .npz file (numpy.savez writes a zip archive; this is not one)")
+        raise UsageError(f"{path}: not a readable .npz file (numpy.savez writes a zip archive; this is not one)")
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise UsageError(f"{path}: corrupted .npz ({e})") from None
+        raise UsageError(f"{path}: not a readable .npz file: corrupted ({e})") from None
     if bad is not None:
-        raise UsageError(f"{path}: corrupted .npz (member {bad!r} fails its checksum)")
+        raise UsageError(f"{path}: not a readable .npz file: corrupted (member {bad!r} fails its checksum)")
 
 
 def run(args) -> int:
