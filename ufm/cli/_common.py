@@ -83,8 +83,8 @@ finite_float.__name__ = "number"
 
 def positive_float(text: str) -> float:
     """An argparse type: a finite float > 0 (learning rates, tolerances, scales)."""
-    value = finite_float(text)
-    if not value > 0:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
@@ -254,6 +254,8 @@ class Progress:
         return self
 
     def __exit__(self, *exc):
+        if exc[0] is not None and issubclass(exc[0], KeyboardInterrupt):
+            self.label = None  # Ctrl-C: `ufm.cli.main` says it in one line
         self._end(failed=exc[0] is not None)
         if self._bar is not None:
             self._bar.__exit__(*exc)
