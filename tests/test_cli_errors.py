@@ -150,3 +150,10 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines() == ["ufm: interrupted: train stopped (Ctrl-C)"], err
     assert took < 15, f"took {took:.1f} s to stop"
+
+
+def test_analyze_dense_max_default_is_the_package_threshold():
+    from ufm.curvature import DEFAULT_DENSE_MAX
+
+    args = cli.build_parser().parse_args(["analyze", "x.npz"])
+    assert args.dense_max == DEFAULT_DENSE_MAX

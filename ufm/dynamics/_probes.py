@@ -51,9 +51,6 @@ __all__ = [
     "spectral_probe",
 ]
 
-#: Dense eigh up to this dimension, restarted block Krylov above it (``method="auto"``).
-DENSE_MAX = 2500
-
 
 # ---- the one eigendecomposition --------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +73,9 @@ def _spectrum(source, params=None, batch=None, *, leaves=None, k=None, method="a
 
     ``source`` is a dense symmetric matrix, or ``loss_fn(params, batch)`` whose Hessian over
     ``leaves`` of ``params`` is meant. ``method``: ``"dense"``, ``"krylov"`` or ``"auto"``
-    (dense up to `DENSE_MAX`). ``tol``: the Krylov residual tolerance (default that of
-    `ufm.curvature.top_eigenpairs`, which warns when a solve misses it).
+    (dense up to `ufm.curvature.DEFAULT_DENSE_MAX`, the package's one threshold). ``tol``: the
+    Krylov residual tolerance (default that of `ufm.curvature.top_eigenpairs`; a solve that misses
+    it comes back with ``converged=False``).
     """
     if method not in ("auto", "dense", "krylov"):
         raise ValueError(f"method must be 'auto', 'dense' or 'krylov', got {method!r}")
@@ -91,7 +89,7 @@ def _spectrum(source, params=None, batch=None, *, leaves=None, k=None, method="a
         dim = np.shape(source)[0]
     if k is not None and not 1 <= k <= dim:
         raise ValueError(f"k must be in [1, {dim}], got {k}")
-    dense = method == "dense" or (method == "auto" and dim <= DENSE_MAX) or k is None
+    dense = method == "dense" or (method == "auto" and dim <= curvature.DEFAULT_DENSE_MAX) or k is None
     if dense:
         return curvature.spectrum(source, pair, leaves=chosen, method="dense")
     return curvature.spectrum(source, pair, leaves=chosen, k=k, method="krylov", tol=tol)

@@ -10,7 +10,7 @@ Roberts, Dyer 2018); the derivations and conventions are in ``docs/alignment.md`
 * `xor`: one-pass SGD of the 2-layer ReLU–sigmoid net on the XOR mixture over several
   seeds: first-layer rows against span(μ, ν), the second layer's G outlier space against
   span{ReLU(W·±μ), ReLU(W·±ν)} (which moves with W), its rank, and the test accuracy (§4).
-* `ufm`: GD / SGD on a deep UFM from random init: per layer the fraction of the data
+* `deep_ufm` (task ``ufm``): GD / SGD on a deep UFM from random init: per layer the fraction of the data
   gradient and of the update inside the top-K² Hessian space, inside the closed-form
   outlier space of `ufm.theory.layer_hessian_spectrum` at the current class means, and
   inside its K "diagonal" directions, with NC1 (§5).
@@ -56,7 +56,7 @@ from ._probes import (
 )
 from ._trajectory import Trajectory, record
 
-__all__ = ["AlignmentReport", "kgmm", "xor", "ufm", "mnist", "TASKS", "plot_report"]
+__all__ = ["AlignmentReport", "kgmm", "xor", "deep_ufm", "mnist", "TASKS", "plot_report"]
 
 
 @result(static=("task", "config", "checkpoints", "summary"))
@@ -495,7 +495,7 @@ def _ufm_probe(spec):
     return probe
 
 
-def ufm(
+def deep_ufm(
     *,
     num_classes: int = 4,
     per_class: int = 5,
@@ -663,7 +663,7 @@ def mnist(
     return AlignmentReport("mnist", config, rows, summary)
 
 
-TASKS = {"kgmm": kgmm, "xor": xor, "ufm": ufm, "mnist": mnist}
+TASKS = {"kgmm": kgmm, "xor": xor, "ufm": deep_ufm, "mnist": mnist}
 
 
 # ---- plots ------------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..collapse import CollapseMetrics, class_means, nc_metrics
+from ..curvature._spectrum import DEFAULT_DENSE_MAX
 from ..model import UFMParams, output_loss
 from ..results import result
 from ..spec import UFMSpec
@@ -107,7 +108,7 @@ def _count(vals) -> int:
 
 
 # ---- the one eigendecomposition route: ufm.curvature.spectrum ------------------------------------
-def _eig(fn, params, *, leaves=None, k: int | None = None, dense_max: int = 4096, seed: int = 0):
+def _eig(fn, params, *, leaves=None, k: int | None = None, dense_max: int = DEFAULT_DENSE_MAX, seed: int = 0):
     """Eigenpairs of the Hessian of ``fn`` over ``leaves`` through ``ufm.curvature.spectrum``:
     dense (all pairs, residuals measured) when the block has at most ``dense_max`` parameters —
     the matrix is kept for the exact class-mean / within-class split —, else the top ``k`` by
@@ -394,7 +395,14 @@ def predicted_layer_spectrum(spec: NetworkSpec, params: NetworkParams, H1, label
 
 
 def measured_layer_spectrum(
-    spec: NetworkSpec, params: NetworkParams, H1, labels, layer: int, *, k: int | None = None, dense_max: int = 4096
+    spec: NetworkSpec,
+    params: NetworkParams,
+    H1,
+    labels,
+    layer: int,
+    *,
+    k: int | None = None,
+    dense_max: int = DEFAULT_DENSE_MAX,
 ) -> tuple[Spectrum, np.ndarray | None, np.ndarray]:
     """Data Hessian of W_``layer``: dense ``eigh`` when it has ≤ ``dense_max`` parameters, else
     the top ``k`` by Lanczos. Returns ``(spectrum, dense matrix or None, data gradient (flat))``."""
@@ -425,7 +433,14 @@ def _nc(head: _Head) -> CollapseMetrics:
 
 
 def compare_layer(
-    spec: NetworkSpec, params: NetworkParams, H1, labels, layer: int, *, dense_max: int = 4096, predicted=None
+    spec: NetworkSpec,
+    params: NetworkParams,
+    H1,
+    labels,
+    layer: int,
+    *,
+    dense_max: int = DEFAULT_DENSE_MAX,
+    predicted=None,
 ) -> LayerComparison:
     """`LayerComparison` for head layer ``layer`` (module docstring for every number);
     ``predicted`` reuses a `predicted_layer_spectrum` already computed."""
@@ -647,7 +662,7 @@ def analyze(
     whole_network: bool = True,
     network_k: int | None = None,
     density: bool = True,
-    dense_max: int = 4096,
+    dense_max: int = DEFAULT_DENSE_MAX,
     seed: int = 0,
     config: dict | None = None,
 ) -> RealNetworkReport:
@@ -810,7 +825,7 @@ def analyze_features(
     *,
     activation: str = "linear",
     loss: str = "mse",
-    dense_max: int = 4096,
+    dense_max: int = DEFAULT_DENSE_MAX,
     config: dict | None = None,
 ) -> RealNetworkReport:
     """The analysis of `analyze` for a head given as arrays, from any framework (the ``ufm analyze`` core).
@@ -867,7 +882,7 @@ def analyze_model(
     loss: str = "mse",
     whole_network: bool = False,
     network_k: int | None = None,
-    dense_max: int = 4096,
+    dense_max: int = DEFAULT_DENSE_MAX,
     rtol: float = 1e-8,
     seed: int = 0,
 ) -> RealNetworkReport:
