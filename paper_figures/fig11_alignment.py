@@ -35,7 +35,7 @@ def _settings(quick: bool) -> dict:
 
 
 def _reports(out_dir, quick: bool) -> dict:
-    from ufm.dynamics import align
+    from ufm.experiments import align
 
     cfg = _settings(quick)
 

@@ -17,7 +17,7 @@ import pytest
 
 import ufm
 from ufm import dynamics as D
-from ufm.dynamics import align
+from ufm.experiments import align
 
 RNG = np.random.default_rng(0)
 LOSS = functools.partial(D.softmax_loss, ridge=0.05)  # one object: the compiled loops are keyed on it

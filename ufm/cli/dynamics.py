@@ -10,11 +10,12 @@ changes the exit status.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
-import time
 
+from .. import plotting
 from ._common import (
     POSITIVE,
     SEED,
@@ -79,7 +80,7 @@ _ALIGN_FLAGS = {  # flag -> (keyword, type, help); each task takes the keywords 
 
 def _add_align(tasks) -> None:
     """``ufm dynamics align --task {kgmm,xor,ufm,mnist} ... --json PATH [--plot PATH]``."""
-    from ..dynamics import align
+    from ..experiments import align
 
     p = tasks.add_parser(
         "align",
@@ -137,7 +138,7 @@ def _as_list(x):
 
 
 def _run_align(args) -> int:
-    from ..dynamics import align
+    from ..experiments import align
 
     fn = align.TASKS[args.task]
     accepted = inspect.signature(fn).parameters
@@ -165,7 +166,7 @@ def _run_align(args) -> int:
     summary = [f"{key}: {json.dumps(value)}" for key, value in report.summary.items()]
     code = finish(report, args, summary=summary, verdict=_align_verdict(report))
     if args.plot:
-        _plot(lambda: align.plot_report(report), args.plot)
+        _plot(lambda: plotting.align.report_figure(report), args.plot)
     return code
 
 
@@ -225,119 +226,38 @@ def _add_ode(tasks) -> None:
 
 
 def _run_ode(args) -> int:
-    from ..dynamics import anisotropic_mixture
-    from ..dynamics import sgd_ode as ode_mod
-    from ..results import to_jsonable
+    from ..experiments.sgd_ode import SGDODEConfig, run
 
-    order = "auto" if args.order is None else args.order
     if args.dim < 1:
         raise UsageError(f"--dim must be an integer >= 1, got {args.dim}")
     q = args.num_classes if args.loss == "softmax" else 1
     # the ODE state V: points × d × q × q, twice over (the solver's stages), and the SGD runs' iterates
     need = (4 * args.points * args.dim * q * q + 4 * args.sgd_runs * args.dim * q) * _F64
     check_memory(need, f"the ODE with d = {args.dim} and {args.points} points", "lower --dim or --points")
+    names = [f.name for f in dataclasses.fields(SGDODEConfig)]
+    config = SGDODEConfig(**{n: tuple(v) if isinstance(v, list) else v for n, v in vars(args).items() if n in names})
     try:
-        mix = anisotropic_mixture(
-            args.dim,
-            args.covariance,
-            num_classes=args.num_classes,
-            exponents=tuple(args.exponents),
-            zero_fraction=args.zero_fraction,
-            mean_decay=args.mean_decay,
-            mean_scale=args.mean_scale,
-            basis=args.basis,
-            seed=args.seed,
-        )
-        ode_mod.time_grid(args.time, args.points, args.dim)
-        ode_mod._check_common(mix, args.loss, args.lr, ode_mod._default_order(args.loss, order))
-        if args.loss == "softmax" and args.order is None and args.num_classes > 4:
-            raise ValueError(f"softmax with {args.num_classes} classes: give --order (nodes grow as order^k)")
+        config.check()
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
     set_precision(args.x64)
-    say(f"ode: {mix.name}; {args.loss}, γ={args.lr:g}; SGD {args.sgd_runs} runs × {round(args.time * args.dim)} steps")
-    t0 = time.perf_counter()
-    sgd = ode_mod.simulate_sgd(
-        mix,
-        args.loss,
-        args.lr,
-        time=args.time,
-        num_points=args.points,
-        runs=args.sgd_runs,
-        seed=args.seed,
-        order=order,
-        init_scale=args.init_scale,
-    )
-    t1 = time.perf_counter()
-    say(f"ode: SGD done in {t1 - t0:.1f} s; solving the ODE ({args.dim} modes, diffrax Tsit5)")
-    ode = ode_mod.solve_sgd_ode(  # the status is reported from the result, not raised
-        mix,
-        args.loss,
-        args.lr,
-        sgd.times,
-        order=order,
-        init_scale=args.init_scale,
-        rtol=args.rtol,
-        atol=args.atol,
-        throw=False,
-    )
-    t2 = time.perf_counter()
-    say(f"ode: ODE done in {t2 - t1:.1f} s ({ode.num_steps} steps)")
-    gaps = [
-        ode_mod.ode_sgd_gap(ode, sgd, "risk"),
-        ode_mod.ode_sgd_gap(ode, sgd, "overlap", (0, 0)),
-        ode_mod.ode_sgd_gap(ode, sgd, "norm2", (0,)),
-    ]
-    summary = {
-        "max_abs_gap": gaps[0].max_abs_gap,
-        "max_gap_over_stderr": gaps[0].max_ratio,
-        "final_risk_ode": gaps[0].final_ode,
-        "final_risk_sgd": gaps[0].final_sgd,
-        "final_risk_stderr": gaps[0].final_stderr,
-        "ode_converged": ode.converged,
-        "gaps": gaps,
-        "seconds": {"sgd": t1 - t0, "ode": t2 - t1},
-    }
+    report = run(config, progress=lambda message: say(f"ode: {message}"))
     lines = [
         f"{g.quantity:>14}: max |ODE − SGD| = {g.max_abs_gap:.2e} at t = {g.time:.3g} "
         f"(SGD s.e. there {g.stderr_at:.1e}; max |gap|/s.e. {g.max_ratio:.2f}); final ODE {g.final_ode:.5f}, "
         f"SGD {g.final_sgd:.5f} ± {g.final_stderr:.1e}"
-        for g in gaps
+        for g in report.gaps
     ]
-    ratio = gaps[0].max_ratio
+    ratio = report.gaps[0].max_ratio
     held = _held(math.isfinite(ratio) and ratio <= ODE_GAP_STDERRS)
     verdict = (
         f"ODE risk vs the mean of {args.sgd_runs} SGD runs: max |gap| / s.e. = {ratio:.2f} over "
         f"{args.points} times (criterion ≤ {ODE_GAP_STDERRS:g}): {held}"
     )
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "json", "plot", "command", "task")}
-    out = to_jsonable(
-        {
-            "config": {**config, "mixture": mix},
-            "times": sgd.times,
-            "ode": ode,
-            "sgd": sgd,
-            "summary": summary,
-            "converged": ode.converged,
-            "messages": ode.messages,
-        }
-    )
-    out["sgd_stderr"] = {k: out["sgd"][k + "_stderr"] for k in ("risk", "overlap", "norm2", "clean_overlap")}
-    code = finish(_Payload(out, ode), args, summary=lines, verdict=verdict)
+    code = finish(report, args, summary=lines, verdict=verdict)
     if args.plot:
-        title = f"{mix.name}; {args.loss}, γ={args.lr:g}"
-        _plot(lambda: ode_mod.comparison_figure(ode, sgd, title), args.plot)
+        _plot(lambda: plotting.sgd_ode.report_figure(report), args.plot)
     return code
-
-
-class _Payload:
-    """A JSON dict written as is, with the status of the result it was built from."""
-
-    def __init__(self, data: dict, status):
-        self.data, self.converged, self.messages = data, bool(status.converged), tuple(status.messages)
-
-    def to_dict(self) -> dict:
-        return self.data
 
 
 # ---- catapult ----------------------------------------------------------------------------------------
@@ -346,7 +266,8 @@ _CATAPULT_TASK_DEFAULTS = {"gd": (0.5, 1.5, 3.0), "schedule": (1.5,), "sgd": (0.
 
 def _add_catapult(tasks) -> None:
     """``ufm dynamics catapult --task {gd,schedule,sgd}``: catapults and AGOP (``docs/catapults.md``)."""
-    from ..dynamics import catapult
+    from ..dynamics import NTK_ACTIVATIONS, TARGETS
+    from ..experiments import catapult
 
     d = catapult.CatapultConfig()
     p = tasks.add_parser(
@@ -368,8 +289,8 @@ def _add_catapult(tasks) -> None:
     p.add_argument("--dim", type=POSITIVE, default=d.dim, help=f"input dimension d (default {d.dim})")
     p.add_argument("--width", type=POSITIVE, default=d.width, help=f"hidden width (default {d.width})")
     p.add_argument("--depth", type=POSITIVE, default=d.depth, help=f"weight layers (default {d.depth})")
-    p.add_argument("--activation", choices=sorted(catapult.ACTIVATIONS), default=d.activation)
-    p.add_argument("--target", choices=sorted(catapult.TARGETS), default=d.target)
+    p.add_argument("--activation", choices=sorted(NTK_ACTIVATIONS), default=d.activation)
+    p.add_argument("--target", choices=sorted(TARGETS), default=d.target)
     p.add_argument("--rank", type=POSITIVE, default=d.rank, help="rank r of the polynomial target (<= --dim)")
     p.add_argument(
         "--steps", type=POSITIVE, default=d.steps, help=f"steps per run / schedule segment (default {d.steps})"
@@ -395,7 +316,7 @@ def _add_catapult(tasks) -> None:
 
 
 def _catapult_verdict(report) -> str:
-    from ..dynamics import catapult
+    from ..experiments import catapult
 
     if report.task == "sgd":
         table = catapult.batch_table(report)
@@ -418,7 +339,7 @@ def _catapult_verdict(report) -> str:
 
 
 def _run_catapult(args) -> int:
-    from ..dynamics import catapult
+    from ..experiments import catapult
 
     try:
         cfg = catapult.CatapultConfig(
@@ -461,16 +382,46 @@ def _run_catapult(args) -> int:
         f"{cfg.activation}, target {cfg.target}, {cfg.steps} steps"
     )
     report = catapult.EXPERIMENTS[args.task](cfg, progress=lambda msg: say(f"catapult {args.task}: {msg}"))
-    code = finish(report, args, summary=[catapult.format_report(report)], verdict=_catapult_verdict(report))
+    code = finish(report, args, summary=[format_catapult_report(report)], verdict=_catapult_verdict(report))
     if args.plot:
-        _plot(lambda: catapult.report_figure(report.to_dict()), args.plot)
+        _plot(lambda: plotting.catapult.report_figure(report), args.plot)
     return code
+
+
+def format_catapult_report(report) -> str:
+    """A plain-text table of the runs (sgd: the batch-size table)."""
+    from ..experiments import catapult
+
+    if report.task == "sgd":
+        lines = [f"{'c':>5} {'batch':>6} {'catapults':>12} {'AGOP align':>16} {'test MSE':>18} {'diverged':>8}"]
+        for r in catapult.batch_table(report):
+            lines.append(
+                f"{r['multiplier']:5g} {r['batch_size']:6d} {r['catapults']:6.2f} ± {r['catapults_std']:4.2f} "
+                f"{r['agop_alignment']:8.4f} ± {r['agop_alignment_std']:.4f} "
+                f"{r['test_mse']:9.4g} ± {r['test_mse_std']:.2g} {r['diverged']:8d}"
+            )
+        return "\n".join(lines)
+    lines = [
+        f"{'c':>5} {'regime':>12} {'#cat':>4} {'peak L':>10} {'share top':>9} {'λmax 0':>9} {'λmax T':>9} "
+        f"{'2n/η':>9} {'AGOP 0':>7} {'AGOP T':>7} {'test MSE':>9}"
+    ]
+    for r in report.runs:
+        d = r.to_dict()
+        peak = max(r.catapults, key=lambda c: c.peak_loss) if r.catapults else None
+        lines.append(
+            f"{d['multiplier']:5g} {r.regime:>12} {r.num_catapults:4d} "
+            f"{peak.peak_loss if peak else float('nan'):10.4g} "
+            f"{peak.peak_share_top if peak else float('nan'):9.4f} {d['lambda_max_initial']:9.4g} "
+            f"{d['lambda_max_final']:9.4g} {d['critical_lambda_final']:9.4g} "
+            f"{d['agop_alignment_initial']:7.4f} {d['agop_alignment_final']:7.4f} {d['test_mse_final']:9.4g}"
+        )
+    return "\n".join(lines)
 
 
 # ---- dmap --------------------------------------------------------------------------------------------
 def _add_dmap(tasks) -> None:
     """``ufm dynamics dmap --task {quadratic,ufm,mnist} [--dim --rank] --steps --seed --json [--plot]``."""
-    from ..dynamics import dmap
+    from ..experiments import dmap
 
     p = tasks.add_parser("dmap", help="diffusion maps of SGD trajectories vs Hessian outliers (docs/dynamics.md §D5)")
     p.add_argument("--task", choices=dmap.TASKS, default="quadratic")
@@ -506,7 +457,7 @@ def _parse_epsilon(text: str):
 
 
 def _run_dmap(args) -> int:
-    from ..dynamics import dmap
+    from ..experiments import dmap
 
     kw = {"seed": args.seed, "alpha": args.alpha, "epsilon": _parse_epsilon(args.epsilon)}
     kw["progress"] = lambda message: say(f"dmap {args.task}: {message}")
@@ -551,7 +502,7 @@ def _run_dmap(args) -> int:
     )
     code = finish(report, args, summary=lines, verdict=verdict)
     if args.plot:
-        _plot(lambda: dmap.diffusion_figure(report), args.plot)
+        _plot(lambda: plotting.dmap.report_figure(report), args.plot)
     return code
 
 

@@ -8,19 +8,31 @@ Library (pure functions and typed results, no argparse, no printing, no precisio
 * Anisotropic Gaussian mixtures (``docs/sgd_ode.md``).
 * One-pass SGD and its exact ODE (``docs/sgd_ode.md``).
 * Tangent kernels and η_crit (``docs/catapults.md``).
-* NTK MLPs, projected loss, AGOP, catapult detection and the catapult experiments (``docs/catapults.md``).
+* NTK MLPs, projected loss, AGOP, catapult detection (``docs/catapults.md``).
 * Diffusion maps of trajectories (``docs/diffusion_maps.md``).
 
-The experiment modules `align`, `sgd_ode`, `catapult`, `dmap` return typed reports; their
-command lines live in `ufm.cli.dynamics`. Every name below is re-exported explicitly.
+The experiments built on them (align, sgd_ode, catapult, dmap) are `ufm.experiments`; their
+figures `ufm.plotting`, their command lines `ufm.cli.dynamics`. Every name below is re-exported explicitly.
 ``ODE_LOSSES`` is `sgd_ode.LOSSES` (the ODE's losses; `ufm.spec.LOSSES` are the deep UFM's).
 """
 
-from . import catapult, sgd_ode
+from . import sgd_ode
 from ._anisotropic import (
     COVARIANCES,
     AnisotropicMixture,
     anisotropic_mixture,
+)
+from ._catapult import (
+    NTK_ACTIVATIONS,
+    NTKMLP,
+    TARGETS,
+    Catapult,
+    Target,
+    agop,
+    agop_alignment,
+    detect_catapults,
+    make_target,
+    projected_loss,
 )
 from ._diffusion_map import (
     DiffusionMap,
@@ -77,23 +89,6 @@ from ._trajectory import (
     Trajectory,
     checkpoint_steps,
     record,
-)
-from .catapult import (
-    NTKMLP,
-    TARGETS,
-    Catapult,
-    CatapultConfig,
-    CatapultReport,
-    CatapultRun,
-    Target,
-    agop,
-    agop_alignment,
-    detect_catapults,
-    make_target,
-    projected_loss,
-    run_gd,
-    run_schedule,
-    run_sgd,
 )
 from .sgd_ode import (
     LOSSES as ODE_LOSSES,
@@ -162,6 +157,7 @@ __all__ = [
     "critical_learning_rate",
     "NORMALIZATIONS",
     "NTKMLP",
+    "NTK_ACTIVATIONS",
     "Target",
     "make_target",
     "TARGETS",
@@ -170,12 +166,6 @@ __all__ = [
     "projected_loss",
     "Catapult",
     "detect_catapults",
-    "CatapultConfig",
-    "CatapultRun",
-    "CatapultReport",
-    "run_gd",
-    "run_schedule",
-    "run_sgd",
     "DiffusionMap",
     "KernelSumCurve",
     "TrajectoryDiffusion",
@@ -185,6 +175,5 @@ __all__ = [
     "quadratic_r2",
     "spectral_gap",
     "squared_distances",
-    "catapult",
     "sgd_ode",
 ]

@@ -31,10 +31,8 @@ import numpy as np
 import optax
 
 from .. import collapse, model, theory
-from ..results import all_converged, result, to_jsonable
-from ..spec import UFMSpec
-from ._mixtures import KGMM, XORGMM
-from ._models import (
+from ..dynamics._mixtures import KGMM, XORGMM
+from ..dynamics._models import (
     init_softmax,
     init_two_layer,
     softmax_hessian,
@@ -44,7 +42,7 @@ from ._models import (
     two_layer_logits,
     two_layer_loss,
 )
-from ._probes import (
+from ..dynamics._probes import (
     g_top_space,
     hessian_top_space,
     per_sample_grads,
@@ -54,9 +52,11 @@ from ._probes import (
     top_fraction,
     top_space,
 )
-from ._trajectory import Trajectory, record
+from ..dynamics._trajectory import Trajectory, record
+from ..results import all_converged, result, to_jsonable
+from ..spec import UFMSpec
 
-__all__ = ["AlignmentReport", "kgmm", "xor", "deep_ufm", "mnist", "TASKS", "plot_report"]
+__all__ = ["AlignmentReport", "kgmm", "xor", "deep_ufm", "mnist", "TASKS"]
 
 
 @result(static=("task", "config", "checkpoints", "summary"))
@@ -664,58 +664,3 @@ def mnist(
 
 
 TASKS = {"kgmm": kgmm, "xor": xor, "ufm": deep_ufm, "mnist": mnist}
-
-
-# ---- plots ------------------------------------------------------------------------------------------------
-def plot_report(report: AlignmentReport):
-    """A one-row figure of a report's alignment measurements over training (``ufm.plotting`` style)."""
-    from .. import plotting
-
-    rows = report.checkpoints
-    with plotting.use_style():
-        fig, axes = plotting.figure(1, 2, columns=2, height=2.2)
-        if report.task == "kgmm":
-            t = [r["time"] for r in rows]
-            A = np.array([r["block_alignment_hessian"] for r in rows])
-            G = np.array([r["block_alignment_g"] for r in rows])
-            for c in range(A.shape[1]):
-                col = plotting.COLORS[c % len(plotting.COLORS)]
-                axes[0].plot(t, A[:, c], color=col, label=f"$x^{c + 1}$ vs top-k($H_{{{c + 1}{c + 1}}}$)")
-                axes[0].plot(t, G[:, c], color=col, linestyle=(0, (2, 1)), linewidth=0.9)
-            axes[0].plot([], [], color="0.4", linestyle=(0, (2, 1)), label="vs top-k($G_{cc}$)")
-            axes[0].set(xlabel="time t = steps · δ", ylabel=r"$\|P_U x^c\| / \|x^c\|$", ylim=(0, 1.02))
-            E = np.array([r["block_eigenvalues_hessian"][0] for r in rows])
-            for j in range(E.shape[1]):
-                axes[1].plot(
-                    t, E[:, j], color=plotting.COLORS[0] if j < report.config["num_classes"] else "0.6", linewidth=0.9
-                )
-            axes[1].set(xlabel="time t", ylabel=r"top eigenvalues of $H_{11}$ (data)", yscale="log")
-        elif report.task == "xor":
-            t = [r["time"] for r in rows]
-            for s in range(len(rows[0]["seeds"])):
-                first = [r["seeds"][s]["first_layer_alignment"] for r in rows]
-                rank = [r["seeds"][s]["second_layer_rank"] for r in rows]
-                col = plotting.COLORS[s % len(plotting.COLORS)]
-                axes[0].plot(t, first, color=col, linewidth=0.9)
-                axes[1].plot(t, rank, color=col, linewidth=0.9, marker="o", markersize=2)
-            axes[0].set(xlabel="time t", ylabel=r"$\|W P_{\mu\nu}\|_F / \|W\|_F$", ylim=(0, 1.02))
-            axes[1].set(xlabel="time t", ylabel="second-layer G outliers (gap rule)")
-            axes[1].yaxis.get_major_locator().set_params(integer=True)
-        else:
-            x = [r["step"] + 1 for r in rows]
-            key = "grad_fraction_top" if report.task == "ufm" else "f_top_grad"
-            F = np.array([np.atleast_1d(r[key]) for r in rows], dtype=float)
-            for l in range(F.shape[1]):
-                axes[0].plot(x, F[:, l], color=plotting.COLORS[l], label=f"layer {l + 1}" if F.shape[1] > 1 else None)
-            axes[0].set(xscale="log", xlabel="step + 1", ylabel=r"$\|P_{top} g\|^2/\|g\|^2$", ylim=(0, 1.02))
-            if report.task == "ufm":
-                N = np.array([r["nc1"] for r in rows], dtype=float)
-                for l in range(F.shape[1]):
-                    axes[1].loglog(N[:, l], F[:, l], color=plotting.COLORS[l], marker="o", markersize=2)
-                axes[1].set(xlabel="NC1", ylabel=r"$\|P_{top} g\|^2/\|g\|^2$")
-            else:
-                axes[1].plot(x, [r["overlap_prev"] for r in rows], color=plotting.COLORS[0])
-                axes[1].set(xscale="log", xlabel="step + 1", ylabel="top-k overlap with previous", ylim=(0, 1.02))
-        if axes[0].get_legend_handles_labels()[0]:
-            axes[0].legend(loc="lower right")
-    return fig

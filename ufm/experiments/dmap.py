@@ -29,14 +29,13 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .. import curvature
+from ..dynamics._diffusion_map import TrajectoryDiffusion, analyze_trajectory
+from ..dynamics._trajectory import record
 from ..results import result, to_jsonable
-from ._diffusion_map import TrajectoryDiffusion, analyze_trajectory
-from ._trajectory import record
 
 __all__ = [
     "DiffusionReport",
     "TASKS",
-    "diffusion_figure",
     "run",
     "run_quadratic",
     "run_ufm",
@@ -423,78 +422,3 @@ def run(task: str, **kwargs) -> DiffusionReport:
     if task not in funcs:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     return funcs[task](**kwargs)
-
-
-# ---- figure ---------------------------------------------------------------------------
-def diffusion_figure(reports, *, color_by=None):
-    """One row per report: the diffusion spectrum (gap marked), ψ_1 vs ψ_2 coloured by SGD
-    step or mini-batch loss (``color_by``: one of "step" / "loss" per report, default
-    "step"), and the kernel-sum slope curve with both bandwidths and the dimension."""
-    from .. import plotting
-
-    reports = [reports] if isinstance(reports, DiffusionReport) else list(reports)
-    color_by = ["step"] * len(reports) if color_by is None else ([color_by] if isinstance(color_by, str) else color_by)
-    with plotting.use_style():
-        fig, axes = plotting.figure(len(reports), 3, columns=2, height=2.2 * len(reports), squeeze=False)
-        for row, report, how in zip(axes, reports, color_by, strict=True):
-            _draw_row(fig, row, report, how)
-    return fig
-
-
-def _draw_row(fig, axes, report: DiffusionReport, color_by: str) -> None:
-    from .. import plotting
-
-    a = report.analysis
-    ax0, ax1, ax2 = axes
-    lam = a.diffusion.eigenvalues[1:]
-    idx = np.arange(1, lam.size + 1)
-    q = a.n_coords
-    if q:
-        ax0.plot(idx[:q], lam[:q], "o", color=plotting.COLORS[0], label=f"slow modes (q = {q})")
-    ax0.plot(idx[q:], lam[q:], "o", color="0.6", markerfacecolor="none", label="rest" if q else "no gap (q = 0)")
-    if q:
-        ax0.axvline(q + 0.5, color="0.3", linestyle=":", linewidth=0.8)
-        ax0.text(
-            q + 0.6,
-            0.6,
-            f"τ gap ×{a.gap_ratio:.2f}",
-            transform=ax0.get_xaxis_transform(),
-            va="top",
-            fontsize="x-small",
-            color="0.3",
-        )
-    ax0.set_xlabel("index $l$")
-    ax0.set_ylabel(r"diffusion eigenvalue $\lambda_l$")
-    ax0.set_title(report.task, fontsize="small", loc="left")
-    ax0.set_ylim(0, 1.05)
-    ax0.legend(loc="upper right")
-    ax0.xaxis.get_major_locator().set_params(integer=True)
-    c = a.steps if color_by == "step" or a.losses is None else a.losses
-    psi = a.diffusion.psi
-    sc = ax1.scatter(psi[:, 1], psi[:, 2], c=c, s=2, cmap="cividis", linewidths=0, rasterized=True)
-    fig.colorbar(sc, ax=ax1, label="SGD step" if c is a.steps else "mini-batch loss", shrink=0.9)
-    ax1.set_xlabel(r"$\psi_1$")
-    ax1.set_ylabel(r"$\psi_2$")
-    cu = a.curve
-    dims = 2 * cu.slopes
-    ax2.semilogx(cu.epsilons, dims, color=plotting.COLORS[1], label=r"$2\,d\log S/d\log\varepsilon$")
-    ax2.plot(
-        [cu.epsilon],
-        [np.interp(np.log(cu.epsilon), np.log(cu.epsilons), dims)],
-        "v",
-        color=plotting.COLORS[1],
-        label="kernel-sum ε",
-    )
-    ax2.axvline(a.diffusion.epsilon, color=plotting.COLORS[0], linewidth=0.8, label=r"$\varepsilon$ used")
-    m = a.hessian_outliers
-    shown = m is not None and m <= 3 * dims.max()
-    top = 1.7 * max(dims.max(), m if shown else 0)  # room for the legend above the lines
-    if shown:
-        plotting.mark_value(ax2, m, f"{m} Hessian outliers", color=plotting.COLORS[2], where=0.99)
-    elif m is not None:
-        ax2.set_title(f"Hessian outliers: {m} (off scale)", fontsize="small")
-    plotting.mark_value(ax2, a.dimension_estimate, f"dim ≈ {a.dimension_estimate:.2f}", where=0.99, va="top")
-    ax2.set_xlabel(r"bandwidth $\varepsilon$")
-    ax2.set_ylabel("dimension (2 × slope)")
-    ax2.set_ylim(0, top)
-    ax2.legend(loc="upper left")
