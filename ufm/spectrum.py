@@ -22,7 +22,15 @@ import numpy as np
 
 from .results import all_converged, result, to_jsonable
 
-__all__ = ["Spectrum", "group_levels", "GaussNewtonSplit", "GradientSpectra", "SingularValues"]
+__all__ = [
+    "Spectrum",
+    "Counts",
+    "spectrum_counts",
+    "group_levels",
+    "GaussNewtonSplit",
+    "GradientSpectra",
+    "SingularValues",
+]
 
 _WHICH = ("largest", "magnitude")
 
@@ -196,6 +204,22 @@ class Spectrum:
             bulk_value=None,
         )
 
+    def space(self, k: int) -> np.ndarray:
+        """The top-``k`` eigenspace: the first ``k`` eigenvector columns (dim × k)."""
+        if self.eigenvectors is None:
+            raise ValueError("this spectrum has no eigenvectors (computed with vectors=False)")
+        if not 0 <= k <= self.eigenvalues.size:
+            raise ValueError(f"k must be in [0, {self.eigenvalues.size}] (the resolved eigenpairs), got {k}")
+        return np.asarray(self.eigenvectors)[:, :k]
+
+    def counts(self, *, min_ratio: float = 3.0, null_rtol: float = 1e-9) -> Counts:
+        """Outliers, minibulk, bulk and null space by the gap rule (`spectrum_counts`): over all
+        ``dim`` eigenvalues when the bulk value is known, else over the resolved ones with the
+        ``dim − m`` unresolved counted as `spectrum_counts` says."""
+        if self.bulk_value is not None:
+            return spectrum_counts(self.all_eigenvalues(), min_ratio=min_ratio, null_rtol=null_rtol)
+        return spectrum_counts(self.eigenvalues, dim=self.dim, min_ratio=min_ratio, null_rtol=null_rtol)
+
     def to_dict(self, vectors: bool = False) -> dict:
         """Strict-JSON dict (`ufm.results.to_jsonable`); eigenvectors only when ``vectors``."""
         out = {
@@ -213,6 +237,55 @@ class Spectrum:
         if vectors and self.eigenvectors is not None:
             out["eigenvectors"] = self.eigenvectors
         return to_jsonable(out)
+
+
+# ---- gap-rule counts ------------------------------------------------------------------------------
+@result(static=("outliers", "minibulk", "bulk", "null"))
+class Counts:
+    """Gap-rule counts of a spectrum of dimension ``outliers + minibulk + bulk + null``:
+    ``null`` eigenvalues at most ``null_rtol · λ_max`` (an exact kernel, e.g. the flat
+    directions 1 ⊗ w of softmax regression, or the unresolved zeros of a rank-M G-matrix),
+    ``outliers`` above the largest ratio gap of the rest, ``minibulk`` above the largest gap
+    below them, ``bulk`` the remaining nonzero eigenvalues."""
+
+    outliers: int
+    minibulk: int
+    bulk: int
+    null: int
+    converged: bool = True  # a count (`ufm.results`)
+    messages: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        """The four counts by name."""
+        return {"outliers": self.outliers, "minibulk": self.minibulk, "bulk": self.bulk, "null": self.null}
+
+
+def spectrum_counts(eigenvalues, *, dim: int | None = None, min_ratio: float = 3.0, null_rtol: float = 1e-9) -> Counts:
+    """Outliers, minibulk, bulk and null space of a (partial, descending) spectrum.
+
+    The project's gap rule (`ufm.count_outliers`, largest ratio gap ≥
+    ``min_ratio``) is applied to the eigenvalues above ``null_rtol · λ_max`` — an exact
+    kernel would otherwise always be "the" gap — once for the outliers and once more below
+    them for the minibulk. ``dim`` (default len(λ)) counts the unresolved eigenvalues:
+    they are taken to be null when fewer than ``dim`` values are given and the smallest is
+    null, else bulk.
+    """
+    from .curvature.subspace import count_outliers  # curvature imports this module: import on use
+
+    lam = np.sort(np.asarray(eigenvalues, dtype=np.float64).ravel())[::-1]
+    dim = lam.size if dim is None else int(dim)
+    if dim < lam.size:
+        raise ValueError(f"dim={dim} is smaller than the number of eigenvalues {lam.size}")
+    top = max(lam[0], 0.0) if lam.size else 0.0
+    live = lam[lam > null_rtol * top] if top > 0 else lam[:0]
+    out = count_outliers(live, min_ratio=min_ratio, rtol=0.0) if live.size else 0
+    mini = count_outliers(live[out:], min_ratio=min_ratio, rtol=0.0) if out else 0
+    null = lam.size - live.size
+    unresolved = dim - lam.size
+    if null or not live.size:
+        null += unresolved
+        unresolved = 0
+    return Counts(int(out), int(mini), int(live.size - out - mini + unresolved), int(null))
 
 
 # ---- results whose fields are spectra (one type per object, closed form and autodiff alike) ----------

@@ -16,6 +16,7 @@ figures `ufm.plotting`, their command lines `ufm.cli.dynamics`. Every name below
 ``ODE_LOSSES`` is `sgd_ode.LOSSES` (the ODE's losses; `ufm.spec.LOSSES` are the deep UFM's).
 """
 
+from ..spectrum import Counts, spectrum_counts  # the gap rule lives with Spectrum (Spectrum.counts)
 from . import sgd_ode
 from ._anisotropic import (
     COVARIANCES,
@@ -62,15 +63,12 @@ from ._models import (
     two_layer_loss,
 )
 from ._probes import (
-    Counts,
     Overlap,
-    TopSpace,
     collapse_probe,
     g_top_space,
     hessian_top_space,
     per_sample_grads,
     spectral_probe,
-    spectrum_counts,
     subspace_alignment,
     subspace_overlap,
     top_fraction,
@@ -112,7 +110,6 @@ __all__ = [
     "checkpoint_steps",
     "record",
     "Counts",
-    "TopSpace",
     "Overlap",
     "subspace_alignment",
     "top_fraction",

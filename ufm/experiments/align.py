@@ -184,10 +184,10 @@ def _kgmm_probe(test, means_basis, ridge, k, d):
         J = np.asarray(grads(params, Y, labels, ridge))  # per-sample gradients, ridge included (ℓ of §D2)
         full = top_space(H, n_full)
         out = {
-            "full_hessian_outliers": full.counts.outliers,
-            "full_hessian_null": full.counts.null,
+            "full_hessian_outliers": full.counts().outliers,
+            "full_hessian_null": full.counts().null,
             "full_hessian_eigenvalues": full.eigenvalues[: 2 * n_full],
-            "full_alignment": subspace_alignment(params, full.eigenvectors),
+            "full_alignment": subspace_alignment(params, full.space(n_full)),
         }
         rows = {
             key: []
@@ -211,21 +211,21 @@ def _kgmm_probe(test, means_basis, ridge, k, d):
             solved += [Hc, Gc]
             prev = ctx.previous["_spaces"][c] if ctx.previous else None
             for key, v in (
-                ("block_outliers_hessian", Hc.counts.outliers),
-                ("block_alignment_hessian", subspace_alignment(params[c], Hc.eigenvectors)),
+                ("block_outliers_hessian", Hc.counts().outliers),
+                ("block_alignment_hessian", subspace_alignment(params[c], Hc.space(k))),
                 ("block_eigenvalues_hessian", Hc.eigenvalues[: 2 * k]),
-                ("top_space_in_means", in_means(Hc.eigenvectors)),
-                ("block_outliers_g", Gc.counts.outliers),
-                ("block_alignment_g", subspace_alignment(params[c], Gc.eigenvectors)),
+                ("top_space_in_means", in_means(Hc.space(k))),
+                ("block_outliers_g", Gc.counts().outliers),
+                ("block_alignment_g", subspace_alignment(params[c], Gc.space(k))),
                 ("block_eigenvalues_g", Gc.eigenvalues[: 2 * k]),
-                ("top_space_in_means_g", in_means(Gc.eigenvectors)),
+                ("top_space_in_means_g", in_means(Gc.space(k))),
                 (
                     "block_overlap_prev_hessian",
-                    float("nan") if prev is None else subspace_overlap(Hc.eigenvectors, prev).overlap,
+                    float("nan") if prev is None else subspace_overlap(Hc.space(k), prev).overlap,
                 ),
             ):
                 rows[key].append(v)
-            spaces.append(Hc.eigenvectors)
+            spaces.append(Hc.space(k))
         out |= {key: np.array(v) for key, v in rows.items()}
         pred = np.argmax(Y @ np.stack(params).T, axis=1)
         return out | {
@@ -331,24 +331,25 @@ def _xor_probe(xor_gmm, test, ridge):
         W = np.asarray(params.W)
         J = np.asarray(per_sample_grads(loss, params, test, leaves=[1]))  # ∇_v ℓ_i: M × K
         Gv = g_top_space(J, 1)
-        r = max(Gv.counts.outliers, 1)
+        r = max(Gv.counts().outliers, 1)
         predicted = np.asarray(hidden(params, jnp.asarray(cluster_means))).T  # K × 4: ReLU(W·±μ), ReLU(W·±ν)
         pred_rank = _numerical_rank(predicted)
         Gv = g_top_space(J, r)
-        ov = subspace_overlap(Gv.eigenvectors, predicted) if pred_rank else None
+        ov = subspace_overlap(Gv.space(r), predicted) if pred_rank else None
         J1 = np.asarray(per_sample_grads(loss, params, test, leaves=[0]))
-        G1 = g_top_space(J1, min(2 * W.shape[0], *J1.shape))  # R^K ⊗ span(μ, ν) has dimension 2K (§4)
+        k1 = min(2 * W.shape[0], *J1.shape)
+        G1 = g_top_space(J1, k1)  # R^K ⊗ span(μ, ν) has dimension 2K (§4)
         acc = np.mean((np.asarray(logits(params, Y)) > 0) == (np.asarray(labels) == 1))
         return {
             "first_layer_alignment": float(np.linalg.norm(W @ span) / np.linalg.norm(W)),
             "first_layer_row_alignment": np.linalg.norm(W @ span, axis=1) / np.linalg.norm(W, axis=1),
-            "first_layer_g_outliers": G1.counts.outliers,
-            "first_layer_g_alignment": subspace_alignment(W.ravel(), G1.eigenvectors),
-            "second_layer_rank": Gv.counts.outliers,
+            "first_layer_g_outliers": G1.counts().outliers,
+            "first_layer_g_alignment": subspace_alignment(W.ravel(), G1.space(k1)),
+            "second_layer_rank": Gv.counts().outliers,
             "second_layer_eigenvalues": Gv.eigenvalues,
             "predicted_rank": pred_rank,
             "second_layer_overlap": float("nan") if ov is None else ov.overlap,
-            "second_layer_alignment": subspace_alignment(params.v, Gv.eigenvectors),
+            "second_layer_alignment": subspace_alignment(params.v, Gv.space(r)),
             "test_accuracy": float(acc),
             "converged": all_converged(Gv, G1),
         }
@@ -479,12 +480,12 @@ def _ufm_probe(spec):
             upd = None if ctx.last_update is None else np.asarray(ctx.last_update.Ws[l - 1]).ravel()
             nan = float("nan")
             for key, v in (
-                ("grad_fraction_top", top_fraction(g, top.eigenvectors)),
+                ("grad_fraction_top", top_fraction(g, top.space(K * K))),
                 ("grad_fraction_predicted", top_fraction(g, Up) if Up.shape[1] else nan),
                 ("grad_fraction_diagonal", top_fraction(g, diag)),
-                ("update_fraction_top", nan if upd is None else top_fraction(upd, top.eigenvectors)),
+                ("update_fraction_top", nan if upd is None else top_fraction(upd, top.space(K * K))),
                 ("update_fraction_predicted", nan if upd is None or not Up.shape[1] else top_fraction(upd, Up)),
-                ("predicted_overlap", subspace_overlap(top.eigenvectors, Up).overlap if Up.shape[1] else nan),
+                ("predicted_overlap", subspace_overlap(top.space(K * K), Up).overlap if Up.shape[1] else nan),
             ):
                 out[key].append(v)
         return {k: np.array(v) for k, v in out.items()} | {
