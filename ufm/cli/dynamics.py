@@ -160,7 +160,7 @@ def _run_align(args) -> int:
         )
 
     try:
-        report = fn(callback=progress, **kwargs)
+        report = align.run(align.AlignConfig(task=args.task, **kwargs), callback=progress)
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
     summary = [f"{key}: {json.dumps(value)}" for key, value in report.summary.items()]
@@ -460,7 +460,6 @@ def _run_dmap(args) -> int:
     from ..experiments import dmap
 
     kw = {"seed": args.seed, "alpha": args.alpha, "epsilon": _parse_epsilon(args.epsilon)}
-    kw["progress"] = lambda message: say(f"dmap {args.task}: {message}")
     if args.task != "quadratic" and (args.dim is not None or args.rank is not None):
         raise UsageError("--dim and --rank apply to --task quadratic only")
     if args.task == "quadratic":
@@ -479,7 +478,8 @@ def _run_dmap(args) -> int:
         kw["learning_rate"] = args.lr
     set_precision(args.x64)
     try:
-        report = dmap.run(args.task, **kw)
+        config = dmap.DmapConfig(task=args.task, **kw)
+        report = dmap.run(config, progress=lambda message: say(f"dmap {args.task}: {message}"))
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
     a = report.analysis

@@ -23,6 +23,7 @@ Each returns an `AlignmentReport` (``config``, ``checkpoints``: one dict per che
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -55,8 +56,9 @@ from ..dynamics._probes import (
 from ..dynamics._trajectory import Trajectory, record
 from ..results import all_converged, result, to_jsonable
 from ..spec import UFMSpec
+from ._config import call_task
 
-__all__ = ["AlignmentReport", "kgmm", "xor", "deep_ufm", "mnist", "TASKS"]
+__all__ = ["AlignConfig", "AlignmentReport", "run", "kgmm", "xor", "deep_ufm", "mnist", "TASKS"]
 
 
 @result(static=("task", "config", "checkpoints", "summary"))
@@ -665,3 +667,44 @@ def mnist(
 
 
 TASKS = {"kgmm": kgmm, "xor": xor, "ufm": deep_ufm, "mnist": mnist}
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignConfig:
+    """Settings of an alignment experiment (``ufm dynamics align``): ``task`` (``"kgmm"``, ``"xor"``,
+    ``"ufm"``, ``"mnist"``) and its settings; ``None`` takes the task's default (`kgmm`, `xor`,
+    `deep_ufm`, `mnist` document them). A setting the task does not take is refused by `run`."""
+
+    task: str = "kgmm"
+    seed: int = 0
+    num_classes: int | None = None
+    dim: int | None = None
+    snr: float | None = None
+    ridge: float | None = None
+    lr_scale: float | None = None
+    time: float | None = None
+    test_samples: int | None = None
+    seeds: int | None = None
+    width: int | None = None
+    depth: int | None = None
+    per_class: int | None = None
+    lambda_W: float | None = None
+    lambda_H: float | None = None
+    loss: str | None = None
+    lr: float | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    train_samples: int | None = None
+    hessian_samples: int | None = None
+    hidden: int | None = None
+    pool: int | None = None
+    k: int | None = None
+    checkpoints: int | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def run(config: AlignConfig, callback=None) -> AlignmentReport:
+    """The experiment of ``config``; ``callback`` is `ufm.dynamics.record`'s (after each checkpoint)."""
+    return call_task(config, TASKS, callback=callback)

@@ -18,6 +18,7 @@ per stage (the CLI prints them on stderr).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import time
@@ -32,9 +33,11 @@ from .. import curvature
 from ..dynamics._diffusion_map import TrajectoryDiffusion, analyze_trajectory
 from ..dynamics._trajectory import record
 from ..results import result, to_jsonable
+from ._config import call_task
 
 __all__ = [
     "DiffusionReport",
+    "DmapConfig",
     "TASKS",
     "run",
     "run_quadratic",
@@ -416,9 +419,43 @@ def run_mnist(
     )
 
 
-def run(task: str, **kwargs) -> DiffusionReport:
-    """`run_quadratic`, `run_ufm` or `run_mnist` by name."""
-    funcs = {"quadratic": run_quadratic, "ufm": run_ufm, "mnist": run_mnist}
-    if task not in funcs:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    return funcs[task](**kwargs)
+@dataclasses.dataclass(frozen=True)
+class DmapConfig:
+    """Settings of a diffusion-map experiment (``ufm dynamics dmap``): ``task`` (``"quadratic"``,
+    ``"ufm"``, ``"mnist"``) and its settings; ``None`` takes the task's default (`run_quadratic`,
+    `run_ufm`, `run_mnist` document them). A setting the task does not take is refused by `run`."""
+
+    task: str = "quadratic"
+    seed: int = 0
+    steps: int | None = None
+    learning_rate: float | None = None
+    dim: int | None = None
+    rank: int | None = None
+    noise: float | None = None
+    batch_size: int | None = None
+    per_class: int | None = None
+    hidden: int | None = None
+    width: int | None = None
+    pretrain_steps: int | None = None
+    hessian_k: int | None = None
+    record_every: int | None = None
+    burn_in: int | None = None
+    alpha: float | None = None
+    epsilon: float | str | None = None
+    max_coords: int | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_TASK_FUNCTIONS = {"quadratic": run_quadratic, "ufm": run_ufm, "mnist": run_mnist}
+
+
+def run(config: DmapConfig | str, progress=None, **settings) -> DiffusionReport:
+    """The experiment of ``config`` (a `DmapConfig`; or a task name and its settings, the older
+    entry ``run("quadratic", steps=...)``); ``progress(message)`` hears each stage."""
+    if isinstance(config, str):
+        config = DmapConfig(task=config, **settings)
+    elif settings:
+        raise TypeError(f"run(DmapConfig) takes no further settings, got {sorted(settings)}")
+    return call_task(config, _TASK_FUNCTIONS, progress=progress)
