@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -104,11 +103,29 @@ class LayerSpectra:
             object.__setattr__(self, "messages", self.messages or tuple(self.measured.messages))
 
 
-class State(NamedTuple):
-    """A state to verify and how it was made (``info``: ``state``, ``trained``, training steps ...)."""
+@result(static=("info",))
+class State:
+    """A state to verify and how it was made (``info``: ``state``, ``trained``, training steps ...).
+
+    ``converged`` (`ufm.results`): the state is what was asked for — the constructed optimum, a
+    given state, or training that reached its tolerance (False when it stopped at its step cap;
+    ``messages`` says so)."""
 
     params: UFMParams
     info: dict
+    converged: bool | None = None  # None: from info["train_converged"] (True when nothing trained)
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            ok = bool(self.info.get("train_converged", True))
+            object.__setattr__(self, "converged", ok)
+            if not ok and not self.messages:
+                msg = (
+                    f"training stopped at its {self.info.get('train_step_cap')}-step cap with ‖∇L‖ = "
+                    f"{self.info.get('grad_norm', float('nan')):.2g} > {self.info.get('train_tol')}"
+                )
+                object.__setattr__(self, "messages", (msg,))
 
 
 @result(static=("spec", "info"))
