@@ -117,6 +117,8 @@ def test_empty_or_corrupted_npz(tmp_path, capsys):
         (["dynamics", "dmap", "--dim", "100000", "--steps", "100000000"], ("GiB", "--steps")),
         (["dynamics", "catapult", "--width", "100000000", "--samples", "1000"], ("GiB", "--width")),
         ([*ODE[:2], "--dim", "50000000", "--points", "1000"], ("GiB", "--dim")),
+        (["train", "-n", "100000000", "-d", "1000"], ("GiB", "--per-class")),
+        (["verify", "-n", "100000000", "-d", "1000", "--from-optimum"], ("GiB", "--per-class")),
     ],
 )
 def test_sizes_beyond_the_machine_are_refused_before_allocating(argv, words, capsys):

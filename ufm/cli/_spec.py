@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ._common import WIDTH, UsageError, add_precision_args, add_seed
+from ._common import WIDTH, UsageError, add_precision_args, add_seed, check_memory
 
-__all__ = ["add_spec_args", "spec_from_args", "spec_text"]
+__all__ = ["add_spec_args", "spec_from_args", "spec_text", "check_spec_memory"]
 
 #: Help text and short flag of each `UFMSpec` field; the flags themselves (name, type,
 #: default, choices, one value or one per layer) are generated from the dataclass.
@@ -61,6 +61,19 @@ def spec_from_args(args):
         return UFMSpec(**{f.name: one(getattr(args, f.name)) for f in dataclasses.fields(UFMSpec)})
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
+
+
+def check_spec_memory(spec, extra_bytes: float = 0.0) -> None:
+    """Refuse (before allocating) a spec whose training would not fit in memory: the parameters
+    (H_1, W_1..W_L) about six times over (iterate, gradient, the line search's and the optimiser's
+    state), every layer's features d_l × N four times (forward and backward), the K × N targets."""
+    N = spec.num_samples
+    nbytes = 8 * (6 * spec.num_params + 4 * sum(d * N for d in spec.widths) + 2 * spec.num_classes * N)
+    check_memory(
+        nbytes + extra_bytes,
+        f"a deep UFM with {spec.num_params} parameters (N = {N} samples)",
+        "lower --per-class, --num-classes or --width",
+    )
 
 
 def spec_text(spec, width: int = WIDTH) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ._common import POSITIVE, Progress, console, set_precision, write_json
-from ._spec import add_spec_args, spec_from_args, spec_text
+from ._spec import add_spec_args, check_spec_memory, spec_from_args, spec_text
 
 __all__ = ["add_parser", "run"]
 
@@ -56,6 +56,7 @@ def run(args) -> int:
     import ufm
 
     spec = spec_from_args(args)
+    check_spec_memory(spec)
     params = ufm.init_params(spec, seed=args.seed)
     with Progress() as progress:
         progress.stage(

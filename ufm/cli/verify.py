@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from ._common import Progress, UsageError, console, set_precision, write_json
-from ._spec import add_spec_args, spec_from_args, spec_text
+from ._spec import add_spec_args, check_spec_memory, spec_from_args, spec_text
 
 __all__ = ["add_parser", "run"]
 
@@ -162,8 +162,9 @@ def run(args) -> int:
             "--x32: verify checks in float64 (its tolerances, down to 1e-8, are below float32's "
             "rounding 6e-8) whatever the flag; drop --x32 (`ufm train --x32` trains in float32)"
         )
-    set_precision(True)
     spec = spec_from_args(args)
+    check_spec_memory(spec, extra_bytes=3 * 8 * 4096**2)  # + the dense blocks (DEFAULT_DENSE_MAX) of the checks
+    set_precision(True)
     out = console()
     if args.grid:
         results, specs = [], list(_grid_specs(spec))
