@@ -159,3 +159,17 @@ def test_analyze_dense_max_default_is_the_package_threshold():
 
     args = cli.build_parser().parse_args(["analyze", "x.npz"])
     assert args.dense_max == DEFAULT_DENSE_MAX
+
+
+def test_interrupt_line_says_how_to_resume_where_a_checkpoint_is_used():
+    import argparse
+
+    from ufm.cli._main import _interrupted
+
+    with_ckpt = argparse.Namespace(command="real", checkpoint="run.npz")
+    assert _interrupted(with_ckpt) == (
+        "ufm: interrupted: real stopped (Ctrl-C); rerun the same command to resume from run.npz"
+    )
+    assert _interrupted(argparse.Namespace(command="dynamics", task="dmap")) == (
+        "ufm: interrupted: dynamics dmap stopped (Ctrl-C)"
+    )
