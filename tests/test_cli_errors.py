@@ -164,7 +164,7 @@ def test_analyze_dense_max_default_is_the_package_threshold():
 def test_interrupt_line_says_how_to_resume_where_a_checkpoint_is_used():
     import argparse
 
-    from ufm.cli._main import _interrupted
+    from ufm.cli._main import _interrupted  # private: the text of the one line is the subject
 
     with_ckpt = argparse.Namespace(command="real", checkpoint="run.npz")
     assert _interrupted(with_ckpt) == (
