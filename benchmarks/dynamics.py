@@ -20,7 +20,7 @@ jax.config.update("jax_enable_x64", True)
 import optax  # noqa: E402
 
 from ufm import dynamics as D  # noqa: E402
-from ufm.dynamics import align  # noqa: E402
+from ufm.experiments import align  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
 from _env import machine  # noqa: E402

@@ -35,14 +35,14 @@ def _settings(quick: bool) -> dict:
 
 
 def _reports(out_dir, quick: bool) -> dict:
-    from ufm.dynamics import align
+    from ufm.experiments import align
 
     cfg = _settings(quick)
 
     def compute():
         runs = {f"kgmm_{snr:g}": align.kgmm(snr=snr, seed=C.SEED, **cfg["kgmm"]) for snr in cfg["snrs"]}
         runs["xor"] = align.xor(seed=C.SEED, **cfg["xor"])
-        runs["ufm"] = align.ufm(seed=C.SEED, **cfg["ufm"])
+        runs["ufm"] = align.deep_ufm(seed=C.SEED, **cfg["ufm"])
         return {name: np.asarray(json.dumps(r.to_dict())) for name, r in runs.items()}
 
     data = C.cached(out_dir, "alignment", {**cfg, "seed": C.SEED}, compute)

@@ -31,7 +31,7 @@ def _models(d, quick):
 def make(out_dir, quick: bool = False) -> C.FigureResult:
     C.enable_x64()
     from ufm import dynamics, plotting
-    from ufm.dynamics.sgd_ode import plot_ode_sgd
+    from ufm.plotting.sgd_ode import plot_ode_sgd
 
     d, runs, T = (200, 4, 5.0) if quick else (1000, 16, 10.0)
     ex = np.linspace(0.0, 3.0, 4 if quick else 13)
@@ -186,6 +186,6 @@ def _results(data, name):
         0,
     )
     ode = ODEResult(
-        g("sgd/times"), g("ode/risk"), None, None, None, g("ode/overlap"), g("ode/clean_overlap"), None, None, True, 0
+        g("sgd/times"), g("ode/risk"), None, None, None, g("ode/overlap"), g("ode/clean_overlap"), None, None, 0
     )
     return sgd, ode

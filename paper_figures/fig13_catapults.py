@@ -17,7 +17,7 @@ SUB, SUPER = 0.5, 1.5
 
 
 def _configs(quick: bool):
-    from ufm.dynamics import CatapultConfig
+    from ufm.experiments.catapult import CatapultConfig
 
     if quick:
         base = dict(samples=32, width=128, steps=100, test_samples=100, seed=C.SEED)
@@ -35,13 +35,14 @@ def _configs(quick: bool):
 
 def make(out_dir, quick: bool = False) -> C.FigureResult:
     C.enable_x64()
-    from ufm import dynamics, plotting
-    from ufm.dynamics import catapult
+    from ufm import plotting
+    from ufm.experiments import catapult as experiment
+    from ufm.plotting import catapult
 
     cfgs = _configs(quick)
 
     def compute():
-        reports = (dynamics.run_gd(cfgs[0]), dynamics.run_schedule(cfgs[1]), dynamics.run_sgd(cfgs[2]))
+        reports = (experiment.run_gd(cfgs[0]), experiment.run_schedule(cfgs[1]), experiment.run_sgd(cfgs[2]))
         return {
             name: np.asarray(json.dumps(r.to_dict()))
             for name, r in zip(("gd", "schedule", "sgd"), reports, strict=True)

@@ -18,13 +18,13 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     import os
 
     from ufm import plotting
-    from ufm.dynamics import dmap
+    from ufm.experiments import dmap
 
     if quick:
         reports = [dmap.run_quadratic(steps=4_000, record_every=8, burn_in=25, seed=C.SEED)]
     else:
         reports = [dmap.run_quadratic(seed=C.SEED), dmap.run_ufm(seed=C.SEED), dmap.run_mnist(seed=C.SEED)]
-    files = plotting.savefig(dmap.diffusion_figure(reports), os.path.join(out_dir, "fig14_diffusion_maps"))
+    files = plotting.savefig(plotting.dmap.diffusion_figure(reports), os.path.join(out_dir, "fig14_diffusion_maps"))
     parts = []
     for r in reports:
         a = r.analysis

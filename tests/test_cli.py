@@ -3,6 +3,7 @@
 import json
 
 from ufm import cli
+from ufm.cli._spec import spec_from_args  # private: the flag -> UFMSpec mapping is the subject
 
 
 def test_train_prints_the_nc_table_and_json(tmp_path, capsys):
@@ -40,7 +41,7 @@ def test_spec_flags_are_generated_from_the_spec_fields(capsys):
 
     parser = cli.build_parser()
     args = parser.parse_args(["verify", "--relu-grad0", "0.25", "--width", "8", "9", "-L", "2", "--x32"])
-    spec = cli._spec_from_args(args)
+    spec = spec_from_args(args)
     assert spec.relu_grad0 == 0.25 and spec.width == (8, 9) and args.x64 is False  # the spec's interval, not {0, 1}
     assert parser.parse_args(["verify"]).x64 is True and parser.parse_args(["real"]).x64 is None
     help_text = parser._subparsers._group_actions[0].choices["train"].format_help()

@@ -17,7 +17,7 @@ import pytest
 
 import ufm
 from ufm import dynamics as D
-from ufm.dynamics import align
+from ufm.experiments import align
 
 RNG = np.random.default_rng(0)
 LOSS = functools.partial(D.softmax_loss, ridge=0.05)  # one object: the compiled loops are keyed on it
@@ -74,22 +74,23 @@ def test_g_matrix_gram_equals_dense_outer_products(M):
     space = D.g_top_space(D.per_sample_grads(loss, params, (Y, labels)), k)
     ref = np.linalg.eigvalsh(G)[::-1]
     np.testing.assert_allclose(space.eigenvalues, ref[: space.eigenvalues.size], atol=1e-13)
-    U = space.eigenvectors
+    U = space.space(k)  # TopSpace is folded into Spectrum: the top-k space is .space(k), counts .counts()
     np.testing.assert_allclose(U.T @ U, np.eye(k), atol=1e-12)
     np.testing.assert_allclose(G @ U, U * space.eigenvalues[:k], atol=1e-12)
-    assert space.counts.null + space.counts.outliers + space.counts.minibulk + space.counts.bulk == 18
+    counts = space.counts()
+    assert counts.null + counts.outliers + counts.minibulk + counts.bulk == 18
     if M < 18:
-        assert space.counts.null >= 18 - M
+        assert counts.null >= 18 - M
 
 
 def test_alignment_and_overlap_identities():
     U = np.linalg.qr(RNG.standard_normal((8, 3)))[0]
     full = np.linalg.qr(np.concatenate([U, RNG.standard_normal((8, 5))], axis=1))[0]
     perp = full[:, 3:] @ RNG.standard_normal(5)
-    assert D.alignment(U @ RNG.standard_normal(3), U) == pytest.approx(1, abs=1e-12)
-    assert D.alignment(perp, U) == pytest.approx(0, abs=1e-7)
+    assert D.subspace_alignment(U @ RNG.standard_normal(3), U) == pytest.approx(1, abs=1e-12)
+    assert D.subspace_alignment(perp, U) == pytest.approx(0, abs=1e-7)
     v = U[:, 0] + perp / np.linalg.norm(perp)  # 45 degrees
-    assert D.alignment(v, U) == pytest.approx(np.sqrt(0.5), abs=1e-12)
+    assert D.subspace_alignment(v, U) == pytest.approx(np.sqrt(0.5), abs=1e-12)
     assert D.top_fraction(v, U) == pytest.approx(0.5, abs=1e-12)
     same = D.subspace_overlap(U, U @ np.linalg.qr(RNG.standard_normal((3, 3)))[0])
     assert same.overlap == pytest.approx(1, abs=1e-12) and same.max_angle == pytest.approx(0, abs=1e-7)
@@ -111,7 +112,7 @@ def test_top_space_routes_agree():
     A[:3, :3] += np.diag([30.0, 20.0, 10.0])
     a, b = D.top_space(A, 3, method="dense"), D.top_space(A, 3, method="krylov")
     np.testing.assert_allclose(a.eigenvalues[:3], b.eigenvalues[:3], rtol=1e-10)
-    assert D.subspace_overlap(a.eigenvectors, b.eigenvectors).overlap == pytest.approx(1, abs=1e-10)
+    assert D.subspace_overlap(a.space(3), b.space(3)).overlap == pytest.approx(1, abs=1e-10)
 
 
 def _record(stop_at=None, **kw):
@@ -212,7 +213,8 @@ def test_kgmm_high_snr_aligns_better_than_low():
     assert hi.summary["full_hessian_outliers"] == 3 * 2  # k(k − 1), the rank of (diag π − ππᵀ) ⊗ span(μ)
     assert hi.summary["block_outliers_hessian"] == [3, 3, 3]
     d = hi.to_dict()
-    assert set(d) == {"task", "config", "checkpoints", "summary"} and len(d["checkpoints"]) == 3
+    assert set(d) == {"task", "config", "checkpoints", "summary", "converged", "messages"}
+    assert len(d["checkpoints"]) == 3 and d["converged"] is True
     json.dumps(d)
 
 

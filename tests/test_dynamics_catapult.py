@@ -65,7 +65,7 @@ def test_krylov_kernel_spectrum_matches_eigh():
     vals, vecs = np.linalg.eigh(_dense_kernel(model, params, X))
     k = 4
     spec = D.kernel_spectrum(model, params, X, k, method="krylov", tol=1e-10)
-    assert spec.info["converged"]
+    assert spec.converged
     np.testing.assert_allclose(spec.eigenvalues, vals[::-1][:k], rtol=1e-9)
     overlap = np.linalg.svd(vecs[:, ::-1][:, :k].T @ spec.eigenvectors, compute_uv=False)  # subspaces
     np.testing.assert_allclose(overlap, 1.0, atol=1e-8)

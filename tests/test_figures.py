@@ -96,7 +96,9 @@ def test_layer_spectra_figure_from_a_report(tmp_path):
     fig = plotting.layer_spectra_figure(Report(spec, (), {"state": "test"}, spectra))
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 2
-    for ax, (_, pred, _) in zip(visible, spectra, strict=True):  # one dashed line per predicted level, at its value
+    for ax, pred in zip(
+        visible, (s.predicted for s in spectra), strict=True
+    ):  # one dashed line per predicted level, at its value
         dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() not in ("None", "none", "")]
         assert [ln.get_ydata()[0] for ln in dashed] == pytest.approx(pred.levels()[0].tolist())
     assert all(_nonempty(p) for p in plotting.savefig(fig, tmp_path / "v"))

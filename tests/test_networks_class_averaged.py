@@ -73,7 +73,7 @@ def test_split_sums_to_the_dense_block_unbalanced():
     split = theory.layer_block_split(C, H, y, mean_curvatures=C0)
     scale = np.abs(dense).max()
     np.testing.assert_allclose(split.total(), dense, rtol=0, atol=1e3 * EPS * scale)
-    for part in split:
+    for part in (split.class_mean, split.curvature_spread, split.feature_covariance, split.joint):
         np.testing.assert_allclose(part, part.T, atol=1e3 * EPS * scale)
     norms = split.norms()
     assert all(v > 1e-3 for k, v in norms.items())  # every part is present in this state

@@ -149,7 +149,7 @@ def test_an_unconverged_measurement_shows_in_table_json_and_exit_code(tmp_path, 
 
     def unconverged(*args, **kwargs):
         spec, Hm = real_eig(*args, **kwargs)
-        return dataclasses.replace(spec, source="krylov", info={**spec.info, "converged": False}), Hm
+        return dataclasses.replace(spec, source="krylov", converged=False, messages=("Krylov missed tol",)), Hm
 
     monkeypatch.setattr(_analysis, "_eig", unconverged)
     path = _save(tmp_path / "head.npz", *_head(), "linear", "mse")
@@ -161,3 +161,4 @@ def test_an_unconverged_measurement_shows_in_table_json_and_exit_code(tmp_path, 
     rep = json.loads(out.read_text())
     assert rep["verdict"]["converged"] == [False, False] and not rep["verdict"]["all_hold"]
     assert all(layer["converged"] is False and layer["holds"] is False for layer in rep["layers"])
+    assert rep["converged"] is False and "Krylov missed tol" in rep["messages"]

@@ -22,4 +22,4 @@ def test_readme_tour_runs_and_agrees():
     assert pred.eigenvalues.size == K * K and meas.dim == pred.dim == int(np.prod(spec.weight_shapes[1]))
     np.testing.assert_allclose(meas.eigenvalues[: K * K], pred.eigenvalues, rtol=1e-8)
     np.testing.assert_allclose(pred.eigenvalues, scope["sol"].layer_outliers[1][0], rtol=1e-6)
-    assert top.source == "krylov" and top.eigenvalues.size == 20 and top.info["converged"]
+    assert top.source == "krylov" and top.eigenvalues.size == 20 and top.converged

@@ -82,3 +82,75 @@ def test_dump_writes_strict_json(tmp_path):
     path = tmp_path / "r.json"
     results.dump({"r": _fit(), "t": (1, 2.0)}, path)
     assert json.loads(path.read_text())["r"]["values"] == [1.0, None, None]
+
+
+# ---- every public result type of the package follows the protocol ----------------------------------
+_MODULES = (
+    "ufm",
+    "ufm.spectrum",
+    "ufm.collapse",
+    "ufm.training",
+    "ufm.verification",
+    "ufm.theory",
+    "ufm.networks",
+    "ufm.dynamics",
+    "ufm.experiments.align",
+    "ufm.experiments.dmap",
+    "ufm.experiments.catapult",
+    "ufm.experiments.sgd_ode",
+)
+# inputs, not results: specs, parameters, configs, data models, models, probe contexts
+_NOT_RESULTS = {
+    "UFMSpec",
+    "UFMParams",
+    "NetworkSpec",
+    "NetworkParams",
+    "TwoLayerParams",
+    "Dataset",
+    "KGMM",
+    "XORGMM",
+    "AnisotropicMixture",
+    "NTKMLP",
+    "Target",
+    "ProbeContext",
+    "AlignConfig",
+    "DmapConfig",
+    "CatapultConfig",
+    "SGDODEConfig",
+}
+
+
+def _public_result_types():
+    import dataclasses
+    import importlib
+    import inspect
+
+    seen = {}
+    for name in _MODULES:
+        module = importlib.import_module(name)
+        for attr in getattr(module, "__all__", ()):
+            obj = getattr(module, attr, None)
+            if not inspect.isclass(obj) or attr in _NOT_RESULTS or obj in seen.values():
+                continue
+            if dataclasses.is_dataclass(obj) or (issubclass(obj, tuple) and hasattr(obj, "_fields")):
+                seen[f"{name}.{attr}"] = obj
+    return seen
+
+
+def test_every_public_result_type_has_status_fields_to_dict_and_is_a_pytree():
+    import dataclasses
+
+    found = _public_result_types()
+    assert len(found) >= 30, sorted(found)
+    for name, cls in found.items():
+        fields = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(cls._fields)
+        assert {"converged", "messages"} <= set(fields), name
+        assert callable(getattr(cls, "to_dict", None)), name
+        # registered with JAX: flattening a registered class does not treat the instance as one leaf
+        assert cls in _registered_types(), name
+
+
+def _registered_types():
+    from jax._src import tree_util  # private: JAX has no public "is this type registered" query
+
+    return set(tree_util._registry) | set(getattr(tree_util, "_registry_with_keypaths", {}))

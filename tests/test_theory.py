@@ -255,7 +255,7 @@ def test_tail_curvature_formula_at_generic_points(activation, loss_name):
     acts = forward(spec, p)
     for layer in range(1, spec.depth + 1):
         Ht = np.asarray(acts.post[layer - 1])
-        _, _, C = _tail(spec, p.Ws, np.asarray(p.Ws[layer - 1]) @ Ht, spec.class_index, layer + 1)
+        C = _tail(spec, p.Ws, np.asarray(p.Ws[layer - 1]) @ Ht, spec.class_index, layer + 1).curvature
         N = spec.num_samples
         ours = kron_sum_spectrum(list(C / N), list(Ht.T[:, :, None]))
         compare(ours, dense_layer(spec, p, layer))

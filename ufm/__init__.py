@@ -14,7 +14,7 @@ from .training import TrainingDiverged, TrainResult, train
 
 __version__ = "0.1.0"
 
-_LAZY = ("theory", "curvature", "networks", "plotting", "verification", "dynamics", "cli")
+_LAZY = ("theory", "curvature", "networks", "plotting", "verification", "dynamics", "experiments", "results", "cli")
 _LAZY_NAMES = {
     "verify": "verification",
     "collapsed_state": "verification",

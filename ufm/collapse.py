@@ -18,10 +18,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 
 from .model import forward
+from .results import result
 from .spec import UFMSpec
 
 __all__ = ["CollapseMetrics", "class_means", "nc_metrics", "metrics"]
@@ -76,7 +76,10 @@ def _frame_distance(G: np.ndarray, frame: np.ndarray) -> float:
     return float(np.linalg.norm(G - c * frame) / norm)
 
 
-@dataclasses.dataclass(frozen=True)
+_STATUS = ("converged", "messages")
+
+
+@result
 class CollapseMetrics:
     """NC metrics, one entry per layer (arrays of length ``num_layers``); 0 means collapse.
 
@@ -103,18 +106,16 @@ class CollapseMetrics:
     nc3: np.ndarray
     duality: np.ndarray
     nc4: np.ndarray
+    converged: bool = True  # closed-form metrics: nothing iterative to miss (`ufm.results`)
+    messages: tuple[str, ...] = ()
 
     @property
     def num_layers(self) -> int:
         return len(self.nc1)
 
-    def to_dict(self) -> dict:
-        return {k: np.asarray(v).tolist() for k, v in dataclasses.asdict(self).items()}
-
-
-jax.tree_util.register_dataclass(
-    CollapseMetrics, data_fields=[f.name for f in dataclasses.fields(CollapseMetrics)], meta_fields=[]
-)
+    def metrics(self) -> dict:
+        """The per-layer metric arrays by name (the status fields left out)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _STATUS}
 
 
 def _layer_metrics(H, labels, K, W, predictions, geometry, rcond) -> dict:

@@ -16,12 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import NamedTuple
 
 import jax
 import numpy as np
 
-__all__ = ["Spectrum", "group_levels", "GaussNewtonSplit", "GradientSpectra", "SingularValues"]
+from .results import all_converged, result, to_jsonable
+
+__all__ = [
+    "Spectrum",
+    "Counts",
+    "spectrum_counts",
+    "group_levels",
+    "GaussNewtonSplit",
+    "GradientSpectra",
+    "SingularValues",
+]
 
 _WHICH = ("largest", "magnitude")
 
@@ -70,6 +79,9 @@ class Spectrum:
         columns ``a_j`` and ``b_j`` (so ``v_j = np.outer(A[:, j], B[:, j]).ravel()``).
       source: where it came from, e.g. ``"closed-form"``, ``"dense"``, ``"lanczos"``.
       info: small JSON-able extras (labels of the levels, the λ used, ...).
+      converged: the route reached its tolerance (closed forms and dense solves always do; a
+        Krylov solve that ran out of budget does not) — the result protocol, `ufm.results`.
+      messages: why not (the solver's words), or other warnings worth reading.
     """
 
     eigenvalues: np.ndarray
@@ -80,6 +92,8 @@ class Spectrum:
     factors: tuple[np.ndarray, np.ndarray] | None = None
     source: str = ""
     info: dict = dataclasses.field(default_factory=dict)
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def __post_init__(self):
         vals = np.asarray(self.eigenvalues, dtype=np.float64)
@@ -103,6 +117,8 @@ class Spectrum:
             object.__setattr__(self, "dim", vals.size)
         if self.dim < vals.size:
             raise ValueError(f"dim={self.dim} is smaller than the number of eigenvalues {vals.size}")
+        object.__setattr__(self, "converged", bool(self.converged))
+        object.__setattr__(self, "messages", tuple(str(m) for m in self.messages))
 
     @classmethod
     def from_dense(
@@ -188,29 +204,102 @@ class Spectrum:
             bulk_value=None,
         )
 
+    def space(self, k: int) -> np.ndarray:
+        """The top-``k`` eigenspace: the first ``k`` eigenvector columns (dim × k)."""
+        if self.eigenvectors is None:
+            raise ValueError("this spectrum has no eigenvectors (computed with vectors=False)")
+        if not 0 <= k <= self.eigenvalues.size:
+            raise ValueError(f"k must be in [0, {self.eigenvalues.size}] (the resolved eigenpairs), got {k}")
+        return np.asarray(self.eigenvectors)[:, :k]
+
+    def counts(self, *, min_ratio: float = 3.0, null_rtol: float = 1e-9) -> Counts:
+        """Outliers, minibulk, bulk and null space by the gap rule (`spectrum_counts`): over all
+        ``dim`` eigenvalues when the bulk value is known, else over the resolved ones with the
+        ``dim − m`` unresolved counted as `spectrum_counts` says."""
+        if self.bulk_value is not None:
+            return spectrum_counts(self.all_eigenvalues(), min_ratio=min_ratio, null_rtol=null_rtol)
+        return spectrum_counts(self.eigenvalues, dim=self.dim, min_ratio=min_ratio, null_rtol=null_rtol)
+
     def to_dict(self, vectors: bool = False) -> dict:
-        """JSON-able dict; eigenvectors only when ``vectors``."""
+        """Strict-JSON dict (`ufm.results.to_jsonable`); eigenvectors only when ``vectors``."""
         out = {
-            "eigenvalues": self.eigenvalues.tolist(),
+            "eigenvalues": self.eigenvalues,
             "dim": int(self.dim),
-            "bulk_value": None if self.bulk_value is None else float(self.bulk_value),
+            "bulk_value": self.bulk_value,
             "bulk_multiplicity": int(self.bulk_multiplicity),
             "source": self.source,
             "info": self.info,
+            "converged": self.converged,
+            "messages": self.messages,
         }
         if self.residuals is not None:
-            out["residuals"] = self.residuals.tolist()
+            out["residuals"] = self.residuals
         if vectors and self.eigenvectors is not None:
-            out["eigenvectors"] = np.asarray(self.eigenvectors).tolist()
-        return out
+            out["eigenvectors"] = self.eigenvectors
+        return to_jsonable(out)
+
+
+# ---- gap-rule counts ------------------------------------------------------------------------------
+@result(static=("outliers", "minibulk", "bulk", "null"))
+class Counts:
+    """Gap-rule counts of a spectrum of dimension ``outliers + minibulk + bulk + null``:
+    ``null`` eigenvalues at most ``null_rtol · λ_max`` (an exact kernel, e.g. the flat
+    directions 1 ⊗ w of softmax regression, or the unresolved zeros of a rank-M G-matrix),
+    ``outliers`` above the largest ratio gap of the rest, ``minibulk`` above the largest gap
+    below them, ``bulk`` the remaining nonzero eigenvalues."""
+
+    outliers: int
+    minibulk: int
+    bulk: int
+    null: int
+    converged: bool = True  # a count (`ufm.results`)
+    messages: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        """The four counts by name."""
+        return {"outliers": self.outliers, "minibulk": self.minibulk, "bulk": self.bulk, "null": self.null}
+
+
+def spectrum_counts(eigenvalues, *, dim: int | None = None, min_ratio: float = 3.0, null_rtol: float = 1e-9) -> Counts:
+    """Outliers, minibulk, bulk and null space of a (partial, descending) spectrum.
+
+    The project's gap rule (`ufm.count_outliers`, largest ratio gap ≥
+    ``min_ratio``) is applied to the eigenvalues above ``null_rtol · λ_max`` — an exact
+    kernel would otherwise always be "the" gap — once for the outliers and once more below
+    them for the minibulk. ``dim`` (default len(λ)) counts the unresolved eigenvalues:
+    they are taken to be null when fewer than ``dim`` values are given and the smallest is
+    null, else bulk.
+    """
+    from .curvature.subspace import count_outliers  # curvature imports this module: import on use
+
+    lam = np.sort(np.asarray(eigenvalues, dtype=np.float64).ravel())[::-1]
+    dim = lam.size if dim is None else int(dim)
+    if dim < lam.size:
+        raise ValueError(f"dim={dim} is smaller than the number of eigenvalues {lam.size}")
+    top = max(lam[0], 0.0) if lam.size else 0.0
+    live = lam[lam > null_rtol * top] if top > 0 else lam[:0]
+    out = count_outliers(live, min_ratio=min_ratio, rtol=0.0) if live.size else 0
+    mini = count_outliers(live[out:], min_ratio=min_ratio, rtol=0.0) if out else 0
+    null = lam.size - live.size
+    unresolved = dim - lam.size
+    if null or not live.size:
+        null += unresolved
+        unresolved = 0
+    return Counts(int(out), int(mini), int(live.size - out - mini + unresolved), int(null))
 
 
 # ---- results whose fields are spectra (one type per object, closed form and autodiff alike) ----------
-def _value(x):
-    return None if x is None else (np.asarray(x).tolist() if np.ndim(x) else float(x))
+def _status(obj, *spectra) -> None:
+    """Fill ``converged`` / ``messages`` of a result made of spectra from its parts (unless given)."""
+    parts = [s for s in spectra if s is not None]
+    if obj.converged is None:
+        object.__setattr__(obj, "converged", all_converged(*parts))
+    if not obj.messages:
+        object.__setattr__(obj, "messages", tuple(m for s in parts for m in s.messages))
 
 
-class GaussNewtonSplit(NamedTuple):
+@result
+class GaussNewtonSplit:
     """Papyan's split of a Gauss–Newton block, ``G = G_class + G_cross + G_within`` (``docs/theory.md`` §4).
 
     Built by the closed form (`ufm.theory.gn_decomposition`) and by autodiff
@@ -222,17 +311,15 @@ class GaussNewtonSplit(NamedTuple):
     G_cross: Spectrum
     G_within: Spectrum
     nc1: float | None = None
+    converged: bool | None = None  # None: all three spectra converged
+    messages: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
-        return {
-            "G_class": self.G_class.to_dict(),
-            "G_cross": self.G_cross.to_dict(),
-            "G_within": self.G_within.to_dict(),
-            "nc1": _value(self.nc1),
-        }
+    def __post_init__(self):
+        _status(self, self.G_class, self.G_cross, self.G_within)
 
 
-class GradientSpectra(NamedTuple):
+@result
+class GradientSpectra:
     """A block's mean data gradient and the spectra of its per-sample gradients (``docs/theory.md`` §4).
 
     Built by the closed form (`ufm.theory.gradient_spectrum`) and by autodiff
@@ -252,18 +339,28 @@ class GradientSpectra(NamedTuple):
     covariance: Spectrum
     class_coefficients: np.ndarray | None = None
     outlier_fraction: float | None = None
+    converged: bool | None = None  # None: both spectra converged
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        _status(self, self.second_moment, self.covariance)
 
     def to_dict(self) -> dict:
-        return {
-            "gradient_norm": float(np.linalg.norm(self.gradient)),
-            "second_moment": self.second_moment.to_dict(),
-            "covariance": self.covariance.to_dict(),
-            "class_coefficients": _value(self.class_coefficients),
-            "outlier_fraction": _value(self.outlier_fraction),
-        }
+        return to_jsonable(
+            {
+                "gradient_norm": float(np.linalg.norm(self.gradient)),
+                "second_moment": self.second_moment,
+                "covariance": self.covariance,
+                "class_coefficients": self.class_coefficients,
+                "outlier_fraction": self.outlier_fraction,
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
 
 
-class SingularValues(NamedTuple):
+@result(static=("layer", "multiplicity"))
+class SingularValues:
     """Singular values of a weight matrix (descending) with its singular vectors and a prediction.
 
     Fields:
@@ -280,15 +377,21 @@ class SingularValues(NamedTuple):
     predicted: float | None = None
     multiplicity: int | None = None
     max_rel_error: float | None = None
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {
-            "values": _value(self.values),
-            "layer": self.layer,
-            "predicted": _value(self.predicted),
-            "multiplicity": self.multiplicity,
-            "max_rel_error": _value(self.max_rel_error),
-        }
+        return to_jsonable(
+            {
+                "values": self.values,
+                "layer": self.layer,
+                "predicted": self.predicted,
+                "multiplicity": self.multiplicity,
+                "max_rel_error": self.max_rel_error,
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
 
 
 # ---- pytree registration ------------------------------------------------------------------------
@@ -299,6 +402,8 @@ class _Meta:
 
     source: str
     info: dict
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def __eq__(self, other):
         return isinstance(other, _Meta)
@@ -309,7 +414,7 @@ class _Meta:
 
 def _flatten(s: Spectrum):
     children = (s.eigenvalues, s.eigenvectors, s.residuals, s.factors, s.bulk_value)
-    return children, (s.dim, _Meta(s.source, s.info))
+    return children, (s.dim, _Meta(s.source, s.info, s.converged, s.messages))
 
 
 def _unflatten(aux, children):
@@ -323,6 +428,8 @@ def _unflatten(aux, children):
     object.__setattr__(out, "dim", dim)
     object.__setattr__(out, "source", meta.source)
     object.__setattr__(out, "info", meta.info)
+    object.__setattr__(out, "converged", meta.converged)
+    object.__setattr__(out, "messages", meta.messages)
     return out
 
 

@@ -14,7 +14,6 @@ total, regularised loss over all parameters) or the loss stops being finite.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ import optax
 
 from . import collapse
 from .model import UFMParams, check_params, forward, loss, output_loss, regularizer
+from .results import result, to_jsonable
 from .spec import UFMSpec
 
 __all__ = ["TrainResult", "TrainingDiverged", "gd_linesearch", "train"]
@@ -49,7 +49,7 @@ def gd_linesearch(max_linesearch_steps: int = 30) -> optax.GradientTransformatio
     )
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("steps",))
 class TrainResult:
     """Trained parameters and the history recorded every ``log_every`` steps.
 
@@ -61,16 +61,12 @@ class TrainResult:
     history: dict
     converged: bool
     steps: int
+    messages: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {
-            "converged": self.converged,
-            "steps": self.steps,
-            "history": {k: np.asarray(v).tolist() for k, v in self.history.items()},
-        }
-
-
-jax.tree_util.register_dataclass(TrainResult, data_fields=["params", "history"], meta_fields=["converged", "steps"])
+        return to_jsonable(
+            {"converged": self.converged, "steps": self.steps, "history": self.history, "messages": self.messages}
+        )
 
 
 def _batch_loss(spec: UFMSpec, params: UFMParams, columns) -> jax.Array:

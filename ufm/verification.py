@@ -24,9 +24,7 @@ The "data Hessian" (no ridge) is compared throughout; the ridge only shifts a bl
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +32,7 @@ import numpy as np
 
 from . import collapse, curvature, theory
 from .model import UFMParams, check_params, forward, init_params, loss_fn
+from .results import all_converged, dump, result, to_jsonable
 from .spec import UFMSpec
 from .spectrum import Spectrum
 from .training import train
@@ -41,9 +40,12 @@ from .training import train
 __all__ = ["Check", "LayerSpectra", "Report", "State", "collapsed_state", "training_steps", "verify"]
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("name", "group", "required", "layer"))
 class Check:
-    """One comparison: ``error <= tolerance`` passes. ``predicted``/``measured`` are JSON-able."""
+    """One comparison: ``error <= tolerance`` passes. ``predicted``/``measured`` are JSON-able.
+
+    ``converged`` (the result protocol, `ufm.results`) is ``passed``; ``messages`` says why not.
+    """
 
     name: str
     predicted: object
@@ -53,52 +55,102 @@ class Check:
     group: str = ""
     required: bool = True  # False: reported for information, not counted in Report.passed
     layer: int | None = None  # the layer l (block of W_l) the check is about, if any
+    converged: bool | None = None  # None: ``passed``
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            object.__setattr__(self, "converged", self.passed)
+        if not self.converged and not self.messages:
+            why = f"error {float(self.error):.3g} > tolerance {float(self.tolerance):.3g}"
+            object.__setattr__(self, "messages", (f"check {self.name!r} failed: {why}",))
 
     @property
     def passed(self) -> bool:
         return bool(np.isfinite(self.error) and self.error <= self.tolerance)
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "group": self.group,
-            "layer": self.layer,
-            "predicted": _jsonable(self.predicted),
-            "measured": _jsonable(self.measured),
-            "error": float(self.error),
-            "tolerance": float(self.tolerance),
-            "passed": self.passed,
-            "required": self.required,
-        }
+        return to_jsonable(
+            {
+                "name": self.name,
+                "group": self.group,
+                "layer": self.layer,
+                "predicted": self.predicted,
+                "measured": self.measured,
+                "error": float(self.error),
+                "tolerance": float(self.tolerance),
+                "passed": self.passed,
+                "required": self.required,
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
 
 
-class LayerSpectra(NamedTuple):
+@result(static=("layer",))
+class LayerSpectra:
     """The data-Hessian block of W_l: the class-mean closed form and the autodiff measurement."""
 
     layer: int
     predicted: Spectrum
     measured: Spectrum
+    converged: bool | None = None  # None: the measurement's solver converged
+    messages: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
-        return {"layer": self.layer, "predicted": self.predicted.to_dict(), "measured": self.measured.to_dict()}
+    def __post_init__(self):
+        if self.converged is None:
+            object.__setattr__(self, "converged", bool(self.measured.converged))
+            object.__setattr__(self, "messages", self.messages or tuple(self.measured.messages))
 
 
-class State(NamedTuple):
-    """A state to verify and how it was made (``info``: ``state``, ``trained``, training steps ...)."""
+@result(static=("info",))
+class State:
+    """A state to verify and how it was made (``info``: ``state``, ``trained``, training steps ...).
+
+    ``converged`` (`ufm.results`): the state is what was asked for — the constructed optimum, a
+    given state, or training that reached its tolerance (False when it stopped at its step cap;
+    ``messages`` says so)."""
 
     params: UFMParams
     info: dict
+    converged: bool | None = None  # None: from info["train_converged"] (True when nothing trained)
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            ok = bool(self.info.get("train_converged", True))
+            object.__setattr__(self, "converged", ok)
+            if not ok and not self.messages:
+                msg = (
+                    f"training stopped at its {self.info.get('train_step_cap')}-step cap with ‖∇L‖ = "
+                    f"{self.info.get('grad_norm', float('nan')):.2g} > {self.info.get('train_tol')}"
+                )
+                object.__setattr__(self, "messages", (msg,))
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("spec", "info"))
 class Report:
     """All checks of one state, how the state was made (``info``), and per layer the predicted
-    and measured spectra (``spectra``, what `ufm.plotting.layer_spectra_figure` draws)."""
+    and measured spectra (``spectra``, what `ufm.plotting.layer_spectra_figure` draws).
+
+    ``converged`` (`ufm.results`): every required check passed and every measured spectrum
+    converged; ``messages``: the failed checks and the solvers' messages.
+    """
 
     spec: UFMSpec
     checks: tuple[Check, ...]
     info: dict
     spectra: tuple[LayerSpectra, ...] = ()
+    converged: bool | None = None  # None: computed from the checks and spectra
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            object.__setattr__(self, "converged", self.passed and all_converged(self.spectra))
+        if not self.messages:
+            msgs = [m for c in self.checks if c.required for m in c.messages]
+            msgs += [m for s in self.spectra for m in s.messages]
+            object.__setattr__(self, "messages", tuple(msgs))
 
     @property
     def passed(self) -> bool:
@@ -122,29 +174,21 @@ class Report:
         return max(self.checks, key=badness)
 
     def to_dict(self) -> dict:
-        return {
-            "passed": self.passed,
-            "spec": self.spec.to_dict(),
-            "info": _jsonable(self.info),
-            "checks": [c.to_dict() for c in self.checks],
-            "spectra": [s.to_dict() for s in self.spectra],
-        }
+        return to_jsonable(
+            {
+                "passed": self.passed,
+                "spec": self.spec,
+                "info": self.info,
+                "checks": self.checks,
+                "spectra": self.spectra,
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
 
     def to_json(self, path) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=1)
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.ndarray, jax.Array)):
-        return np.asarray(x).tolist()
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    return x
+        """Write `to_dict` as strict JSON (`ufm.results.dump`)."""
+        dump(self, path)
 
 
 def _rel(a, b) -> float:

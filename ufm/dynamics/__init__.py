@@ -1,8 +1,6 @@
-"""Spectra along training (``docs/dynamics.md``).
+"""Spectra along training (``docs/dynamics.md``): library primitives and the four experiments.
 
-One module per concept; each experiment module (`align`, `sgd_ode`, `catapult`, `dmap`) defines
-``add_cli(subparsers)`` for its ``ufm dynamics <task>`` command (see ``ufm.cli``).
-
+Library (pure functions and typed results, no argparse, no printing, no precision switch):
 * Trajectory recording with probes at checkpoints (``docs/alignment.md``).
 * Probes: top-k blocks, G-matrix, alignment, overlaps, outlier counts, NC (``docs/dynamics.md`` §D1).
 * k-GMM and XOR-GMM data (``docs/alignment.md``).
@@ -12,37 +10,167 @@ One module per concept; each experiment module (`align`, `sgd_ode`, `catapult`, 
 * Tangent kernels and η_crit (``docs/catapults.md``).
 * NTK MLPs, projected loss, AGOP, catapult detection (``docs/catapults.md``).
 * Diffusion maps of trajectories (``docs/diffusion_maps.md``).
+
+The experiments built on them (align, sgd_ode, catapult, dmap) are `ufm.experiments`; their
+figures `ufm.plotting`, their command lines `ufm.cli.dynamics`. Every name below is re-exported explicitly.
+``ODE_LOSSES`` is `sgd_ode.LOSSES` (the ODE's losses; `ufm.spec.LOSSES` are the deep UFM's).
 """
 
-from . import (
-    _anisotropic,
-    _diffusion_map,
-    _mixtures,
-    _models,
-    _probes,
-    _tangent_kernel,
-    _trajectory,
-    catapult,
-    sgd_ode,
+from ..spectrum import Counts, spectrum_counts  # the gap rule lives with Spectrum (Spectrum.counts)
+from . import sgd_ode
+from ._anisotropic import (
+    COVARIANCES,
+    AnisotropicMixture,
+    anisotropic_mixture,
 )
-from ._anisotropic import *  # noqa: F403  (re-exports _anisotropic.__all__)
-from ._diffusion_map import *  # noqa: F403  (re-exports _diffusion_map.__all__)
-from ._mixtures import *  # noqa: F403  (re-exports _mixtures.__all__)
-from ._models import *  # noqa: F403  (re-exports _models.__all__)
-from ._probes import *  # noqa: F403  (re-exports _probes.__all__)
-from ._tangent_kernel import *  # noqa: F403  (re-exports _tangent_kernel.__all__)
-from ._trajectory import *  # noqa: F403  (re-exports _trajectory.__all__)
-from .catapult import *  # noqa: F403  (re-exports catapult.__all__)
-from .sgd_ode import *  # noqa: F403  (re-exports sgd_ode.__all__)
+from ._catapult import (
+    NTK_ACTIVATIONS,
+    NTKMLP,
+    TARGETS,
+    Catapult,
+    Target,
+    agop,
+    agop_alignment,
+    detect_catapults,
+    make_target,
+    projected_loss,
+)
+from ._diffusion_map import (
+    DiffusionMap,
+    KernelSumCurve,
+    TrajectoryDiffusion,
+    analyze_trajectory,
+    diffusion_map,
+    kernel_sum_curve,
+    quadratic_r2,
+    spectral_gap,
+    squared_distances,
+)
+from ._mixtures import (
+    KGMM,
+    XORGMM,
+    orthonormal_means,
+)
+from ._models import (
+    TwoLayerParams,
+    init_softmax,
+    init_two_layer,
+    softmax_hessian,
+    softmax_loss,
+    softmax_per_sample_grads,
+    two_layer_hidden,
+    two_layer_logits,
+    two_layer_loss,
+)
+from ._probes import (
+    Overlap,
+    collapse_probe,
+    g_top_space,
+    hessian_top_space,
+    per_sample_grads,
+    spectral_probe,
+    subspace_alignment,
+    subspace_overlap,
+    top_fraction,
+    top_space,
+)
+from ._tangent_kernel import (
+    NORMALIZATIONS,
+    batch_tangent_kernels,
+    critical_learning_rate,
+    kernel_spectrum,
+    tangent_kernel,
+    tangent_kernel_operator,
+)
+from ._trajectory import (
+    ProbeContext,
+    Trajectory,
+    checkpoint_steps,
+    record,
+)
+from .sgd_ode import (
+    LOSSES as ODE_LOSSES,
+)
+from .sgd_ode import (
+    ODEResult,
+    PhaseDiagram,
+    SGDResult,
+    TrajectoryGap,
+    gaussian_expectations,
+    ode_sgd_gap,
+    phase_diagram,
+    simulate_sgd,
+    solve_sgd_ode,
+    time_grid,
+)
 
 __all__ = [
-    *_trajectory.__all__,
-    *_probes.__all__,
-    *_mixtures.__all__,
-    *_models.__all__,
-    *_anisotropic.__all__,
-    *sgd_ode.__all__,
-    *_tangent_kernel.__all__,
-    *catapult.__all__,
-    *_diffusion_map.__all__,
+    "ProbeContext",
+    "Trajectory",
+    "checkpoint_steps",
+    "record",
+    "Counts",
+    "Overlap",
+    "subspace_alignment",
+    "top_fraction",
+    "subspace_overlap",
+    "spectrum_counts",
+    "top_space",
+    "hessian_top_space",
+    "per_sample_grads",
+    "g_top_space",
+    "collapse_probe",
+    "spectral_probe",
+    "KGMM",
+    "XORGMM",
+    "orthonormal_means",
+    "TwoLayerParams",
+    "init_softmax",
+    "softmax_loss",
+    "softmax_hessian",
+    "softmax_per_sample_grads",
+    "init_two_layer",
+    "two_layer_hidden",
+    "two_layer_logits",
+    "two_layer_loss",
+    "COVARIANCES",
+    "AnisotropicMixture",
+    "anisotropic_mixture",
+    "ODE_LOSSES",
+    "ODEResult",
+    "PhaseDiagram",
+    "SGDResult",
+    "TrajectoryGap",
+    "gaussian_expectations",
+    "ode_sgd_gap",
+    "phase_diagram",
+    "simulate_sgd",
+    "solve_sgd_ode",
+    "time_grid",
+    "tangent_kernel_operator",
+    "tangent_kernel",
+    "batch_tangent_kernels",
+    "kernel_spectrum",
+    "critical_learning_rate",
+    "NORMALIZATIONS",
+    "NTKMLP",
+    "NTK_ACTIVATIONS",
+    "Target",
+    "make_target",
+    "TARGETS",
+    "agop",
+    "agop_alignment",
+    "projected_loss",
+    "Catapult",
+    "detect_catapults",
+    "DiffusionMap",
+    "KernelSumCurve",
+    "TrajectoryDiffusion",
+    "analyze_trajectory",
+    "diffusion_map",
+    "kernel_sum_curve",
+    "quadratic_r2",
+    "spectral_gap",
+    "squared_distances",
+    "sgd_ode",
 ]

@@ -19,13 +19,12 @@ NumPy memmap or any array-like that slices ``X[:, a:b]``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..curvature.subspace import count_outliers
+from ..results import result, to_jsonable
 
 __all__ = [
     "DiffusionMap",
@@ -119,7 +118,8 @@ def squared_distances(X, *, chunk_size: int = 4096) -> jax.Array:
 
 
 # ---- the diffusion map (§2) ------------------------------------------------------------
-class DiffusionMap(NamedTuple):
+@result(static=("epsilon", "alpha", "t"))
+class DiffusionMap:
     """Eigenpairs of the Markov matrix P and the diffusion coordinates (``docs/diffusion_maps.md`` §2).
 
     Fields:
@@ -128,6 +128,7 @@ class DiffusionMap(NamedTuple):
       coordinates: (N, q) ``λ_l^t ψ_l`` for l = 1..q.
       stationary: (N,) the stationary law ``π = d / Σd`` of P.
       epsilon, alpha, t: the bandwidth, normalisation and diffusion time used.
+      converged, messages: the eigensolver's status (`ufm.results`; dense always converges).
     """
 
     eigenvalues: np.ndarray
@@ -137,6 +138,8 @@ class DiffusionMap(NamedTuple):
     epsilon: float
     alpha: float
     t: int
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def markov_matrix(self, X) -> np.ndarray:
         """The dense N × N matrix P for the points ``X`` it was computed from (for checks)."""
@@ -144,13 +147,17 @@ class DiffusionMap(NamedTuple):
         return np.asarray(P)
 
     def to_dict(self) -> dict:
-        return {
-            "eigenvalues": self.eigenvalues.tolist(),
-            "epsilon": self.epsilon,
-            "alpha": self.alpha,
-            "t": self.t,
-            "n_coords": int(self.coordinates.shape[1]),
-        }
+        return to_jsonable(
+            {
+                "eigenvalues": self.eigenvalues,
+                "epsilon": self.epsilon,
+                "alpha": self.alpha,
+                "t": self.t,
+                "n_coords": int(self.coordinates.shape[1]),
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
 
 
 @jax.jit
@@ -165,30 +172,31 @@ def _kernels(D2, epsilon, alpha):
 
 
 def _top_eigenpairs(A, k: int, method: str):
-    """The k largest eigenpairs of the symmetric A, descending: LAPACK (dense) or block Krylov."""
+    """The k largest eigenpairs of the symmetric A, descending, with the solver's ``(converged,
+    messages)``: LAPACK (dense) or block Krylov (`ufm.curvature.spectrum`)."""
     if method == "dense":
         from scipy.linalg import eigh
 
         A = np.asarray(A, dtype=np.float64)
         N = A.shape[0]
         lam, phi = eigh(0.5 * (A + A.T), subset_by_index=[N - k, N - 1])  # dense symmetric (MRRR), top k only
-        return lam[::-1], phi[:, ::-1]
-    from ..curvature import Operator, top_eigenpairs
+        return lam[::-1], phi[:, ::-1], True, ()
+    from ..curvature import spectrum
 
-    # the project's restarted block Krylov; a missed tolerance raises its ConvergenceWarning
-    sp = top_eigenpairs(Operator.from_matvec(A), None, k=k)
-    return sp.eigenvalues, np.asarray(sp.eigenvectors, np.float64)
+    # the project's restarted block Krylov on products with A; its status travels in the result
+    sp = spectrum(np.asarray(A), k=k, method="krylov")
+    return sp.eigenvalues, np.asarray(sp.eigenvectors, np.float64), sp.converged, sp.messages
 
 
 def _diffusion_map(D2, epsilon: float, alpha: float, n_coords: int, t: int, method: str = "dense") -> DiffusionMap:
     A, d, _ = _kernels(D2, epsilon, alpha)
-    lam, phi = _top_eigenpairs(A, n_coords + 1, method)
+    lam, phi, converged, messages = _top_eigenpairs(A, n_coords + 1, method)
     d = np.asarray(d, dtype=np.float64)
     psi = phi / np.sqrt(d)[:, None] * np.sqrt(d.sum())
     sign = np.sign(psi[np.argmax(np.abs(psi), axis=0), np.arange(psi.shape[1])])
     psi = psi * np.where(sign == 0, 1.0, sign)
     coords = psi[:, 1:] * lam[1:] ** t
-    return DiffusionMap(lam, psi, coords, d / d.sum(), float(epsilon), float(alpha), int(t))
+    return DiffusionMap(lam, psi, coords, d / d.sum(), float(epsilon), float(alpha), int(t), converged, messages)
 
 
 def _check_map_args(N, epsilon, alpha, n_coords, t, method="dense"):
@@ -240,7 +248,8 @@ def diffusion_map(
 
 
 # ---- bandwidth and intrinsic dimension (§3) --------------------------------------------
-class KernelSumCurve(NamedTuple):
+@result(static=("epsilon", "median_epsilon", "dimension_estimate", "plateau"))
+class KernelSumCurve:
     """``S(ε)`` on a log grid with its log–log slope (``docs/diffusion_maps.md`` §3).
 
     Fields:
@@ -259,17 +268,8 @@ class KernelSumCurve(NamedTuple):
     median_epsilon: float
     dimension_estimate: float
     plateau: tuple[float, float]
-
-    def to_dict(self) -> dict:
-        return {
-            "epsilons": self.epsilons.tolist(),
-            "kernel_sums": self.kernel_sums.tolist(),
-            "slopes": self.slopes.tolist(),
-            "epsilon": self.epsilon,
-            "median_epsilon": self.median_epsilon,
-            "dimension_estimate": self.dimension_estimate,
-            "plateau": list(self.plateau),
-        }
+    converged: bool = True  # a grid evaluation: nothing iterative (`ufm.results`)
+    messages: tuple[str, ...] = ()
 
 
 @jax.jit
@@ -368,7 +368,8 @@ def _participation_ratio(D2):
     return jnp.trace(G) ** 2 / jnp.sum(G * G)
 
 
-class TrajectoryDiffusion(NamedTuple):
+@result(static=("n_coords", "hessian_outliers", "burn_in", "thin"))
+class TrajectoryDiffusion:
     """A trajectory's diffusion analysis (``docs/diffusion_maps.md`` §5).
 
     Fields:
@@ -387,6 +388,7 @@ class TrajectoryDiffusion(NamedTuple):
       drift: Spearman rank correlation of ψ_1 with the step (None without steps): near ±1
         the slowest mode is time itself — the iterates drift rather than fluctuate about a
         minimum, and the stationary reading of §6 does not apply.
+      converged, messages: the diffusion map's eigensolver status (`ufm.results`).
     """
 
     diffusion: DiffusionMap
@@ -403,34 +405,45 @@ class TrajectoryDiffusion(NamedTuple):
     burn_in: int
     thin: int
     drift: float | None
+    converged: bool | None = None  # None: the diffusion map's
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            object.__setattr__(self, "converged", bool(self.diffusion.converged))
+            object.__setattr__(self, "messages", self.messages or tuple(self.diffusion.messages))
 
     def to_dict(self) -> dict:
         c = self.curve
-        return {
-            "eigenvalues": self.diffusion.eigenvalues.tolist(),
-            "epsilon": self.diffusion.epsilon,
-            "alpha": self.diffusion.alpha,
-            "t": self.diffusion.t,
-            "slope_curve": None
-            if c is None
-            else {
-                "epsilons": c.epsilons.tolist(),
-                "slopes": c.slopes.tolist(),
-                "kernel_sums": c.kernel_sums.tolist(),
-                "plateau": list(c.plateau),
-                "median_epsilon": c.median_epsilon,
-            },
-            "dimension_estimate": self.dimension_estimate,
-            "participation_ratio": self.participation_ratio,
-            "n_coords": self.n_coords,
-            "gap_ratio": self.gap_ratio,
-            "hessian_outliers": self.hessian_outliers,
-            "r2": self.r2.tolist(),
-            "num_points": int(self.diffusion.psi.shape[0]),
-            "burn_in": self.burn_in,
-            "thin": self.thin,
-            "drift": self.drift,
-        }
+        return to_jsonable(
+            {
+                "eigenvalues": self.diffusion.eigenvalues.tolist(),
+                "epsilon": self.diffusion.epsilon,
+                "alpha": self.diffusion.alpha,
+                "t": self.diffusion.t,
+                "slope_curve": None
+                if c is None
+                else {
+                    "epsilons": c.epsilons.tolist(),
+                    "slopes": c.slopes.tolist(),
+                    "kernel_sums": c.kernel_sums.tolist(),
+                    "plateau": list(c.plateau),
+                    "median_epsilon": c.median_epsilon,
+                },
+                "dimension_estimate": self.dimension_estimate,
+                "participation_ratio": self.participation_ratio,
+                "n_coords": self.n_coords,
+                "gap_ratio": self.gap_ratio,
+                "hessian_outliers": self.hessian_outliers,
+                "r2": self.r2.tolist(),
+                "num_points": int(self.diffusion.psi.shape[0]),
+                "burn_in": self.burn_in,
+                "thin": self.thin,
+                "drift": self.drift,
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
 
 
 def analyze_trajectory(

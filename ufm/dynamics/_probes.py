@@ -9,9 +9,10 @@ bundles them into a probe for `ufm.dynamics.record`:
   ``ℓ_i = loss_fn(params, sample i)``) of a block, through the M × M Gram matrix
   ``J Jᵀ / M`` when M < P (``J``: M × P per-sample gradients), never a P × P matrix then:
   ``G u = λ u`` with ``u = Jᵀ a / √(M λ)`` for each Gram eigenpair ``(λ, a)``.
-* `alignment` ``a(v, U) = ‖P_U v‖/‖v‖`` and `top_fraction` ``f_top = a²``.
+* `subspace_alignment` ``a(v, U) = ‖P_U v‖/‖v‖`` and `top_fraction` ``f_top = a²`` (not
+  `ufm.curvature.alignment`, the eigenvector test of a matrix).
 * `subspace_overlap`: ``Tr(P_U P_V)/k`` and the largest principal angle.
-* `spectrum_counts`: outliers / minibulk / bulk with the project's gap rule
+* counts (`ufm.spectrum.Spectrum.counts`): outliers / minibulk / bulk with the project's gap rule
   (`ufm.curvature.count_outliers`, applied once for the outliers and once more below them).
 * `collapse_probe`: NC1–NC4 of given features (`ufm.collapse.nc_metrics`).
 
@@ -31,16 +32,14 @@ import numpy as np
 
 from .. import collapse, curvature
 from ..curvature._operator import flat_view
+from ..results import result
 from ..spectrum import Spectrum
 
 __all__ = [
-    "Counts",
-    "TopSpace",
     "Overlap",
-    "alignment",
+    "subspace_alignment",
     "top_fraction",
     "subspace_overlap",
-    "spectrum_counts",
     "top_space",
     "hessian_top_space",
     "per_sample_grads",
@@ -48,9 +47,6 @@ __all__ = [
     "collapse_probe",
     "spectral_probe",
 ]
-
-#: Dense eigh up to this dimension, restarted block Krylov above it (``method="auto"``).
-DENSE_MAX = 2500
 
 
 # ---- the one eigendecomposition --------------------------------------------------------
@@ -74,8 +70,9 @@ def _spectrum(source, params=None, batch=None, *, leaves=None, k=None, method="a
 
     ``source`` is a dense symmetric matrix, or ``loss_fn(params, batch)`` whose Hessian over
     ``leaves`` of ``params`` is meant. ``method``: ``"dense"``, ``"krylov"`` or ``"auto"``
-    (dense up to `DENSE_MAX`). ``tol``: the Krylov residual tolerance (default that of
-    `ufm.curvature.top_eigenpairs`, which warns when a solve misses it).
+    (dense up to `ufm.curvature.DEFAULT_DENSE_MAX`, the package's one threshold). ``tol``: the
+    Krylov residual tolerance (default that of `ufm.curvature.top_eigenpairs`; a solve that misses
+    it comes back with ``converged=False``).
     """
     if method not in ("auto", "dense", "krylov"):
         raise ValueError(f"method must be 'auto', 'dense' or 'krylov', got {method!r}")
@@ -89,57 +86,21 @@ def _spectrum(source, params=None, batch=None, *, leaves=None, k=None, method="a
         dim = np.shape(source)[0]
     if k is not None and not 1 <= k <= dim:
         raise ValueError(f"k must be in [1, {dim}], got {k}")
-    dense = method == "dense" or (method == "auto" and dim <= DENSE_MAX) or k is None
+    dense = method == "dense" or (method == "auto" and dim <= curvature.DEFAULT_DENSE_MAX) or k is None
     if dense:
         return curvature.spectrum(source, pair, leaves=chosen, method="dense")
     return curvature.spectrum(source, pair, leaves=chosen, k=k, method="krylov", tol=tol)
 
 
 # ---- results ------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Counts:
-    """Gap-rule counts of a spectrum of dimension ``outliers + minibulk + bulk + null``:
-    ``null`` eigenvalues at most ``null_rtol · λ_max`` (an exact kernel, e.g. the flat
-    directions 1 ⊗ w of softmax regression, or the unresolved zeros of a rank-M G-matrix),
-    ``outliers`` above the largest ratio gap of the rest, ``minibulk`` above the largest gap
-    below them, ``bulk`` the remaining nonzero eigenvalues."""
-
-    outliers: int
-    minibulk: int
-    bulk: int
-    null: int
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class TopSpace:
-    """Top eigenpairs of a curvature matrix: ``eigenvalues`` (m, descending) and orthonormal
-    ``eigenvectors`` (P × k, the top k), the gap-rule ``counts`` of the m values, ``dim`` P."""
-
-    eigenvalues: np.ndarray
-    eigenvectors: np.ndarray
-    counts: Counts
-    dim: int
-
-    @property
-    def k(self) -> int:
-        return int(self.eigenvectors.shape[1])
-
-    def to_dict(self) -> dict:
-        return {"eigenvalues": self.eigenvalues.tolist(), "k": self.k, "dim": self.dim, **self.counts.to_dict()}
-
-
-@dataclasses.dataclass(frozen=True)
+@result
 class Overlap:
     """``overlap = Tr(P_U P_V)/min(k_U, k_V)`` ∈ [0, 1] and the largest principal angle (rad)."""
 
     overlap: float
     max_angle: float
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    converged: bool = True  # closed form (`ufm.results`)
+    messages: tuple[str, ...] = ()
 
 
 # ---- vector / subspace identities ----------------------------------------------------------
@@ -157,7 +118,7 @@ def top_fraction(v, U) -> float:
     return float(_fraction(v, np.asarray(U, dtype=np.float64)))
 
 
-def alignment(v, U) -> float:
+def subspace_alignment(v, U) -> float:
     """``a(v, U) = ‖P_U v‖/‖v‖`` ∈ [0, 1] (``docs/dynamics.md`` §D1; NaN for v = 0)."""
     return float(np.sqrt(min(top_fraction(v, U), 1.0)))
 
@@ -177,48 +138,16 @@ def _overlap_angle(U, V):
     return curvature.projector_overlap(U, V), jnp.max(curvature.principal_angles(U, V))
 
 
-def spectrum_counts(eigenvalues, *, dim: int | None = None, min_ratio: float = 3.0, null_rtol: float = 1e-9) -> Counts:
-    """Outliers, minibulk, bulk and null space of a (partial, descending) spectrum.
-
-    The project's gap rule (`ufm.curvature.count_outliers`, largest ratio gap ≥
-    ``min_ratio``) is applied to the eigenvalues above ``null_rtol · λ_max`` — an exact
-    kernel would otherwise always be "the" gap — once for the outliers and once more below
-    them for the minibulk. ``dim`` (default len(λ)) counts the unresolved eigenvalues:
-    they are taken to be null when fewer than ``dim`` values are given and the smallest is
-    null, else bulk.
-    """
-    lam = np.sort(np.asarray(eigenvalues, dtype=np.float64).ravel())[::-1]
-    dim = lam.size if dim is None else int(dim)
-    if dim < lam.size:
-        raise ValueError(f"dim={dim} is smaller than the number of eigenvalues {lam.size}")
-    top = max(lam[0], 0.0) if lam.size else 0.0
-    live = lam[lam > null_rtol * top] if top > 0 else lam[:0]
-    out = curvature.count_outliers(live, min_ratio=min_ratio, rtol=0.0) if live.size else 0
-    mini = curvature.count_outliers(live[out:], min_ratio=min_ratio, rtol=0.0) if out else 0
-    null = lam.size - live.size
-    unresolved = dim - lam.size
-    if null or not live.size:
-        null += unresolved
-        unresolved = 0
-    return Counts(int(out), int(mini), int(live.size - out - mini + unresolved), int(null))
-
-
 # ---- curvature matrices ------------------------------------------------------------------------
-def _top(spec: Spectrum, k: int, dim: int) -> TopSpace:
-    vals = np.asarray(spec.eigenvalues)
-    return TopSpace(vals, np.asarray(spec.eigenvectors)[:, :k], spectrum_counts(vals, dim=dim), dim)
-
-
 def _num_eigs(k, dim, num_eigs):
     return min(dim, max(2 * k, k + 10) if num_eigs is None else num_eigs)
 
 
-def top_space(matrix, k: int, *, num_eigs: int | None = None, method: str = "auto") -> TopSpace:
-    """Top-k eigenspace of a dense symmetric ``matrix``; the eigenvalues feeding the counts
-    are all of them on the dense route, ``num_eigs`` (default ``max(2k, k + 10)``) on the
-    Krylov route."""
-    spec = _spectrum(matrix, k=_num_eigs(k, np.shape(matrix)[0], num_eigs), method=method)
-    return _top(spec, k, int(np.shape(matrix)[0]))
+def top_space(matrix, k: int, *, num_eigs: int | None = None, method: str = "auto") -> Spectrum:
+    """The top of the spectrum of a dense symmetric ``matrix``, as a `Spectrum`: its top-k
+    eigenspace is ``.space(k)``, its gap-rule counts ``.counts()``. All eigenpairs on the dense
+    route, ``num_eigs`` (default ``max(2k, k + 10)``) on the Krylov route."""
+    return _spectrum(matrix, k=_num_eigs(k, np.shape(matrix)[0], num_eigs), method=method)
 
 
 def hessian_top_space(
@@ -231,11 +160,11 @@ def hessian_top_space(
     num_eigs: int | None = None,
     method: str = "auto",
     tol: float | None = None,
-) -> TopSpace:
-    """Top-k eigenspace of the Hessian of ``loss_fn(params, batch)`` over ``leaves``."""
+) -> Spectrum:
+    """The top of the spectrum of the Hessian of ``loss_fn(params, batch)`` over ``leaves`` (as
+    `top_space`: ``.space(k)``, ``.counts()``)."""
     dim = flat_view(params, leaves)[0].dim
-    spec = _spectrum(loss_fn, params, batch, leaves=leaves, k=_num_eigs(k, dim, num_eigs), method=method, tol=tol)
-    return _top(spec, k, dim)
+    return _spectrum(loss_fn, params, batch, leaves=leaves, k=_num_eigs(k, dim, num_eigs), method=method, tol=tol)
 
 
 def per_sample_grads(loss_fn, params, batch, *, leaves=None) -> jax.Array:
@@ -256,11 +185,13 @@ def _jacobian(loss_fn, view, all_leaves, batch):
     return jax.vmap(jax.grad(one), in_axes=(None, 0))(view.flatten(all_leaves), batch)
 
 
-def g_top_space(grads, k: int, *, num_eigs: int | None = None) -> TopSpace:
-    """Top-k eigenspace of ``G = JᵀJ/M`` from per-sample gradients ``grads`` = J (M × P).
+def g_top_space(grads, k: int, *, num_eigs: int | None = None) -> Spectrum:
+    """The top of the spectrum of ``G = JᵀJ/M`` from per-sample gradients ``grads`` = J (M × P),
+    as a `Spectrum` (``.space(k)``, ``.counts()``).
 
     When M < P the eigenpairs come from the Gram matrix ``JJᵀ/M`` (``docs/alignment.md`` §1):
-    ``u = Jᵀa/√(Mλ)``; only the (≤ M) nonzero eigenvalues are resolved, the rest of G is 0.
+    ``u = Jᵀa/√(Mλ)``; only the (≤ M) eigenvalues of the Gram matrix are resolved, the rest of
+    G is 0 (``bulk_value``); the eigenvector of a zero Gram eigenvalue is left 0 (no direction).
     """
     J = np.asarray(grads, dtype=np.float64)
     if J.ndim != 2:
@@ -272,16 +203,16 @@ def g_top_space(grads, k: int, *, num_eigs: int | None = None) -> TopSpace:
         raise ValueError(f"k={k} exceeds the rank bound M={M} of G (M samples)")
     spec = _spectrum(J @ J.T / M, k=_num_eigs(k, M, num_eigs))
     lam, A = np.asarray(spec.eigenvalues), np.asarray(spec.eigenvectors)
-    pos = lam[:k] > 0
-    U = np.zeros((P, k))
-    U[:, pos] = J.T @ A[:, :k][:, pos] / np.sqrt(M * lam[:k][pos])
-    return TopSpace(lam, U, spectrum_counts(np.concatenate([lam, np.zeros(P - lam.size)])), P)
+    pos = lam > 0
+    U = np.zeros((P, lam.size))
+    U[:, pos] = J.T @ A[:, pos] / np.sqrt(M * lam[pos])
+    return Spectrum(lam, U, dim=P, bulk_value=0.0, source=spec.source, converged=spec.converged, messages=spec.messages)
 
 
 def collapse_probe(features, labels, **kwargs) -> dict:
     """NC1–NC4 of ``features`` (a list of d_l × N arrays) as a flat dict of per-layer arrays
     (`ufm.collapse.nc_metrics`; keyword arguments pass through)."""
-    return {k: np.asarray(v) for k, v in collapse.nc_metrics(features, labels, **kwargs).to_dict().items()}
+    return {k: np.asarray(v) for k, v in collapse.nc_metrics(features, labels, **kwargs).metrics().items()}
 
 
 @functools.lru_cache(maxsize=64)
@@ -333,15 +264,16 @@ def spectral_probe(
             )
         else:
             space = g_top_space(per_sample_grads(loss_fn, params, batch, leaves=leaves), k, num_eigs=num_eigs)
-        U = space.eigenvectors
+        U = space.space(k)
         g = block(grad(params, batch))
         out = {
             "eigenvalues": space.eigenvalues,
-            **space.counts.to_dict(),
-            "align_params": alignment(block(params), U),
-            "align_grad": alignment(g, U),
+            **space.counts().as_dict(),
+            "converged": space.converged,
+            "align_params": subspace_alignment(block(params), U),
+            "align_grad": subspace_alignment(g, U),
             "f_top_grad": top_fraction(g, U),
-            "align_update": float("nan") if ctx.last_update is None else alignment(block(ctx.last_update), U),
+            "align_update": float("nan") if ctx.last_update is None else subspace_alignment(block(ctx.last_update), U),
         }
         prev = ctx.previous["_eigenvectors"] if ctx.previous else None
         ov = subspace_overlap(U, prev) if prev is not None else Overlap(float("nan"), float("nan"))

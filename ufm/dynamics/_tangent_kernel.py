@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ..curvature import Operator, spectrum
+from ..curvature import DEFAULT_DENSE_MAX, Operator, spectrum
 from ..spectrum import Spectrum
 
 __all__ = [
@@ -125,14 +125,15 @@ def batch_tangent_kernels(f: Callable, params, X, batch_size: int) -> jax.Array:
 
 
 def kernel_spectrum(
-    f: Callable, params, X, k: int, *, method: str = "auto", max_dense: int = 2048, **krylov_kw
+    f: Callable, params, X, k: int, *, method: str = "auto", dense_max: int = DEFAULT_DENSE_MAX, **krylov_kw
 ) -> Spectrum:
     """The top ``k`` eigenpairs of ``K = J Jᵀ`` (eigenvectors in ``R^{nc}``) as a `Spectrum`.
 
     Args:
       method: ``"dense"`` (form K, ``eigh``), ``"krylov"`` (matrix-free
         `tangent_kernel_operator` through the Krylov solver), or ``"auto"``: dense when
-        ``nc <= max_dense``; both through ``ufm.curvature.spectrum``.
+        ``nc <= dense_max`` (`ufm.curvature.DEFAULT_DENSE_MAX`, the package's one threshold);
+        both through ``ufm.curvature.spectrum``.
       krylov_kw: passed to ``spectrum`` (``tol``, ``seed``, ``block_size`` …).
     """
     if method not in ("auto", "dense", "krylov"):
@@ -140,7 +141,7 @@ def kernel_spectrum(
     dim = int(np.prod(_output_shape(f, params, X)))
     if _positive_int("k", k) > dim:
         raise ValueError(f"k must be <= nc={dim}, got {k!r}")
-    if method == "krylov" or (method == "auto" and dim > max_dense):
+    if method == "krylov" or (method == "auto" and dim > dense_max):
         return spectrum(tangent_kernel_operator(f, params, X), k=int(k), method="krylov", **krylov_kw)
     return spectrum(np.asarray(tangent_kernel(f, params, X)), k=int(k), method="dense")
 

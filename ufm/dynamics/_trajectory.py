@@ -37,7 +37,6 @@ the uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -50,6 +49,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from ..results import result, to_jsonable
 from ..training import TrainingDiverged
 
 __all__ = ["ProbeContext", "Trajectory", "checkpoint_steps", "record"]
@@ -94,7 +94,7 @@ def checkpoint_steps(steps: int, num: int, spacing: str = "linear") -> np.ndarra
     return np.unique(np.round(marks).astype(np.int64))
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("config",))
 class Trajectory:
     """A recorded run: one entry per checkpoint.
 
@@ -115,6 +115,8 @@ class Trajectory:
         steps (``ravel_pytree`` order, the params' dtype), else None.
       iterate_steps: (T'',) their steps, or None.
       iterate_losses: (T'',) the mean batch loss over the n steps before each, or None.
+      converged, messages: the result protocol (`ufm.results`): False when a probe reported
+        ``"converged": False`` at a checkpoint (a Krylov solve that missed its tolerance).
     """
 
     steps: np.ndarray
@@ -130,6 +132,21 @@ class Trajectory:
     iterates: np.ndarray | None = None
     iterate_steps: np.ndarray | None = None
     iterate_losses: np.ndarray | None = None
+    converged: bool | None = None  # None: from the probes' "converged" values
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            bad = [
+                (name, int(step))
+                for name, rows in self.probes.items()
+                for step, row in zip(self.steps, rows, strict=False)
+                if isinstance(row, dict) and "converged" in row and not bool(np.all(row["converged"]))
+            ]
+            object.__setattr__(self, "converged", not bad)
+            if bad and not self.messages:
+                msgs = tuple(f"probe {n!r} at step {s}: an eigensolve missed its tolerance" for n, s in bad)
+                object.__setattr__(self, "messages", msgs)
 
     def __len__(self) -> int:
         return int(self.steps.size)
@@ -139,29 +156,22 @@ class Trajectory:
         return np.stack([np.asarray(row[key]) for row in self.probes[name]])
 
     def to_dict(self, params: bool = False) -> dict:
-        """JSON-able dict; the kept parameters (flattened leaves) only when ``params``."""
+        """Strict-JSON dict (`ufm.results.to_jsonable`); the kept parameters (flattened leaves) only
+        when ``params``."""
         out = {
             "config": self.config,
-            "steps": self.steps.tolist(),
-            "times": self.times.tolist(),
-            "losses": _jsonable(self.losses),
-            "train_losses": _jsonable(self.train_losses),
-            "probes": {
-                n: [{k: _jsonable(v) for k, v in row.items()} for row in rows] for n, rows in self.probes.items()
-            },
+            "steps": self.steps,
+            "times": self.times,
+            "losses": self.losses,
+            "train_losses": self.train_losses,
+            "probes": self.probes,
+            "converged": self.converged,
+            "messages": self.messages,
         }
         if params and self.params is not None:
-            out["param_steps"] = self.param_steps.tolist()
-            out["params"] = [[_jsonable(x) for x in jax.tree_util.tree_leaves(p)] for p in self.params]
-        return out
-
-
-def _jsonable(x):
-    """Numbers and arrays as (nested) lists, non-finite floats as None (valid JSON)."""
-    a = np.asarray(x)
-    if a.dtype.kind == "f":
-        a = np.where(np.isfinite(a), a.astype(np.float64), None)
-    return a.tolist()
+            out["param_steps"] = self.param_steps
+            out["params"] = [jax.tree_util.tree_leaves(p) for p in self.params]
+        return to_jsonable(out)
 
 
 # ---- the compiled segment -------------------------------------------------------------

@@ -39,13 +39,11 @@ alignment ``cos(X_c, P_clean μ_j)`` (``P_clean``: the mixture's clean modes).
 from __future__ import annotations
 
 import functools
-import math
-import warnings
-from typing import NamedTuple
 
 import numpy as np
 
-from ._anisotropic import COVARIANCES, AnisotropicMixture, anisotropic_mixture, draw
+from ..results import THROW, result, to_jsonable
+from ._anisotropic import AnisotropicMixture, anisotropic_mixture, draw
 
 __all__ = [
     "LOSSES",
@@ -223,27 +221,16 @@ def _default_order(loss: str, order):
 
 
 # ---- results ------------------------------------------------------------------------------------
-def _to_list(x):
-    a = np.asarray(x, dtype=np.float64)
-    return np.where(np.isfinite(a), a, np.nan).tolist() if a.ndim else (float(a) if np.isfinite(a) else None)
-
-
-def _clean_json(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, list):
-        return [_clean_json(v) for v in obj]
-    return obj
-
-
-class ODEResult(NamedTuple):
+@result(static=("num_steps",))
+class ODEResult:
     """The ODE on a time grid (``docs/sgd_ode.md`` §3). Shapes: T times, k classes, q outputs, d modes.
 
     Fields: ``times`` (T,); ``risk`` (T,); ``M`` (T, k, q) class means of z; ``S`` (T, k, q, q)
     class covariances of z; ``norm2`` (T, q) ``‖X_c‖²``; ``overlap`` (T, q, k) ``cos(X_c, μ_j)``;
     ``clean_overlap`` (T, q, k) ``cos(X_c, P_clean μ_j)``; the per-mode state ``r`` (T, d, q)
-    ``= √d E X u_ρ`` and ``V`` (T, d, q, q) ``= d E X u_ρ u_ρᵀ Xᵀ``; ``success`` (diffrax's
-    result code was ``successful``); ``num_steps`` accepted + rejected solver steps.
+    ``= √d E X u_ρ`` and ``V`` (T, d, q, q) ``= d E X u_ρ u_ρᵀ Xᵀ``; ``num_steps`` accepted +
+    rejected solver steps; ``converged`` (diffrax's result code was ``successful``; the result
+    protocol, `ufm.results`) and ``messages``.
     """
 
     times: np.ndarray
@@ -255,26 +242,27 @@ class ODEResult(NamedTuple):
     clean_overlap: np.ndarray
     r: np.ndarray
     V: np.ndarray
-    success: bool
     num_steps: int
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def to_dict(self, modes: bool = False) -> dict:
-        out = {
-            k: _clean_json(_to_list(getattr(self, k)))
-            for k in ("times", "risk", "M", "S", "norm2", "overlap", "clean_overlap")
-        }
-        out.update(success=bool(self.success), num_steps=int(self.num_steps))
+        out = {k: getattr(self, k) for k in ("times", "risk", "M", "S", "norm2", "overlap", "clean_overlap")}
+        out.update(num_steps=int(self.num_steps), converged=self.converged, messages=self.messages)
         if modes:
-            out.update(r=_to_list(self.r[-1]), V=_to_list(self.V[-1]))
-        return out
+            out.update(r=self.r[-1], V=self.V[-1])
+        return to_jsonable(out)
 
 
-class SGDResult(NamedTuple):
+@result(static=("steps_per_point",))
+class SGDResult:
     """``runs`` independent one-pass SGD runs recorded on a time grid (exact population risk).
 
     Fields as `ODEResult` with a leading runs axis: ``risk`` (R, T), ``M`` (R, T, k, q), ``S``,
     ``norm2`` (R, T, q), ``overlap`` and ``clean_overlap`` (R, T, q, k); ``modes`` (R, d, q) the
     final ``w_ρ = √d X u_ρ`` (the per-mode split: ``w_ρ²`` estimates ``V_ρ``); ``steps_per_point``.
+    ``converged``: a fixed-step simulation always finishes (`ufm.results`); ``messages`` name runs
+    whose risk is not finite.
     """
 
     times: np.ndarray
@@ -286,6 +274,8 @@ class SGDResult(NamedTuple):
     clean_overlap: np.ndarray
     modes: np.ndarray
     steps_per_point: int
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def mean(self, field: str) -> np.ndarray:
         return np.mean(getattr(self, field), axis=0)
@@ -297,14 +287,15 @@ class SGDResult(NamedTuple):
 
     def to_dict(self) -> dict:
         out = {
-            "times": _to_list(self.times),
+            "times": self.times,
             "runs": int(self.risk.shape[0]),
             "steps_per_point": int(self.steps_per_point),
         }
         for k in ("risk", "norm2", "overlap", "clean_overlap"):
-            out[k] = _clean_json(_to_list(self.mean(k)))
-            out[k + "_stderr"] = _clean_json(_to_list(self.stderr(k)))
-        return out
+            out[k] = self.mean(k)
+            out[k + "_stderr"] = self.stderr(k)
+        out.update(converged=self.converged, messages=self.messages)
+        return to_jsonable(out)
 
 
 # ---- the ODE -------------------------------------------------------------------------------------
@@ -364,6 +355,7 @@ def solve_sgd_ode(
     rtol: float = 1e-7,
     atol: float = 1e-9,
     max_steps: int = 200_000,
+    throw: bool = THROW,
 ) -> ODEResult:
     """Integrate the high-dimensional SGD ODE (``docs/sgd_ode.md`` §3) with diffrax.
 
@@ -377,8 +369,9 @@ def solve_sgd_ode(
       init_scale: σ, ``X_0`` with i.i.d. ``N(0, σ²/d)`` entries (σ = 0: ``X_0 = 0``), i.e.
         ``r_ρ(0) = 0``, ``V_ρ(0) = σ² I``.
       rtol, atol: the PID step-size controller's tolerances (Tsit5).
-      max_steps: solver step cap; hitting it (or any other failure) sets ``success=False`` and
-        warns.
+      max_steps: solver step cap; hitting it (or any other failure) is an error (RuntimeError)
+        with ``throw=True`` (the package default, `ufm.results.THROW`); with ``throw=False`` the
+        partial result comes back with ``converged=False`` and the reason in ``messages``.
     """
     import jax.numpy as jnp
 
@@ -395,12 +388,9 @@ def solve_sgd_ode(
     y0 = (jnp.zeros((d, q)), jnp.broadcast_to(init_scale**2 * jnp.eye(q), (d, q, q)))
     r, V, obs, ok, steps = solve(y0, jnp.asarray(ts), args)
     ok = bool(ok)
-    if not ok:
-        warnings.warn(
-            f"solve_sgd_ode: diffrax did not finish (max_steps={max_steps}, rtol={rtol}); the result is incomplete",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    msg = f"solve_sgd_ode: diffrax did not finish (max_steps={max_steps}, rtol={rtol}); the result is incomplete"
+    if not ok and throw:
+        raise RuntimeError(msg + "; pass throw=False to get the partial result with converged=False")
     o = {k: np.asarray(v) for k, v in obs.items()}
     return ODEResult(
         ts,
@@ -412,8 +402,9 @@ def solve_sgd_ode(
         o["clean_overlap"],
         np.asarray(r),
         np.asarray(V),
-        ok,
         int(steps),
+        ok,
+        () if ok else (msg,),
     )
 
 
@@ -506,12 +497,14 @@ def simulate_sgd(
 
 
 # ---- comparison ----------------------------------------------------------------------------------
-class TrajectoryGap(NamedTuple):
+@result(static=("quantity",))
+class TrajectoryGap:
     """ODE vs the mean of the SGD runs for one scalar quantity on the shared grid.
 
     ``max_abs_gap`` = max_t |ODE − mean SGD|, at ``time``, where the SGD standard error is
     ``stderr_at``; ``max_stderr`` the largest standard error on the grid; ``max_ratio`` the
-    largest |gap| / stderr (over times with stderr > 0); final values of both.
+    largest |gap| / stderr (over times with stderr > 0); final values of both. ``converged``:
+    the comparison could be made (the gap is finite; `ufm.results`).
     """
 
     quantity: str
@@ -523,9 +516,15 @@ class TrajectoryGap(NamedTuple):
     final_ode: float
     final_sgd: float
     final_stderr: float
+    converged: bool | None = None  # None: the gap is finite
+    messages: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
-        return {k: (v if isinstance(v, str) else _clean_json(float(v))) for k, v in self._asdict().items()}
+    def __post_init__(self):
+        if self.converged is None:
+            ok = bool(np.isfinite(self.max_abs_gap))
+            object.__setattr__(self, "converged", ok)
+            if not ok and not self.messages:
+                object.__setattr__(self, "messages", (f"{self.quantity}: the ODE or SGD curve is not finite",))
 
 
 def ode_sgd_gap(ode: ODEResult, sgd: SGDResult, quantity: str = "risk", index: tuple = ()) -> TrajectoryGap:
@@ -555,7 +554,8 @@ def ode_sgd_gap(ode: ODEResult, sgd: SGDResult, quantity: str = "risk", index: t
 
 
 # ---- the phase diagram ---------------------------------------------------------------------------
-class PhaseDiagram(NamedTuple):
+@result
+class PhaseDiagram:
     """ODE risk (and clean alignment) at ``times`` over a grid of power-law exponents × mean decays.
 
     ``risk`` (A, B, T), ``clean_overlap`` (A, B, T) ``cos(x, P_clean μ_1)``; ``critical`` (B,) the
@@ -568,9 +568,8 @@ class PhaseDiagram(NamedTuple):
     risk: np.ndarray
     clean_overlap: np.ndarray
     critical: np.ndarray
-
-    def to_dict(self) -> dict:
-        return {k: _clean_json(_to_list(v)) for k, v in self._asdict().items()}
+    converged: bool = True  # every ODE solve of the grid finished (`ufm.results`)
+    messages: tuple[str, ...] = ()
 
 
 def phase_diagram(
@@ -599,219 +598,3 @@ def phase_diagram(
             res = solve_sgd_ode(mix, loss, lr, times, **ode_kw)
             risk[i, j], clean[i, j] = res.risk, res.clean_overlap[:, 0, 0]
     return PhaseDiagram(ex, de, np.asarray(times, float), risk, clean, 1.0 + 2.0 * de)
-
-
-# ---- plotting ------------------------------------------------------------------------------------
-def plot_ode_sgd(
-    ax,
-    ode: ODEResult,
-    sgd: SGDResult,
-    quantity: str = "risk",
-    index: tuple = (),
-    *,
-    color=None,
-    label: str | None = None,
-    band: float = 2.0,
-    band_label: str | None = None,
-):
-    """On ``ax``: the ODE as a line over the SGD mean (dots) ± ``band`` standard errors (shaded).
-    Legend entries: ``label`` for the ODE line if given (else "ODE" and the band's, ``band_label``
-    or "SGD mean ± 2 s.e. (S runs)")."""
-    from .. import plotting
-
-    color = plotting.COLORS[0] if color is None else color
-    o = np.asarray(getattr(ode, quantity))[(Ellipsis, *index)]
-    m, se = sgd.mean(quantity)[(Ellipsis, *index)], sgd.stderr(quantity)[(Ellipsis, *index)]
-    runs = sgd.risk.shape[0]
-    ax.fill_between(
-        sgd.times,
-        m - band * se,
-        m + band * se,
-        color=color,
-        alpha=0.25,
-        linewidth=0,
-        label=(band_label or f"SGD mean ± {band:g} s.e. ({runs} runs)") if label is None else None,
-    )
-    ax.plot(sgd.times, m, "o", color=color, markersize=2.0, markerfacecolor="none", markeredgewidth=0.6)
-    ax.plot(ode.times, o, "-", color=color, linewidth=1.0, label="ODE" if label is None else label)
-
-
-def comparison_figure(ode: ODEResult, sgd: SGDResult, title: str = ""):
-    """Risk and ``cos(x, μ_1)`` against time: ODE over the SGD mean ± 2 s.e. (`ufm dynamics ode --plot`)."""
-    from .. import plotting
-
-    with plotting.use_style():
-        fig, axes = plotting.figure(1, 2, columns=2, height=2.2)
-        plot_ode_sgd(axes[0], ode, sgd, "risk")
-        axes[0].set(xlabel="time t = steps / d", ylabel="population risk")
-        axes[0].legend(loc="upper right")
-        plot_ode_sgd(axes[1], ode, sgd, "overlap", (0, 0), label=r"$\cos(x, \mu_1)$")
-        if np.any(np.isfinite(ode.clean_overlap[:, 0, 0])):
-            plot_ode_sgd(
-                axes[1],
-                ode,
-                sgd,
-                "clean_overlap",
-                (0, 0),
-                color=plotting.COLORS[1],
-                label=r"$\cos(x, P_{clean}\,\mu_1)$",
-            )
-        axes[1].set(xlabel="time t = steps / d", ylabel="overlap (lines: ODE)", ylim=(0, 1.02))
-        axes[1].legend(loc="lower right")
-        if title:
-            fig.suptitle(title, fontsize=7)
-    return fig
-
-
-# ---- command line: ufm dynamics ode ------------------------------------------------------------
-def add_cli(subparsers) -> None:
-    """``ufm dynamics ode``: SGD runs against the ODE on one covariance model (``docs/sgd_ode.md`` §8)."""
-    p = subparsers.add_parser("ode", help="one-pass SGD on an anisotropic Gaussian mixture vs its high-dimensional ODE")
-    p.add_argument(
-        "--covariance", choices=COVARIANCES, default="power-law", help="covariance model (default power-law)"
-    )
-    p.add_argument(
-        "--loss",
-        choices=LOSSES,
-        default="logistic",
-        help="logistic / lsq (one output) or softmax (k outputs); default logistic",
-    )
-    p.add_argument("--num-classes", type=int, default=2, help="k (default 2: labels 1, 0, means ±μ)")
-    p.add_argument("--dim", type=int, default=1000, help="d (default 1000)")
-    p.add_argument("--lr", type=float, default=1.0, help="γ; SGD step γ/d (default 1)")
-    p.add_argument("--time", type=float, default=10.0, help="T = steps / d (default 10)")
-    p.add_argument("--points", type=int, default=41, help="time-grid points (default 41)")
-    p.add_argument("--sgd-runs", type=int, default=8, help="S independent SGD runs (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="SGD runs (and the random basis / signs) seed")
-    p.add_argument(
-        "--exponents",
-        type=float,
-        nargs="+",
-        default=[1.5, 2.5],
-        metavar="A",
-        help="power-law exponents a_j, one or one per class (default 1.5 2.5)",
-    )
-    p.add_argument("--mean-decay", type=float, default=0.0, help="b: <μ,u_ρ> ∝ d^-1/2 (ρ/d)^b (default 0)")
-    p.add_argument("--mean-scale", type=float, default=1.0, help="c: ‖μ‖ = c at b = 0 (default 1)")
-    p.add_argument(
-        "--zero-fraction",
-        type=float,
-        default=0.1,
-        help="f: the clean modes (zero variance in zero-one) are the first f·d (default 0.1)",
-    )
-    p.add_argument("--basis", choices=["identity", "random"], default="identity")
-    p.add_argument("--init-scale", type=float, default=0.0, help="σ: X_0 ~ N(0, σ²/d) (default 0: X_0 = 0)")
-    p.add_argument(
-        "--order",
-        type=int,
-        default=None,
-        help="Gauss-Hermite order (default: closed form for lsq, 40 logistic, 12 per dimension softmax)",
-    )
-    p.add_argument("--rtol", type=float, default=1e-7)
-    p.add_argument("--atol", type=float, default=1e-9)
-    p.add_argument("--json", metavar="PATH", help="write config, times, ode, sgd, sgd_stderr, summary as JSON")
-    p.add_argument("--plot", metavar="PATH", help="risk and overlaps vs time (PDF + PNG)")
-    p.add_argument("--x32", action="store_true", help="float32 (default float64)")
-    p.set_defaults(func=run_cli)
-
-
-def run_cli(args) -> int:
-    import json
-    import os
-    import sys
-    import time
-
-    import jax
-
-    from ..cli import _ArgumentError
-
-    for path in (args.json, args.plot):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise _ArgumentError(f"the directory of {path!r} does not exist")
-    jax.config.update("jax_enable_x64", not args.x32)
-    order = "auto" if args.order is None else args.order
-    log = lambda msg: print(f"ufm dynamics ode: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        mix = anisotropic_mixture(
-            args.dim,
-            args.covariance,
-            num_classes=args.num_classes,
-            exponents=tuple(args.exponents),
-            zero_fraction=args.zero_fraction,
-            mean_decay=args.mean_decay,
-            mean_scale=args.mean_scale,
-            basis=args.basis,
-            seed=args.seed,
-        )
-        time_grid(args.time, args.points, args.dim)
-        _check_common(mix, args.loss, args.lr, _default_order(args.loss, order))
-        if args.loss == "softmax" and args.order is None and args.num_classes > 4:
-            raise ValueError(f"softmax with {args.num_classes} classes: give --order (nodes grow as order^k)")
-    except (TypeError, ValueError) as e:
-        raise _ArgumentError(str(e)) from None
-    log(f"{mix.name}; {args.loss}, γ={args.lr:g}; SGD {args.sgd_runs} runs × {round(args.time * args.dim)} steps")
-    t0 = time.perf_counter()
-    sgd = simulate_sgd(
-        mix,
-        args.loss,
-        args.lr,
-        time=args.time,
-        num_points=args.points,
-        runs=args.sgd_runs,
-        seed=args.seed,
-        order=order,
-        init_scale=args.init_scale,
-    )
-    t1 = time.perf_counter()
-    log(f"SGD done in {t1 - t0:.1f} s; solving the ODE ({args.dim} modes, diffrax Tsit5)")
-    ode = solve_sgd_ode(
-        mix, args.loss, args.lr, sgd.times, order=order, init_scale=args.init_scale, rtol=args.rtol, atol=args.atol
-    )
-    t2 = time.perf_counter()
-    log(f"ODE done in {t2 - t1:.1f} s ({ode.num_steps} steps)")
-    gaps = [
-        ode_sgd_gap(ode, sgd, "risk"),
-        ode_sgd_gap(ode, sgd, "overlap", (0, 0)),
-        ode_sgd_gap(ode, sgd, "norm2", (0,)),
-    ]
-    summary = {
-        "max_abs_gap": gaps[0].max_abs_gap,
-        "max_gap_over_stderr": gaps[0].max_ratio,
-        "final_risk_ode": gaps[0].final_ode,
-        "final_risk_sgd": gaps[0].final_sgd,
-        "final_risk_stderr": gaps[0].final_stderr,
-        "ode_success": ode.success,
-        "gaps": [g.to_dict() for g in gaps],
-        "seconds": {"sgd": t1 - t0, "ode": t2 - t1},
-    }
-    for g in gaps:
-        print(
-            f"{g.quantity:>14}: max |ODE − SGD| = {g.max_abs_gap:.2e} at t = {g.time:.3g} "
-            f"(SGD s.e. there {g.stderr_at:.1e}; max |gap|/s.e. {g.max_ratio:.2f}); final ODE {g.final_ode:.5f}, "
-            f"SGD {g.final_sgd:.5f} ± {g.final_stderr:.1e}"
-        )
-    if not ode.success:
-        print("WARNING: the ODE solver did not finish; the ODE curve is incomplete", file=sys.stderr)
-    if args.json:
-        config = {k: v for k, v in vars(args).items() if k not in ("func", "json", "plot", "command", "task")}
-        out = {
-            "config": {**config, "mixture": mix.to_dict()},
-            "times": _to_list(sgd.times),
-            "ode": ode.to_dict(),
-            "sgd": sgd.to_dict(),
-            "summary": _clean_json_dict(summary),
-        }
-        out["sgd_stderr"] = {k: out["sgd"][k + "_stderr"] for k in ("risk", "overlap", "norm2", "clean_overlap")}
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1, allow_nan=False)
-        log(f"wrote {args.json}")
-    if args.plot:
-        from .. import plotting
-
-        files = plotting.savefig(comparison_figure(ode, sgd, f"{mix.name}; {args.loss}, γ={args.lr:g}"), args.plot)
-        log(f"wrote {', '.join(files)}")
-    return 0 if ode.success else 1
-
-
-def _clean_json_dict(d: dict) -> dict:
-    return {k: (_clean_json_dict(v) if isinstance(v, dict) else _clean_json(v)) for k, v in d.items()}

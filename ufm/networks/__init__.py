@@ -73,7 +73,6 @@ from ._analysis import (
     network_spectrum,
     predicted_layer_spectrum,
 )
-from ._run import DEFAULTS, LEGEND, format_table, run_real
 from ._saved import load_features
 
 __all__ += [
@@ -97,3 +96,15 @@ __all__ += [
     "LEGEND",
     "load_features",
 ]
+
+# the real-network run is an experiment (`ufm.experiments.real`, which imports this package's
+# modules): its names are re-exported on first use
+_EXPERIMENT = ("run_real", "format_table", "DEFAULTS", "LEGEND")
+
+
+def __getattr__(name):
+    if name in _EXPERIMENT:
+        from ..experiments import real
+
+        return getattr(real, name)
+    raise AttributeError(f"module 'ufm.networks' has no attribute {name!r}")

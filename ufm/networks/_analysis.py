@@ -46,7 +46,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..collapse import CollapseMetrics, class_means, nc_metrics
+from ..curvature._spectrum import DEFAULT_DENSE_MAX
 from ..model import UFMParams, output_loss
+from ..results import result
 from ..spec import UFMSpec
 from ..spectrum import Spectrum
 from ._data import Dataset
@@ -106,7 +108,7 @@ def _count(vals) -> int:
 
 
 # ---- the one eigendecomposition route: ufm.curvature.spectrum ------------------------------------
-def _eig(fn, params, *, leaves=None, k: int | None = None, dense_max: int = 4096, seed: int = 0):
+def _eig(fn, params, *, leaves=None, k: int | None = None, dense_max: int = DEFAULT_DENSE_MAX, seed: int = 0):
     """Eigenpairs of the Hessian of ``fn`` over ``leaves`` through ``ufm.curvature.spectrum``:
     dense (all pairs, residuals measured) when the block has at most ``dense_max`` parameters —
     the matrix is kept for the exact class-mean / within-class split —, else the top ``k`` by
@@ -247,7 +249,9 @@ def _ce_levels(vals, K) -> dict:
     }
 
 
-@dataclasses.dataclass(frozen=True)
+@result(
+    static=("layer", "num_params", "collapsed", "expected", "num_outliers", "predicted_outliers", "holds", "source")
+)
 class LayerComparison:
     """Predicted vs measured data Hessian of one head layer W_l (``docs/real_networks.md`` §5).
 
@@ -299,9 +303,7 @@ class LayerComparison:
     levels: dict
     source: str
     converged: bool
-
-    def to_dict(self) -> dict:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataclasses.asdict(self).items()}
+    messages: tuple[str, ...] = ()
 
 
 def _compare(
@@ -312,7 +314,7 @@ def _compare(
     pred = _class_mean_prediction(head, layer) if predicted is None else predicted
     leaf = head.w_leaves[layer - 1]
     meas, Hm = _eig(head.loss_fn, head.arrays, leaves=[leaf], k=k + 10, dense_max=dense_max)
-    converged = bool(meas.info.get("converged", True))
+    converged = meas.converged
     grad = np.asarray(jax.jit(jax.grad(head.loss_fn))(head.arrays)[leaf]).reshape(-1)
     H = head.features[layer - 1]
     C = head.curvatures(layer, head.preactivations(layer, H), head.labels)
@@ -367,6 +369,7 @@ def _compare(
         levels=_ce_levels(vals, head.K) if head.loss == "ce" else {},
         source=meas.source,
         converged=converged,
+        messages=meas.messages,
     )
 
 
@@ -392,7 +395,14 @@ def predicted_layer_spectrum(spec: NetworkSpec, params: NetworkParams, H1, label
 
 
 def measured_layer_spectrum(
-    spec: NetworkSpec, params: NetworkParams, H1, labels, layer: int, *, k: int | None = None, dense_max: int = 4096
+    spec: NetworkSpec,
+    params: NetworkParams,
+    H1,
+    labels,
+    layer: int,
+    *,
+    k: int | None = None,
+    dense_max: int = DEFAULT_DENSE_MAX,
 ) -> tuple[Spectrum, np.ndarray | None, np.ndarray]:
     """Data Hessian of W_``layer``: dense ``eigh`` when it has ≤ ``dense_max`` parameters, else
     the top ``k`` by Lanczos. Returns ``(spectrum, dense matrix or None, data gradient (flat))``."""
@@ -423,7 +433,14 @@ def _nc(head: _Head) -> CollapseMetrics:
 
 
 def compare_layer(
-    spec: NetworkSpec, params: NetworkParams, H1, labels, layer: int, *, dense_max: int = 4096, predicted=None
+    spec: NetworkSpec,
+    params: NetworkParams,
+    H1,
+    labels,
+    layer: int,
+    *,
+    dense_max: int = DEFAULT_DENSE_MAX,
+    predicted=None,
 ) -> LayerComparison:
     """`LayerComparison` for head layer ``layer`` (module docstring for every number);
     ``predicted`` reuses a `predicted_layer_spectrum` already computed."""
@@ -434,7 +451,7 @@ def compare_layer(
 
 
 # ---- whole network ------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@result(static=("num_outliers", "num_params", "expected", "resolved"))
 class NetworkSpectrum:
     """Top of the whole-network data Hessian.
 
@@ -463,9 +480,7 @@ class NetworkSpectrum:
     density_grid: np.ndarray
     density: np.ndarray
     converged: bool
-
-    def to_dict(self) -> dict:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataclasses.asdict(self).items()}
+    messages: tuple[str, ...] = ()
 
 
 def _network_spectrum(
@@ -504,7 +519,8 @@ def _network_spectrum(
         in_layer_space=in_space,
         density_grid=grid,
         density=dens,
-        converged=bool(top.info.get("converged", True)),
+        converged=top.converged,
+        messages=top.messages,
     )
 
 
@@ -551,7 +567,7 @@ def network_spectrum(
 
 
 # ---- the report ------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@result(static=("config", "verdict", "seconds"))
 class RealNetworkReport:
     """Everything measured on one trained network (``to_dict`` for JSON).
 
@@ -562,6 +578,8 @@ class RealNetworkReport:
       network: the whole-network `NetworkSpectrum` (or ``None`` if skipped).
       verdict: ``collapsed`` / ``holds`` per layer, the thresholds, and a one-line ``summary``.
       seconds: wall-clock time of each stage.
+      converged, messages: the result protocol (`ufm.results`): every Krylov measurement (per
+        layer and of the whole network) reached its tolerance; the solvers' messages.
     """
 
     config: dict
@@ -572,18 +590,15 @@ class RealNetworkReport:
     network: NetworkSpectrum | None
     verdict: dict
     seconds: dict
+    converged: bool | None = None  # None: from the layers and the network spectrum
+    messages: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
-        return {
-            "config": self.config,
-            "train_accuracy": self.train_accuracy,
-            "test_accuracy": self.test_accuracy,
-            "nc": self.nc.to_dict(),
-            "layers": [c.to_dict() for c in self.layers],
-            "network": None if self.network is None else self.network.to_dict(),
-            "verdict": self.verdict,
-            "seconds": self.seconds,
-        }
+    def __post_init__(self):
+        parts = [*self.layers, *([] if self.network is None else [self.network])]
+        if self.converged is None:
+            object.__setattr__(self, "converged", all(bool(p.converged) for p in parts))
+        if not self.messages:
+            object.__setattr__(self, "messages", tuple(m for p in parts for m in p.messages))
 
 
 def _verdict(layers, loss: str) -> dict:
@@ -647,7 +662,7 @@ def analyze(
     whole_network: bool = True,
     network_k: int | None = None,
     density: bool = True,
-    dense_max: int = 4096,
+    dense_max: int = DEFAULT_DENSE_MAX,
     seed: int = 0,
     config: dict | None = None,
 ) -> RealNetworkReport:
@@ -810,7 +825,7 @@ def analyze_features(
     *,
     activation: str = "linear",
     loss: str = "mse",
-    dense_max: int = 4096,
+    dense_max: int = DEFAULT_DENSE_MAX,
     config: dict | None = None,
 ) -> RealNetworkReport:
     """The analysis of `analyze` for a head given as arrays, from any framework (the ``ufm analyze`` core).
@@ -867,7 +882,7 @@ def analyze_model(
     loss: str = "mse",
     whole_network: bool = False,
     network_k: int | None = None,
-    dense_max: int = 4096,
+    dense_max: int = DEFAULT_DENSE_MAX,
     rtol: float = 1e-8,
     seed: int = 0,
 ) -> RealNetworkReport:

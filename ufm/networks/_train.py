@@ -12,7 +12,6 @@ full-batch loss changed by less than ``plateau_rtol`` (relative) between two rec
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..results import result, to_jsonable
 from ._data import Dataset
 from ._models import NetworkParams, NetworkSpec, forward, network_loss
 
@@ -38,14 +38,15 @@ __all__ = [
 _HISTORY_KEYS = ("step", "loss", "data_loss", "train_accuracy")
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("steps", "interpolation_step", "plateaued", "seconds"))
 class NetworkTrainResult:
     """Trained parameters, the history recorded every ``log_every`` steps, and the outcome.
 
     ``history`` maps ``step``, ``loss`` (regularised, full batch), ``data_loss`` and
     ``train_accuracy`` to 1-d arrays. ``interpolation_step`` is the first recorded step
     with 100 % training accuracy (``None`` if never); ``plateaued`` says whether the run
-    stopped on the plateau rule.
+    stopped on the plateau rule. ``converged`` / ``messages``: the result protocol
+    (`ufm.results`); a run of a fixed step budget (or to its plateau) is a finished run.
     """
 
     params: NetworkParams
@@ -54,15 +55,21 @@ class NetworkTrainResult:
     interpolation_step: int | None
     plateaued: bool
     seconds: float
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {
-            "steps": self.steps,
-            "interpolation_step": self.interpolation_step,
-            "plateaued": self.plateaued,
-            "seconds": self.seconds,
-            "history": {k: np.asarray(v).tolist() for k, v in self.history.items()},
-        }
+        return to_jsonable(
+            {
+                "steps": self.steps,
+                "interpolation_step": self.interpolation_step,
+                "plateaued": self.plateaued,
+                "seconds": self.seconds,
+                "history": self.history,
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
 
 
 def make_optimizer(

@@ -14,11 +14,10 @@ of C_i and C_c^∘ the curvature at the class-mean input (``C(W μ_c)``, the pap
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from ..collapse import class_means
+from ..results import result
 from ..spectrum import Spectrum
 from ._kron import kron_sum_spectrum
 
@@ -94,7 +93,11 @@ def class_averaged_layer_hessian(
     )
 
 
-class LayerBlockSplit(NamedTuple):
+_SPLIT_PARTS = ("class_mean", "curvature_spread", "feature_covariance", "joint")
+
+
+@result
+class LayerBlockSplit:
     """The exact split of a layer block ``B = (1/N) Σ_i C_i ⊗ h̃_i h̃_iᵀ`` (``docs/real_networks.md`` §4).
 
     With ``h̃_i = μ_c + δ_i`` and ``C_i = C̄_c + E_i`` (class c = y_i, Σ_{i∈c} δ_i = Σ_{i∈c} E_i = 0):
@@ -113,6 +116,8 @@ class LayerBlockSplit(NamedTuple):
     curvature_spread: np.ndarray
     feature_covariance: np.ndarray
     joint: np.ndarray
+    converged: bool = True  # an exact algebraic split (`ufm.results`)
+    messages: tuple[str, ...] = ()
 
     def total(self) -> np.ndarray:
         """``B``, the sum of the four parts."""
@@ -124,7 +129,7 @@ class LayerBlockSplit(NamedTuple):
         the class-averaged prediction misses)."""
         B = self.total()
         ref = max(float(np.linalg.norm(B)), np.finfo(float).tiny)
-        out = {name: float(np.linalg.norm(getattr(self, name))) / ref for name in self._fields}
+        out = {name: float(np.linalg.norm(getattr(self, name))) / ref for name in _SPLIT_PARTS}
         out["within_class"] = float(np.linalg.norm(B - self.class_mean)) / ref
         out["beyond_class_averaged"] = float(np.linalg.norm(self.feature_covariance + self.joint)) / ref
         return out

@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
 
-import jax
 import numpy as np
 from scipy.optimize import brentq
 
 from ..model import UFMParams
+from ..results import result, to_jsonable
 from ..spec import UFMSpec
 
 __all__ = ["DNCSolution", "FullHessianLevels", "dnc_solution", "construct_optimum", "mse_threshold"]
 
 
-class FullHessianLevels(NamedTuple):
+@result(static=("symmetric_multiplicity", "antisymmetric_multiplicity"))
+class FullHessianLevels:
     """The frame levels of the full data Hessian over W_1..W_L at the linear-MSE DNC point (``docs/theory.md`` §4).
 
     ``symmetric``: the L eigenvalues of ``S = (2γ−1) r + diag(λ)``, each ×``K(K+1)/2``;
@@ -46,6 +46,8 @@ class FullHessianLevels(NamedTuple):
     antisymmetric: tuple[float, ...]
     symmetric_multiplicity: int
     antisymmetric_multiplicity: int
+    converged: bool = True  # closed form (`ufm.results`)
+    messages: tuple[str, ...] = ()
 
 
 def frame_matrices(lams, gamma: float, one_minus_gamma: float, regularized: bool = False):
@@ -57,7 +59,7 @@ def frame_matrices(lams, gamma: float, one_minus_gamma: float, regularized: bool
     return (2 * gamma - 1) * r + np.diag(lams) + reg, r - np.diag(lams) + reg
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("loss", "collapsed_to_zero"))
 class DNCSolution:
     """The closed-form DNC point of a spec.
 
@@ -97,6 +99,8 @@ class DNCSolution:
     layer_outliers: tuple[tuple[float, ...], ...] = ()
     layer_multiplicities: tuple[tuple[int, ...] | None, ...] = ()
     full_levels: FullHessianLevels | None = None
+    converged: bool = True  # closed form; the CE scale equation is solved to rounding (`ufm.results`)
+    messages: tuple[str, ...] = ()
 
     @property
     def gamma(self) -> float:
@@ -111,18 +115,9 @@ class DNCSolution:
         return self.scale
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["singular_values"] = list(self.singular_values)
-        out["full_levels"] = None if self.full_levels is None else self.full_levels._asdict()
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["gamma" if self.loss == "mse" else "alpha"] = self.scale
-        return out
-
-
-jax.tree_util.register_dataclass(
-    DNCSolution,
-    meta_fields=["loss", "collapsed_to_zero"],
-    data_fields=[f.name for f in dataclasses.fields(DNCSolution) if f.name not in ("loss", "collapsed_to_zero")],
-)
+        return to_jsonable(out)
 
 
 def mse_threshold(depth: int) -> float:

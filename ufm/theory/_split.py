@@ -50,7 +50,8 @@ def gn_decomposition(
     >>> import ufm
     >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
     >>> split = ufm.theory.gn_decomposition(spec, ufm.theory.construct_optimum(spec), layer=1)
-    >>> [part.levels()[1].tolist() for part in split[:3]]    # ranks K, K(K−1), 0 (docs/theory.md §4)
+    >>> # ranks K, K(K−1), 0 (docs/theory.md §4)
+    >>> [part.levels()[1].tolist() for part in (split.G_class, split.G_cross, split.G_within)]
     [[3], [6], []]
     """
     if spec.loss != "mse":

@@ -20,22 +20,25 @@ gives ``A^{(l+1)ᵀ} ρ_c A^{(l+1)}`` (§5); ReLU uses ``σ'(0) = spec.relu_grad
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
+from ..results import result
 from ..spec import UFMSpec
 
 __all__ = ["Tail", "activation_derivatives", "tail"]
 
 
-class Tail(NamedTuple):
+@result
+class Tail:
     """Per column m of the input: the tail Jacobian of z (m × K × d), the loss gradient
-    ``g`` (m × d) and the loss Hessian ``C`` (m × d × d), all with respect to that column."""
+    ``g`` (m × d) and the loss Hessian ``C`` (m × d × d), all with respect to that column.
+    Closed form: ``converged`` is always True (`ufm.results`)."""
 
     jacobian: np.ndarray
     gradient: np.ndarray
     curvature: np.ndarray
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
 
 def activation_derivatives(spec: UFMSpec, x: np.ndarray):

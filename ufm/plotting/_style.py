@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 
 import numpy as np
@@ -32,7 +31,6 @@ __all__ = [
     "STYLE",
     "figure",
     "heatmap",
-    "layer_spectra_figure",
     "mark_value",
     "plot_spectrum",
     "savefig",
@@ -275,103 +273,3 @@ def heatmap(
     if colorbar:
         ax.figure.colorbar(im, ax=ax, shrink=0.8, pad=0.02)
     return im
-
-
-# ---- the figure behind `ufm verify --plot` ----------------------------------------------------
-def layer_spectra_figure(report):
-    """Each layer's measured data-Hessian spectrum with the predicted outliers (`ufm.verification.Report`).
-
-    Reads ``report.spectra`` (per layer a `ufm.verification.LayerSpectra`: the predicted and
-    measured `Spectrum`) and draws every measured eigenvalue (descending; the zero bulk hollow
-    at its floor) with the predicted outliers as dashed lines at their distinct levels, each
-    labelled with its value and multiplicity; the log y ticks always reach above the largest
-    outlier. Returns a ``Figure``.
-    """
-    spectra = {s.layer: s for s in report.spectra}
-    if not spectra:
-        raise ValueError("report.spectra is empty: the report measured no layer spectrum")
-    layers = sorted(spectra)
-    ncols = min(len(layers), 4)
-    nrows = math.ceil(len(layers) / ncols)
-    spec = report.spec
-    tops = [
-        max(np.max(spectra[l].measured.eigenvalues, initial=0.0), np.max(spectra[l].predicted.eigenvalues, initial=0.0))
-        for l in layers
-    ]
-    floor = 1e-14 * max(max(tops), 1e-300)  # one floor for the shared y axis: the zero bulk at rounding level
-    # many more eigenvalues than outliers in some layer: a log index axis (every panel) keeps the outliers apart
-    log_index = any(
-        spectra[l].measured.eigenvalues.size > 4 * max(spectra[l].predicted.eigenvalues.size, 1) for l in layers
-    )
-    with use_style():
-        fig, axes = figure(nrows, ncols, columns=1 if ncols == 1 else 2, height=2.2 * nrows, squeeze=False, sharey=True)
-        for ax, l in zip(axes.flat, layers, strict=False):  # a grid may have a spare axis
-            pred, meas = spectra[l].predicted, spectra[l].measured
-            vals = meas.eigenvalues
-            bulk = int(np.sum(vals <= floor))
-            plot_spectrum(
-                ax,
-                vals,
-                floor=floor,
-                label="measured (autodiff)",
-                color=COLORS[0],
-                markersize=1.8,
-                floor_label=r"$\leq 10^{-14}\lambda_{max}$ (zero bulk), drawn at that floor",
-            )
-            for v, m in zip(*pred.levels(rtol=1e-6), strict=True):
-                mark_value(ax, v, f"predicted {v:.4g} ×{m}", color=COLORS[1], where=0.98)
-            if log_index:
-                ax.set_xscale("log")
-            shown = f"all {vals.size}" if vals.size >= meas.dim else f"top {vals.size} of {meas.dim}"
-            ax.set_title(f"layer {l}: block of $W_{l}$ ({shown}; {bulk} in the bulk)", fontsize="small")
-            ax.set_xlabel("eigenvalue index")
-        # log ticks from the floor to a decade above the largest outlier, at most ~7 of them
-        lo, hi = math.floor(math.log10(floor / 3)), math.ceil(math.log10(3 * max(max(tops), 1e-300)))
-        stride = max(1, math.ceil((hi - lo) / 6))
-        axes[0, 0].set_yticks(10.0 ** np.arange(hi, lo - 1, -stride))
-        axes[0, 0].set_ylim(10.0**lo, 10.0**hi)
-        for ax in axes.flat[len(layers) :]:
-            ax.set_visible(False)
-        axes[0, 0].set_ylabel("eigenvalue (data Hessian)")
-        fig.legend(handles=axes[0, 0].get_legend_handles_labels()[0], loc="outside lower center", ncols=2)
-        fig.suptitle(
-            f"K={spec.num_classes}, n={spec.per_class}, L={spec.depth}, {spec.activation}, {spec.loss}; "
-            f"{report.info.get('state', '')}",
-            fontsize=7,
-        )
-    return fig
-
-
-def real_network_figure(report):
-    """Predicted vs measured outliers of each head layer of a real network
-    (`ufm.networks.RealNetworkReport`, the `ufm real --plot` figure). Returns a ``Figure``."""
-    layers = list(report.layers)
-    if not layers:
-        raise ValueError("the report compares no head layer")
-    with use_style():
-        fig, axes = figure(1, len(layers), columns=2, height=2.2, squeeze=False, sharey=True)
-        for ax, c in zip(axes.flat, layers, strict=True):
-            plot_spectrum(ax, c.measured, label="measured (autodiff)", color=COLORS[0])
-            k = c.expected  # the predictions' bulk is exactly 0: draw their outliers only
-            plot_spectrum(ax, c.predicted[:k], label="predicted (class means)", color=COLORS[1], marker="x")
-            err = c.median_rel_error
-            if not np.allclose(c.predicted_class_averaged, c.predicted, rtol=1e-9, atol=0):  # e.g. CE
-                plot_spectrum(
-                    ax,
-                    c.predicted_class_averaged[:k],
-                    label="predicted (class-averaged curvature)",
-                    color=COLORS[2],
-                    marker="+",
-                )
-                err = min(err, c.class_averaged_median_rel_error)
-            ax.set_title(f"$W_{c.layer}$: {c.num_outliers} outliers, NC1 {c.nc1:.1e}, median err {err:.1e}")
-            ax.set_xlabel("eigenvalue index")
-        axes[0, 0].set_ylabel("eigenvalue (data Hessian)")
-        axes[0, 0].legend(loc="lower left")
-        cfg = report.config
-        fig.suptitle(
-            f"{cfg.get('dataset', '')} {cfg.get('model', '')} {cfg.get('loss', '')}: "
-            f"train acc {report.train_accuracy:.3f}",
-            fontsize=7,
-        )
-    return fig

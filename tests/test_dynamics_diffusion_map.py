@@ -253,7 +253,7 @@ def test_participation_ratio_equals_direct_pca():
 def test_stationary_covariance_solves_the_discrete_lyapunov_equation():
     from scipy.linalg import solve_discrete_lyapunov
 
-    from ufm.dynamics.dmap import _stationary_covariance
+    from ufm.experiments.dmap import _stationary_covariance
 
     rng = np.random.default_rng(8)
     A = rng.standard_normal((6, 6))

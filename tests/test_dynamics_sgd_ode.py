@@ -43,7 +43,7 @@ def test_lsq_isotropic_ode_matches_closed_form(lr):
     t = np.linspace(0.0, 6.0, 13)
     ode = solve_sgd_ode(mix, "lsq", lr, t, rtol=1e-10, atol=1e-12)
     M, q, R = _lsq_isotropic_closed_form(t, lr, 0.8**2)
-    assert ode.success
+    assert ode.converged
     np.testing.assert_allclose(ode.M[:, 0, 0], M, atol=1e-8)
     np.testing.assert_allclose(ode.M[:, 1, 0], -M, atol=1e-8)
     np.testing.assert_allclose(ode.norm2[:, 0], q, atol=1e-8)
@@ -63,7 +63,7 @@ def power_law_run():
 def test_ode_matches_mean_of_sgd_runs(power_law_run):
     """Risk, cos(x, μ_1), ‖x‖² and the clean alignment within 4 SGD standard errors on the grid."""
     mix, sgd, ode = power_law_run
-    assert ode.success
+    assert ode.converged
     for quantity, index in (("risk", ()), ("overlap", (0, 0)), ("norm2", (0,)), ("clean_overlap", (0, 0))):
         gap = ode_sgd_gap(ode, sgd, quantity, index)
         assert gap.max_ratio <= TOL_STDERR, gap

@@ -71,7 +71,7 @@ def test_the_three_routes_agree_in_every_field(routes):
     # residuals measured by both numerical routes
     for s in (dense, krylov):
         assert s.residuals.shape == (s.eigenvalues.size,) and s.residuals.max() < 1e-7 * scale
-    assert krylov.info["converged"]
+    assert krylov.converged
 
 
 def test_from_dense_is_the_dense_route(routes):

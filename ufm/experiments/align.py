@@ -10,7 +10,7 @@ Roberts, Dyer 2018); the derivations and conventions are in ``docs/alignment.md`
 * `xor`: one-pass SGD of the 2-layer ReLU–sigmoid net on the XOR mixture over several
   seeds: first-layer rows against span(μ, ν), the second layer's G outlier space against
   span{ReLU(W·±μ), ReLU(W·±ν)} (which moves with W), its rank, and the test accuracy (§4).
-* `ufm`: GD / SGD on a deep UFM from random init: per layer the fraction of the data
+* `deep_ufm` (task ``ufm``): GD / SGD on a deep UFM from random init: per layer the fraction of the data
   gradient and of the update inside the top-K² Hessian space, inside the closed-form
   outlier space of `ufm.theory.layer_hessian_spectrum` at the current class means, and
   inside its K "diagonal" directions, with NC1 (§5).
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +32,8 @@ import numpy as np
 import optax
 
 from .. import collapse, model, theory
-from ..spec import UFMSpec
-from ._mixtures import KGMM, XORGMM
-from ._models import (
+from ..dynamics._mixtures import KGMM, XORGMM
+from ..dynamics._models import (
     init_softmax,
     init_two_layer,
     softmax_hessian,
@@ -45,40 +43,75 @@ from ._models import (
     two_layer_logits,
     two_layer_loss,
 )
-from ._probes import (
-    alignment,
+from ..dynamics._probes import (
     g_top_space,
     hessian_top_space,
     per_sample_grads,
     spectral_probe,
+    subspace_alignment,
     subspace_overlap,
     top_fraction,
     top_space,
 )
-from ._trajectory import Trajectory, _jsonable, record
+from ..dynamics._trajectory import Trajectory, record
+from ..results import all_converged, result, to_jsonable
+from ..spec import UFMSpec
+from ._config import call_task
 
-__all__ = ["AlignmentReport", "kgmm", "xor", "ufm", "mnist", "TASKS", "plot_report", "add_cli", "run_cli"]
+__all__ = ["AlignConfig", "AlignmentReport", "run", "kgmm", "xor", "deep_ufm", "mnist", "TASKS"]
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("task", "config", "checkpoints", "summary"))
 class AlignmentReport:
     """One experiment: ``task``, ``config`` (its settings), ``checkpoints`` (a list of
     dicts, one per checkpoint — per seed for xor: ``checkpoints[i]["seeds"]``) and
-    ``summary`` (the final values)."""
+    ``summary`` (the final values).
+
+    ``converged`` / ``messages`` (`ufm.results`): every eigensolve of the probes reached its
+    tolerance (each checkpoint's ``"converged"``); the checkpoints where one did not.
+    """
 
     task: str
     config: dict
     checkpoints: list
     summary: dict
+    converged: bool | None = None  # None: from the checkpoints' "converged"
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            bad = [row for row in _flat_rows(self.checkpoints) if row.get("converged") is False]
+            object.__setattr__(self, "converged", not bad)
+            if bad and not self.messages:
+                steps = sorted({int(row.get("step", -1)) for row in bad})
+                msg = f"{self.task}: a Krylov eigensolve in the probes missed its tolerance at steps {steps}"
+                object.__setattr__(self, "messages", (msg,))
 
     def to_dict(self) -> dict:
-        return {"task": self.task, "config": self.config, "checkpoints": self.checkpoints, "summary": self.summary}
+        return to_jsonable(
+            {
+                "task": self.task,
+                "config": self.config,
+                "checkpoints": self.checkpoints,
+                "summary": self.summary,
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
+
+
+def _flat_rows(rows):
+    for row in rows:
+        yield row
+        for sub in row.get("seeds", ()) if isinstance(row, dict) else ():
+            if isinstance(sub, dict):
+                yield {"step": row.get("step"), **sub}
 
 
 def _rows(traj: Trajectory, name: str) -> list[dict]:
     """The trajectory's checkpoints as JSON-able dicts: step, time, loss, then the probe's values."""
     return [
-        {"step": int(s), "time": float(t), "loss": _jsonable(l), **{k: _jsonable(v) for k, v in row.items()}}
+        to_jsonable({"step": int(s), "time": float(t), "loss": l, **row})
         for s, t, l, row in zip(traj.steps, traj.times, traj.losses, traj.probes[name], strict=True)
     ]
 
@@ -153,10 +186,10 @@ def _kgmm_probe(test, means_basis, ridge, k, d):
         J = np.asarray(grads(params, Y, labels, ridge))  # per-sample gradients, ridge included (ℓ of §D2)
         full = top_space(H, n_full)
         out = {
-            "full_hessian_outliers": full.counts.outliers,
-            "full_hessian_null": full.counts.null,
+            "full_hessian_outliers": full.counts().outliers,
+            "full_hessian_null": full.counts().null,
             "full_hessian_eigenvalues": full.eigenvalues[: 2 * n_full],
-            "full_alignment": alignment(params, full.eigenvectors),
+            "full_alignment": subspace_alignment(params, full.space(n_full)),
         }
         rows = {
             key: []
@@ -172,31 +205,36 @@ def _kgmm_probe(test, means_basis, ridge, k, d):
                 "block_overlap_prev_hessian",
             )
         }
-        spaces = []
+        spaces, solved = [], [full]
         for c in range(k):
             sl = slice(c * d, (c + 1) * d)
             Hc = top_space(H[sl, sl], k)  # + β I would shift every eigenvalue, not the vectors
             Gc = g_top_space(J[:, sl], k)
+            solved += [Hc, Gc]
             prev = ctx.previous["_spaces"][c] if ctx.previous else None
             for key, v in (
-                ("block_outliers_hessian", Hc.counts.outliers),
-                ("block_alignment_hessian", alignment(params[c], Hc.eigenvectors)),
+                ("block_outliers_hessian", Hc.counts().outliers),
+                ("block_alignment_hessian", subspace_alignment(params[c], Hc.space(k))),
                 ("block_eigenvalues_hessian", Hc.eigenvalues[: 2 * k]),
-                ("top_space_in_means", in_means(Hc.eigenvectors)),
-                ("block_outliers_g", Gc.counts.outliers),
-                ("block_alignment_g", alignment(params[c], Gc.eigenvectors)),
+                ("top_space_in_means", in_means(Hc.space(k))),
+                ("block_outliers_g", Gc.counts().outliers),
+                ("block_alignment_g", subspace_alignment(params[c], Gc.space(k))),
                 ("block_eigenvalues_g", Gc.eigenvalues[: 2 * k]),
-                ("top_space_in_means_g", in_means(Gc.eigenvectors)),
+                ("top_space_in_means_g", in_means(Gc.space(k))),
                 (
                     "block_overlap_prev_hessian",
-                    float("nan") if prev is None else subspace_overlap(Hc.eigenvectors, prev).overlap,
+                    float("nan") if prev is None else subspace_overlap(Hc.space(k), prev).overlap,
                 ),
             ):
                 rows[key].append(v)
-            spaces.append(Hc.eigenvectors)
+            spaces.append(Hc.space(k))
         out |= {key: np.array(v) for key, v in rows.items()}
         pred = np.argmax(Y @ np.stack(params).T, axis=1)
-        return out | {"test_accuracy": float(np.mean(pred == np.asarray(labels))), "_spaces": np.stack(spaces)}
+        return out | {
+            "test_accuracy": float(np.mean(pred == np.asarray(labels))),
+            "converged": all_converged(solved),
+            "_spaces": np.stack(spaces),
+        }
 
     return probe
 
@@ -295,25 +333,27 @@ def _xor_probe(xor_gmm, test, ridge):
         W = np.asarray(params.W)
         J = np.asarray(per_sample_grads(loss, params, test, leaves=[1]))  # ∇_v ℓ_i: M × K
         Gv = g_top_space(J, 1)
-        r = max(Gv.counts.outliers, 1)
+        r = max(Gv.counts().outliers, 1)
         predicted = np.asarray(hidden(params, jnp.asarray(cluster_means))).T  # K × 4: ReLU(W·±μ), ReLU(W·±ν)
         pred_rank = _numerical_rank(predicted)
         Gv = g_top_space(J, r)
-        ov = subspace_overlap(Gv.eigenvectors, predicted) if pred_rank else None
+        ov = subspace_overlap(Gv.space(r), predicted) if pred_rank else None
         J1 = np.asarray(per_sample_grads(loss, params, test, leaves=[0]))
-        G1 = g_top_space(J1, min(2 * W.shape[0], *J1.shape))  # R^K ⊗ span(μ, ν) has dimension 2K (§4)
+        k1 = min(2 * W.shape[0], *J1.shape)
+        G1 = g_top_space(J1, k1)  # R^K ⊗ span(μ, ν) has dimension 2K (§4)
         acc = np.mean((np.asarray(logits(params, Y)) > 0) == (np.asarray(labels) == 1))
         return {
             "first_layer_alignment": float(np.linalg.norm(W @ span) / np.linalg.norm(W)),
             "first_layer_row_alignment": np.linalg.norm(W @ span, axis=1) / np.linalg.norm(W, axis=1),
-            "first_layer_g_outliers": G1.counts.outliers,
-            "first_layer_g_alignment": alignment(W.ravel(), G1.eigenvectors),
-            "second_layer_rank": Gv.counts.outliers,
+            "first_layer_g_outliers": G1.counts().outliers,
+            "first_layer_g_alignment": subspace_alignment(W.ravel(), G1.space(k1)),
+            "second_layer_rank": Gv.counts().outliers,
             "second_layer_eigenvalues": Gv.eigenvalues,
             "predicted_rank": pred_rank,
             "second_layer_overlap": float("nan") if ov is None else ov.overlap,
-            "second_layer_alignment": alignment(params.v, Gv.eigenvectors),
+            "second_layer_alignment": subspace_alignment(params.v, Gv.space(r)),
             "test_accuracy": float(acc),
+            "converged": all_converged(Gv, G1),
         }
 
     return probe
@@ -428,8 +468,10 @@ def _ufm_probe(spec):
                 "predicted_overlap",
             )
         }
+        solved = []
         for l in range(1, L + 1):
             top = hessian_top_space(batch_loss, params, (), K * K, leaves=[l])
+            solved.append(top)
             pred = theory.layer_hessian_spectrum(spec, params, l, collapse_tol=None, allow_zero=True, vectors=True)
             Up = np.asarray(pred.eigenvectors)[:, : K * K]
             h_in = np.asarray(acts.post[l - 1])
@@ -440,22 +482,23 @@ def _ufm_probe(spec):
             upd = None if ctx.last_update is None else np.asarray(ctx.last_update.Ws[l - 1]).ravel()
             nan = float("nan")
             for key, v in (
-                ("grad_fraction_top", top_fraction(g, top.eigenvectors)),
+                ("grad_fraction_top", top_fraction(g, top.space(K * K))),
                 ("grad_fraction_predicted", top_fraction(g, Up) if Up.shape[1] else nan),
                 ("grad_fraction_diagonal", top_fraction(g, diag)),
-                ("update_fraction_top", nan if upd is None else top_fraction(upd, top.eigenvectors)),
+                ("update_fraction_top", nan if upd is None else top_fraction(upd, top.space(K * K))),
                 ("update_fraction_predicted", nan if upd is None or not Up.shape[1] else top_fraction(upd, Up)),
-                ("predicted_overlap", subspace_overlap(top.eigenvectors, Up).overlap if Up.shape[1] else nan),
+                ("predicted_overlap", subspace_overlap(top.space(K * K), Up).overlap if Up.shape[1] else nan),
             ):
                 out[key].append(v)
         return {k: np.array(v) for k, v in out.items()} | {
-            "nc1": np.asarray(nc.nc1_uncentred if spec.loss == "mse" else nc.nc1)
+            "nc1": np.asarray(nc.nc1_uncentred if spec.loss == "mse" else nc.nc1),
+            "converged": all_converged(solved),
         }
 
     return probe
 
 
-def ufm(
+def deep_ufm(
     *,
     num_classes: int = 4,
     per_class: int = 5,
@@ -623,156 +666,45 @@ def mnist(
     return AlignmentReport("mnist", config, rows, summary)
 
 
-TASKS = {"kgmm": kgmm, "xor": xor, "ufm": ufm, "mnist": mnist}
+TASKS = {"kgmm": kgmm, "xor": xor, "ufm": deep_ufm, "mnist": mnist}
 
 
-# ---- plots ------------------------------------------------------------------------------------------------
-def plot_report(report: AlignmentReport):
-    """A one-row figure of a report's alignment measurements over training (``ufm.plotting`` style)."""
-    from .. import plotting
+@dataclasses.dataclass(frozen=True)
+class AlignConfig:
+    """Settings of an alignment experiment (``ufm dynamics align``): ``task`` (``"kgmm"``, ``"xor"``,
+    ``"ufm"``, ``"mnist"``) and its settings; ``None`` takes the task's default (`kgmm`, `xor`,
+    `deep_ufm`, `mnist` document them). A setting the task does not take is refused by `run`."""
 
-    rows = report.checkpoints
-    with plotting.use_style():
-        fig, axes = plotting.figure(1, 2, columns=2, height=2.2)
-        if report.task == "kgmm":
-            t = [r["time"] for r in rows]
-            A = np.array([r["block_alignment_hessian"] for r in rows])
-            G = np.array([r["block_alignment_g"] for r in rows])
-            for c in range(A.shape[1]):
-                col = plotting.COLORS[c % len(plotting.COLORS)]
-                axes[0].plot(t, A[:, c], color=col, label=f"$x^{c + 1}$ vs top-k($H_{{{c + 1}{c + 1}}}$)")
-                axes[0].plot(t, G[:, c], color=col, linestyle=(0, (2, 1)), linewidth=0.9)
-            axes[0].plot([], [], color="0.4", linestyle=(0, (2, 1)), label="vs top-k($G_{cc}$)")
-            axes[0].set(xlabel="time t = steps · δ", ylabel=r"$\|P_U x^c\| / \|x^c\|$", ylim=(0, 1.02))
-            E = np.array([r["block_eigenvalues_hessian"][0] for r in rows])
-            for j in range(E.shape[1]):
-                axes[1].plot(
-                    t, E[:, j], color=plotting.COLORS[0] if j < report.config["num_classes"] else "0.6", linewidth=0.9
-                )
-            axes[1].set(xlabel="time t", ylabel=r"top eigenvalues of $H_{11}$ (data)", yscale="log")
-        elif report.task == "xor":
-            t = [r["time"] for r in rows]
-            for s in range(len(rows[0]["seeds"])):
-                first = [r["seeds"][s]["first_layer_alignment"] for r in rows]
-                rank = [r["seeds"][s]["second_layer_rank"] for r in rows]
-                col = plotting.COLORS[s % len(plotting.COLORS)]
-                axes[0].plot(t, first, color=col, linewidth=0.9)
-                axes[1].plot(t, rank, color=col, linewidth=0.9, marker="o", markersize=2)
-            axes[0].set(xlabel="time t", ylabel=r"$\|W P_{\mu\nu}\|_F / \|W\|_F$", ylim=(0, 1.02))
-            axes[1].set(xlabel="time t", ylabel="second-layer G outliers (gap rule)")
-            axes[1].yaxis.get_major_locator().set_params(integer=True)
-        else:
-            x = [r["step"] + 1 for r in rows]
-            key = "grad_fraction_top" if report.task == "ufm" else "f_top_grad"
-            F = np.array([np.atleast_1d(r[key]) for r in rows], dtype=float)
-            for l in range(F.shape[1]):
-                axes[0].plot(x, F[:, l], color=plotting.COLORS[l], label=f"layer {l + 1}" if F.shape[1] > 1 else None)
-            axes[0].set(xscale="log", xlabel="step + 1", ylabel=r"$\|P_{top} g\|^2/\|g\|^2$", ylim=(0, 1.02))
-            if report.task == "ufm":
-                N = np.array([r["nc1"] for r in rows], dtype=float)
-                for l in range(F.shape[1]):
-                    axes[1].loglog(N[:, l], F[:, l], color=plotting.COLORS[l], marker="o", markersize=2)
-                axes[1].set(xlabel="NC1", ylabel=r"$\|P_{top} g\|^2/\|g\|^2$")
-            else:
-                axes[1].plot(x, [r["overlap_prev"] for r in rows], color=plotting.COLORS[0])
-                axes[1].set(xscale="log", xlabel="step + 1", ylabel="top-k overlap with previous", ylim=(0, 1.02))
-        if axes[0].get_legend_handles_labels()[0]:
-            axes[0].legend(loc="lower right")
-    return fig
+    task: str = "kgmm"
+    seed: int = 0
+    num_classes: int | None = None
+    dim: int | None = None
+    snr: float | None = None
+    ridge: float | None = None
+    lr_scale: float | None = None
+    time: float | None = None
+    test_samples: int | None = None
+    seeds: int | None = None
+    width: int | None = None
+    depth: int | None = None
+    per_class: int | None = None
+    lambda_W: float | None = None
+    lambda_H: float | None = None
+    loss: str | None = None
+    lr: float | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    train_samples: int | None = None
+    hessian_samples: int | None = None
+    hidden: int | None = None
+    pool: int | None = None
+    k: int | None = None
+    checkpoints: int | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
-# ---- CLI -----------------------------------------------------------------------------------------------
-_FLAGS = {  # flag -> (keyword, type, help); each task takes the keywords its function has
-    "--num-classes": ("num_classes", int, "k (kgmm) or K (ufm)"),
-    "--dim": ("dim", int, "input dimension d (kgmm, xor)"),
-    "--snr": ("snr", float, "λ, the signal-to-noise ratio (kgmm, xor)"),
-    "--ridge": ("ridge", float, "β of (β/2)‖θ‖² (kgmm, xor)"),
-    "--lr-scale": ("lr_scale", float, "c_δ: step δ = c_δ/d (kgmm, xor)"),
-    "--time": ("time", float, "final time T = steps·δ (kgmm, xor)"),
-    "--test-samples": ("test_samples", int, "M fresh samples of the probe matrices (kgmm, xor)"),
-    "--seeds": ("seeds", int, "number of seeds (xor)"),
-    "--width": ("width", int, "hidden width (xor, ufm: d; mnist: head width)"),
-    "--depth": ("depth", int, "L (ufm)"),
-    "--per-class": ("per_class", int, "n (ufm)"),
-    "--lr": ("lr", float, "learning rate (ufm, mnist)"),
-    "--steps": ("steps", int, "optimiser steps (ufm, mnist)"),
-    "--batch-size": ("batch_size", int, "mini-batch size (ufm: SGD instead of GD; mnist)"),
-    "--train-samples": ("train_samples", int, "MNIST training samples (mnist)"),
-    "--hessian-samples": ("hessian_samples", int, "samples of the Hessian probe (mnist)"),
-    "--checkpoints": ("checkpoints", int, "checkpoints after step 0"),
-}
-
-
-def add_cli(subparsers) -> None:
-    """``ufm dynamics align --task {kgmm,xor,ufm,mnist} ... --json PATH [--plot PATH]``."""
-    p = subparsers.add_parser(
-        "align",
-        help="SGD aligning with the outlier eigenspaces (kgmm, xor, ufm, mnist)",
-        description="Outlier-alignment experiments (docs/dynamics.md §D2, docs/alignment.md). "
-        "Unset flags take each task's defaults.",
-    )
-    p.add_argument("--task", choices=list(TASKS), default="kgmm")
-    for flag, (_, typ, text) in _FLAGS.items():
-        p.add_argument(flag, type=typ, default=None, help=text)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", metavar="PATH", help="write the report as JSON")
-    p.add_argument("--plot", metavar="PATH", help="a figure of the run (PDF + PNG)")
-    p.add_argument("--x32", action="store_true", help="float32 instead of float64")
-    p.set_defaults(func=run_cli)
-
-
-def _check_dir(path, flag):
-    import os
-
-    from ..cli import _ArgumentError
-
-    if path and os.path.dirname(os.path.abspath(path)) and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise _ArgumentError(f"{flag} {path}: directory {os.path.dirname(os.path.abspath(path))} does not exist")
-
-
-def run_cli(args) -> int:
-    import inspect
-    import json
-
-    from ..cli import _ArgumentError
-
-    _check_dir(args.json, "--json")
-    _check_dir(args.plot, "--plot")
-    fn = TASKS[args.task]
-    accepted = inspect.signature(fn).parameters
-    kwargs = {"seed": args.seed}
-    for flag, (name, _, _) in _FLAGS.items():
-        value = getattr(args, name)
-        if value is None:
-            continue
-        if name not in accepted:
-            raise _ArgumentError(f"{flag} does not apply to --task {args.task}")
-        kwargs[name] = value
-    jax.config.update("jax_enable_x64", not args.x32)
-
-    def progress(*a):
-        *label, index, step, loss = a
-        print(
-            f"align {args.task}: {' '.join(label) + ' ' if label else ''}checkpoint {index} step {step} "
-            f"loss {loss:.4g}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    try:
-        report = fn(callback=progress, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise _ArgumentError(str(e)) from None
-    except FloatingPointError as e:
-        print(f"ufm: error: {e}", file=sys.stderr)
-        return 1
-    for key, value in report.summary.items():
-        print(f"{key}: {json.dumps(value)}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=1)
-    if args.plot:
-        from .. import plotting
-
-        plotting.savefig(plot_report(report), args.plot)
-    return 0
+def run(config: AlignConfig, callback=None) -> AlignmentReport:
+    """The experiment of ``config``; ``callback`` is `ufm.dynamics.record`'s (after each checkpoint)."""
+    return call_task(config, TASKS, callback=callback)

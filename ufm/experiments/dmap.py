@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import sys
 import time
 
 import jax
@@ -31,30 +30,32 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .. import curvature
-from ._diffusion_map import TrajectoryDiffusion, analyze_trajectory
-from ._trajectory import record
+from ..dynamics._diffusion_map import TrajectoryDiffusion, analyze_trajectory
+from ..dynamics._trajectory import record
+from ..results import result, to_jsonable
+from ._config import call_task
 
 __all__ = [
     "DiffusionReport",
+    "DmapConfig",
     "TASKS",
-    "diffusion_figure",
     "run",
     "run_quadratic",
     "run_ufm",
     "run_mnist",
-    "add_cli",
-    "run_cli",
 ]
 
 TASKS = ("quadratic", "ufm", "mnist")
 
 
-@dataclasses.dataclass(frozen=True)
+@result(static=("task", "config", "info"))
 class DiffusionReport:
     """One experiment: its configuration, the trajectory analysis and the Hessian spectrum.
 
     ``to_dict()`` has ``config``, ``eigenvalues``, ``epsilon``, ``alpha``, ``slope_curve``,
     ``dimension_estimate``, ``n_coords``, ``hessian_outliers``, ``r2`` (and more).
+    ``converged`` / ``messages`` (`ufm.results`): the diffusion map's and the Hessian's
+    eigensolvers reached their tolerances, and the iterates stayed finite.
     """
 
     task: str
@@ -62,15 +63,26 @@ class DiffusionReport:
     analysis: TrajectoryDiffusion
     hessian_eigenvalues: np.ndarray
     info: dict
+    converged: bool | None = None  # None: the analysis's status
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            object.__setattr__(self, "converged", bool(self.analysis.converged))
+            object.__setattr__(self, "messages", self.messages or tuple(self.analysis.messages))
 
     def to_dict(self) -> dict:
-        return {
-            "task": self.task,
-            "config": self.config,
-            **self.analysis.to_dict(),
-            "hessian_eigenvalues": np.asarray(self.hessian_eigenvalues).tolist(),
-            "info": self.info,
-        }
+        return to_jsonable(
+            {
+                "task": self.task,
+                "config": self.config,
+                **self.analysis.to_dict(),
+                "hessian_eigenvalues": self.hessian_eigenvalues,
+                "info": self.info,
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
 
 
 # ---- SGD trajectories -------------------------------------------------------------------
@@ -108,7 +120,7 @@ def _dense_eigh(loss, theta):
     return np.asarray(s.eigenvalues), np.asarray(s.eigenvectors)
 
 
-def _analyze(task, config, thetas, steps, losses, lam, U, t0, progress, **kw) -> DiffusionReport:
+def _analyze(task, config, thetas, steps, losses, lam, U, t0, progress, hessian=None, **kw) -> DiffusionReport:
     """The trajectory analysis of recorded iterates; ``burn_in=None`` drops the first 5 % of records."""
     _progress(f"diffusion map of {thetas.shape[0]} iterates in R^{thetas.shape[1]}", progress)
     if config["burn_in"] is None:
@@ -125,7 +137,16 @@ def _analyze(task, config, thetas, steps, losses, lam, U, t0, progress, **kw) ->
         max_coords=config["max_coords"],
     )
     info = {"seconds": time.perf_counter() - t0, "num_params": int(thetas.shape[1]), **kw}
-    return DiffusionReport(task, config, a, np.asarray(lam), info)
+    parts = [a] if hessian is None else [a, hessian]
+    return DiffusionReport(
+        task,
+        config,
+        a,
+        np.asarray(lam),
+        info,
+        converged=all(bool(p.converged) for p in parts),
+        messages=tuple(m for p in parts for m in p.messages),
+    )
 
 
 # ---- the tasks ------------------------------------------------------------------------
@@ -394,185 +415,47 @@ def run_mnist(
         progress,
         final_loss=float(full(jnp.asarray(thetas[-1], dtype))),
         train_accuracy=accuracy,
-        lanczos_converged=bool(top.info["converged"]),
+        hessian=top,
     )
 
 
-def run(task: str, **kwargs) -> DiffusionReport:
-    """`run_quadratic`, `run_ufm` or `run_mnist` by name."""
-    funcs = {"quadratic": run_quadratic, "ufm": run_ufm, "mnist": run_mnist}
-    if task not in funcs:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    return funcs[task](**kwargs)
+@dataclasses.dataclass(frozen=True)
+class DmapConfig:
+    """Settings of a diffusion-map experiment (``ufm dynamics dmap``): ``task`` (``"quadratic"``,
+    ``"ufm"``, ``"mnist"``) and its settings; ``None`` takes the task's default (`run_quadratic`,
+    `run_ufm`, `run_mnist` document them). A setting the task does not take is refused by `run`."""
+
+    task: str = "quadratic"
+    seed: int = 0
+    steps: int | None = None
+    learning_rate: float | None = None
+    dim: int | None = None
+    rank: int | None = None
+    noise: float | None = None
+    batch_size: int | None = None
+    per_class: int | None = None
+    hidden: int | None = None
+    width: int | None = None
+    pretrain_steps: int | None = None
+    hessian_k: int | None = None
+    record_every: int | None = None
+    burn_in: int | None = None
+    alpha: float | None = None
+    epsilon: float | str | None = None
+    max_coords: int | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
-# ---- figure ---------------------------------------------------------------------------
-def diffusion_figure(reports, *, color_by=None):
-    """One row per report: the diffusion spectrum (gap marked), ψ_1 vs ψ_2 coloured by SGD
-    step or mini-batch loss (``color_by``: one of "step" / "loss" per report, default
-    "step"), and the kernel-sum slope curve with both bandwidths and the dimension."""
-    from .. import plotting
-
-    reports = [reports] if isinstance(reports, DiffusionReport) else list(reports)
-    color_by = ["step"] * len(reports) if color_by is None else ([color_by] if isinstance(color_by, str) else color_by)
-    with plotting.use_style():
-        fig, axes = plotting.figure(len(reports), 3, columns=2, height=2.2 * len(reports), squeeze=False)
-        for row, report, how in zip(axes, reports, color_by, strict=True):
-            _draw_row(fig, row, report, how)
-    return fig
+_TASK_FUNCTIONS = {"quadratic": run_quadratic, "ufm": run_ufm, "mnist": run_mnist}
 
 
-def _draw_row(fig, axes, report: DiffusionReport, color_by: str) -> None:
-    from .. import plotting
-
-    a = report.analysis
-    ax0, ax1, ax2 = axes
-    lam = a.diffusion.eigenvalues[1:]
-    idx = np.arange(1, lam.size + 1)
-    q = a.n_coords
-    if q:
-        ax0.plot(idx[:q], lam[:q], "o", color=plotting.COLORS[0], label=f"slow modes (q = {q})")
-    ax0.plot(idx[q:], lam[q:], "o", color="0.6", markerfacecolor="none", label="rest" if q else "no gap (q = 0)")
-    if q:
-        ax0.axvline(q + 0.5, color="0.3", linestyle=":", linewidth=0.8)
-        ax0.text(
-            q + 0.6,
-            0.6,
-            f"τ gap ×{a.gap_ratio:.2f}",
-            transform=ax0.get_xaxis_transform(),
-            va="top",
-            fontsize="x-small",
-            color="0.3",
-        )
-    ax0.set_xlabel("index $l$")
-    ax0.set_ylabel(r"diffusion eigenvalue $\lambda_l$")
-    ax0.set_title(report.task, fontsize="small", loc="left")
-    ax0.set_ylim(0, 1.05)
-    ax0.legend(loc="upper right")
-    ax0.xaxis.get_major_locator().set_params(integer=True)
-    c = a.steps if color_by == "step" or a.losses is None else a.losses
-    psi = a.diffusion.psi
-    sc = ax1.scatter(psi[:, 1], psi[:, 2], c=c, s=2, cmap="cividis", linewidths=0, rasterized=True)
-    fig.colorbar(sc, ax=ax1, label="SGD step" if c is a.steps else "mini-batch loss", shrink=0.9)
-    ax1.set_xlabel(r"$\psi_1$")
-    ax1.set_ylabel(r"$\psi_2$")
-    cu = a.curve
-    dims = 2 * cu.slopes
-    ax2.semilogx(cu.epsilons, dims, color=plotting.COLORS[1], label=r"$2\,d\log S/d\log\varepsilon$")
-    ax2.plot(
-        [cu.epsilon],
-        [np.interp(np.log(cu.epsilon), np.log(cu.epsilons), dims)],
-        "v",
-        color=plotting.COLORS[1],
-        label="kernel-sum ε",
-    )
-    ax2.axvline(a.diffusion.epsilon, color=plotting.COLORS[0], linewidth=0.8, label=r"$\varepsilon$ used")
-    m = a.hessian_outliers
-    shown = m is not None and m <= 3 * dims.max()
-    top = 1.7 * max(dims.max(), m if shown else 0)  # room for the legend above the lines
-    if shown:
-        plotting.mark_value(ax2, m, f"{m} Hessian outliers", color=plotting.COLORS[2], where=0.99)
-    elif m is not None:
-        ax2.set_title(f"Hessian outliers: {m} (off scale)", fontsize="small")
-    plotting.mark_value(ax2, a.dimension_estimate, f"dim ≈ {a.dimension_estimate:.2f}", where=0.99, va="top")
-    ax2.set_xlabel(r"bandwidth $\varepsilon$")
-    ax2.set_ylabel("dimension (2 × slope)")
-    ax2.set_ylim(0, top)
-    ax2.legend(loc="upper left")
-
-
-# ---- command line -----------------------------------------------------------------------
-def add_cli(subparsers) -> None:
-    """``ufm dynamics dmap --task {quadratic,ufm,mnist} [--dim --rank] --steps --seed --json [--plot]``."""
-    p = subparsers.add_parser(
-        "dmap", help="diffusion maps of SGD trajectories vs Hessian outliers (docs/dynamics.md §D5)"
-    )
-    p.add_argument("--task", choices=TASKS, default="quadratic")
-    p.add_argument("--dim", type=int, default=None, help="quadratic: ambient dimension m (default 50)")
-    p.add_argument("--rank", type=int, default=None, help="quadratic: Hessian rank r (default 3)")
-    p.add_argument("--steps", type=int, default=None, help="SGD steps (default: the task's preset)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--alpha", type=float, default=0.5, help="α normalisation in [0, 1] (default 1/2, Fokker–Planck)")
-    p.add_argument(
-        "--epsilon",
-        default="median",
-        help="bandwidth: 'median' (default), 'kernel-sum' (upper linear region) or a number",
-    )
-    p.add_argument("--json", metavar="PATH", help="write the report as JSON")
-    p.add_argument("--plot", metavar="PATH", help="figure: spectrum, first coordinates, slope curve (PDF + PNG)")
-    x = p.add_mutually_exclusive_group()
-    x.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
-    x.add_argument("--x32", dest="x64", action="store_false", help="float32")
-    p.set_defaults(func=run_cli)
-
-
-def _parse_epsilon(text: str):
-    if text in ("median", "kernel-sum"):
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise ValueError(f"--epsilon must be 'median', 'kernel-sum' or a number > 0, got {text!r}")
-    return value
-
-
-def run_cli(args) -> int:
-    import json
-    import os
-
-    from ..cli import _ArgumentError
-
-    for path in (args.json, args.plot):
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder and not os.path.isdir(folder):
-            raise _ArgumentError(f"the directory of {path!r} does not exist")
-    kw = {
-        "seed": args.seed,
-        "alpha": args.alpha,
-        "progress": lambda message: print(f"[dmap] {message}", file=sys.stderr, flush=True),
-    }
-    try:
-        kw["epsilon"] = _parse_epsilon(args.epsilon)
-        if not 0 <= args.alpha <= 1:
-            raise ValueError(f"--alpha must lie in [0, 1], got {args.alpha}")
-        if args.task != "quadratic" and (args.dim is not None or args.rank is not None):
-            raise ValueError("--dim and --rank apply to --task quadratic only")
-        if args.task == "quadratic":
-            kw.update({k: v for k, v in (("dim", args.dim), ("rank", args.rank)) if v is not None})
-        if args.steps is not None:
-            if args.steps < 1:
-                raise ValueError(f"--steps must be >= 1, got {args.steps}")
-            kw["steps"] = args.steps
-        jax.config.update("jax_enable_x64", args.x64)
-        report = run(args.task, **kw)
-    except (TypeError, ValueError) as e:
-        raise _ArgumentError(str(e)) from None
-    a = report.analysis
-    lam = ", ".join(f"{v:.3f}" for v in a.diffusion.eigenvalues[1:8])
-    print(
-        f"dmap {args.task}: {a.diffusion.psi.shape[0]} iterates, ε = {a.diffusion.epsilon:.3g} "
-        f"(median {a.curve.median_epsilon:.3g}, kernel-sum {a.curve.epsilon:.3g}), α = {a.diffusion.alpha:g}"
-    )
-    print(f"  diffusion eigenvalues λ_1.. = {lam}")
-    print(
-        f"  coordinates by the gap q = {a.n_coords} (τ ratio {a.gap_ratio:.2f}); "
-        f"dimension estimate 2·max slope = {a.dimension_estimate:.2f}; Hessian outliers = {a.hessian_outliers}"
-    )
-    print(
-        f"  R² of ψ_1..ψ_{a.r2.size} on the top-Hessian projections (quadratic fit): "
-        + ", ".join(f"{v:.3f}" for v in a.r2)
-    )
-    print(
-        f"  PCA participation ratio {a.participation_ratio:.2f}; drift (Spearman ψ_1 vs step) {a.drift:+.2f}"
-        f"   [{report.info['seconds']:.1f} s]"
-    )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=1)
-    if args.plot:
-        from .. import plotting
-
-        plotting.savefig(diffusion_figure(report), args.plot)
-    return 0
+def run(config: DmapConfig | str, progress=None, **settings) -> DiffusionReport:
+    """The experiment of ``config`` (a `DmapConfig`; or a task name and its settings, the older
+    entry ``run("quadratic", steps=...)``); ``progress(message)`` hears each stage."""
+    if isinstance(config, str):
+        config = DmapConfig(task=config, **settings)
+    elif settings:
+        raise TypeError(f"run(DmapConfig) takes no further settings, got {sorted(settings)}")
+    return call_task(config, _TASK_FUNCTIONS, progress=progress)

@@ -15,10 +15,10 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ._analysis import NC1_THRESHOLD, REL_ERROR_THRESHOLD, RealNetworkReport, analyze, expected_outliers
-from ._data import Dataset, gaussian_mixture, load_digits, load_mnist, stratified_split
-from ._models import NetworkSpec, init_network
-from ._train import train_network
+from ..networks._analysis import NC1_THRESHOLD, REL_ERROR_THRESHOLD, RealNetworkReport, analyze, expected_outliers
+from ..networks._data import Dataset, gaussian_mixture, load_digits, load_mnist, stratified_split
+from ..networks._models import NetworkSpec, init_network
+from ..networks._train import train_network
 
 __all__ = ["run_real", "format_table", "DEFAULTS", "LEGEND"]
 

@@ -1,0 +1,95 @@
+"""``ufm real``: a real network on real data — collapse and Hessian outliers of a deep-UFM head."""
+
+from __future__ import annotations
+
+import sys
+
+from ._common import POSITIVE, Progress, UsageError, add_precision_args, add_seed, set_precision, write_json
+
+__all__ = ["add_parser", "run", "emit_network_report"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("real", help="real networks on real data: collapse and Hessian outliers of a deep-UFM head")
+    p.add_argument("--dataset", choices=["mnist", "digits", "gmm"], default="mnist")
+    p.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    p.add_argument("--loss", choices=["mse", "ce"], default="mse")
+    p.add_argument("--depth", "-L", type=POSITIVE, default=3, help="head depth L (default 3)")
+    p.add_argument("--width", "-d", type=POSITIVE, default=32, help="head width d (default 32)")
+    p.add_argument("--activation", choices=["linear", "relu"], default="linear", help="head activation")
+    p.add_argument("--steps", type=POSITIVE, default=None, help="training steps (default: the run's preset)")
+    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    p.add_argument("--data-dir", default=None, help="another directory with the MNIST IDX files")
+    p.add_argument("--checkpoint", default=None, help="npz checkpoint path: resume from / save to")
+    add_seed(p)
+    p.add_argument("--json", metavar="PATH", help="write the report as JSON (its directory must exist)")
+    p.add_argument("--plot", metavar="PATH", help="figure of predicted vs measured layer spectra")
+    add_precision_args(p, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    set_precision(args.x64)  # default None: untouched (training in float32, analysis in a local x64 context)
+    from .. import networks
+
+    try:
+        with Progress() as progress:
+            progress.stage(f"training {args.model} on {args.dataset}")
+
+            def callback(rec):
+                if "stage" in rec:  # run_real's training is over: the next stage starts
+                    progress.stage(rec["stage"])
+                else:
+                    progress.update(
+                        rec.get("step"),
+                        " ".join(
+                            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in rec.items()
+                            if not hasattr(v, "__len__")
+                        ),
+                    )
+
+            report, _history = networks.run_real(
+                dataset=args.dataset,
+                model=args.model,
+                loss=args.loss,
+                quick=args.quick,
+                seed=args.seed,
+                depth=args.depth,
+                width=args.width,
+                activation=args.activation,
+                steps=args.steps,
+                data_dir=args.data_dir,
+                checkpoint=args.checkpoint,
+                callback=callback,
+            )
+    except (TypeError, ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    return emit_network_report(report, args)
+
+
+def emit_network_report(report, args) -> int:
+    """The table on stdout, ``--json`` / ``--plot`` files, and the verdict on stderr when the head
+    did not collapse (``ufm real`` and ``ufm analyze``); exit 1 when a Krylov measurement did not
+    converge (``report.converged``)."""
+    from .. import networks
+
+    print(networks.format_table(report))
+    if args.json:
+        write_json(report, args.json)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .. import plotting
+
+        plotting.savefig(plotting.real_network_figure(report), args.plot)
+    if not report.converged:  # a measurement that missed its tolerance is a failed run, not a warning
+        print(
+            "ufm: a Krylov measurement did not converge (see the table); its eigenvalues are not trustworthy",
+            file=sys.stderr,
+        )
+        return 1
+    if not report.verdict["all_collapsed"]:
+        print(f"ufm: warning: {report.verdict['summary']}", file=sys.stderr)
+    return 0

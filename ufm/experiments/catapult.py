@@ -1,0 +1,499 @@
+"""The catapult experiments of [ZLRB]: GD, a learning-rate schedule and SGD on NTK MLPs.
+
+Zhu, Liu, Radhakrishnan, Belkin, "Catapults in SGD: spikes in the training loss and their
+impact on generalization through feature learning", ICML 2024 (arXiv 2306.04815);
+``docs/dynamics.md`` §D4; the maths and conventions are in ``docs/catapults.md``. The model,
+targets, AGOP, projected loss and catapult detection are library (`ufm.dynamics`).
+
+* `run_gd`, `run_schedule`, `run_sgd`: the three experiments, each a `CatapultReport`
+  (``to_dict()`` is the JSON of ``ufm dynamics catapult``). Training is optax SGD in jitted
+  ``lax.scan`` segments (one compiled program per run shape; the learning rate is traced),
+  with a probe (kernel spectrum, projected loss, AGOP alignment, test error) every
+  ``probe_every`` steps and the full training loss at every step.
+
+Loss convention (§1): ``L = (1/2n)‖f(X) − y‖²`` (``normalization="half"``) or ``(1/n)‖·‖²``
+(``"mean"``); an SGD step uses the same normalisation over its batch of b samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..dynamics._catapult import (
+    NTKMLP,
+    TARGETS,
+    Catapult,
+    agop,
+    agop_alignment,
+    detect_catapults,
+    make_target,
+)
+from ..dynamics._tangent_kernel import _check_normalization, _positive_int, critical_learning_rate, tangent_kernel
+from ..results import result, to_jsonable
+
+__all__ = [
+    "CatapultConfig",
+    "CatapultRun",
+    "CatapultReport",
+    "run_gd",
+    "run_schedule",
+    "run_sgd",
+    "run",
+    "batch_table",
+    "EXPERIMENTS",
+]
+
+
+# ---- configuration, training segments ---------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CatapultConfig:
+    """Settings of the catapult experiments (the CLI flags; ``docs/catapults.md`` §5).
+
+    Data: ``samples`` n training and ``test_samples`` inputs x ~ N(0, I_dim), ``y = f*(x)``
+    for ``target`` (``rank`` for ``"polynomial"``). Model: `NTKMLP` (``width``, ``depth``,
+    ``activation``). Training: ``steps`` (per run; for the schedule, per segment),
+    ``lr_multipliers`` c (η = c · η_crit at initialisation; for *schedule*, c · η_crit of
+    the current weights at each increase), ``increases`` (schedule), ``batch_sizes`` and
+    ``seeds`` (sgd; seed j uses ``seed + j`` for data, init and batches), ``probe_every``.
+    Measurement: ``top`` s, ``normalization``, detection ``spike_ratio`` r and
+    ``spike_window`` w.
+    """
+
+    samples: int = 128
+    test_samples: int = 1000
+    dim: int = 10
+    width: int = 1024
+    depth: int = 2
+    activation: str = "relu"
+    target: str = "product"
+    rank: int = 2
+    steps: int = 400
+    seed: int = 0
+    lr_multipliers: tuple[float, ...] = (0.5, 1.5, 3.0)
+    increases: int = 3
+    batch_sizes: tuple[int, ...] = (8, 32, 128)
+    seeds: int = 3
+    probe_every: int = 1
+    top: int = 5
+    normalization: str = "half"
+    spike_ratio: float = 2.0
+    spike_window: int = 20
+
+    def __post_init__(self):
+        for name in (
+            "samples",
+            "test_samples",
+            "dim",
+            "depth",
+            "rank",
+            "steps",
+            "seeds",
+            "probe_every",
+            "top",
+            "spike_window",
+        ):
+            _positive_int(name, getattr(self, name))
+        if not isinstance(self.increases, int) or self.increases < 0:
+            raise ValueError(f"increases must be an int >= 0, got {self.increases!r}")
+        self.model()  # validates width / depth / activation
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {sorted(TARGETS)}, got {self.target!r}")
+        _check_normalization(self.normalization)
+        object.__setattr__(self, "lr_multipliers", tuple(float(c) for c in self.lr_multipliers))
+        object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
+        if not self.lr_multipliers or not all(c > 0 for c in self.lr_multipliers):
+            raise ValueError(f"lr_multipliers must be positive numbers, got {self.lr_multipliers}")
+        if not self.batch_sizes or not all(b >= 1 for b in self.batch_sizes):
+            raise ValueError(f"batch_sizes must be positive ints, got {self.batch_sizes}")
+        if self.top > self.samples:
+            raise ValueError(f"top must be <= samples={self.samples}, got {self.top}")
+        if self.steps % self.probe_every:
+            raise ValueError(f"steps={self.steps} must be a multiple of probe_every={self.probe_every}")
+        if not self.spike_ratio > 1:
+            raise ValueError(f"spike_ratio must be > 1, got {self.spike_ratio}")
+
+    def model(self) -> NTKMLP:
+        return NTKMLP(self.dim, self.width, self.depth, 1, self.activation)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _Problem:
+    """Data, target AGOP and initial weights of one seed (everything derived from the seed)."""
+
+    def __init__(self, cfg: CatapultConfig, seed: int):
+        k_data, k_test, k_target, k_init, self.key = jax.random.split(jax.random.PRNGKey(seed), 5)
+        self.model = cfg.model()
+        self.target = make_target(cfg.target, cfg.dim, rank=cfg.rank, key=k_target)
+        self.X = jax.random.normal(k_data, (cfg.samples, cfg.dim))
+        self.Xt = jax.random.normal(k_test, (cfg.test_samples, cfg.dim))
+        self.y, self.yt = self.target(self.X), self.target(self.Xt)
+        star = lambda p, X: self.target(X)  # noqa: E731
+        self.G_star = (agop(star, None, self.Xt), agop(star, None, self.X))
+        self.params = self.model.init(k_init)
+        self.data = (self.X, self.y, self.Xt, self.yt, self.G_star)
+
+
+def _probe(model, params, data, *, top, c):
+    """Full-batch measurements at one state (dense kernel: n ≤ a few thousand)."""
+    X, y, Xt, yt, G_star = data
+    n = X.shape[0]
+    r = model(params, X) - y
+    kernel = model.tangent_kernel if isinstance(model, NTKMLP) else functools.partial(tangent_kernel, model)
+    lam, U = jnp.linalg.eigh(kernel(params, X))
+    total = c / n * r @ r
+    ptop = c / n * jnp.sum((U[:, -top:].T @ r) ** 2)
+    return {
+        "loss": total,
+        "top": ptop,
+        "perp": total - ptop,
+        "lambda_max": lam[-1],
+        "agop_alignment": agop_alignment(agop(model, params, Xt), G_star[0]),
+        "agop_alignment_train": agop_alignment(agop(model, params, X), G_star[1]),
+        "test_mse": jnp.mean((model(params, Xt) - yt) ** 2),
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("model", "batch_size", "num_probes", "probe_every", "top", "c"))
+def _segment(model, params, lr, key, data, *, batch_size, num_probes, probe_every, top, c):
+    """``num_probes · probe_every`` steps of SGD (batch_size None: full batch) at rate ``lr``.
+
+    Returns the final params, the full training loss before every step, and the probes
+    after every ``probe_every`` steps. A run whose loss passes ``1e12 · (L_0 + 1)`` (or is
+    not finite) freezes there: the rest of its curve repeats the last finite state.
+    """
+    X, y = data[0], data[1]
+    n = X.shape[0]
+    opt = optax.sgd(lr)
+    loss_of = lambda p, Xb, yb: c / Xb.shape[0] * jnp.sum((model(p, Xb) - yb) ** 2)  # noqa: E731
+    cap = 1e12 * (loss_of(params, X, y) + 1.0)
+
+    def step(carry, k):
+        p, state = carry
+        full = loss_of(p, X, y)
+        if batch_size is None:
+            g = jax.grad(loss_of)(p, X, y)
+        else:
+            idx = jax.random.choice(k, n, (batch_size,), replace=False)
+            g = jax.grad(loss_of)(p, X[idx], y[idx])
+        updates, new_state = opt.update(g, state, p)
+        new = optax.apply_updates(p, updates)
+        ok = jnp.isfinite(full) & (full < cap) & jnp.all(jnp.array([jnp.all(jnp.isfinite(w)) for w in new]))
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, p)
+        return (new, new_state), full
+
+    def segment(carry, keys):
+        carry, losses = jax.lax.scan(step, carry, keys)
+        return carry, (losses, _probe(model, carry[0], data, top=top, c=c))
+
+    keys = jax.random.split(key, num_probes * probe_every).reshape(num_probes, probe_every, -1)
+    (params, _), (losses, probes) = jax.lax.scan(segment, (params, opt.init(params)), keys)
+    return params, losses.reshape(-1), probes
+
+
+_probe_jit = jax.jit(_probe, static_argnames=("model", "top", "c"))
+
+
+def _train(cfg: CatapultConfig, prob: _Problem, params, lr, key, batch_size=None):
+    """One constant-rate run: ``(params, loss (T+1,), probes {name: (T/probe_every + 1,)}, probe steps)``."""
+    c = _check_normalization(cfg.normalization)
+    p0 = _probe_jit(prob.model, params, prob.data, top=cfg.top, c=c)
+    params, losses, probes = _segment(
+        prob.model,
+        params,
+        jnp.asarray(lr),
+        key,
+        prob.data,
+        batch_size=batch_size,
+        num_probes=cfg.steps // cfg.probe_every,
+        probe_every=cfg.probe_every,
+        top=cfg.top,
+        c=c,
+    )
+    probes = {k: np.concatenate([[float(p0[k])], np.asarray(v, dtype=np.float64)]) for k, v in probes.items()}
+    loss = np.concatenate([np.asarray(losses, dtype=np.float64), [probes["loss"][-1]]])
+    return params, loss, probes, np.arange(0, cfg.steps + 1, cfg.probe_every)
+
+
+# ---- results --------------------------------------------------------------------------------
+@result(static=("label", "regime", "segments"))
+class CatapultRun:
+    """One training run: its curves, the catapults found and the regime (``docs/catapults.md`` §5).
+
+    ``label`` holds ``multiplier`` (gd / schedule) or ``batch_size``, ``multiplier`` and
+    ``seed`` (sgd). ``loss`` is the full training loss at every step (T + 1 values);
+    ``probe_steps`` index the probe curves ``projected_top`` (P_s L), ``projected_perp``
+    (P_s^⊥ L), ``lambda_max`` (λ_max(K) of the training kernel), ``agop_alignment``,
+    ``test_mse``. ``learning_rates`` is the rate of every step. ``regime``: ``"diverged"``
+    (non-finite, frozen, or not below the initial loss at the end), ``"catapult"`` (≥ 1
+    catapult), ``"monotone"`` (``L_{t+1} ≤ L_t (1 + 1e-9)`` throughout) or ``"non-monotone"``.
+    ``segments`` (schedule only): per segment its rate, η_crit at its start, the catapults
+    started so far (a catapult can end in the next segment: its loss must fall below the
+    pre-spike level, §4) and the AGOP alignment at its end. ``converged`` (`ufm.results`): the
+    run did not diverge (``regime != "diverged"``); ``messages`` says how it diverged.
+    """
+
+    label: dict
+    eta_crit: float
+    learning_rates: np.ndarray
+    regime: str
+    catapults: tuple[Catapult, ...]
+    loss: np.ndarray
+    probe_steps: np.ndarray
+    projected_top: np.ndarray
+    projected_perp: np.ndarray
+    lambda_max: np.ndarray
+    agop_alignment: np.ndarray
+    agop_alignment_train: np.ndarray
+    test_mse: np.ndarray
+    segments: tuple[dict, ...] = ()
+    converged: bool | None = None  # None: regime != "diverged"
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.converged is None:
+            ok = self.regime != "diverged"
+            object.__setattr__(self, "converged", ok)
+            if not ok and not self.messages:
+                finite = np.isfinite(np.asarray(self.loss, dtype=np.float64))
+                why = (
+                    f"the loss became non-finite at step {int(np.argmin(finite))}"
+                    if not finite.all()
+                    else "the final loss is not below the initial loss"
+                )
+                object.__setattr__(self, "messages", (f"run {self.label} diverged: {why}",))
+
+    @property
+    def num_catapults(self) -> int:
+        return len(self.catapults)
+
+    def to_dict(self) -> dict:
+        f = np.asarray  # to_jsonable below writes non-finite values as null
+        out = {
+            **self.label,
+            "regime": self.regime,
+            "catapults": [c.to_dict() for c in self.catapults],
+            "num_catapults": self.num_catapults,
+            "learning_rate": float(self.learning_rates[0]),
+            "eta_crit": self.eta_crit,
+            "lambda_max_initial": float(self.lambda_max[0]),
+            "lambda_max_final": float(self.lambda_max[-1]),
+            "critical_lambda_final": _critical_lambda(self.learning_rates[-1], self),
+            "agop_alignment_initial": float(self.agop_alignment[0]),
+            "agop_alignment_final": float(self.agop_alignment[-1]),
+            "test_mse_final": float(self.test_mse[-1]),
+            "loss": f(self.loss),
+            "projected_loss": {
+                "steps": [int(s) for s in self.probe_steps],
+                "top": f(self.projected_top),
+                "perp": f(self.projected_perp),
+            },
+            "lambda_max": f(self.lambda_max),
+            "agop_alignment": f(self.agop_alignment),
+            "agop_alignment_train": f(self.agop_alignment_train),
+            "test_mse": f(self.test_mse),
+        }
+        if self.segments:
+            out["segments"] = list(self.segments)
+        out.update(converged=self.converged, messages=self.messages)
+        return to_jsonable(out)
+
+
+def _critical_lambda(lr, run) -> float:
+    """``2n/η`` (the λ_max(K) at which rate η is critical), from the run's η_crit = 2n/λ_max(0)."""
+    return float(run.eta_crit * run.lambda_max[0] / lr)
+
+
+@result(static=("task", "config"))
+class CatapultReport:
+    """``task`` (gd / schedule / sgd), its `CatapultConfig` and its runs; ``to_dict()`` is the JSON.
+
+    ``converged`` (`ufm.results`): every run was measured (a run that diverges at a large rate is
+    an outcome of the sweep, not a failure: it is named in ``messages``).
+    """
+
+    task: str
+    config: CatapultConfig
+    runs: tuple[CatapultRun, ...]
+    converged: bool = True
+    messages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not self.messages:
+            object.__setattr__(self, "messages", tuple(m for r in self.runs for m in r.messages))
+
+    def to_dict(self) -> dict:
+        out = {"task": self.task, "config": self.config.to_dict(), "runs": list(self.runs)}
+        if self.task == "sgd":
+            out["batch_table"] = batch_table(self)
+        out.update(converged=self.converged, messages=self.messages)
+        return to_jsonable(out)
+
+
+def _regime(loss, catapults) -> str:
+    if not np.all(np.isfinite(loss)) or not loss[-1] < loss[0]:
+        return "diverged"
+    if catapults:
+        return "catapult"
+    return "monotone" if np.all(loss[1:] <= loss[:-1] * (1 + 1e-9)) else "non-monotone"
+
+
+def _make_run(cfg, label, eta_crit, rates, loss, probes, steps, segments=()) -> CatapultRun:
+    share = probes["top"] / np.where(probes["loss"] > 0, probes["loss"], 1.0)
+    cats = detect_catapults(
+        loss, probes["lambda_max"], steps=steps, top_share=share, ratio=cfg.spike_ratio, window=cfg.spike_window
+    )
+    return CatapultRun(
+        label,
+        float(eta_crit),
+        np.asarray(rates, dtype=np.float64),
+        _regime(loss, cats),
+        cats,
+        loss,
+        steps,
+        probes["top"],
+        probes["perp"],
+        probes["lambda_max"],
+        probes["agop_alignment"],
+        probes["agop_alignment_train"],
+        probes["test_mse"],
+        tuple(segments),
+    )
+
+
+def _eta_crit(cfg, prob, params) -> float:
+    """η_crit of the full training kernel at ``params``."""
+    c = _check_normalization(cfg.normalization)
+    lam = float(_probe_jit(prob.model, params, prob.data, top=cfg.top, c=c)["lambda_max"])
+    return float(critical_learning_rate(lam, cfg.samples, cfg.normalization))
+
+
+# ---- the experiments ----------------------------------------------------------------------
+def run_gd(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultReport:
+    """Full-batch GD at ``η = c · η_crit(w_0)`` for each ``c`` in ``cfg.lr_multipliers``."""
+    prob = _Problem(cfg, cfg.seed)
+    eta_crit = _eta_crit(cfg, prob, prob.params)
+    runs = []
+    for c_mult in cfg.lr_multipliers:
+        _, loss, probes, steps = _train(cfg, prob, prob.params, c_mult * eta_crit, prob.key)
+        runs.append(
+            _make_run(cfg, {"multiplier": c_mult}, eta_crit, np.full(cfg.steps, c_mult * eta_crit), loss, probes, steps)
+        )
+        if progress:
+            progress(
+                f"gd: c = {c_mult:g} (η = {c_mult * eta_crit:.4g}): {runs[-1].regime}, "
+                f"{runs[-1].num_catapults} catapult(s)"
+            )
+    return CatapultReport("gd", cfg, tuple(runs))
+
+
+def run_schedule(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultReport:
+    """A first segment at ``½ η_crit``, then ``cfg.increases`` segments at ``c · η_crit(w)`` of the
+    current weights ``w`` (each steps above the critical rate once more), ``cfg.steps`` each."""
+    prob = _Problem(cfg, cfg.seed)
+    runs = []
+    for c_mult in cfg.lr_multipliers:
+        params, keys = prob.params, jax.random.split(prob.key, cfg.increases + 1)
+        parts, segments, rates, eta0 = [], [], [], None
+        for j in range(cfg.increases + 1):
+            eta_crit = _eta_crit(cfg, prob, params)
+            eta0 = eta_crit if eta0 is None else eta0
+            lr = (0.5 if j == 0 else c_mult) * eta_crit
+            params, loss, probes, steps = _train(cfg, prob, params, lr, keys[j])
+            parts.append((loss, probes, steps + j * cfg.steps))
+            rates.append(np.full(cfg.steps, lr))
+            segments.append(
+                {
+                    "learning_rate": lr,
+                    "eta_crit": eta_crit,
+                    "end_step": (j + 1) * cfg.steps,
+                    "agop_alignment": float(probes["agop_alignment"][-1]),
+                    "test_mse": float(probes["test_mse"][-1]),
+                }
+            )
+        # stitch: each segment's first point is the previous one's last
+        loss = np.concatenate([parts[0][0]] + [p[0][1:] for p in parts[1:]])
+        keys_ = parts[0][1].keys()
+        probes = {k: np.concatenate([parts[0][1][k]] + [p[1][k][1:] for p in parts[1:]]) for k in keys_}
+        steps = np.concatenate([parts[0][2]] + [p[2][1:] for p in parts[1:]])
+        run = _make_run(cfg, {"multiplier": c_mult}, eta0, np.concatenate(rates), loss, probes, steps)
+        for seg in segments:
+            seg["catapults_so_far"] = sum(1 for cat in run.catapults if cat.start < seg["end_step"])
+        runs.append(dataclasses.replace(run, segments=tuple(segments)))
+        if progress:
+            progress(
+                f"schedule: c = {c_mult:g}: {run.num_catapults} catapult(s), AGOP alignment "
+                + " -> ".join(f"{s['agop_alignment']:.3f}" for s in segments)
+            )
+    return CatapultReport("schedule", cfg, tuple(runs))
+
+
+def run_sgd(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultReport:
+    """SGD (batches drawn without replacement, i.i.d. over steps) at ``η = c · η_crit(w_0)`` of the
+    full training kernel, for every batch size, multiplier and seed ``seed + j``."""
+    if not all(b <= cfg.samples for b in cfg.batch_sizes):
+        raise ValueError(f"batch_sizes must be <= samples={cfg.samples}, got {cfg.batch_sizes}")
+    runs = []
+    for j in range(cfg.seeds):
+        prob = _Problem(cfg, cfg.seed + j)
+        eta_crit = _eta_crit(cfg, prob, prob.params)
+        for c_mult in cfg.lr_multipliers:
+            for b in cfg.batch_sizes:
+                lr = c_mult * eta_crit
+                _, loss, probes, steps = _train(cfg, prob, prob.params, lr, prob.key, None if b == cfg.samples else b)
+                runs.append(
+                    _make_run(
+                        cfg,
+                        {"batch_size": b, "multiplier": c_mult, "seed": cfg.seed + j},
+                        eta_crit,
+                        np.full(cfg.steps, lr),
+                        loss,
+                        probes,
+                        steps,
+                    )
+                )
+                if progress:
+                    r = runs[-1]
+                    progress(
+                        f"sgd: seed {cfg.seed + j}, c = {c_mult:g}, b = {b}: {r.num_catapults} catapult(s), "
+                        f"AGOP alignment {r.agop_alignment[-1]:.3f}, test MSE {r.test_mse[-1]:.4g}"
+                    )
+    return CatapultReport("sgd", cfg, tuple(runs))
+
+
+def batch_table(report: CatapultReport) -> list[dict]:
+    """Per (multiplier, batch size): mean ± std over seeds of catapults, final AGOP alignment, test MSE."""
+    rows = []
+    keys = sorted({(r.label["multiplier"], r.label["batch_size"]) for r in report.runs})
+    for c_mult, b in keys:
+        rs = [r for r in report.runs if r.label["multiplier"] == c_mult and r.label["batch_size"] == b]
+        row = {"multiplier": c_mult, "batch_size": b, "seeds": len(rs)}
+        for name, vals in (
+            ("catapults", [r.num_catapults for r in rs]),
+            ("agop_alignment", [r.agop_alignment[-1] for r in rs]),
+            ("test_mse", [r.test_mse[-1] for r in rs]),
+            ("train_loss", [r.loss[-1] for r in rs]),
+        ):
+            row[name] = float(np.mean(vals))
+            row[name + "_std"] = float(np.std(vals))
+        row["diverged"] = sum(r.regime == "diverged" for r in rs)
+        rows.append(row)
+    return rows
+
+
+EXPERIMENTS = {"gd": run_gd, "schedule": run_schedule, "sgd": run_sgd}
+
+
+def run(config: CatapultConfig, task: str = "gd", progress: Callable | None = None) -> CatapultReport:
+    """The experiment ``task`` (``"gd"``, ``"schedule"`` or ``"sgd"``) with ``config``; ``progress(message)``."""
+    if task not in EXPERIMENTS:
+        raise ValueError(f"task must be one of {sorted(EXPERIMENTS)}, got {task!r}")
+    return EXPERIMENTS[task](config, progress)
