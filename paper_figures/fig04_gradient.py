@@ -27,7 +27,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     with plotting.use_style():
         fig, axes = plotting.figure(1, len(snaps) + 1, columns=2, height=2.0, width_ratios=[1] * len(snaps) + [1.4])
         pos = np.arange(K * K)
-        for ax, i in zip(axes, snaps, strict=True):
+        for ax, i in zip(axes[: len(snaps)], snaps, strict=True):
             c2 = traj["coef2"][i, layer - 1]
             ax.bar(pos[diag], c2[diag], color=plotting.COLORS[0], label="c = c'")
             ax.bar(pos[~diag], c2[~diag], color=plotting.COLORS[1], label="c ≠ c'")

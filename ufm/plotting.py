@@ -305,7 +305,7 @@ def layer_spectra_figure(report):
     )
     with use_style():
         fig, axes = figure(nrows, ncols, columns=1 if ncols == 1 else 2, height=2.2 * nrows, squeeze=False, sharey=True)
-        for ax, l in zip(axes.flat, layers, strict=True):
+        for ax, l in zip(axes.flat, layers, strict=False):  # a grid may have a spare axis
             pred, meas = spectra[l].predicted, spectra[l].measured
             vals = meas.eigenvalues
             bulk = int(np.sum(vals <= floor))

@@ -114,7 +114,7 @@ def load_features(path, *, rtol: float = 1e-4) -> dict:
         if bs and sorted(bs) != list(range(1, L + 1)):
             raise ValueError(f"biases must be b1..b{L} (all or none), got {sorted(bs)}")
         biases = [_float_array(f, f"b{l}") for l in sorted(bs)]
-        for l, (b, W) in enumerate(zip(biases, weights, strict=True), start=1):
+        for l, (b, W) in enumerate(zip(biases, weights, strict=False), start=1):  # no biases: none
             if b.shape != (W.shape[0],):
                 raise ValueError(f"'b{l}' must have shape ({W.shape[0]},), got {b.shape}")
         y = f["labels"]
