@@ -299,6 +299,7 @@ class _Loop:
     metrics: tuple  # ((name, fn, every), ...)
     grad_tol: bool
     buffer: int  # the longest segment (rows of the per-step buffers)
+    metrics_data: bool  # metrics take (params, metrics_data)
 
 
 def _batch(loop: _Loop, data, key):
@@ -341,15 +342,19 @@ def _pending(loop: _Loop, params, step, data, key, dtype):
     return jnp.asarray(value, dtype), grad
 
 
-def _buffers(loop: _Loop, params, dtype):
+def _metric(loop: _Loop, fn, params, mdata):
+    return fn(params, mdata) if loop.metrics_data else fn(params)
+
+
+def _buffers(loop: _Loop, params, dtype, mdata):
     out = {"loss": jnp.zeros((loop.buffer,), dtype)}
     for name, fn, every in loop.metrics:
-        shape = jax.eval_shape(fn, params)
+        shape = jax.eval_shape(functools.partial(_metric, loop, fn), params, mdata)
         out[name] = jax.tree_util.tree_map(lambda s, r=loop.buffer // every: jnp.zeros((r, *s.shape), s.dtype), shape)
     return out
 
 
-def _body(loop: _Loop, state, data, key):
+def _body(loop: _Loop, state, data, key, mdata):
     """One step from the carried batch loss and gradient at θ_t: the update, then the loss and
     gradient of the next step's batch at θ_{t+1} (read from a line search's state in full-batch
     mode), then the metrics due."""
@@ -375,7 +380,8 @@ def _body(loop: _Loop, state, data, key):
         row = (i + 1) // every - 1
 
         def write(b, fn=fn, row=row, name=name):
-            return {**b, name: jax.tree_util.tree_map(lambda buf, v: buf.at[row].set(v), b[name], fn(params))}
+            value = _metric(loop, fn, params, mdata)
+            return {**b, name: jax.tree_util.tree_map(lambda buf, v: buf.at[row].set(v), b[name], value)}
 
         bufs = write(bufs) if every == 1 else jax.lax.cond((i + 1) % every == 0, write, lambda b: b, bufs)
     return c, i + 1, bufs
@@ -393,20 +399,20 @@ def _cond(state, num_steps, tol, max_loss, grad_tol):
 
 
 @functools.partial(jax.jit, static_argnames=("loop",))
-def _segment(carry, num_steps, data, key, tol, max_loss, *, loop):
-    state = (carry, jnp.zeros((), jnp.int32), _buffers(loop, carry.params, carry.value.dtype))
-    body = functools.partial(_body, loop, data=data, key=key)
+def _segment(carry, num_steps, data, key, tol, max_loss, mdata, *, loop):
+    state = (carry, jnp.zeros((), jnp.int32), _buffers(loop, carry.params, carry.value.dtype, mdata))
+    body = functools.partial(_body, loop, data=data, key=key, mdata=mdata)
     return jax.lax.while_loop(lambda s: _cond(s, num_steps, tol, max_loss, loop.grad_tol), body, state)
 
 
 @functools.partial(jax.jit, static_argnames=("loop",))
-def _one_step(state, data, key, *, loop):
-    return _body(loop, state, data, key)
+def _one_step(state, data, key, mdata, *, loop):
+    return _body(loop, state, data, key, mdata)
 
 
 @functools.partial(jax.jit, static_argnames=("loop",))
-def _init_buffers(carry, *, loop):
-    return _buffers(loop, carry.params, carry.value.dtype)
+def _init_buffers(carry, mdata, *, loop):
+    return _buffers(loop, carry.params, carry.value.dtype, mdata)
 
 
 @functools.partial(jax.jit, static_argnames=("grad_tol",))
@@ -414,10 +420,10 @@ def _running_jit(carry, tol, max_loss, *, grad_tol):
     return _running(carry, tol, max_loss, grad_tol)
 
 
-def _python_segment(carry, num_steps, data, key, tol, max_loss, *, loop):
-    state = (carry, jnp.zeros((), jnp.int32), _init_buffers(carry, loop=loop))
+def _python_segment(carry, num_steps, data, key, tol, max_loss, mdata, *, loop):
+    state = (carry, jnp.zeros((), jnp.int32), _init_buffers(carry, mdata, loop=loop))
     while int(state[1]) < int(num_steps) and bool(_running_jit(state[0], tol, max_loss, grad_tol=loop.grad_tol)):
-        state = _one_step(state, data, key, loop=loop)
+        state = _one_step(state, data, key, mdata, loop=loop)
     return state
 
 
@@ -574,7 +580,7 @@ def _check_period(name, value, marks):
     return int(value)
 
 
-def _flat_iterate(params):
+def _flat_iterate(params, *_):
     """The flat iterate (``iterates_every``) as a metric."""
     return ravel_pytree(params)[0]
 
@@ -596,6 +602,8 @@ def record(
     probes: Mapping[str, Callable] | None = None,
     metrics: Mapping[str, Callable] | None = None,
     metrics_every: int | Mapping[str, int] = 1,
+    metrics_data=None,
+    opt_state=None,
     stop: Callable | None = None,
     grad_tol: float | None = None,
     max_loss: float | None = None,
@@ -632,6 +640,12 @@ def record(
       probes: ``{name: probe(params, ctx) -> dict}``, run at every checkpoint in order.
       metrics: ``{name: fn(params) -> array}``, jit-traceable, evaluated inside the compiled
         loop at step 0 and after every ``metrics_every`` steps (an int, or one per name).
+      metrics_data: when given, each metric is called as ``fn(params, metrics_data)``; a traced
+        argument (one compilation serves all values of the same shapes; closed-over arrays
+        would be compiled in as constants).
+      opt_state: the initial optimiser state (default ``optimizer.init(params)``); e.g. the
+        state of ``optax.inject_hyperparams`` carries its hyper-parameters as arrays, so one
+        compilation serves every learning rate.
       stop: ``stop(params, ctx) -> bool`` after the probes at each checkpoint; True ends the run
         (``ctx.probes`` holds this checkpoint's probe outputs).
       grad_tol: full batch only: end at the first step whose gradient norm is <= grad_tol.
@@ -735,6 +749,8 @@ def record(
             "probe settings": {n: describe(fn) for n, fn in probes.items()},
             "metric functions": {n: describe(fn) for n, fn in metrics.items()},
             "stop": describe(stop),
+            "opt_state": None if opt_state is None else data_fingerprint(opt_state),
+            "metrics_data": data_fingerprint(metrics_data),
             "data": data_fingerprint(data),
             "eval_data": None if eval_is_data else data_fingerprint(eval_data),
             "static": describe(static),
@@ -749,7 +765,9 @@ def record(
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
     # strong dtypes throughout, so the first segment and later ones share one compilation
-    opt_state = jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=jnp.result_type(x)), optimizer.init(arrays))
+    if opt_state is None:
+        opt_state = optimizer.init(arrays)
+    opt_state = jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=jnp.result_type(x)), opt_state)
     from_state = mode == "full" and _stores_value_and_grad(opt_state)
     if dspec is not None and mode == "full":
         data = place_data(data, dspec)
@@ -765,6 +783,7 @@ def record(
         metrics=tuple((n, fn, periods[n]) for n, fn in metric_fns.items()),
         grad_tol=grad_tol is not None,
         buffer=int(gaps.max()) if gaps.size else 1,
+        metrics_data=metrics_data is not None,
     )
     key = jax.random.PRNGKey(seed)
     value, grad = _pending_jit(arrays, jnp.asarray(0, jnp.int32), data, key, loop=loop, dtype=np.dtype(dtype).name)
@@ -799,7 +818,11 @@ def record(
     else:
         evaluate, eval_placed = _jitted(loss_of), eval_data
     if not rows["steps"] and metrics:  # the metrics at step 0 (the kept iterates start after step 0)
-        first = _metrics_at(carry.params, loop=_MetricsOnly(tuple((n, metric_fns[n]) for n in metrics)))
+        first = _metrics_at(
+            carry.params,
+            metrics_data,
+            loop=_MetricsOnly(tuple((n, metric_fns[n]) for n in metrics), metrics_data is not None),
+        )
         for n, v in first.items():
             rows["metrics"][n].append(jax.tree_util.tree_map(lambda x: np.asarray(x)[None], v))
     run = _segment if compiled else _python_segment
@@ -810,7 +833,7 @@ def record(
         n = int(marks[index]) - int(carry.step)
         done = 0
         if n > 0:
-            carry, done, bufs = run(carry, jnp.asarray(n, jnp.int32), data, key, tol, cap, loop=loop)
+            carry, done, bufs = run(carry, jnp.asarray(n, jnp.int32), data, key, tol, cap, metrics_data, loop=loop)
             done = int(done)
             rows["step_losses"].append(np.asarray(bufs["loss"])[:done])
             for name, _, per in loop.metrics:
@@ -916,11 +939,12 @@ def _sharded_loss(loss_fn, spec, params, placed):
 @dataclasses.dataclass(frozen=True)
 class _MetricsOnly:
     items: tuple
+    with_data: bool
 
 
 @functools.partial(jax.jit, static_argnames=("loop",))
-def _metrics_at(params, *, loop: _MetricsOnly):
-    return {n: fn(params) for n, fn in loop.items}
+def _metrics_at(params, mdata, *, loop: _MetricsOnly):
+    return {n: (fn(params, mdata) if loop.with_data else fn(params)) for n, fn in loop.items}
 
 
 def _metric_fields(rows, periods) -> dict:
