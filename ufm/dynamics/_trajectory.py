@@ -47,7 +47,8 @@ but not part of the recorded outputs.
 
 With ``path=`` the trajectory is written to one ``.npz`` after every checkpoint
 (atomically) and a later call resumes from it — the parameters, optimiser state, recorded
-outputs and probe states are restored, so the resumed result is the uninterrupted one. A
+outputs and probe states are restored, so the resumed result is the uninterrupted one (a
+call with more ``steps`` whose checkpoints extend the saved ones continues the run). A
 resume is refused (ValueError naming what differs) when the settings, the optimiser's
 hyper-parameters, the loss, the data or the probes differ from the saved run's
 (`ufm.dynamics._fingerprint`).
@@ -484,8 +485,8 @@ def _refusal(path, saved, config) -> str:
         where = first_difference(saved.get(k), config.get(k))
         details.append(f"{k} ({where.lstrip('.')})" if where and isinstance(saved.get(k), (dict, list)) else k)
     return (
-        f"{path} was recorded with other settings ({'; '.join(details)} differ: saved vs now); "
-        "pass another path or delete the file"
+        f"{path} does not match this run: it was recorded with other settings ({'; '.join(details)} differ: "
+        "saved vs now); pass another path or delete the file"
     )
 
 
@@ -495,13 +496,20 @@ def _load(path, config, fingerprint, carry, metric_names):
         if "fingerprint" in f.files:
             saved = {**saved, **json.loads(str(f["fingerprint"]))}
         now = json.loads(json.dumps({**config, **fingerprint}, sort_keys=True))
-        if saved != now:
+        recorded = f["steps"].tolist()
+        extended = (  # the same run asked for more steps: resumed past the saved run's end
+            {k: v for k, v in saved.items() if k not in ("steps", "checkpoints")}
+            == {k: v for k, v in now.items() if k not in ("steps", "checkpoints")}
+            and recorded == now["checkpoints"][: len(recorded)]
+            and now["steps"] > saved["steps"]
+        )
+        if saved != now and not extended:
             raise ValueError(_refusal(path, saved, now))
         T = f["steps"].size
         rows = {name: f[name].tolist() for name in ("steps", "times", "losses", "train_losses")}
         rows["probes"] = {p: [{} for _ in range(T)] for p in config["probes"]}
         rows["step_losses"] = [f["step_losses"]]
-        rows["stopped"] = str(f["stopped"])
+        rows["stopped"] = "" if extended and str(f["stopped"]) == "steps" else str(f["stopped"])
         rows["fingerprint"] = fingerprint
         metrics = {n: {} for n in metric_names}
         state = {p: {} for p in config["probes"]}
