@@ -348,7 +348,7 @@ def _metric(loop: _Loop, fn, params, mdata):
 
 
 def _buffers(loop: _Loop, params, dtype, mdata):
-    out = {"loss": jnp.zeros((loop.buffer,), dtype)}
+    out = {"_step_loss": jnp.zeros((loop.buffer,), dtype)}
     for name, fn, every in loop.metrics:
         shape = jax.eval_shape(functools.partial(_metric, loop, fn), params, mdata)
         out[name] = jax.tree_util.tree_map(lambda s, r=loop.buffer // every: jnp.zeros((r, *s.shape), s.dtype), shape)
@@ -360,7 +360,7 @@ def _body(loop: _Loop, state, data, key, mdata):
     gradient of the next step's batch at θ_{t+1} (read from a line search's state in full-batch
     mode), then the metrics due."""
     c, i, bufs = state
-    bufs = {**bufs, "loss": bufs["loss"].at[i].set(c.value)}
+    bufs = {**bufs, "_step_loss": bufs["_step_loss"].at[i].set(c.value)}
     if isinstance(loop.opt, optax.GradientTransformationExtraArgs):
         batch = _batch(loop, data, jax.random.fold_in(key, c.step))
         mean_loss = _mean_fn(loop, loop.loss_fn)
@@ -843,7 +843,7 @@ def record(
         if n > 0:
             carry, done, bufs = run(carry, jnp.asarray(n, jnp.int32), data, key, tol, cap, metrics_data, loop=loop)
             done = int(done)
-            rows["step_losses"].append(np.asarray(bufs["loss"])[:done])
+            rows["step_losses"].append(np.asarray(bufs["_step_loss"])[:done])
             for name, _, per in loop.metrics:
                 kept_rows = done // per
                 rows["metrics"][name].append(
