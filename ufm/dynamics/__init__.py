@@ -5,6 +5,8 @@ One module per concept; each experiment module (`align`, `sgd_ode`, `catapult`, 
 
 * Trajectory recording with probes at checkpoints (``docs/alignment.md``).
 * Probes: top-k blocks, G-matrix, alignment, overlaps, outlier counts, NC (``docs/dynamics.md`` §D1).
+* Probes for any model (NC of features, tangent-kernel spectrum) and trajectory analyses
+  (catapults, diffusion map of the kept iterates).
 * k-GMM and XOR-GMM data (``docs/alignment.md``).
 * 1-layer softmax regression and the 2-layer ReLU–sigmoid net (``docs/alignment.md``).
 * Anisotropic Gaussian mixtures (``docs/sgd_ode.md``).
@@ -18,6 +20,7 @@ from . import (
     _anisotropic,
     _diffusion_map,
     _mixtures,
+    _model_probes,
     _models,
     _probes,
     _tangent_kernel,
@@ -28,6 +31,7 @@ from . import (
 from ._anisotropic import *  # noqa: F403  (re-exports _anisotropic.__all__)
 from ._diffusion_map import *  # noqa: F403  (re-exports _diffusion_map.__all__)
 from ._mixtures import *  # noqa: F403  (re-exports _mixtures.__all__)
+from ._model_probes import *  # noqa: F403  (re-exports _model_probes.__all__)
 from ._models import *  # noqa: F403  (re-exports _models.__all__)
 from ._probes import *  # noqa: F403  (re-exports _probes.__all__)
 from ._tangent_kernel import *  # noqa: F403  (re-exports _tangent_kernel.__all__)
@@ -38,6 +42,7 @@ from .sgd_ode import *  # noqa: F403  (re-exports sgd_ode.__all__)
 __all__ = [
     *_trajectory.__all__,
     *_probes.__all__,
+    *_model_probes.__all__,
     *_mixtures.__all__,
     *_models.__all__,
     *_anisotropic.__all__,
