@@ -779,7 +779,7 @@ def record(
     from_state = mode == "full" and _stores_value_and_grad(opt_state)
     if dspec is not None and mode == "full":
         data = place_data(data, dspec)
-    gaps = np.diff(marks)
+    gaps = np.diff(marks, prepend=0)  # the first segment runs from step 0 to the first checkpoint
     loop = _Loop(
         loss_fn=loss_of,
         opt=optimizer,

@@ -473,7 +473,8 @@ def _train(cfg: CatapultConfig, prob: _Problem, params, lr, seed, batch_size=Non
     """One constant-rate run by `ufm.dynamics.record`: ``(params, loss (T+1,), probes {name: (T/probe_every + 1,)},
     probe steps)``. ``loss`` is the full training loss before every step and after the last (full batch: the
     step's own loss; SGD: an in-loop metric). A run whose batch loss passes ``1e12 · (L_0 + 1)`` (or is not
-    finite) is a divergence (`record` with ``throw=False``): its curves are NaN from there on."""
+    finite) is a divergence (`record` with ``throw=False``): it freezes there, the rest of its curves repeat
+    the loss and probes of the parameters whose loss diverged."""
     from ._trajectory import record
 
     c = _check_normalization(cfg.normalization)
@@ -501,17 +502,23 @@ def _train(cfg: CatapultConfig, prob: _Problem, params, lr, seed, batch_size=Non
         throw=False,
     )
     T, M = cfg.steps + 1, cfg.steps // cfg.probe_every + 1
-    probes = {k: _padded(np.asarray(v, dtype=np.float64), M) for k, v in traj.metrics["probe"].items()}
+    frozen = {}
+    if traj.stopped == "diverged":  # the curves go on at the parameters whose loss diverged (frozen there)
+        frozen = {
+            k: float(v) for k, v in _probe_jit(prob.model, traj.final_params, prob.data, top=cfg.top, c=c).items()
+        }
+    probes = {k: _padded(np.asarray(v, dtype=np.float64), M, frozen.get(k)) for k, v in traj.metrics["probe"].items()}
     if batch_size is None:
         loss = np.concatenate([traj.step_losses, probes["loss"][-1:]]) if traj.converged else traj.step_losses
+        fill = traj.step_losses[-1]
     else:
-        loss = traj.metrics["loss"]
-    return traj.final_params, _padded(np.asarray(loss, dtype=np.float64), T), probes, np.arange(0, T, cfg.probe_every)
+        loss, fill = traj.metrics["loss"], frozen.get("loss")
+    return traj.final_params, _padded(np.asarray(loss, np.float64), T, fill), probes, np.arange(0, T, cfg.probe_every)
 
 
-def _padded(x, size):
-    """``x`` NaN-padded to ``size`` entries (a diverged run's curves end at the divergence)."""
-    return np.concatenate([x[:size], np.full(size - min(x.size, size), np.nan)])
+def _padded(x, size, fill):
+    """``x`` padded to ``size`` entries with ``fill`` (a diverged run's curves repeat the frozen state)."""
+    return np.concatenate([x[:size], np.full(size - min(x.size, size), np.nan if fill is None else fill)])
 
 
 # ---- results --------------------------------------------------------------------------------
