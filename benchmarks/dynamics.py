@@ -165,7 +165,8 @@ def main():
         )
     if args.share_only:
         dims = ()
-    print(f"{'d':>5s} {'scan steps/s':>13s} {'python steps/s':>15s} {'ratio (wall)':>13s} {'ratio (cpu)':>12s}")
+    if dims:
+        print(f"{'d':>5s} {'scan steps/s':>13s} {'python steps/s':>15s} {'ratio (wall)':>13s} {'ratio (cpu)':>12s}")
     for d in dims:
         r = loop_rates(d, 2000 if args.quick else 20_000)
         results["loops"][d] = r
@@ -173,7 +174,8 @@ def main():
             f"{d:5d} {r['scan']['steps_per_s']:13.0f} {r['python']['steps_per_s']:15.0f} {r['ratio_wall']:13.1f} "
             f"{r['ratio_cpu']:12.1f}"
         )
-    print(f"{'d':>5s} {'probe cpu s/ckpt':>17s} {'probe wall s/ckpt':>18s} {'probe / segment (cpu)':>22s}")
+    if dims:
+        print(f"{'d':>5s} {'probe cpu s/ckpt':>17s} {'probe wall s/ckpt':>18s} {'probe / segment (cpu)':>22s}")
     for d in dims:
         r = probe_cost(d, checkpoints=2 if args.quick else 4)
         results["probes"][d] = r
