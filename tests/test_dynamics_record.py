@@ -168,7 +168,8 @@ def test_equinox_module_whole_and_refusal():
         u, state = opt.update(g, state, arrays)
         arrays = optax.apply_updates(arrays, u)
         outputs.append(float(eqx.combine(arrays, static)(X[0])))
-    assert isinstance(tr.final_params, eqx.nn.MLP)
+    assert isinstance(tr.final_params, eqx.nn.MLP) and isinstance(tr.params[-1], eqx.nn.MLP)
+    json.dumps(tr.to_dict(params=True), allow_nan=False)
     np.testing.assert_allclose(tr.probe("out", "y0")[1:], [outputs[4], outputs[9], outputs[14]], rtol=1e-12)
     with pytest.raises(TypeError, match=r"eqx.partition\(params, eqx.is_array\)"):
         D.record(lsq, {**P0, "name": "x"}, opt, steps=2, data=DATA)

@@ -189,7 +189,7 @@ class Trajectory:
         return np.stack([np.asarray(row[key]) for row in self.probes[name]])
 
     def to_dict(self, params: bool = False) -> dict:
-        """Strict-JSON dict; the kept parameters (flattened leaves) only when ``params``."""
+        """Strict-JSON dict; the kept parameters (their array leaves, flattened) only when ``params``."""
         out = {
             "config": self.config,
             "steps": self.steps.tolist(),
@@ -208,7 +208,7 @@ class Trajectory:
             out["metric_steps"] = {k: np.asarray(v).tolist() for k, v in self.metric_steps.items()}
         if params and self.params is not None:
             out["param_steps"] = self.param_steps.tolist()
-            out["params"] = [[_jsonable(x) for x in jax.tree_util.tree_leaves(p)] for p in self.params]
+            out["params"] = [[_jsonable(x) for x in jax.tree_util.tree_leaves(p) if _is_array(x)] for p in self.params]
         return out
 
 
