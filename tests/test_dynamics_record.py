@@ -160,7 +160,8 @@ def test_equinox_module_whole_and_refusal():
 
     opt = optax.adam(0.01)
     outputs = []
-    tr = D.record(loss, mlp, opt, steps=15, num_checkpoints=3, data=DATA, probes={"out": lambda m, c: {"y0": m(X[0])}})
+    probes = {"out": lambda m, c: {"y0": m(X[0])}}
+    tr = D.record(loss, mlp, opt, steps=15, num_checkpoints=3, data=DATA, probes=probes, keep_params=True)
     arrays, static = eqx.partition(mlp, eqx.is_array)
     state = opt.init(arrays)
     for _ in range(15):
