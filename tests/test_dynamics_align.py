@@ -115,14 +115,18 @@ def test_top_space_routes_agree():
     assert D.subspace_overlap(a.space(3), b.space(3)).overlap == pytest.approx(1, abs=1e-10)
 
 
+_INTERRUPT = {"at": None}  # read at call time: the interruption is not a setting of the probe
+
+
 def _record(stop_at=None, **kw):
     """A short one-pass run with Hessian and G probes; raises KeyboardInterrupt at checkpoint ``stop_at``."""
     g = D.KGMM.create(3, 8, 20.0, seed=0)
     test = align._sample(g, jax.random.PRNGKey(5), 30)
     loss = LOSS
+    _INTERRUPT["at"] = stop_at
 
     def stop(params, ctx):
-        if ctx.index == stop_at:
+        if ctx.index == _INTERRUPT["at"]:
             raise KeyboardInterrupt
         return {"norm": float(np.linalg.norm(np.concatenate(params)))}
 

@@ -209,7 +209,7 @@ def test_training_is_deterministic_and_records_history():
 
 
 def test_second_train_call_does_not_recompile():
-    from ufm.training import _run_chunk
+    from ufm.dynamics._trajectory import _segment as _run_chunk  # train's compiled loop is record's segment
 
     spec = ufm.UFMSpec(num_classes=2, per_class=2, depth=2, width=3)
     ufm.train(spec, ufm.init_params(spec, 0), steps=20, log_every=10)

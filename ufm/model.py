@@ -154,6 +154,20 @@ def regularizer(spec: UFMSpec, params: UFMParams) -> Array:
     return reg
 
 
+def column_loss(spec: UFMSpec, params: UFMParams, columns=None, *, regularized: bool = True) -> Array:
+    """The loss on the columns ``columns`` of ``H_1`` (a mini-batch of samples; None = all): the
+    data term over those columns (``docs/theory.md`` §1, its 1/N replaced by 1/|columns|) plus,
+    when ``regularized``, the ridge over *all* parameters. The one column-batched UFM loss
+    (SGD in `ufm.train`, the alignment and diffusion-map experiments)."""
+    if columns is None:
+        Z, labels = forward(spec, params).output, jnp.asarray(spec.class_index)
+    else:
+        Z = forward(spec, UFMParams(params.H1[:, columns], params.Ws)).output
+        labels = jnp.asarray(spec.class_index)[columns]
+    value = output_loss(spec.loss, Z, labels)
+    return value + regularizer(spec, params) if regularized else value
+
+
 def loss(spec: UFMSpec, params: UFMParams) -> Array:
     """Total loss: data term + ridge on every factor (``docs/theory.md`` §1)."""
     return data_loss(spec, params) + regularizer(spec, params)

@@ -6,14 +6,18 @@ curvature condition, so the iterates converge to a stationary point rather than
 hovering at a fixed step's noise floor (see `gd_linesearch`). Any optax optimiser may
 be passed instead.
 
-The loop runs ``log_every`` steps at a time inside one jitted ``lax.while_loop``, one
-gradient evaluation per full-batch step (the line search's own, reused through
-``optax.value_and_grad_from_state``), and stops as soon as ``‖∇L‖₂ <= tol`` (gradient of the
-total, regularised loss over all parameters) or the loss stops being finite.
+The loop is `ufm.dynamics.record` (the package's one optimiser loop) with a checkpoint every
+``log_every`` steps: one gradient evaluation per full-batch step (the line search's own, reused
+through ``optax.value_and_grad_from_state``); it stops as soon as ``‖∇L‖₂ <= tol`` (gradient of
+the total, regularised loss over all parameters; ``grad_tol``, checked every step inside the
+compiled loop) and raises `TrainingDiverged` naming the step where the loss stops being finite.
+Mini-batches are columns of ``H_1`` (`ufm.model.column_loss`, drawn by
+`ufm.dynamics.minibatch_indices`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -23,7 +27,7 @@ import numpy as np
 import optax
 
 from . import collapse
-from .model import UFMParams, check_params, forward, loss, output_loss, regularizer
+from .model import UFMParams, check_params, column_loss, loss
 from .results import result, to_jsonable
 from .spec import UFMSpec
 
@@ -69,12 +73,16 @@ class TrainResult:
         )
 
 
-def _batch_loss(spec: UFMSpec, params: UFMParams, columns) -> jax.Array:
-    """Ridge + data term on a column subset (SGD): the columns of H_1 form the batch."""
-    batch = UFMParams(params.H1[:, columns], params.Ws)
-    Z = forward(spec, batch).output
-    labels = jnp.asarray(spec.class_index)[columns]
-    return output_loss(spec.loss, Z, labels) + regularizer(spec, params)
+@functools.cache
+def _loss_of(spec: UFMSpec, full: bool):
+    """The `record` loss of `train`: ``(params, columns) -> loss`` (full batch: the columns are ignored).
+
+    Cached per (spec, full), so the compiled loop (keyed on this function) is reused by a second call."""
+    return functools.partial(_full_loss, spec) if full else functools.partial(column_loss, spec)
+
+
+def _full_loss(spec: UFMSpec, params: UFMParams, columns) -> jax.Array:
+    return loss(spec, params)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -82,53 +90,30 @@ def _value_and_grad(spec, params):
     return jax.value_and_grad(loss, argnums=1)(spec, params)
 
 
-def _stores_value_and_grad(state) -> bool:
-    """Whether the optimiser state keeps the value and gradient at the accepted point (optax line searches)."""
-    try:
-        return optax.tree.get(state, "value") is not None and optax.tree.get(state, "grad") is not None
-    except KeyError:  # several line searches in one chain: do not guess
-        return False
+@dataclasses.dataclass(frozen=True)
+class _HistoryProbe:
+    """The `record` probe of `train`: full-batch loss, ‖∇L‖ and NC1 at each record. In full-batch
+    mode the value and gradient are read from a line search's state when it holds them at the
+    current point (``optax.value_and_grad_from_state``: no extra evaluation)."""
 
+    spec: UFMSpec
+    full: bool
+    callback: Callable | None
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _run_chunk(spec, opt, batch_size, carry, stop_at, tol, key):
-    """Optimiser steps until ``stop_at``, ‖∇L‖ <= tol (full batch) or a non-finite loss.
-
-    ``carry = (params, state, step, value, grad)`` holds the full-batch value and gradient at
-    ``params``, so a full-batch step evaluates one gradient: the update uses the carried one,
-    and the one at the new point is read from a line search's state
-    (``optax.value_and_grad_from_state``: the zoom search evaluated it to accept the step) or,
-    for other optimisers, computed once. Module-level and keyed on (spec, optimiser, batch
-    size) so that a second `train` call with the same settings reuses the compiled loop.
-    """
-    full_loss = lambda p: loss(spec, p)  # noqa: E731
-    from_state = batch_size is None and _stores_value_and_grad(carry[1])
-    new_value_and_grad = optax.value_and_grad_from_state(full_loss) if from_state else None
-
-    def step_fn(carry):
-        p, state, i, value, grad = carry
-        if batch_size is None:
-            fn = full_loss
-        else:
-            cols = jax.random.choice(jax.random.fold_in(key, i), spec.num_samples, (batch_size,), replace=False)
-            fn = lambda q: _batch_loss(spec, q, cols)  # noqa: E731
-            value, grad = jax.value_and_grad(fn)(p)
-        updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=fn)
-        p = optax.apply_updates(p, updates)
-        if batch_size is not None:
-            return p, state, i + 1, value, grad  # SGD: the full gradient is checked at the records only
-        if from_state:
-            value, grad = new_value_and_grad(p, state=state)
-        else:
-            value, grad = jax.value_and_grad(full_loss)(p)
-        return p, state, i + 1, value, grad
-
-    def cond(carry):
-        _, _, j, v, g = carry
-        keep = (j < stop_at) & jnp.isfinite(v)
-        return keep & (optax.tree.norm(g) > tol) if batch_size is None else keep
-
-    return jax.lax.while_loop(cond, step_fn, carry)
+    def __call__(self, params, ctx) -> dict:
+        value = grad = None
+        if self.full:
+            try:
+                value, grad = optax.tree.get(ctx.opt_state, "value"), optax.tree.get(ctx.opt_state, "grad")
+            except (KeyError, ValueError):
+                value = grad = None
+        if value is None or grad is None or not np.isfinite(float(value)):
+            value, grad = _value_and_grad(self.spec, params)
+        out = {"loss": float(value), "grad_norm": float(optax.tree.norm(grad))}
+        out["nc1"] = collapse.metrics(self.spec, params).nc1
+        if self.callback is not None:
+            self.callback({"step": ctx.step, **out})
+        return out
 
 
 def train(
@@ -176,39 +161,34 @@ def train(
     dtype = params.H1.dtype
     if tol is None:
         tol = 1e-9 if dtype == jnp.float64 else 1e-4
-    opt = optax.with_extra_args_support(optimizer if optimizer is not None else gd_linesearch())
-    value_and_grad = functools.partial(_value_and_grad, spec)
-    key = jax.random.PRNGKey(seed)
-    tol_arr = jnp.asarray(tol, dtype)
+    from .dynamics._trajectory import record  # the one optimiser loop (lazy: keeps `import ufm` light)
 
-    # strong dtypes throughout, so the first chunk and later ones share one compilation
-    p, state = params, jax.tree.map(lambda x: jnp.array(x, dtype=jnp.result_type(x)), opt.init(params))
-    value, grad = value_and_grad(p)
-    history = {"step": [], "loss": [], "grad_norm": [], "nc1": []}
-    i = jnp.asarray(0, jnp.int32)
-    converged = False
-    while True:
-        if batch_size is not None:
-            value, grad = value_and_grad(p)
-        record = {"step": int(i), "loss": float(value), "grad_norm": float(optax.tree.norm(grad))}
-        if not np.isfinite(record["loss"]):
-            raise TrainingDiverged(
-                f"the loss became {record['loss']} at step {record['step']}: the step size is too large "
-                "for the curvature (use a smaller learning rate, or the default line-search gradient descent)"
-            )
-        record["nc1"] = collapse.metrics(spec, p).nc1
-        for k, v in record.items():
-            history[k].append(v)
-        if callback is not None:
-            callback(record)
-        converged = record["grad_norm"] <= tol
-        if converged or record["step"] >= steps:
-            break
-        stop_at = jnp.asarray(min(int(i) + log_every, steps), jnp.int32)
-        p, state, i, value, grad = _run_chunk(spec, opt, batch_size, (p, state, i, value, grad), stop_at, tol_arr, key)
-    return TrainResult(
-        params=p,
-        history={k: np.asarray(v) for k, v in history.items()},
-        converged=bool(converged),
-        steps=int(i),
+    opt = optax.with_extra_args_support(optimizer if optimizer is not None else gd_linesearch())
+    full = batch_size is None
+    probe = _HistoryProbe(spec, full, callback)
+
+    def stop(_, ctx):
+        return ctx.probes["history"]["grad_norm"] <= tol
+
+    traj = record(
+        _loss_of(spec, full),
+        params,
+        opt,
+        steps=steps,
+        checkpoints=np.arange(0, steps, log_every),
+        data=jnp.arange(spec.num_samples),
+        batch_size=batch_size,
+        seed=seed,
+        probes={"history": probe},
+        stop=stop,
+        grad_tol=tol if full else None,
     )
+    rows = traj.probes["history"]
+    history = {
+        "step": traj.steps,
+        "loss": np.asarray([float(r["loss"]) for r in rows]),
+        "grad_norm": np.asarray([float(r["grad_norm"]) for r in rows]),
+        "nc1": np.stack([np.asarray(r["nc1"]) for r in rows]),
+    }
+    converged = float(rows[-1]["grad_norm"]) <= tol
+    return TrainResult(params=traj.final_params, history=history, converged=bool(converged), steps=int(traj.steps[-1]))

@@ -3,6 +3,8 @@
 Library (pure functions and typed results, no argparse, no printing, no precision switch):
 * Trajectory recording with probes at checkpoints (``docs/alignment.md``).
 * Probes: top-k blocks, G-matrix, alignment, overlaps, outlier counts, NC (``docs/dynamics.md`` §D1).
+* Probes for any model (NC of features, tangent-kernel spectrum) and trajectory analyses
+  (catapults, diffusion map of the kept iterates).
 * k-GMM and XOR-GMM data (``docs/alignment.md``).
 * 1-layer softmax regression and the 2-layer ReLU–sigmoid net (``docs/alignment.md``).
 * Anisotropic Gaussian mixtures (``docs/sgd_ode.md``).
@@ -51,6 +53,12 @@ from ._mixtures import (
     XORGMM,
     orthonormal_means,
 )
+from ._model_probes import (
+    kernel_probe,
+    nc_probe,
+    trajectory_catapults,
+    trajectory_diffusion,
+)
 from ._models import (
     TwoLayerParams,
     init_softmax,
@@ -86,6 +94,7 @@ from ._trajectory import (
     ProbeContext,
     Trajectory,
     checkpoint_steps,
+    minibatch_indices,
     record,
 )
 from .sgd_ode import (
@@ -108,7 +117,12 @@ __all__ = [
     "ProbeContext",
     "Trajectory",
     "checkpoint_steps",
+    "minibatch_indices",
     "record",
+    "nc_probe",
+    "kernel_probe",
+    "trajectory_catapults",
+    "trajectory_diffusion",
     "Counts",
     "Overlap",
     "subspace_alignment",

@@ -245,7 +245,8 @@ def spectral_probe(
     Args:
       kind: ``"hessian"`` (of ``loss_fn(params, batch)``) or ``"g"`` (G-matrix of the
         per-sample losses).
-      leaves: the block (indices into ``tree_leaves(params)``); None = the whole model.
+      leaves: the block (indices into ``tree_leaves(params)``, of the array leaves for an equinox
+        Module); None = the whole model.
       num_eigs, method, tol: the eigensolver's (`hessian_top_space`).
     """
     if kind not in ("hessian", "g"):
@@ -258,14 +259,16 @@ def spectral_probe(
         return np.asarray(view.flatten(all_leaves))
 
     def probe(params, ctx) -> dict:
+        from ._trajectory import _Rejoin, _split_module
+
+        params, static = _split_module(params)  # an equinox Module: its arrays (as record trains them)
+        fn = loss_fn if static is None else _Rejoin(loss_fn, static)
         if kind == "hessian":
-            space = hessian_top_space(
-                loss_fn, params, batch, k, leaves=leaves, num_eigs=num_eigs, method=method, tol=tol
-            )
+            space = hessian_top_space(fn, params, batch, k, leaves=leaves, num_eigs=num_eigs, method=method, tol=tol)
         else:
-            space = g_top_space(per_sample_grads(loss_fn, params, batch, leaves=leaves), k, num_eigs=num_eigs)
+            space = g_top_space(per_sample_grads(fn, params, batch, leaves=leaves), k, num_eigs=num_eigs)
         U = space.space(k)
-        g = block(grad(params, batch))
+        g = block((grad if static is None else _jitted_grad(fn))(params, batch))
         out = {
             "eigenvalues": space.eigenvalues,
             **space.counts().as_dict(),

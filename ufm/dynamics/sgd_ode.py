@@ -472,6 +472,11 @@ def simulate_sgd(
     overlaps of its iterate (from ``(M_j, S_j)`` of X; the same Gaussian expectations as the
     ODE, ``order`` as in `solve_sgd_ode`). With a rotated basis the run is done in the ambient
     coordinates (O(d²) per step) and projected on the basis to record.
+
+    This simulator is the one optimiser loop outside `ufm.dynamics.record` (issue 24): it steps a
+    vmapped batch of ``runs`` plain-SGD iterates in one ``lax.scan`` and records exact *population*
+    observables of every run at once, which `record` (one run, probes in Python between segments)
+    would do ``runs`` times over with a Python round trip per checkpoint.
     """
     import jax
     import jax.numpy as jnp

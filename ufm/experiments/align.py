@@ -441,10 +441,8 @@ def xor(
 # ---- deep UFM (docs/alignment.md §5) -----------------------------------------------------------------
 def _ufm_loss(spec, params, batch, regularized=True):
     """The deep-UFM loss on the columns ``batch`` of H_1 (all columns: ``batch = ()``)."""
-    sub = params if isinstance(batch, tuple) and not batch else model.UFMParams(params.H1[:, batch], params.Ws)
-    labels = jnp.asarray(spec.class_index) if sub is params else jnp.asarray(spec.class_index)[batch]
-    value = model.output_loss(spec.loss, model.forward(spec, sub).output, labels)
-    return value + model.regularizer(spec, params) if regularized else value
+    columns = None if isinstance(batch, tuple) and not batch else batch
+    return model.column_loss(spec, params, columns, regularized=regularized)
 
 
 def _ufm_probe(spec):

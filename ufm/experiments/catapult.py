@@ -130,6 +130,7 @@ class _Problem:
     """Data, target AGOP and initial weights of one seed (everything derived from the seed)."""
 
     def __init__(self, cfg: CatapultConfig, seed: int):
+        self.seed = seed
         k_data, k_test, k_target, k_init, self.key = jax.random.split(jax.random.PRNGKey(seed), 5)
         self.model = cfg.model()
         self.target = make_target(cfg.target, cfg.dim, rank=cfg.rank, key=k_target)
@@ -162,65 +163,89 @@ def _probe(model, params, data, *, top, c):
     }
 
 
-@functools.partial(jax.jit, static_argnames=("model", "batch_size", "num_probes", "probe_every", "top", "c"))
-def _segment(model, params, lr, key, data, *, batch_size, num_probes, probe_every, top, c):
-    """``num_probes · probe_every`` steps of SGD (batch_size None: full batch) at rate ``lr``.
+def _mse(model, c, params, batch):
+    """``c/b ‖f(X_b) − y_b‖²`` on a batch ``(X_b, y_b)`` of b samples (§1)."""
+    Xb, yb = batch
+    return c / Xb.shape[0] * jnp.sum((model(params, Xb) - yb) ** 2)
 
-    Returns the final params, the full training loss before every step, and the probes
-    after every ``probe_every`` steps. A run whose loss passes ``1e12 · (L_0 + 1)`` (or is
-    not finite) freezes there: the rest of its curve repeats the last finite state.
-    """
-    X, y = data[0], data[1]
-    n = X.shape[0]
-    opt = optax.sgd(lr)
-    loss_of = lambda p, Xb, yb: c / Xb.shape[0] * jnp.sum((model(p, Xb) - yb) ** 2)  # noqa: E731
-    cap = 1e12 * (loss_of(params, X, y) + 1.0)
 
-    def step(carry, k):
-        p, state = carry
-        full = loss_of(p, X, y)
-        if batch_size is None:
-            g = jax.grad(loss_of)(p, X, y)
-        else:
-            idx = jax.random.choice(k, n, (batch_size,), replace=False)
-            g = jax.grad(loss_of)(p, X[idx], y[idx])
-        updates, new_state = opt.update(g, state, p)
-        new = optax.apply_updates(p, updates)
-        ok = jnp.isfinite(full) & (full < cap) & jnp.all(jnp.array([jnp.all(jnp.isfinite(w)) for w in new]))
-        new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, p)
-        return (new, new_state), full
+def _full_mse(model, c, params, data):
+    return _mse(model, c, params, (data[0], data[1]))
 
-    def segment(carry, keys):
-        carry, losses = jax.lax.scan(step, carry, keys)
-        return carry, (losses, _probe(model, carry[0], data, top=top, c=c))
 
-    keys = jax.random.split(key, num_probes * probe_every).reshape(num_probes, probe_every, -1)
-    (params, _), (losses, probes) = jax.lax.scan(segment, (params, opt.init(params)), keys)
-    return params, losses.reshape(-1), probes
+def _probe_metric(model, top, c, params, data):
+    return _probe(model, params, data, top=top, c=c)
+
+
+@functools.cache
+def _functions(model, top, c):
+    """The loss and the in-loop metrics of one model and measurement (cached: `record`'s loop is keyed on them)."""
+    return (
+        functools.partial(_mse, model, c),
+        functools.partial(_probe_metric, model, top, c),
+        functools.partial(_full_mse, model, c),
+    )
+
+
+@functools.cache
+def _sgd():
+    """``optax.sgd`` with its learning rate in the state (``inject_hyperparams``): one compilation for every rate."""
+    return optax.inject_hyperparams(optax.sgd)(learning_rate=1.0)
 
 
 _probe_jit = jax.jit(_probe, static_argnames=("model", "top", "c"))
 
 
-def _train(cfg: CatapultConfig, prob: _Problem, params, lr, key, batch_size=None):
-    """One constant-rate run: ``(params, loss (T+1,), probes {name: (T/probe_every + 1,)}, probe steps)``."""
+def _train(cfg: CatapultConfig, prob: _Problem, params, lr, seed, batch_size=None):
+    """One constant-rate run by `ufm.dynamics.record`: ``(params, loss (T+1,), probes {name: (T/probe_every + 1,)},
+    probe steps)``. ``loss`` is the full training loss before every step and after the last (full batch: the
+    step's own loss; SGD: an in-loop metric). A run whose batch loss passes ``1e12 · (L_0 + 1)`` (or is not
+    finite) is a divergence (`record` with ``throw=False``): it freezes there, the rest of its curves repeat
+    the loss and probes of the parameters whose loss diverged."""
+    from ..dynamics._trajectory import record
+
     c = _check_normalization(cfg.normalization)
-    p0 = _probe_jit(prob.model, params, prob.data, top=cfg.top, c=c)
-    params, losses, probes = _segment(
-        prob.model,
+    loss_fn, probe, full = _functions(prob.model, cfg.top, c)
+    opt = _sgd()
+    state = opt.init(params)
+    state = state._replace(hyperparams={**state.hyperparams, "learning_rate": jnp.asarray(lr, jnp.result_type(float))})
+    metrics = {"probe": probe} if batch_size is None else {"probe": probe, "loss": full}
+    every = {"probe": cfg.probe_every} | ({} if batch_size is None else {"loss": 1})
+    cap = 1e12 * (float(_full_mse(prob.model, c, params, prob.data)) + 1.0)
+    traj = record(
+        loss_fn,
         params,
-        jnp.asarray(lr),
-        key,
-        prob.data,
+        opt,
+        steps=cfg.steps,
+        checkpoints=[0],
+        data=(prob.X, prob.y),
         batch_size=batch_size,
-        num_probes=cfg.steps // cfg.probe_every,
-        probe_every=cfg.probe_every,
-        top=cfg.top,
-        c=c,
+        metrics=metrics,
+        metrics_every=every,
+        metrics_data=prob.data,
+        opt_state=state,
+        max_loss=cap,
+        seed=seed,
+        throw=False,
     )
-    probes = {k: np.concatenate([[float(p0[k])], np.asarray(v, dtype=np.float64)]) for k, v in probes.items()}
-    loss = np.concatenate([np.asarray(losses, dtype=np.float64), [probes["loss"][-1]]])
-    return params, loss, probes, np.arange(0, cfg.steps + 1, cfg.probe_every)
+    T, M = cfg.steps + 1, cfg.steps // cfg.probe_every + 1
+    frozen = {}
+    if traj.stopped == "diverged":  # the curves go on at the parameters whose loss diverged (frozen there)
+        frozen = {
+            k: float(v) for k, v in _probe_jit(prob.model, traj.final_params, prob.data, top=cfg.top, c=c).items()
+        }
+    probes = {k: _padded(np.asarray(v, dtype=np.float64), M, frozen.get(k)) for k, v in traj.metrics["probe"].items()}
+    if batch_size is None:
+        loss = np.concatenate([traj.step_losses, probes["loss"][-1:]]) if traj.converged else traj.step_losses
+        fill = traj.step_losses[-1]
+    else:
+        loss, fill = traj.metrics["loss"], frozen.get("loss")
+    return traj.final_params, _padded(np.asarray(loss, np.float64), T, fill), probes, np.arange(0, T, cfg.probe_every)
+
+
+def _padded(x, size, fill):
+    """``x`` padded to ``size`` entries with ``fill`` (a diverged run's curves repeat the frozen state)."""
+    return np.concatenate([x[:size], np.full(size - min(x.size, size), np.nan if fill is None else fill)])
 
 
 # ---- results --------------------------------------------------------------------------------
@@ -383,7 +408,7 @@ def run_gd(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultRep
     eta_crit = _eta_crit(cfg, prob, prob.params)
     runs = []
     for c_mult in cfg.lr_multipliers:
-        _, loss, probes, steps = _train(cfg, prob, prob.params, c_mult * eta_crit, prob.key)
+        _, loss, probes, steps = _train(cfg, prob, prob.params, c_mult * eta_crit, prob.seed)
         runs.append(
             _make_run(cfg, {"multiplier": c_mult}, eta_crit, np.full(cfg.steps, c_mult * eta_crit), loss, probes, steps)
         )
@@ -401,13 +426,13 @@ def run_schedule(cfg: CatapultConfig, progress: Callable | None = None) -> Catap
     prob = _Problem(cfg, cfg.seed)
     runs = []
     for c_mult in cfg.lr_multipliers:
-        params, keys = prob.params, jax.random.split(prob.key, cfg.increases + 1)
+        params = prob.params
         parts, segments, rates, eta0 = [], [], [], None
         for j in range(cfg.increases + 1):
             eta_crit = _eta_crit(cfg, prob, params)
             eta0 = eta_crit if eta0 is None else eta0
             lr = (0.5 if j == 0 else c_mult) * eta_crit
-            params, loss, probes, steps = _train(cfg, prob, params, lr, keys[j])
+            params, loss, probes, steps = _train(cfg, prob, params, lr, prob.seed + j)
             parts.append((loss, probes, steps + j * cfg.steps))
             rates.append(np.full(cfg.steps, lr))
             segments.append(
@@ -448,7 +473,7 @@ def run_sgd(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultRe
         for c_mult in cfg.lr_multipliers:
             for b in cfg.batch_sizes:
                 lr = c_mult * eta_crit
-                _, loss, probes, steps = _train(cfg, prob, prob.params, lr, prob.key, None if b == cfg.samples else b)
+                _, loss, probes, steps = _train(cfg, prob, prob.params, lr, prob.seed, None if b == cfg.samples else b)
                 runs.append(
                     _make_run(
                         cfg,

@@ -237,10 +237,9 @@ def _stationary_covariance(lam, U, C, learning_rate):
 def _ufm_batch_loss(spec, params, batch):
     """The UFM loss on the columns ``batch["cols"]`` of H_1 (labels ``batch["labels"]``), the
     ridge over all parameters."""
-    from ..model import UFMParams, forward, output_loss, regularizer
+    from ..model import column_loss
 
-    Z = forward(spec, UFMParams(params.H1[:, batch["cols"]], params.Ws)).output
-    return output_loss(spec.loss, Z, batch["labels"]) + regularizer(spec, params)
+    return column_loss(spec, params, batch["cols"])  # batch["labels"] == class_index[cols]
 
 
 def _mnist_loss(spec, params, batch):

@@ -29,7 +29,7 @@ from ._models import (
     init_network,
     network_loss,
 )
-from ._train import NetworkTrainResult, load_checkpoint, make_optimizer, save_checkpoint, train_network, train_snapshots
+from ._train import NetworkTrainResult, make_optimizer, train_network, train_snapshots
 
 __all__ = [
     "Dataset",
@@ -54,8 +54,6 @@ __all__ = [
     "train_network",
     "train_snapshots",
     "make_optimizer",
-    "save_checkpoint",
-    "load_checkpoint",
 ]
 from ._analysis import (
     NC1_THRESHOLD,
