@@ -7,7 +7,6 @@ and the 1-minute load average; nothing is asserted.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -20,6 +19,8 @@ from ufm.experiments import catapult  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
 from _env import machine  # noqa: E402
+
+from ufm.results import dumps  # noqa: E402
 
 CONFIG = dict(samples=64, width=256, steps=200, test_samples=200, seeds=2, batch_sizes=(8, 64), increases=2)
 
@@ -56,7 +57,7 @@ def main():
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"label": args.label, "machine": machine(), "config": CONFIG, "rows": rows}, f, indent=1)
+            f.write(dumps({"label": args.label, "machine": machine(), "config": CONFIG, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

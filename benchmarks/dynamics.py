@@ -12,7 +12,6 @@ share times every probe call of a task (the task's own probes wrapped in a timer
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,6 +27,8 @@ from ufm.experiments import align  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
 from _env import machine  # noqa: E402
+
+from ufm.results import dumps  # noqa: E402
 
 
 def _clock():
@@ -186,7 +187,7 @@ def main():
     path = args.json
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(results, f, indent=1)
+        f.write(dumps(results, indent=1))
     print(f"saved {path}")
 
 

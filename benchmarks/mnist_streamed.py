@@ -31,6 +31,8 @@ from ufm import networks as nets  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
 from _env import machine  # noqa: E402
 
+from ufm.results import dumps  # noqa: E402
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -85,7 +87,7 @@ def main(argv=None):
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+            f.write(dumps(out, indent=1))
 
 
 if __name__ == "__main__":

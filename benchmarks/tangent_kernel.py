@@ -19,7 +19,6 @@ and saved with the machine description; never asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -38,6 +37,8 @@ from ufm import dynamics as D  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
 from _env import machine  # noqa: E402
+
+from ufm.results import dumps  # noqa: E402
 
 
 def _timed(fn, repeats=3):
@@ -120,7 +121,7 @@ def main(argv=None):
         if args.json:  # after every row: a long run that is stopped keeps what it measured
             os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
             with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
+                f.write(dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ line-search step outside the loop.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,6 +26,8 @@ from ufm.model import loss  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
 from _env import machine  # noqa: E402
+
+from ufm.results import dumps  # noqa: E402
 
 try:
     from ufm.training import gd_linesearch
@@ -147,7 +148,7 @@ def main():
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"label": args.label, "machine": info, "loop_steps": LOOP_STEPS, "rows": rows}, f, indent=1)
+            f.write(dumps({"label": args.label, "machine": info, "loop_steps": LOOP_STEPS, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
