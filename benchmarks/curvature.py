@@ -21,7 +21,6 @@ torch is optional and never imported by ufm.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -43,6 +42,8 @@ from ufm import curvature as C  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under python -m benchmarks.x
 from _env import machine, median_time, mlp_data  # noqa: E402
+
+from ufm.results import dumps  # noqa: E402
 
 
 # ---- problems ------------------------------------------------------------------------
@@ -318,7 +319,7 @@ def main(argv=None):
         _print(f"2. top-(K²+5) vs dense eigh, collapsed UFM P={r['P']}", r)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            f.write(dumps(results, indent=1))
 
 
 def _print(title, d):

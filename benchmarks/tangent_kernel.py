@@ -63,7 +63,7 @@ def bench(n, width, s, max_mb, max_eigh_n):
 
     op = D.tangent_kernel_operator(model, params, X)
     mf, first, t = _timed(lambda: curvature.top_eigenpairs(op, None, s, tol=1e-8))
-    row.update(matrix_free_s=t, matrix_free_first_s=first, products=mf.info["products"], converged=mf.info["converged"])
+    row.update(matrix_free_s=t, matrix_free_first_s=first, products=mf.info["products"], converged=mf.converged)
 
     if n > max_eigh_n:  # a full n × n eigh is O(n³): the reason to go matrix-free
         row["structured_s"] = row["dense_s"] = None

@@ -152,7 +152,7 @@ def test_top_eigenpairs_random_mlp_matches_eigh_and_eigenvectors(sizes):
     H = C.hessian(loss_fn, params)
     k = 10
     top = C.top_eigenpairs(loss_fn, params, k, seed=1)
-    assert top.info["converged"] and top.dim == H.shape[0] and top.source == "lanczos"
+    assert top.converged and top.dim == H.shape[0] and top.source == "lanczos"
     w, V = _check_against_eigh(top, H, k)
     gaps = -np.diff(w)
     for j in np.flatnonzero(gaps[: k - 1] > 1e-3 * np.abs(w).max())[:3]:  # well-separated pairs
@@ -215,7 +215,7 @@ def test_thick_restart_lanczos_with_small_blocks(block_size):
     w = np.sort(rng.standard_normal(400))[::-1] + np.r_[np.linspace(3, 2, 6), np.zeros(394)]
     A = (Q * w) @ Q.T
     top = C.top_eigenpairs(C.Operator.from_matvec(A), None, 6, block_size=block_size)
-    assert top.info["converged"] and top.info["block_size"] == block_size
+    assert top.converged and top.info["block_size"] == block_size
     _check_against_eigh(top, A, 6)
 
 

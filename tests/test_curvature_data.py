@@ -103,7 +103,7 @@ def test_no_gap_solve_stops_at_its_budget_reports_progress_and_warns():
     seen = []
     with pytest.warns(C.ConvergenceWarning, match="max_products=80"):
         top = C.top_eigenpairs(C.Operator.from_matvec(A), k=3, tol=1e-12, max_products=80, callback=seen.append)
-    assert not top.info["converged"] and top.info["phases"][0]["products"] <= 80
+    assert not top.converged and top.info["phases"][0]["products"] <= 80
     assert seen and all(s["phase"] == "lanczos" and s["products"] <= 80 for s in seen)
     X = top.eigenvectors  # the returned residuals are the true ones
     np.testing.assert_allclose(top.residuals, np.linalg.norm(A @ X - X * top.eigenvalues, axis=0), atol=1e-12)

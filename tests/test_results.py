@@ -94,6 +94,7 @@ _MODULES = (
     "ufm.theory",
     "ufm.networks",
     "ufm.dynamics",
+    "ufm.curvature",
     "ufm.experiments.align",
     "ufm.experiments.dmap",
     "ufm.experiments.catapult",
@@ -113,6 +114,7 @@ _NOT_RESULTS = {
     "NTKMLP",
     "Target",
     "ProbeContext",
+    "Operator",  # a linear operator (an input to the solvers), not a result
     "AlignConfig",
     "DmapConfig",
     "CatapultConfig",

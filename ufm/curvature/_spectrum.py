@@ -126,12 +126,4 @@ def spectrum(
     except NonFiniteError as err:  # name this route and the caller's leaves, not the inner call's
         raise nonfinite_error("spectrum(method='krylov')", op, err.what, leaves, err.detail) from None
     # the result protocol (ufm.results): the solver's status is an attribute, not an info key
-    info = {**top.info, "which": which}
-    converged = bool(info.pop("converged", top.converged))
-    messages = top.messages
-    if not converged and not messages:
-        messages = (
-            f"Krylov top-{k} did not reach tol={info.get('tol', float('nan')):.3g} (max residual "
-            f"{float(np.max(top.residuals)):.3g}, {info.get('restarts')} restarts, {info.get('products')} products)",
-        )
-    return dataclasses.replace(top, source="krylov", info=info, converged=converged, messages=messages)
+    return dataclasses.replace(top, source="krylov", info={**top.info, "which": which})

@@ -23,7 +23,6 @@ Conventions (``docs/theory.md`` §1, §4):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -31,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..results import result
 from ..spectrum import GaussNewtonSplit, GradientSpectra, Spectrum
 from ._checks import check_count, raise_nonfinite
 from ._operator import Operator, flat_view
@@ -213,20 +213,15 @@ def ggn(
     return _materialize(op, chunk_size, max_bytes, "ggn", leaves)
 
 
-def _pytree(cls):
-    """Register a frozen dataclass of arrays as a pytree (every field a child)."""
-    fields = [f.name for f in dataclasses.fields(cls)]
-    return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=[])
-
-
-@_pytree
-@dataclasses.dataclass(frozen=True)
+@result
 class HessianSplit:
-    """``hessian = ggn + residual`` over the same leaves (dense, P × P)."""
+    """``hessian = ggn + residual`` over the same leaves (dense, P × P); a dense result is always converged."""
 
     hessian: jax.Array
     ggn: jax.Array
     residual: jax.Array
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         def fro(A):
@@ -237,6 +232,8 @@ class HessianSplit:
             "fro_hessian": fro(self.hessian),
             "fro_ggn": fro(self.ggn),
             "fro_residual": fro(self.residual),
+            "converged": self.converged,
+            "messages": list(self.messages),
         }
 
 
@@ -258,8 +255,7 @@ def hessian_split(
 
 
 # ---- per-sample gradients ---------------------------------------------------------
-@_pytree
-@dataclasses.dataclass(frozen=True)
+@result
 class GradientMoments:
     """Per-sample gradients ``g_i`` (N × P), their mean, second moment and covariance.
 
@@ -271,6 +267,8 @@ class GradientMoments:
     mean: jax.Array
     second_moment: jax.Array
     covariance: jax.Array
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def spectra(self) -> GradientSpectra:
         """The mean gradient and the spectra of the two moment matrices (`Spectrum.from_dense`)."""
@@ -285,6 +283,8 @@ class GradientMoments:
             "mean_norm": float(jnp.linalg.norm(self.mean)),
             "trace_second_moment": float(jnp.trace(self.second_moment)),
             "trace_covariance": float(jnp.trace(self.covariance)),
+            "converged": self.converged,
+            "messages": list(self.messages),
         }
 
 
@@ -354,8 +354,7 @@ def _streamed_grads(per_sample_loss_fn, params, leaves, view, x0, data, batch_si
 
 
 # ---- Papyan's decomposition -------------------------------------------------------
-@_pytree
-@dataclasses.dataclass(frozen=True)
+@result
 class PapyanDecomposition:
     """``G = class_ + cross + within`` (Papyan 2020, ``docs/theory.md`` §4), dense P × P each.
 
@@ -368,6 +367,8 @@ class PapyanDecomposition:
     within: jax.Array
     class_vectors: jax.Array
     pair_vectors: jax.Array
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     @property
     def ggn(self) -> jax.Array:

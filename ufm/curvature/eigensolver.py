@@ -549,7 +549,6 @@ def top_eigenpairs(
         "num_blocks": run["num_blocks"],
         "restarts": sum(p["restarts"] for p in phases),
         "products": sum(p["products"] for p in phases),
-        "converged": converged,
         "tol": tol,
         "which": which,
         "phases": phases,
@@ -566,7 +565,16 @@ def top_eigenpairs(
             raise NotConvergedError(msg)
         warnings.warn(msg, ConvergenceWarning, stacklevel=2)
     info["wall_s"] = time.perf_counter() - t_start
-    return Spectrum(theta, X, dim=P, residuals=res, source="lanczos", info=info)
+    return Spectrum(
+        theta,
+        X,
+        dim=P,
+        residuals=res,
+        source="lanczos",
+        info=info,
+        converged=converged,
+        messages=() if converged else (msg,),
+    )
 
 
 _CHECK_STEPS = 10  # Lanczos steps of the multiplicity check (why 10: docs/curvature.md §2)

@@ -17,7 +17,6 @@ The top eigenpairs (the Krylov–Schur eigensolver) live in `ufm.curvature.eigen
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from matfree import stochtrace
 
+from ..results import result, to_jsonable
 from ._checks import check_count, raise_nonfinite
 from ._operator import as_operator
 from .hvp import hessian_operator
@@ -33,17 +33,30 @@ __all__ = ["trace", "TraceEstimate", "spectral_density", "SpectralDensity"]
 
 
 # ---- Hutchinson trace -----------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@result(static=("num_samples",))
 class TraceEstimate:
-    """Hutchinson estimate ``value ± stderr`` from ``num_samples`` probes ``zᵀ A z``."""
+    """Hutchinson estimate ``value ± stderr`` from ``num_samples`` probes ``zᵀ A z``.
+
+    A Monte Carlo estimate has no tolerance to miss: ``converged`` is True (its accuracy is ``stderr``).
+    """
 
     value: float
     stderr: float
     num_samples: int
     samples: np.ndarray
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"value": self.value, "stderr": self.stderr, "num_samples": self.num_samples}
+        return to_jsonable(
+            {
+                "value": self.value,
+                "stderr": self.stderr,
+                "num_samples": self.num_samples,
+                "converged": self.converged,
+                "messages": self.messages,
+            }
+        )
 
 
 @functools.partial(jax.jit, static_argnames=("make", "batch"))
@@ -94,7 +107,7 @@ def trace(
 
 
 # ---- stochastic Lanczos quadrature ----------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@result(static=("sigma", "log", "floor"))
 class SpectralDensity:
     """Gaussian-smoothed SLQ density on ``grid`` with the raw quadrature behind it.
 
@@ -110,17 +123,8 @@ class SpectralDensity:
     sigma: float
     log: bool = False
     floor: float | None = None
-
-    def to_dict(self) -> dict:
-        return {
-            "grid": self.grid.tolist(),
-            "density": self.density.tolist(),
-            "nodes": self.nodes.tolist(),
-            "weights": self.weights.tolist(),
-            "sigma": self.sigma,
-            "log": self.log,
-            "floor": self.floor,
-        }
+    converged: bool = True
+    messages: tuple[str, ...] = ()
 
 
 @functools.partial(jax.jit, static_argnames=("make", "num_matvecs"))
