@@ -189,7 +189,7 @@ LEGEND = (
     "expected k; mean err / avg err = max (median) |measured − predicted|/predicted over the top outliers for the "
     "class-mean prediction (curvature at the class-mean logits) and the class-averaged-curvature prediction; "
     "within = ‖within-class part‖/‖block‖ (features' covariance + curvature spread + joint); "
-    f"holds = the better prediction within {REL_ERROR_THRESHOLD:g} and the expected outlier count; "
+    f"holds = the better prediction within {REL_ERROR_THRESHOLD:g} and the measured outlier count = the predicted one; "
     "overlap = Tr(P_pred P_meas)/k; blocks = data Hessian (mean loss, no ridge) of each head weight W_l."
 )
 

@@ -57,6 +57,7 @@ from ._models import NetworkParams, NetworkSpec, apply_head, backbone_features, 
 __all__ = [
     "NC1_THRESHOLD",
     "REL_ERROR_THRESHOLD",
+    "VERDICT_STATUSES",
     "LayerComparison",
     "NetworkSpectrum",
     "RealNetworkReport",
@@ -267,7 +268,8 @@ class LayerComparison:
       class_averaged_max_rel_error, class_averaged_median_rel_error: the same for the
         class-averaged-curvature prediction (over its own top m).
       holds: the better prediction's max rel error ≤ `REL_ERROR_THRESHOLD` and the measured
-        block has its expected outliers.
+        block has the prediction's outlier count m (= expected for a linear head at collapse; a
+        ReLU head can have fewer, e.g. (K−1)² − 1, predicted exactly).
       overlap: ``Tr(P_pred P_meas) / m`` of the two top-m eigenspaces (class-mean prediction).
       alignment_min, alignment_mean: f(v) of its top-m eigenvectors under the measured block.
       gradient_fraction: ``‖P g‖² / ‖g‖²`` of the data gradient in the measured top-m space.
@@ -360,7 +362,7 @@ def _compare(
         median_rel_error=float(np.median(rel)),
         class_averaged_max_rel_error=float(rel_avg.max()),
         class_averaged_median_rel_error=float(np.median(rel_avg)),
-        holds=bool(min(rel.max(), rel_avg.max()) <= REL_ERROR_THRESHOLD and n_out == k and converged),
+        holds=bool(min(rel.max(), rel_avg.max()) <= REL_ERROR_THRESHOLD and n_out == m and converged),
         overlap=float(sub.projector_overlap(Up, Um)),
         alignment_min=float(f.min()),
         alignment_mean=float(f.mean()),
@@ -601,34 +603,48 @@ class RealNetworkReport:
             object.__setattr__(self, "messages", tuple(m for p in parts for m in p.messages))
 
 
-def _verdict(layers, loss: str) -> dict:
+#: What the verdict of `ufm real` / `ufm analyze` found, the first that applies; only "holds" is a pass (exit 0).
+VERDICT_STATUSES = ("not collapsed", "not converged", "predictions miss", "holds")
+
+
+def _verdict(layers, loss: str, network=None) -> dict:
+    """The verdict of a report: ``status`` (one of `VERDICT_STATUSES`, the first that applies),
+    ``passed`` (status ``"holds"``: the exit status 0 of ``ufm real`` / ``ufm analyze``) and a
+    one-line ``summary`` that says which."""
     collapsed = [c.collapsed for c in layers]
     holds = [c.holds for c in layers]
     which = "uncentred" if loss == "mse" else "centred"
+    network_converged = network is None or bool(network.converged)
     if not all(collapsed):
+        status = "not collapsed"
         bad = ", ".join(f"H~{c.layer} (NC1 {c.nc1:.2g})" for c in layers if not c.collapsed)
         summary = (
             f"NOT COLLAPSED at {bad} > {NC1_THRESHOLD:g}: the class-mean predictions are not meaningful "
             "for those layers"
         )
-    elif not all(c.converged for c in layers):
-        bad = ", ".join(f"W_{c.layer}" for c in layers if not c.converged)
+    elif not all(c.converged for c in layers) or not network_converged:
+        status = "not converged"
+        bad = [f"W_{c.layer}" for c in layers if not c.converged] + ([] if network_converged else ["the whole network"])
         summary = (
-            f"collapsed, but the Krylov measurement of {bad} did NOT CONVERGE: its eigenvalues are not "
-            "trustworthy (raise dense_max to measure the block densely)"
+            f"collapsed, but the Krylov measurement of {', '.join(bad)} did NOT CONVERGE: its eigenvalues are not "
+            "trustworthy (raise dense_max to measure a block densely)"
         )
     elif not all(holds):
+        status = "predictions miss"
         bad = ", ".join(f"W_{c.layer}" for c in layers if not c.holds)
         summary = (
-            f"collapsed (NC1 ≤ {NC1_THRESHOLD:g} at every head layer), but the predictions miss at {bad} "
-            f"(max rel. error > {REL_ERROR_THRESHOLD:g} or not the expected outlier count)"
+            f"collapsed (NC1 ≤ {NC1_THRESHOLD:g} at every head layer), but the predictions MISS at {bad} "
+            f"(max rel. error > {REL_ERROR_THRESHOLD:g} or not the predicted outlier count)"
         )
     else:
+        status = "holds"
         summary = (
             f"collapsed (NC1 ≤ {NC1_THRESHOLD:g} at every head layer) and the predictions hold "
-            f"(max rel. error ≤ {REL_ERROR_THRESHOLD:g}, expected outliers at every layer)"
+            f"(max rel. error ≤ {REL_ERROR_THRESHOLD:g}, the predicted outlier count at every layer)"
         )
     return {
+        "status": status,
+        "passed": status == "holds",
         "collapsed": collapsed,
         "holds": holds,
         "nc1": [c.nc1 for c in layers],
@@ -636,6 +652,7 @@ def _verdict(layers, loss: str) -> dict:
         "nc1_threshold": NC1_THRESHOLD,
         "rel_error_threshold": REL_ERROR_THRESHOLD,
         "converged": [c.converged for c in layers],
+        "network_converged": network_converged,
         "all_collapsed": all(collapsed),
         "all_hold": all(holds),
         "summary": summary,
@@ -714,7 +731,7 @@ def analyze(
         nc=nc,
         layers=layers,
         network=network,
-        verdict=_verdict(layers, spec.loss),
+        verdict=_verdict(layers, spec.loss, network),
         seconds=seconds,
     )
 
@@ -771,7 +788,7 @@ def _report(
         nc=nc,
         layers=layers,
         network=net,
-        verdict=_verdict(layers, head.loss),
+        verdict=_verdict(layers, head.loss, net),
         seconds=seconds,
     )
 
