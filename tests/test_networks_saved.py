@@ -198,7 +198,7 @@ def test_analyze_exits_1_when_not_collapsed(tmp_path, capsys):
     assert _nc1_uncentred(H1, y) > nw.NC1_THRESHOLD  # the premise, independently of ufm
     code, captured, rep = _analyze_exit(tmp_path, capsys, H1, y, Ws)
     assert code == 1 and captured.err.count("\n") == 1
-    assert captured.err.startswith("ufm: verdict: not collapsed: NOT COLLAPSED at H~1")
+    assert captured.err.startswith("ufm: verdict: not collapsed: NOT COLLAPSED within class at H~1")
     assert rep["verdict"]["status"] == "not collapsed" and rep["verdict"]["passed"] is False
 
 
