@@ -211,3 +211,45 @@ def test_cli_json_and_bad_arguments(tmp_path, capsys):
         assert main(["dynamics", "ode", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("ufm: error:") and "\n" not in err
+
+
+# ---- verdicts with enough runs (issue 23, item 3) ----------------------------------------------------
+def _gap(ratio):
+    from ufm.dynamics.sgd_ode import TrajectoryGap
+
+    return TrajectoryGap("risk", 0.1, 1.0, 0.1 / ratio, 0.1, ratio, 0.5, 0.5, 0.01)
+
+
+def test_the_verdict_needs_enough_runs():
+    from ufm.experiments.sgd_ode import MIN_RUNS, ODE_GAP_STDERRS, verdict
+
+    assert MIN_RUNS == 8 and ODE_GAP_STDERRS == 5.0
+    # the 4-run "gap" of 5.4 s.e. that vanished at 16 runs: undecided, not failed
+    v = verdict(_gap(5.4), runs=4, points=9)
+    assert v["status"] == "undecided" and "4 < 8 runs" in v["summary"] and "too uncertain" in v["summary"]
+    assert verdict(_gap(5.4), runs=16, points=9)["status"] == "fails"
+    assert verdict(_gap(5.0), runs=8, points=9)["status"] == "holds"  # the criterion is ≤, at exactly 8 runs
+    assert verdict(_gap(0.1), runs=7, points=9)["status"] == "undecided"  # a small gap is no pass either
+    assert verdict(_gap(float("inf")), runs=16, points=9)["status"] == "undecided"
+    assert "≤ 5" in v["criterion"] and "9 time points" in v["criterion"] and v["runs"] == 4
+
+
+@pytest.mark.parametrize("runs", [4, 8])
+def test_cli_verdict_states_its_criterion_and_runs(tmp_path, capsys, runs):
+    """A tiny run: with 4 runs the verdict is undecided (exit 0); with 8 it is decided, and the
+    decision is the criterion recomputed here from the JSON's ODE and SGD arrays."""
+    out = tmp_path / "ode.json"
+    argv = ["dynamics", "ode", "--dim", "100", "--time", "1", "--points", "5", "--sgd-runs", str(runs)]
+    assert main([*argv, "--json", str(out)]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("verdict: ")]
+    assert len(line) == 1 and f"mean of {runs} SGD runs" in line[0] and "criterion ≤ 5 s.e. with ≥ 8 runs" in line[0]
+    v = json.loads(out.read_text())["summary"]["verdict"]
+    data = json.loads(out.read_text())
+    ode, sgd, se = (np.asarray(x) for x in (data["ode"]["risk"], data["sgd"]["risk"], data["sgd_stderr"]["risk"]))
+    pos = se > 1e-12 * np.maximum(1.0, np.abs(sgd))  # t = 0 (X_0 = 0): a spread at rounding level is none
+    ratio = np.max(np.abs(ode - sgd)[pos] / se[pos])
+    assert v["runs"] == runs and v["max_gap_over_stderr"] == pytest.approx(ratio, rel=1e-9)
+    if runs < 8:
+        assert v["status"] == "undecided" and "UNDECIDED" in line[0]
+    else:
+        assert v["status"] == ("holds" if ratio <= 5 else "fails") and "UNDECIDED" not in line[0]

@@ -157,8 +157,86 @@ def test_an_unconverged_measurement_shows_in_table_json_and_exit_code(tmp_path, 
     assert cli.main(["analyze", str(path), "--json", str(out)]) == 1
     captured = capsys.readouterr()
     assert "Krylov NOT CONVERGED" in captured.out and "did NOT CONVERGE" in captured.out
-    assert "did not converge" in captured.err
+    assert captured.err.count("\n") == 1 and "ufm: verdict: not converged" in captured.err
     rep = json.loads(out.read_text())
     assert rep["verdict"]["converged"] == [False, False] and not rep["verdict"]["all_hold"]
     assert all(layer["converged"] is False and layer["holds"] is False for layer in rep["layers"])
     assert rep["converged"] is False and "Krylov missed tol" in rep["messages"]
+
+
+# ---- one exit rule (issue 22, item 5): 0 the verdict holds, 1 it does not (the line says which), 2 a mistake ----
+def _noisy_head(noise, seed=0):
+    """The collapsed head of `_head` with Gaussian within-class noise of std ``noise`` on H1."""
+    H1, y, Ws, bs = _head(seed)
+    return H1 + noise * np.random.default_rng(seed + 1).standard_normal(H1.shape), y, Ws, bs
+
+
+def _analyze_exit(tmp_path, capsys, H1, y, Ws, loss="mse"):
+    path = _save(tmp_path / "head.npz", H1, y, Ws, [], "linear", loss, rows=False)
+    out = tmp_path / "r.json"
+    code = cli.main(["analyze", str(path), "--json", str(out)])
+    captured = capsys.readouterr()
+    return code, captured, json.loads(out.read_text())
+
+
+def _nc1_uncentred(H, y):
+    """tr(Σ_W Σ_B⁰†)/K from its definition, in numpy (the uncentred NC1 the MSE verdict judges)."""
+    M = np.stack([H[:, y == c].mean(axis=1) for c in range(K)], axis=1)
+    D = H - M[:, y]
+    return float(np.trace(D @ D.T / y.size @ np.linalg.pinv(M @ M.T / K)) / K)
+
+
+def test_analyze_exits_0_when_the_verdict_holds(tmp_path, capsys):
+    H1, y, Ws, _ = _head()
+    code, captured, rep = _analyze_exit(tmp_path, capsys, H1, y, Ws)
+    assert code == 0 and captured.err == ""
+    assert rep["verdict"]["status"] == "holds" and rep["verdict"]["passed"] is True
+
+
+def test_analyze_exits_1_when_not_collapsed(tmp_path, capsys):
+    H1, y, Ws, _ = _noisy_head(1.0)
+    assert _nc1_uncentred(H1, y) > nw.NC1_THRESHOLD  # the premise, independently of ufm
+    code, captured, rep = _analyze_exit(tmp_path, capsys, H1, y, Ws)
+    assert code == 1 and captured.err.count("\n") == 1
+    assert captured.err.startswith("ufm: verdict: not collapsed: NOT COLLAPSED within class at H~1")
+    assert rep["verdict"]["status"] == "not collapsed" and rep["verdict"]["passed"] is False
+
+
+def test_analyze_exits_1_when_the_predictions_miss(tmp_path, capsys):
+    """Collapsed within class (NC1 < 0.1) but not exactly: the dense spectrum (written here) is off
+    the class-mean prediction by more than the threshold, and the verdict says the predictions miss."""
+    H1, y, Ws, _ = _noisy_head(0.1)
+    assert _nc1_uncentred(H1, y) < nw.NC1_THRESHOLD
+    code, captured, rep = _analyze_exit(tmp_path, capsys, H1, y, Ws)
+    assert code == 1 and captured.err.count("\n") == 1
+    assert captured.err.startswith("ufm: verdict: predictions miss: collapsed") and "MISS at W_1" in captured.err
+    assert rep["verdict"]["status"] == "predictions miss" and rep["verdict"]["all_collapsed"]
+    dense = _dense_spectra(H1, y, Ws, [], "linear", "mse")
+    layer = rep["layers"][0]
+    m = layer["predicted_outliers"]
+    pred = np.asarray(layer["predicted"][:m])
+    assert np.max(np.abs(dense[0][:m] - pred) / pred) > nw.REL_ERROR_THRESHOLD  # a real miss
+
+
+def test_real_follows_the_same_exit_rule(monkeypatch, capsys):
+    """`ufm real` ends through the same rule: a report whose verdict holds exits 0, one that is
+    not collapsed exits 1 with the verdict on stderr (the training is replaced by a saved head)."""
+    import ufm
+
+    for noise, expected, status in ((0.0, 0, "holds"), (1.0, 1, "not collapsed")):
+        H1, y, Ws, _ = _noisy_head(noise)
+        report = nw.analyze_features(H1, y, Ws, loss="mse")
+        monkeypatch.setattr(ufm.networks, "run_real", lambda report=report, **kw: (report, None))
+        assert cli.main(["real", "--quick"]) == expected, status
+        err = capsys.readouterr().err
+        assert report.verdict["status"] == status
+        assert (f"ufm: verdict: {status}" in err) == (expected == 1)
+
+
+def test_real_and_analyze_help_state_the_exit_rule(capsys):
+    for command in ("real", "analyze"):
+        with pytest.raises(SystemExit) as e:
+            cli.main([command, "--help"])
+        assert e.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "Exit status: 0 when the verdict holds" in text and "2 on a user's mistake" in text

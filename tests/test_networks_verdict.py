@@ -36,3 +36,36 @@ def test_whole_network_with_too_few_eigenvalues_says_so():
     rep = nw.analyze(spec, params, data, network_k=5, density=False)
     assert rep.network.expected == 9 and not rep.network.resolved
     assert "k was too small to see a gap" in nw.format_table(rep)
+
+
+def test_the_verdict_judges_nc1_and_reports_nc2_nc3_as_facts():
+    """Features collapsed within class (NC1 = 0) on random means far from an orthogonal frame:
+    the verdict holds, says "collapsed within class", and reports NC2 / NC3 beside it, checked
+    against their definitions written here in numpy."""
+    rng = np.random.default_rng(1)
+    K, d, n = 3, 4, 3
+    y = np.repeat(np.arange(K), n)
+    M1 = rng.standard_normal((d, K)) + 2.0  # a common offset: far from orthogonal
+    Ws = [rng.standard_normal((d, d)), rng.standard_normal((K, d))]
+    rep = nw.analyze_features(M1[:, y], y, Ws, loss="mse")
+    v = json.loads(json.dumps(rep.to_dict()))["verdict"]
+    assert v["passed"] and v["status"] == "holds" and v["nc2_frame"] == "orthogonal frame"
+    assert "NC1" in v["judged"] and "not judged" in v["judged"]
+
+    def of_distance(M):
+        G = M.T @ M
+        c = np.trace(G) / K
+        return np.linalg.norm(G - c * np.eye(K)) / np.linalg.norm(G)
+
+    M2 = Ws[0] @ M1  # class means of H~2 (linear head)
+    np.testing.assert_allclose(v["nc2_frame_distance"], [of_distance(M1), of_distance(M2)], rtol=1e-10)
+    assert min(v["nc2_frame_distance"]) > 0.3  # far from a frame, yet the verdict holds: NC2 is not judged
+    dual = np.linalg.norm(Ws[1] / np.linalg.norm(Ws[1]) - M2.T / np.linalg.norm(M2))
+    np.testing.assert_allclose(v["nc3_self_duality"], dual, rtol=1e-10)
+    Q = np.linalg.qr(M1)[0]
+    outside = np.linalg.norm(Ws[0] - Ws[0] @ Q @ Q.T) / np.linalg.norm(Ws[0])
+    np.testing.assert_allclose(v["nc3_outside_means"][0], outside, rtol=1e-8)
+    summary = v["summary"]
+    assert summary.startswith("collapsed within class (NC1 ≤") and "not judged" in summary
+    assert f"{max(v['nc2_frame_distance']):.2g}" in summary
+    assert "verdict: collapsed within class" in nw.format_table(rep) and "self-dual" in nw.format_table(rep)

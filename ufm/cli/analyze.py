@@ -6,7 +6,7 @@ import os
 import zipfile
 
 from ._common import POSITIVE, UsageError
-from .real import emit_network_report
+from .real import EXIT_RULE, emit_network_report
 
 __all__ = ["add_parser", "run"]
 
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
         "layer's data-Hessian outliers, the measured blocks (autodiff on the head alone, float64) and "
         "their comparison, with a verdict. File format: README 'Analyse your own network'.",
         epilog="A legend under the table explains every column and states the thresholds of the verdict "
-        "(ufm.networks.NC1_THRESHOLD, REL_ERROR_THRESHOLD).",
+        "(ufm.networks.NC1_THRESHOLD, REL_ERROR_THRESHOLD). " + EXIT_RULE,
     )
     p.add_argument(
         "path",

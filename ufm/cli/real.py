@@ -9,8 +9,22 @@ from ._common import POSITIVE, Progress, UsageError, add_precision_args, add_see
 __all__ = ["add_parser", "run", "emit_network_report"]
 
 
+#: The exit rule of ``ufm real`` and ``ufm analyze`` (their ``--help`` and README state it).
+EXIT_RULE = (
+    "Exit status: 0 when the verdict holds (every head layer collapsed within class, every measurement "
+    "converged, the predictions within the threshold); 1 when it does not (not collapsed, not converged, or "
+    "the predictions miss: the verdict line says which); 2 on a user's mistake (one line on stderr)."
+)
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser("real", help="real networks on real data: collapse and Hessian outliers of a deep-UFM head")
+    p = sub.add_parser(
+        "real",
+        help="real networks on real data: collapse and Hessian outliers of a deep-UFM head",
+        description="Train a network on real data and analyse its head as a deep UFM: collapse per head layer, "
+        "predicted vs measured data-Hessian outliers, the whole-network spectrum, with a verdict.",
+        epilog=EXIT_RULE,
+    )
     p.add_argument("--dataset", choices=["mnist", "digits", "gmm"], default="mnist")
     p.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
     p.add_argument("--loss", choices=["mse", "ce"], default="mse")
@@ -69,9 +83,9 @@ def run(args) -> int:
 
 
 def emit_network_report(report, args) -> int:
-    """The table on stdout, ``--json`` / ``--plot`` files, and the verdict on stderr when the head
-    did not collapse (``ufm real`` and ``ufm analyze``); exit 1 when a Krylov measurement did not
-    converge (``report.converged``)."""
+    """The table on stdout, ``--json`` / ``--plot`` files, and the exit status of ``ufm real`` /
+    ``ufm analyze`` (`EXIT_RULE`): 0 when the verdict holds, 1 when it does not (the not-collapsed,
+    not-converged or missed verdict repeated on stderr in one line)."""
     from .. import networks
 
     print(networks.format_table(report))
@@ -84,12 +98,11 @@ def emit_network_report(report, args) -> int:
         from .. import plotting
 
         plotting.savefig(plotting.real_network_figure(report), args.plot)
-    if not report.converged:  # a measurement that missed its tolerance is a failed run, not a warning
-        print(
-            "ufm: a Krylov measurement did not converge (see the table); its eigenvalues are not trustworthy",
-            file=sys.stderr,
-        )
-        return 1
-    if not report.verdict["all_collapsed"]:
-        print(f"ufm: warning: {report.verdict['summary']}", file=sys.stderr)
-    return 0
+    verdict = report.verdict
+    if verdict["passed"] and report.converged:
+        return 0
+    if verdict["passed"]:  # every layer and the network converged by the verdict, yet the report did not
+        print("ufm: verdict: a measurement did NOT CONVERGE (see --json messages)", file=sys.stderr)
+    else:
+        print(f"ufm: verdict: {verdict['status']}: {verdict['summary']}", file=sys.stderr)
+    return 1

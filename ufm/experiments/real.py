@@ -185,11 +185,13 @@ def _fmt(x, spec=".3g") -> str:
 #: The column legend printed under the tables (also in ``ufm real --help`` / ``ufm analyze --help``).
 LEGEND = (
     "columns: NC1 = tr(Σ_W Σ_B†)/K of the layer's input (uncentred Σ_B for MSE, centred for CE); 'coll' = NC1 <= "
-    f"{NC1_THRESHOLD:g}; out = outliers by the gap rule (expected K² MSE, (K−1)² CE); gap = λ_k/λ_(k+1) at the "
+    f"{NC1_THRESHOLD:g} (within-class collapse, what the predictions need and the verdict judges; OF / ETF dist "
+    "(NC2, distance of the means' Gram to the frame), NC3 = ‖W(I − P_M)‖/‖W‖ and self-dual = ‖W/‖W‖ − Mᵀ/‖M‖‖ "
+    "are reported, not judged); out = outliers by the gap rule (expected K² MSE, (K−1)² CE); gap = λ_k/λ_(k+1) at the "
     "expected k; mean err / avg err = max (median) |measured − predicted|/predicted over the top outliers for the "
     "class-mean prediction (curvature at the class-mean logits) and the class-averaged-curvature prediction; "
     "within = ‖within-class part‖/‖block‖ (features' covariance + curvature spread + joint); "
-    f"holds = the better prediction within {REL_ERROR_THRESHOLD:g} and the expected outlier count; "
+    f"holds = the better prediction within {REL_ERROR_THRESHOLD:g} and the measured outlier count = the predicted one; "
     "overlap = Tr(P_pred P_meas)/k; blocks = data Hessian (mean loss, no ridge) of each head weight W_l."
 )
 
@@ -214,14 +216,15 @@ def format_table(report: RealNetworkReport) -> str:
         head,
         "verdict: " + report.verdict["summary"],
         "",
-        "layer   NC1        NC1(unc)   OF dist    ETF dist   NC3",
+        "layer   NC1        NC1(unc)   OF dist    ETF dist   NC3        self-dual",
     ]
     nc = report.nc
     names = [f"H~{l}" for l in range(1, nc.num_layers)] + ["Z"]
     for i, name in enumerate(names):
         lines.append(
             f"{name:<7} {_fmt(nc.nc1[i], '.3e'):<10} {_fmt(nc.nc1_uncentred[i], '.3e'):<10} "
-            f"{_fmt(nc.of_distance[i], '.3f'):<10} {_fmt(nc.etf_distance[i], '.3f'):<10} {_fmt(nc.nc3[i], '.3f')}"
+            f"{_fmt(nc.of_distance[i], '.3f'):<10} {_fmt(nc.etf_distance[i], '.3f'):<10} {_fmt(nc.nc3[i], '.3f'):<10} "
+            f"{_fmt(nc.duality[i], '.3f')}"
         )
     lines += [
         "",

@@ -11,6 +11,8 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from ..dynamics._anisotropic import AnisotropicMixture, anisotropic_mixture
 from ..dynamics.sgd_ode import (
     ODEResult,
@@ -25,7 +27,45 @@ from ..dynamics.sgd_ode import (
 )
 from ..results import result, to_jsonable
 
-__all__ = ["SGDODEConfig", "SGDODEReport", "run"]
+__all__ = ["SGDODEConfig", "SGDODEReport", "run", "verdict", "ODE_GAP_STDERRS", "MIN_RUNS"]
+
+#: The criterion: the ODE risk lies within this many standard errors of the mean of the SGD runs
+#: at every time point.
+ODE_GAP_STDERRS = 5.0
+#: Fewer SGD runs than this: the standard error (a sample std over the runs / √S) is itself too
+#: uncertain to judge a gap by (a 4-run comparison once showed a 5.4 s.e. "gap" gone at 16 runs).
+MIN_RUNS = 8
+
+
+def verdict(gap: TrajectoryGap, runs: int, points: int) -> dict:
+    """The ODE-vs-SGD verdict on the risk: ``status`` "holds" (max |gap| / s.e. ≤ `ODE_GAP_STDERRS`
+    at every one of the ``points`` times), "fails", or "undecided" when ``runs`` < `MIN_RUNS` (the
+    standard error is too uncertain to judge) or the ratio is not finite; with the criterion, the
+    number of runs and a one-line ``summary``. Information only: ``ufm dynamics ode`` exits 0
+    whatever it says (1 only when the ODE solver did not converge)."""
+    ratio = float(gap.max_ratio)
+    criterion = f"max |ODE − mean SGD| / s.e. ≤ {ODE_GAP_STDERRS:g} over the {points} time points, ≥ {MIN_RUNS} runs"
+    head = f"ODE risk vs the mean of {runs} SGD runs: max |gap| / s.e. = {ratio:.2f} over {points} times"
+    if runs < MIN_RUNS:
+        status = "undecided"
+        why = f"UNDECIDED: {runs} < {MIN_RUNS} runs, the standard error is too uncertain to judge"
+    elif not np.isfinite(ratio):
+        status = "undecided"
+        why = "UNDECIDED: the ratio is not finite (a zero standard error or a non-finite gap)"
+    elif ratio <= ODE_GAP_STDERRS:
+        status, why = "holds", "held"
+    else:
+        status, why = "fails", "NOT held"
+    return {
+        "status": status,
+        "criterion": criterion,
+        "max_gap_over_stderr": ratio,
+        "threshold_stderrs": ODE_GAP_STDERRS,
+        "runs": int(runs),
+        "min_runs": MIN_RUNS,
+        "points": int(points),
+        "summary": f"{head} (criterion ≤ {ODE_GAP_STDERRS:g} s.e. with ≥ {MIN_RUNS} runs): {why}",
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +153,11 @@ class SGDODEReport:
             object.__setattr__(self, "messages", self.messages or tuple(self.ode.messages))
 
     @property
+    def verdict(self) -> dict:
+        """`verdict` of the risk gap, with this run's number of SGD runs and time points."""
+        return verdict(self.gaps[0], self.config.sgd_runs, len(self.sgd.times))
+
+    @property
     def summary(self) -> dict:
         g = self.gaps[0]
         return {
@@ -122,6 +167,7 @@ class SGDODEReport:
             "final_risk_sgd": g.final_sgd,
             "final_risk_stderr": g.final_stderr,
             "ode_converged": self.ode.converged,
+            "verdict": self.verdict,
             "gaps": self.gaps,
             "seconds": self.seconds,
         }

@@ -58,6 +58,7 @@ __all__ = [
 from ._analysis import (
     NC1_THRESHOLD,
     REL_ERROR_THRESHOLD,
+    VERDICT_STATUSES,
     LayerComparison,
     NetworkSpectrum,
     RealNetworkReport,
@@ -83,6 +84,7 @@ __all__ += [
     "head_as_ufm",
     "NC1_THRESHOLD",
     "REL_ERROR_THRESHOLD",
+    "VERDICT_STATUSES",
     "compare_layer",
     "expected_outliers",
     "measured_layer_spectrum",

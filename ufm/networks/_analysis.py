@@ -57,6 +57,7 @@ from ._models import NetworkParams, NetworkSpec, apply_head, backbone_features, 
 __all__ = [
     "NC1_THRESHOLD",
     "REL_ERROR_THRESHOLD",
+    "VERDICT_STATUSES",
     "LayerComparison",
     "NetworkSpectrum",
     "RealNetworkReport",
@@ -267,7 +268,8 @@ class LayerComparison:
       class_averaged_max_rel_error, class_averaged_median_rel_error: the same for the
         class-averaged-curvature prediction (over its own top m).
       holds: the better prediction's max rel error ≤ `REL_ERROR_THRESHOLD` and the measured
-        block has its expected outliers.
+        block has the prediction's outlier count m (= expected for a linear head at collapse; a
+        ReLU head can have fewer, e.g. (K−1)² − 1, predicted exactly).
       overlap: ``Tr(P_pred P_meas) / m`` of the two top-m eigenspaces (class-mean prediction).
       alignment_min, alignment_mean: f(v) of its top-m eigenvectors under the measured block.
       gradient_fraction: ``‖P g‖² / ‖g‖²`` of the data gradient in the measured top-m space.
@@ -360,7 +362,7 @@ def _compare(
         median_rel_error=float(np.median(rel)),
         class_averaged_max_rel_error=float(rel_avg.max()),
         class_averaged_median_rel_error=float(np.median(rel_avg)),
-        holds=bool(min(rel.max(), rel_avg.max()) <= REL_ERROR_THRESHOLD and n_out == k and converged),
+        holds=bool(min(rel.max(), rel_avg.max()) <= REL_ERROR_THRESHOLD and n_out == m and converged),
         overlap=float(sub.projector_overlap(Up, Um)),
         alignment_min=float(f.min()),
         alignment_mean=float(f.mean()),
@@ -576,7 +578,8 @@ class RealNetworkReport:
       nc: NC1–NC4 at H̃_1..H̃_L and the output Z (``ufm.collapse.nc_metrics``).
       layers: one `LayerComparison` per head layer.
       network: the whole-network `NetworkSpectrum` (or ``None`` if skipped).
-      verdict: ``collapsed`` / ``holds`` per layer, the thresholds, and a one-line ``summary``.
+      verdict: ``status`` / ``passed``, ``collapsed`` (within class: NC1) / ``holds`` per layer, the
+        thresholds, NC2 / NC3 of the head layers as facts (not judged), and a one-line ``summary``.
       seconds: wall-clock time of each stage.
       converged, messages: the result protocol (`ufm.results`): every Krylov measurement (per
         layer and of the whole network) reached its tolerance; the solvers' messages.
@@ -601,34 +604,76 @@ class RealNetworkReport:
             object.__setattr__(self, "messages", tuple(m for p in parts for m in p.messages))
 
 
-def _verdict(layers, loss: str) -> dict:
+#: What the verdict of `ufm real` / `ufm analyze` found, the first that applies; only "holds" is a pass (exit 0).
+VERDICT_STATUSES = ("not collapsed", "not converged", "predictions miss", "holds")
+
+
+def _facts(nc: CollapseMetrics | None, loss: str, L: int) -> tuple[dict, str]:
+    """NC2 / NC3 of the head layers H~1..H~L, reported beside the verdict and not judged by it:
+    the class-mean predictions need only within-class collapse (NC1), so a head whose means are
+    far from a frame is still judged, and "collapsed" means collapsed within class."""
+    if nc is None:
+        return {}, ""
+    frame = "orthogonal frame" if loss == "mse" else "simplex ETF"
+    dist = np.asarray(nc.of_distance if loss == "mse" else nc.etf_distance, dtype=float)[:L]
+    nc3 = np.asarray(nc.nc3, dtype=float)[:L]
+    duality = float(np.asarray(nc.duality, dtype=float)[L - 1])
+    facts = {
+        "nc2_frame": frame,
+        "nc2_frame_distance": [float(x) for x in dist],
+        "nc3_outside_means": [float(x) for x in nc3],
+        "nc3_self_duality": duality,
+    }
+    worst = int(np.nanargmax(dist)) if np.isfinite(dist).any() else 0
+    text = (
+        f"; not judged (reported as facts): NC2 distance to the {frame} up to {dist[worst]:.2g} (H~{worst + 1}), "
+        f"NC3 ‖W_l(I − P_M)‖/‖W_l‖ up to {np.nanmax(nc3) if np.isfinite(nc3).any() else float('nan'):.2g}, "
+        f"classifier self-duality distance {duality:.2g}"
+    )
+    return facts, text
+
+
+def _verdict(layers, loss: str, network=None, nc: CollapseMetrics | None = None) -> dict:
+    """The verdict of a report: ``status`` (one of `VERDICT_STATUSES`, the first that applies),
+    ``passed`` (status ``"holds"``: the exit status 0 of ``ufm real`` / ``ufm analyze``) and a
+    one-line ``summary`` that says which. It judges within-class collapse (NC1, what the
+    predictions need) only; NC2 / NC3 of ``nc`` are reported beside it (`_facts`)."""
     collapsed = [c.collapsed for c in layers]
     holds = [c.holds for c in layers]
     which = "uncentred" if loss == "mse" else "centred"
+    network_converged = network is None or bool(network.converged)
+    facts, text = _facts(nc, loss, len(layers))
     if not all(collapsed):
+        status = "not collapsed"
         bad = ", ".join(f"H~{c.layer} (NC1 {c.nc1:.2g})" for c in layers if not c.collapsed)
         summary = (
-            f"NOT COLLAPSED at {bad} > {NC1_THRESHOLD:g}: the class-mean predictions are not meaningful "
-            "for those layers"
+            f"NOT COLLAPSED within class at {bad} > {NC1_THRESHOLD:g}: the class-mean predictions, which "
+            "need within-class collapse, are not meaningful for those layers"
         )
-    elif not all(c.converged for c in layers):
-        bad = ", ".join(f"W_{c.layer}" for c in layers if not c.converged)
+    elif not all(c.converged for c in layers) or not network_converged:
+        status = "not converged"
+        bad = [f"W_{c.layer}" for c in layers if not c.converged] + ([] if network_converged else ["the whole network"])
         summary = (
-            f"collapsed, but the Krylov measurement of {bad} did NOT CONVERGE: its eigenvalues are not "
-            "trustworthy (raise dense_max to measure the block densely)"
+            f"collapsed within class, but the Krylov measurement of {', '.join(bad)} did NOT CONVERGE: "
+            "its eigenvalues are not trustworthy (raise dense_max to measure a block densely)"
         )
     elif not all(holds):
+        status = "predictions miss"
         bad = ", ".join(f"W_{c.layer}" for c in layers if not c.holds)
         summary = (
-            f"collapsed (NC1 ≤ {NC1_THRESHOLD:g} at every head layer), but the predictions miss at {bad} "
-            f"(max rel. error > {REL_ERROR_THRESHOLD:g} or not the expected outlier count)"
+            f"collapsed within class (NC1 ≤ {NC1_THRESHOLD:g} at every head layer), but the predictions MISS at {bad} "
+            f"(max rel. error > {REL_ERROR_THRESHOLD:g} or not the predicted outlier count)"
         )
     else:
+        status = "holds"
         summary = (
-            f"collapsed (NC1 ≤ {NC1_THRESHOLD:g} at every head layer) and the predictions hold "
-            f"(max rel. error ≤ {REL_ERROR_THRESHOLD:g}, expected outliers at every layer)"
+            f"collapsed within class (NC1 ≤ {NC1_THRESHOLD:g} at every head layer, what the predictions need) "
+            "and the predictions hold "
+            f"(max rel. error ≤ {REL_ERROR_THRESHOLD:g}, the predicted outlier count at every layer)"
         )
     return {
+        "status": status,
+        "passed": status == "holds",
         "collapsed": collapsed,
         "holds": holds,
         "nc1": [c.nc1 for c in layers],
@@ -636,9 +681,12 @@ def _verdict(layers, loss: str) -> dict:
         "nc1_threshold": NC1_THRESHOLD,
         "rel_error_threshold": REL_ERROR_THRESHOLD,
         "converged": [c.converged for c in layers],
+        "network_converged": network_converged,
         "all_collapsed": all(collapsed),
         "all_hold": all(holds),
-        "summary": summary,
+        "judged": "NC1 (within-class collapse, what the predictions need); NC2 / NC3 are reported, not judged",
+        **facts,
+        "summary": summary + text,
     }
 
 
@@ -714,7 +762,7 @@ def analyze(
         nc=nc,
         layers=layers,
         network=network,
-        verdict=_verdict(layers, spec.loss),
+        verdict=_verdict(layers, spec.loss, network, nc),
         seconds=seconds,
     )
 
@@ -771,7 +819,7 @@ def _report(
         nc=nc,
         layers=layers,
         network=net,
-        verdict=_verdict(layers, head.loss),
+        verdict=_verdict(layers, head.loss, net, nc),
         seconds=seconds,
     )
 
