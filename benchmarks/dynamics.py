@@ -71,7 +71,7 @@ def probe_cost(dim, num_classes=4, checkpoints=4):
     align.kgmm(**(kw | {"checkpoints": 1, "time": 0.1}))  # compile
     stamps = []
     t0 = _clock()
-    align.kgmm(callback=lambda *a: stamps.append(_clock()), **kw)
+    align.kgmm(callback=lambda _event: stamps.append(_clock()), **kw)
     wall, cpu = _since(t0)
     steps = int(round(20.0 / (2.0 / dim)))
     rates = loop_rates(dim, min(steps, 20_000), num_classes)

@@ -193,3 +193,13 @@ def test_resume_refuses_other_settings_and_extends(tmp_path):
     longer = D.record(lsq, P0, opt, steps=30, checkpoints=[0, 10, 20], data=DATA, probes={"h": probe}, path=path)
     straight = D.record(lsq, P0, opt, steps=30, checkpoints=[0, 10, 20], data=DATA, probes={"h": probe})
     assert json.dumps(longer.to_dict(params=True)) == json.dumps(straight.to_dict(params=True))
+
+
+def test_callback_gets_one_dict_per_checkpoint():
+    """The package's one callback signature: ``callback(event: dict)``; the loss is the checkpoint's full loss."""
+    events = []
+    tr = D.record(lsq, P0, optax.sgd(0.1), steps=6, checkpoints=[0, 3, 6], data=DATA, callback=events.append)
+    assert [e["index"] for e in events] == [0, 1, 2] and [e["step"] for e in events] == [0, 3, 6]
+    np.testing.assert_allclose([e["loss"] for e in events], tr.losses, rtol=0, atol=0)
+    params = tr.final_params
+    np.testing.assert_allclose(events[-1]["loss"], float(full_loss(params)), rtol=1e-12)

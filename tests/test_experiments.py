@@ -63,3 +63,13 @@ def test_dmap_old_entry_and_config_entry_agree():
 def test_every_report_declares_the_status_fields(cls):
     names = [f.name for f in dataclasses.fields(cls)]
     assert names[-2:] == ["converged", "messages"]
+
+
+def test_experiments_report_stages_through_one_callback_signature():
+    """Every experiment's progress is ``callback(event: dict)`` with a ``"stage"`` line (as record's checkpoints)."""
+    from ufm.experiments import sgd_ode
+
+    events = []
+    cfg = sgd_ode.SGDODEConfig(dim=50, time=0.5, points=3, sgd_runs=2)
+    sgd_ode.run(cfg, callback=events.append)
+    assert events and all(isinstance(e, dict) and isinstance(e["stage"], str) for e in events)

@@ -153,10 +153,11 @@ def _run_align(args) -> int:
     _align_memory(args.task, fn, kwargs)
     set_precision(args.x64)
 
-    def progress(*a):
-        *label, index, step, loss = a
+    def progress(event):
+        label = event.get("label")
         say(
-            f"align {args.task}: {' '.join(label) + ' ' if label else ''}checkpoint {index} step {step} loss {loss:.4g}"
+            f"align {args.task}: {label + ' ' if label else ''}checkpoint {event['index']} step {event['step']} "
+            f"loss {event['loss']:.4g}"
         )
 
     try:
@@ -250,7 +251,7 @@ def _run_ode(args) -> int:
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
     set_precision(args.x64)
-    report = run(config, progress=lambda message: say(f"ode: {message}"))
+    report = run(config, callback=lambda event: say(f"ode: {event['stage']}"))
     lines = [
         f"{g.quantity:>14}: max |ODE − SGD| = {g.max_abs_gap:.2e} at t = {g.time:.3g} "
         f"(SGD s.e. there {g.stderr_at:.1e}; max |gap|/s.e. {g.max_ratio:.2f}); final ODE {g.final_ode:.5f}, "
@@ -384,7 +385,7 @@ def _run_catapult(args) -> int:
         f"catapult {args.task}: n={cfg.samples}, d={cfg.dim}, width {cfg.width}, depth {cfg.depth}, "
         f"{cfg.activation}, target {cfg.target}, {cfg.steps} steps"
     )
-    report = catapult.EXPERIMENTS[args.task](cfg, progress=lambda msg: say(f"catapult {args.task}: {msg}"))
+    report = catapult.EXPERIMENTS[args.task](cfg, callback=lambda event: say(f"catapult {args.task}: {event['stage']}"))
     code = finish(report, args, summary=[format_catapult_report(report)], verdict=_catapult_verdict(report))
     if args.plot:
         _plot(lambda: plotting.catapult.report_figure(report), args.plot)
@@ -482,7 +483,7 @@ def _run_dmap(args) -> int:
     set_precision(args.x64)
     try:
         config = dmap.DmapConfig(task=args.task, **kw)
-        report = dmap.run(config, progress=lambda message: say(f"dmap {args.task}: {message}"))
+        report = dmap.run(config, callback=lambda event: say(f"dmap {args.task}: {event['stage']}"))
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
     a = report.analysis

@@ -678,7 +678,8 @@ def record(
       keep_params: False; True (every checkpoint); or an int n (every n-th, and the last).
       path: an ``.npz`` to write after every checkpoint and to resume from.
       compiled: False runs one jitted step per Python iteration (same result).
-      callback: called as ``callback(index, step, loss)`` after each checkpoint (progress).
+      callback: progress, called as ``callback({"index": i, "step": s, "loss": l})`` after each
+        checkpoint (the package's one callback signature: one dict per event).
       iterates_every: keep the flat iterate after every this many steps, inside the
         compiled loop (module docstring); must divide every gap between checkpoints.
       throw: raise `TrainingDiverged` at a divergence (default `ufm.results.THROW`), else
@@ -923,7 +924,7 @@ def record(
         if path is not None:
             _save(path, config, carry, rows, kept, probe_state)
         if callback is not None:
-            callback(index, step, loss)
+            callback({"index": index, "step": step, "loss": loss})
         index += 1
     if stopped == "diverged" and throw:
         raise TrainingDiverged(messages[-1])

@@ -263,7 +263,7 @@ def kgmm(
       test_samples: M fresh samples for the probe matrices (default 2.5 d).
       checkpoints: number of (linear) checkpoints after t = 0.
       probs: class probabilities (default uniform).
-      callback: ``callback(index, step, loss)`` after each checkpoint.
+      callback: ``callback(event: dict)`` after each checkpoint (`ufm.dynamics.record`'s).
     """
     k, d = _check_int("num_classes", num_classes, 2), _check_int("dim", dim, 2)
     _check_positive(snr=snr)
@@ -392,7 +392,7 @@ def xor(
     runs = []
     for s in range(n_seeds):
         params = init_two_layer(seed + s, K, d)
-        cb = None if callback is None else functools.partial(callback, f"seed {seed + s}")
+        cb = None if callback is None else functools.partial(_labelled, callback, f"seed {seed + s}")
         traj = record(
             loss, params, optax.sgd(delta), steps=steps, seed=seed + s, callback=cb, probes={"xor": probe}, **kw
         )
@@ -701,6 +701,10 @@ class AlignConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _labelled(callback, label: str, event: dict) -> None:
+    callback({"label": label, **event})
 
 
 def run(config: AlignConfig, callback=None) -> AlignmentReport:

@@ -402,7 +402,12 @@ def _eta_crit(cfg, prob, params) -> float:
 
 
 # ---- the experiments ----------------------------------------------------------------------
-def run_gd(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultReport:
+def _stage(callback: Callable, message: str) -> None:
+    """The package's one callback signature: one dict per event (here a stage line)."""
+    callback({"stage": message})
+
+
+def run_gd(cfg: CatapultConfig, callback: Callable | None = None) -> CatapultReport:
     """Full-batch GD at ``η = c · η_crit(w_0)`` for each ``c`` in ``cfg.lr_multipliers``."""
     prob = _Problem(cfg, cfg.seed)
     eta_crit = _eta_crit(cfg, prob, prob.params)
@@ -412,15 +417,16 @@ def run_gd(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultRep
         runs.append(
             _make_run(cfg, {"multiplier": c_mult}, eta_crit, np.full(cfg.steps, c_mult * eta_crit), loss, probes, steps)
         )
-        if progress:
-            progress(
+        if callback:
+            _stage(
+                callback,
                 f"gd: c = {c_mult:g} (η = {c_mult * eta_crit:.4g}): {runs[-1].regime}, "
-                f"{runs[-1].num_catapults} catapult(s)"
+                f"{runs[-1].num_catapults} catapult(s)",
             )
     return CatapultReport("gd", cfg, tuple(runs))
 
 
-def run_schedule(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultReport:
+def run_schedule(cfg: CatapultConfig, callback: Callable | None = None) -> CatapultReport:
     """A first segment at ``½ η_crit``, then ``cfg.increases`` segments at ``c · η_crit(w)`` of the
     current weights ``w`` (each steps above the critical rate once more), ``cfg.steps`` each."""
     prob = _Problem(cfg, cfg.seed)
@@ -453,15 +459,16 @@ def run_schedule(cfg: CatapultConfig, progress: Callable | None = None) -> Catap
         for seg in segments:
             seg["catapults_so_far"] = sum(1 for cat in run.catapults if cat.start < seg["end_step"])
         runs.append(dataclasses.replace(run, segments=tuple(segments)))
-        if progress:
-            progress(
+        if callback:
+            _stage(
+                callback,
                 f"schedule: c = {c_mult:g}: {run.num_catapults} catapult(s), AGOP alignment "
-                + " -> ".join(f"{s['agop_alignment']:.3f}" for s in segments)
+                + " -> ".join(f"{s['agop_alignment']:.3f}" for s in segments),
             )
     return CatapultReport("schedule", cfg, tuple(runs))
 
 
-def run_sgd(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultReport:
+def run_sgd(cfg: CatapultConfig, callback: Callable | None = None) -> CatapultReport:
     """SGD (batches drawn without replacement, i.i.d. over steps) at ``η = c · η_crit(w_0)`` of the
     full training kernel, for every batch size, multiplier and seed ``seed + j``."""
     if not all(b <= cfg.samples for b in cfg.batch_sizes):
@@ -485,11 +492,12 @@ def run_sgd(cfg: CatapultConfig, progress: Callable | None = None) -> CatapultRe
                         steps,
                     )
                 )
-                if progress:
+                if callback:
                     r = runs[-1]
-                    progress(
+                    _stage(
+                        callback,
                         f"sgd: seed {cfg.seed + j}, c = {c_mult:g}, b = {b}: {r.num_catapults} catapult(s), "
-                        f"AGOP alignment {r.agop_alignment[-1]:.3f}, test MSE {r.test_mse[-1]:.4g}"
+                        f"AGOP alignment {r.agop_alignment[-1]:.3f}, test MSE {r.test_mse[-1]:.4g}",
                     )
     return CatapultReport("sgd", cfg, tuple(runs))
 
@@ -517,8 +525,11 @@ def batch_table(report: CatapultReport) -> list[dict]:
 EXPERIMENTS = {"gd": run_gd, "schedule": run_schedule, "sgd": run_sgd}
 
 
-def run(config: CatapultConfig, task: str = "gd", progress: Callable | None = None) -> CatapultReport:
-    """The experiment ``task`` (``"gd"``, ``"schedule"`` or ``"sgd"``) with ``config``; ``progress(message)``."""
+def run(config: CatapultConfig, task: str = "gd", callback: Callable | None = None) -> CatapultReport:
+    """The experiment ``task`` (``"gd"``, ``"schedule"`` or ``"sgd"``) with ``config``.
+
+    ``callback({"stage": message})`` hears each run.
+    """
     if task not in EXPERIMENTS:
         raise ValueError(f"task must be one of {sorted(EXPERIMENTS)}, got {task!r}")
-    return EXPERIMENTS[task](config, progress)
+    return EXPERIMENTS[task](config, callback)

@@ -12,7 +12,7 @@ spectral gap with the Hessian's outliers at the end point (``docs/diffusion_maps
   Adam, then mini-batch SGD; top Hessian eigenpairs by the Krylov route of
   `ufm.curvature.spectrum` (the dense Hessians of the other tasks by its dense route).
 
-Every ``run_*`` returns a `DiffusionReport`; ``progress`` (optional) is called with one line
+Every ``run_*`` returns a `DiffusionReport`; ``callback`` (optional) is called with one line
 per stage (the CLI prints them on stderr).
 """
 
@@ -109,9 +109,9 @@ def _sgd_trajectory(loss_fn, params, *, steps: int, learning_rate: float, record
     return traj.iterates.astype(np.float32), traj.iterate_steps, traj.iterate_losses
 
 
-def _progress(message: str, progress) -> None:
-    if progress is not None:
-        progress(message)
+def _progress(message: str, callback) -> None:
+    if callback is not None:
+        callback({"stage": message})
 
 
 def _dense_eigh(loss, theta):
@@ -120,9 +120,9 @@ def _dense_eigh(loss, theta):
     return np.asarray(s.eigenvalues), np.asarray(s.eigenvectors)
 
 
-def _analyze(task, config, thetas, steps, losses, lam, U, t0, progress, hessian=None, **kw) -> DiffusionReport:
+def _analyze(task, config, thetas, steps, losses, lam, U, t0, callback, hessian=None, **kw) -> DiffusionReport:
     """The trajectory analysis of recorded iterates; ``burn_in=None`` drops the first 5 % of records."""
-    _progress(f"diffusion map of {thetas.shape[0]} iterates in R^{thetas.shape[1]}", progress)
+    _progress(f"diffusion map of {thetas.shape[0]} iterates in R^{thetas.shape[1]}", callback)
     if config["burn_in"] is None:
         config["burn_in"] = thetas.shape[0] // 20
     a = analyze_trajectory(
@@ -163,7 +163,7 @@ def run_quadratic(
     alpha: float = 0.5,
     epsilon="median",
     max_coords: int = 10,
-    progress=None,
+    callback=None,
 ) -> DiffusionReport:
     """SGD on ``½ θᵀHθ`` in R^dim, ``H = Q diag(h) Qᵀ`` of rank r (h evenly in [1, 2], Q a
     random orthonormal frame), gradient ``Hθ + σ Q diag(√h) z``: noise covariance ``σ²H``.
@@ -195,7 +195,7 @@ def run_quadratic(
     H = jnp.asarray((Q * h) @ Q.T)
     B = jnp.asarray(noise * Q * np.sqrt(h))  # B Bᵀ = σ² H
 
-    _progress(f"quadratic: {steps} SGD steps in R^{dim}, Hessian rank {rank}", progress)
+    _progress(f"quadratic: {steps} SGD steps in R^{dim}, Hessian rank {rank}", callback)
     theta0 = jnp.asarray(rng.standard_normal(dim))
     thetas, st, losses = _sgd_trajectory(
         _noisy_quadratic,
@@ -208,7 +208,7 @@ def run_quadratic(
         data={"H": H, "B": B},
     )
     lam, U = _dense_eigh(lambda th: 0.5 * th @ H @ th, jnp.asarray(thetas[-1], theta0.dtype))
-    return _analyze("quadratic", config, thetas, st, losses, lam[: rank + 10], U[:, : rank + 10], t0, progress)
+    return _analyze("quadratic", config, thetas, st, losses, lam[: rank + 10], U[:, : rank + 10], t0, callback)
 
 
 def _noisy_quadratic(theta, batch):
@@ -265,7 +265,7 @@ def run_ufm(
     alpha: float = 0.5,
     epsilon="median",
     max_coords: int = 10,
-    progress=None,
+    callback=None,
 ) -> DiffusionReport:
     """Mini-batch SGD (``batch_size`` columns of H_1, the ridge over all parameters) on a
     linear-MSE deep UFM (K = 3, n = 4, L = 2, d = 6, λ = 5e-3), started at its DNC point."""
@@ -293,7 +293,7 @@ def run_ufm(
     loss = functools.partial(_ufm_batch_loss, spec)
     data = {"cols": jnp.arange(spec.num_samples), "labels": jnp.asarray(spec.class_index)}
 
-    _progress(f"ufm: {steps} SGD steps (batch {batch_size}) from the DNC point, {theta0.size} parameters", progress)
+    _progress(f"ufm: {steps} SGD steps (batch {batch_size}) from the DNC point, {theta0.size} parameters", callback)
     thetas, st, losses = _sgd_trajectory(
         loss,
         p0,
@@ -322,7 +322,7 @@ def run_ufm(
         lam,
         U,
         t0,
-        progress,
+        callback,
         optimal_loss=dnc_solution(spec).optimal_loss,
         final_loss=float(full(unravel(thetas[-1]))),
         hessian_rank=int(positive.size),
@@ -347,7 +347,7 @@ def run_mnist(
     epsilon="median",
     max_coords: int = 10,
     hessian_k: int = 20,
-    progress=None,
+    callback=None,
 ) -> DiffusionReport:
     """A small MLP (784 → hidden → width → 10, MSE, λ_W = 5e-4) on ``per_class`` shipped MNIST
     images per class: Adam for ``pretrain_steps`` full-batch steps, then mini-batch SGD."""
@@ -382,13 +382,13 @@ def run_mnist(
     full = jax.jit(lambda th: nets.network_loss(spec, unravel(th), X, y))
     loss, train = functools.partial(_mnist_loss, spec), {"X": X, "y": y}
 
-    _progress(f"mnist: {pretrain_steps} Adam steps on {X.shape[0]} images, {theta0.size} parameters", progress)
+    _progress(f"mnist: {pretrain_steps} Adam steps on {X.shape[0]} images, {theta0.size} parameters", callback)
     if pretrain_steps:
         p0 = record(
             loss, p0, optax.adam(1e-3), steps=pretrain_steps, checkpoints=[0], data=train, seed=seed
         ).final_params
 
-    _progress(f"mnist: {steps} SGD steps (batch {batch_size}), loss {float(loss(p0, train)):.4g} after Adam", progress)
+    _progress(f"mnist: {steps} SGD steps (batch {batch_size}), loss {float(loss(p0, train)):.4g} after Adam", callback)
     thetas, st, losses = _sgd_trajectory(
         loss,
         p0,
@@ -399,7 +399,7 @@ def run_mnist(
         data=train,
         batch_size=batch_size,
     )
-    _progress(f"mnist: top {hessian_k} Hessian eigenpairs at the end point", progress)
+    _progress(f"mnist: top {hessian_k} Hessian eigenpairs at the end point", callback)
     top = curvature.spectrum(full, jnp.asarray(thetas[-1], dtype), k=hessian_k, method="krylov", seed=seed)
     accuracy = nets.accuracy(spec, unravel(jnp.asarray(thetas[-1], dtype)), X, y)
     return _analyze(
@@ -411,7 +411,7 @@ def run_mnist(
         top.eigenvalues,
         top.eigenvectors,
         t0,
-        progress,
+        callback,
         final_loss=float(full(jnp.asarray(thetas[-1], dtype))),
         train_accuracy=accuracy,
         hessian=top,
@@ -450,11 +450,11 @@ class DmapConfig:
 _TASK_FUNCTIONS = {"quadratic": run_quadratic, "ufm": run_ufm, "mnist": run_mnist}
 
 
-def run(config: DmapConfig | str, progress=None, **settings) -> DiffusionReport:
+def run(config: DmapConfig | str, callback=None, **settings) -> DiffusionReport:
     """The experiment of ``config`` (a `DmapConfig`; or a task name and its settings, the older
-    entry ``run("quadratic", steps=...)``); ``progress(message)`` hears each stage."""
+    entry ``run("quadratic", steps=...)``); ``callback({"stage": message})`` hears each stage."""
     if isinstance(config, str):
         config = DmapConfig(task=config, **settings)
     elif settings:
         raise TypeError(f"run(DmapConfig) takes no further settings, got {sorted(settings)}")
-    return call_task(config, _TASK_FUNCTIONS, progress=progress)
+    return call_task(config, _TASK_FUNCTIONS, callback=callback)

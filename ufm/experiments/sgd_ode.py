@@ -188,12 +188,16 @@ class SGDODEReport:
         return out
 
 
-def run(config: SGDODEConfig, progress: Callable | None = None) -> SGDODEReport:
+def run(config: SGDODEConfig, callback: Callable | None = None) -> SGDODEReport:
     """SGD runs, then the ODE on their grid (``throw=False``: its status is the report's), then the gaps.
 
-    ``progress(message)`` hears each stage. Bad settings raise ValueError before any work.
+    ``callback({"stage": message})`` hears each stage. Bad settings raise ValueError before any work.
     """
-    say = progress or (lambda message: None)
+
+    def say(message: str) -> None:
+        if callback is not None:
+            callback({"stage": message})
+
     mix = config.check()
     steps = round(config.time * config.dim)
     say(f"{mix.name}; {config.loss}, γ={config.lr:g}; SGD {config.sgd_runs} runs × {steps} steps")
