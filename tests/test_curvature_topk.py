@@ -88,14 +88,16 @@ def test_an_unconverged_solve_is_loud_and_stays_inside_the_spectrum():
     A = (Q * w) @ Q.T
     op = C.Operator.from_matvec(A)
     with pytest.warns(ConvergenceWarning, match="did not converge"):
-        top = C.top_eigenpairs(op, None, 4, block_size=1, max_restarts=1, tol=1e-14)
+        top = C.top_eigenpairs(op, None, 4, block_size=1, max_restarts=1, tol=1e-14, throw=False)
     assert not top.converged and "did not converge" in top.messages[0] and "converged" not in top.info
     assert np.all((top.eigenvalues <= w.max() + 1e3 * EPS) & (top.eigenvalues >= w.min() - 1e3 * EPS))
     # the reported residuals are the true ones of the returned pairs
     X = top.eigenvectors
     np.testing.assert_allclose(top.residuals, np.linalg.norm(A @ X - X * top.eigenvalues, axis=0), atol=1e-12)
-    with pytest.raises(NotConvergedError, match="did not converge"):
-        C.top_eigenpairs(op, None, 4, block_size=1, max_restarts=1, tol=1e-14, throw=True)
+    with pytest.raises(NotConvergedError, match="did not converge"):  # the package default (ufm.results.THROW)
+        C.top_eigenpairs(op, None, 4, block_size=1, max_restarts=1, tol=1e-14)
+    with pytest.raises(NotConvergedError, match="did not converge"):  # and through spectrum's Krylov route
+        C.spectrum(op, k=4, method="krylov", block_size=1, max_restarts=1, tol=1e-14)
 
 
 def test_dense_fallback_counts_its_products():

@@ -76,7 +76,8 @@ def spectrum(
       data, batch_size, mesh, devices: a loss ``loss_fn(params, batch)`` over a data pytree,
         streamed in batches and / or sharded over devices (see `hessian_operator`,
         ``docs/curvature.md``); the same `Spectrum` as the closed-over loss, to rounding.
-      krylov_options: passed to `top_eigenpairs` (``block_size``, ``oversample``, ...).
+      krylov_options: passed to `top_eigenpairs` (``block_size``, ``oversample``, ``throw``, ...);
+        a Krylov solve that misses ``tol`` raises unless ``throw=False`` (`ufm.results.THROW`).
 
     Returns:
       `Spectrum`: ``eigenvalues`` (descending), ``eigenvectors`` (P × m), ``residuals``,

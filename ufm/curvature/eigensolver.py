@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..results import THROW
 from ..spectrum import Spectrum
 from ._checks import check_count, raise_nonfinite
 from ._operator import as_operator
@@ -411,7 +412,7 @@ def top_eigenpairs(
     max_restarts: int = 200,
     max_products: int = 20_000,
     which: str = "LA",
-    throw: bool = False,
+    throw: bool = THROW,
     callback=None,
     data=None,
     batch_size=None,
@@ -460,8 +461,9 @@ def top_eigenpairs(
         (e.g. no spectral gap) stops and returns what it has, with ``converged=False``
         and the measured residuals.
       which: ``"LA"`` largest algebraic (descending) or ``"LM"`` largest magnitude.
-      throw: a result that missed ``tol`` warns (`ConvergenceWarning`) by default; with
-        ``throw=True`` it raises `NotConvergedError` instead.
+      throw: a result that missed ``tol`` raises `NotConvergedError` (the package default,
+        `ufm.results.THROW`); with ``throw=False`` it warns (`ConvergenceWarning`) and returns the
+        Ritz pairs with ``converged=False`` and the reason in ``messages``.
       callback: optional ``callback(dict)`` called at every restart with ``phase``,
         ``restarts``, ``products`` and ``max_residual`` (progress for long solves; a
         host callback from inside the compiled loop).
@@ -558,8 +560,8 @@ def top_eigenpairs(
             f"top_eigenpairs did not converge: max residual {float(np.max(res)):.3g} > tol·max|λ| = "
             f"{tol * scale:.3g} after {info['restarts']} restarts ({info['products']} products, budget "
             f"max_restarts={max_restarts}, max_products={max_products}); the values are Ritz values "
-            "(inside the spectrum) but not to tol. Raise the budget, loosen tol, or pass throw=True to "
-            "make this an error"
+            "(inside the spectrum) but not to tol. Raise the budget or loosen tol (throw=False returns them "
+            "with converged=False)"
         )
         if throw:
             raise NotConvergedError(msg)

@@ -89,7 +89,8 @@ def _spectrum(source, params=None, batch=None, *, leaves=None, k=None, method="a
     dense = method == "dense" or (method == "auto" and dim <= curvature.DEFAULT_DENSE_MAX) or k is None
     if dense:
         return curvature.spectrum(source, pair, leaves=chosen, method="dense")
-    return curvature.spectrum(source, pair, leaves=chosen, k=k, method="krylov", tol=tol)
+    # throw=False: the probe reports "converged" and the Trajectory carries it
+    return curvature.spectrum(source, pair, leaves=chosen, k=k, method="krylov", tol=tol, throw=False)
 
 
 # ---- results ------------------------------------------------------------------------------

@@ -142,7 +142,9 @@ def kernel_spectrum(
     if _positive_int("k", k) > dim:
         raise ValueError(f"k must be <= nc={dim}, got {k!r}")
     if method == "krylov" or (method == "auto" and dim > dense_max):
-        return spectrum(tangent_kernel_operator(f, params, X), k=int(k), method="krylov", **krylov_kw)
+        # the status travels in the Spectrum (converged / messages) unless the caller asks to raise
+        kw = {"throw": False, **krylov_kw}
+        return spectrum(tangent_kernel_operator(f, params, X), k=int(k), method="krylov", **kw)
     return spectrum(np.asarray(tangent_kernel(f, params, X)), k=int(k), method="dense")
 
 
