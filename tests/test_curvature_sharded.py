@@ -7,30 +7,13 @@ nor by the batch sizes, so the tail paths (a partial last batch, leftover sample
 evaluated replicated) are exercised.
 """
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
-
-HERE = pathlib.Path(__file__).parent
+from _devices import run_on_simulated_devices  # tests/ is on sys.path under pytest
 
 
 @pytest.mark.slow  # 24 s (a subprocess with 8 simulated devices compiles every route; measured at load 2)
 def test_sharded_streamed_and_both_equal_the_single_array_products():
-    env = dict(
-        os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
-    )
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "_sharded_check.py")], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_on_simulated_devices("_sharded_check.py")
     assert out["devices"] == 8
     moments = out["results"].pop("gradient_moments")
     assert moments["per_sample_rel"] < 1e-13, moments

@@ -7,27 +7,11 @@ The XLA flag must be set before JAX starts, so the check runs in a subprocess
 samples take the replicated path).
 """
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
-HERE = pathlib.Path(__file__).parent
+from _devices import run_on_simulated_devices  # tests/ is on sys.path under pytest
 
 
 def test_sharded_recording_equals_the_single_array_one():
-    env = dict(
-        os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
-    )
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "_sharded_record_check.py")], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_on_simulated_devices("_sharded_record_check.py")
     assert out["devices"] == 8
     for mode in ("full", "minibatch"):
         r = out[mode]
