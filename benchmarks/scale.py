@@ -251,12 +251,13 @@ def worker_dense(cfg):
 WORKERS = {"hvp": worker_hvp, "topk": worker_topk, "dense": worker_dense}
 
 
-def run_worker(kind, cfg, devices=1, timeout=3000):
+def run_worker(kind, cfg, devices=1, timeout=3000, script=__file__):
+    """``script --worker kind cfg`` in a fresh process (its own peak RSS); its last stdout line as a dict."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--worker", kind, json.dumps(cfg)],
+        [sys.executable, os.path.abspath(script), "--worker", kind, json.dumps(cfg)],
         env=env,
         capture_output=True,
         text=True,

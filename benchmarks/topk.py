@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -209,18 +208,11 @@ WORKERS = {"mlp": worker_mlp, "ufm": worker_ufm}
 
 
 def run_worker(kind, cfg, timeout=3000):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--worker", kind, json.dumps(cfg)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode:
-        return {**cfg, "error": proc.stderr[-2000:]}
-    row = json.loads(proc.stdout.strip().splitlines()[-1])
-    row["load_average_after"] = os.getloadavg()[0]
+    from scale import run_worker as run_script  # one subprocess runner for the benchmarks
+
+    row = run_script(kind, cfg, timeout=timeout, script=__file__)
+    if "error" not in row:
+        row["load_average_after"] = os.getloadavg()[0]
     return row
 
 
