@@ -61,13 +61,15 @@ def select(only=None) -> list[str]:
     return [n for n in names if n in chosen]
 
 
-def build(out_dir, *, quick: bool = False, only=None) -> list[tuple[str, float, tuple[str, ...]]]:
+def build(out_dir, *, quick: bool = False, only=None, callback=None) -> list[tuple[str, float, tuple[str, ...]]]:
     """Build the figures into ``out_dir``; returns ``[(name, seconds, files)]``.
 
     Args:
       out_dir: output folder (created); the cache lives in ``out_dir/cache``.
       quick: reduced sizes (seconds per figure), for CI.
       only: names (or unambiguous prefixes such as ``"fig01"``) of the figures to build.
+      callback: ``callback(event: dict)`` (the package's one progress signature), called with
+        ``{"stage": name, "index": i, "total": n}`` before each figure.
     """
     from ._common import enable_x64
 
@@ -80,7 +82,9 @@ def build(out_dir, *, quick: bool = False, only=None) -> list[tuple[str, float, 
         with open(store) as f:
             entries = {k: v for k, v in json.load(f).items() if k in FIGURES and v.get("quick") == quick}
     results = []
-    for name in names:
+    for i, name in enumerate(names):
+        if callback is not None:
+            callback({"stage": name, "index": i, "total": len(names)})
         t0 = time.perf_counter()
         res = _module(name).make(out_dir, quick=quick)
         files, caption = tuple(str(f) for f in res.files), res.caption

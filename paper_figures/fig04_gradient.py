@@ -40,19 +40,21 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.set_xlabel("(c, c')")
         axes[0].set_ylabel(r"$\langle \hat g, \hat\mu_c^{(l+1)}\otimes\hat\mu_{c'}^{(l)}\rangle^2$")
         ax = axes[-1]
+        top = 1.3  # the sums exceed 1 early on, while the class means are far from orthogonal
         for l in range(1, L + 1):
             c = plotting.COLORS[l - 1]
             c2 = traj["coef2"][:, l - 1]
             ax.plot(x, c2[:, diag].sum(axis=1), color=c, label=f"layer {l}")
             ax.plot(x, c2[:, ~diag].sum(axis=1), color=c, linestyle=(0, (1, 1)), linewidth=0.8)
+            top = max(top, 1.05 * c2[:, diag].sum(axis=1).max(), 1.05 * c2[:, ~diag].sum(axis=1).max())
             ax.plot(x, traj["grad_fraction"][:, l - 1], color=c, linestyle=(0, (5, 1, 1, 1)), linewidth=0.8)
         ax.plot([], [], color="0.4", label="Σ diagonal coef²")
         ax.plot([], [], color="0.4", linestyle=(0, (1, 1)), linewidth=0.8, label="Σ off-diagonal coef²")
         ax.plot([], [], color="0.4", linestyle=(0, (5, 1, 1, 1)), linewidth=0.8, label="‖P_top g‖²/‖g‖²")
-        ax.set(xscale="log", xlabel="step + 1", ylim=(-0.02, 1.3))
+        ax.set(xscale="log", xlabel="step + 1", ylim=(-0.02, top))
         ax.set_title("over training")
         handles = axes[0].get_legend_handles_labels()[0] + ax.get_legend_handles_labels()[0]
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+        fig.legend(handles=handles, loc="outside lower center", ncols=(len(handles) + 1) // 2)
         files = plotting.savefig(fig, os.path.join(out_dir, "fig04_gradient"))
     caption = (
         f"The data gradient ĝ = ∇_{{W_l}}Φ/‖·‖ on the predicted outlier eigenvectors μ̂_c^{{(l+1)}} ⊗ "

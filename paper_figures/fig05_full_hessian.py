@@ -58,7 +58,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         ax.set(
             xlabel="index",
             ylabel="eigenvalue (symlog)",
-            title=f"full data Hessian over $W_1..W_{L}$: {vals.size} eigenvalues, max rel. err {err:.0e}",
+            title=f"full data Hessian over $W_1,\\dots,W_{L}$: {vals.size} eigenvalues, max rel. err {err:.0e}",
         )
         inset = ax.inset_axes([0.56, 0.47, 0.41, 0.29])
         top = np.arange(1, K * K + 1)

@@ -120,7 +120,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                     markeredgecolor=plotting.COLORS[4],
                     label=r"trained: $\hat\gamma=\langle Z,Y\rangle/\|Y\|^2$",
                 )
-        axes[0].set_ylabel(r"$\lambda_H$")
+        for ax in axes:  # each panel has its own λ_H range (the boundary moves with L)
+            ax.set_ylabel(r"$\lambda_H$")
         axes[0].legend(loc="upper right", bbox_to_anchor=(1.0, 0.88), fontsize=5.5)
         if "trained_lambda" in data:
             axes[-1].legend(loc="upper right", bbox_to_anchor=(1.0, 0.88), fontsize=5.5)

@@ -23,7 +23,7 @@ def _settings(quick: bool) -> dict:
         return {
             "kgmm": dict(num_classes=3, dim=24, time=8.0, checkpoints=3, test_samples=60),
             "snrs": (200.0, 2.0),
-            "xor": dict(dim=16, width=5, time=30.0, seeds=2, checkpoints=2, test_samples=200),
+            "xor": dict(dim=16, width=5, time=30.0, seeds=6, checkpoints=3, test_samples=200),
             "ufm": dict(num_classes=3, per_class=2, depth=2, width=6, steps=300, lr=0.2, checkpoints=4),
         }
     return {
@@ -149,7 +149,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         )
         e.invert_xaxis()
         e.set_title("(e) deep UFM (GD): gradient vs NC1")
-        e.legend(loc="lower right")
+        # below the bottom row: inside (e) or (f) it would cover the dip of the curves
+        fig.legend(handles=e.get_legend_handles_labels()[0], loc="outside lower right", ncols=4)
         f.set(xscale="log", xlabel="step + 1", ylabel=r"$\|P g\|^2/\|g\|^2$", ylim=(0, 1.02))
         f.set_title("(f) deep UFM: over training")
         files = plotting.savefig(fig, os.path.join(out_dir, "fig11_alignment"))

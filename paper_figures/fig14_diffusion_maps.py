@@ -21,7 +21,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     from ufm.experiments import dmap
 
     if quick:
-        reports = [dmap.run_quadratic(steps=4_000, record_every=8, burn_in=25, seed=C.SEED)]
+        reports = [dmap.run_quadratic(steps=12_000, record_every=20, burn_in=25, seed=C.SEED)]
     else:
         reports = [dmap.run_quadratic(seed=C.SEED), dmap.run_ufm(seed=C.SEED), dmap.run_mnist(seed=C.SEED)]
     files = plotting.savefig(plotting.dmap.diffusion_figure(reports), os.path.join(out_dir, "fig14_diffusion_maps"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import UsageError
+from ._common import Progress, UsageError
 
 __all__ = ["add_parser", "run"]
 
@@ -38,6 +38,13 @@ def run(args) -> int:
         paper_figures.select(args.only)
     except ValueError as e:
         raise UsageError(f"--{e}") from None
-    for name, seconds, files in paper_figures.build(args.out, quick=args.quick, only=args.only):
+    with Progress() as progress:
+
+        def stage(event):
+            progress.stage(f"{event['stage']} ({event['index'] + 1}/{event['total']})")
+
+        built = paper_figures.build(args.out, quick=args.quick, only=args.only, callback=stage)
+    for name, seconds, files in built:
         print(f"{name:28s} {seconds:7.1f} s  {', '.join(str(f) for f in files) or 'skipped'}")
+    print(f"total {sum(seconds for _, seconds, _ in built):.1f} s; gallery: {args.out}/index.md")
     return 0

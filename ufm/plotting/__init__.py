@@ -11,12 +11,14 @@ report (never a dict) with the one name ``report_figure(report)``.
 from . import align, catapult, dmap, real, sgd_ode, verify
 from ._style import (
     COLORS,
+    MARKERS,
     ONE_COLUMN,
     PREDICTED_STYLE,
     STYLE,
     TWO_COLUMN,
     figure,
     heatmap,
+    label_panels,
     mark_value,
     plot_spectrum,
     savefig,
@@ -27,12 +29,14 @@ from .verify import layer_spectra_figure
 
 __all__ = [
     "COLORS",
+    "MARKERS",
     "ONE_COLUMN",
     "TWO_COLUMN",
     "STYLE",
     "PREDICTED_STYLE",
     "figure",
     "heatmap",
+    "label_panels",
     "mark_value",
     "plot_spectrum",
     "savefig",

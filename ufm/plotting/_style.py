@@ -28,8 +28,10 @@ __all__ = [
     "COLORS",
     "ONE_COLUMN",
     "TWO_COLUMN",
+    "MARKERS",
     "STYLE",
     "figure",
+    "label_panels",
     "heatmap",
     "mark_value",
     "plot_spectrum",
@@ -39,9 +41,11 @@ __all__ = [
 
 #: Okabe–Ito palette, in the order used for successive series.
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+#: Markers for successive series, in the order of `COLORS` (distinct shapes survive greyscale print).
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 #: Widths in inches of a figure spanning one / two columns of a two-column paper.
-ONE_COLUMN = 3.4
-TWO_COLUMN = 7.0
+ONE_COLUMN = 3.25
+TWO_COLUMN = 6.75
 #: Predicted values are drawn in this dash pattern.
 PREDICTED_STYLE = {"linestyle": (0, (4, 2)), "linewidth": 1.0}
 
@@ -133,11 +137,35 @@ def savefig(fig, path) -> tuple[str, str]:
     log.setLevel(logging.ERROR)
     try:
         with use_style():
+            label_panels(fig)
             for p in out:
                 fig.savefig(p)
     finally:
         log.setLevel(level)
     return out
+
+
+def _panels(fig) -> list:
+    """The figure's panels: its visible axes, colour bars excluded (insets are not in ``fig.axes``)."""
+    return [ax for ax in fig.axes if ax.axison and ax.get_label() != "<colorbar>"]
+
+
+def label_panels(fig) -> None:
+    """Prefix the title of each panel with its letter, (a), (b), ... in reading order.
+
+    Idempotent, and a no-op for a one-panel figure or one whose first panel is already
+    lettered; `savefig` calls it, so every multi-panel figure carries letters.
+    """
+    panels = _panels(fig)
+    if len(panels) < 2 or any(panels[0].get_title(loc).startswith("(a)") for loc in ("center", "left")):
+        return
+    for i, ax in enumerate(panels):
+        letter = f"({chr(ord('a') + i)})"
+        loc = next((loc for loc in ("center", "left") if ax.get_title(loc)), None)
+        if loc is None:
+            ax.set_title(letter, loc="left")
+        else:
+            ax.set_title(f"{letter} {ax.get_title(loc)}", loc=loc)
 
 
 def mark_value(
