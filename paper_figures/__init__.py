@@ -61,7 +61,7 @@ def select(only=None) -> list[str]:
     return [n for n in names if n in chosen]
 
 
-def build(out_dir, *, quick: bool = False, only=None, callback=None) -> list[tuple[str, float, tuple[str, ...]]]:
+def build(out_dir, *, quick: bool = False, only=None, callback=None, gallery=None) -> list[tuple[str, float, tuple[str, ...]]]:
     """Build the figures into ``out_dir``; returns ``[(name, seconds, files)]``.
 
     Args:
@@ -70,6 +70,7 @@ def build(out_dir, *, quick: bool = False, only=None, callback=None) -> list[tup
       only: names (or unambiguous prefixes such as ``"fig01"``) of the figures to build.
       callback: ``callback(event: dict)`` (the package's one progress signature), called with
         ``{"stage": name, "index": i, "total": n}`` before each figure.
+      gallery: also write the gallery page here (``docs/figures.md``), besides ``out_dir/index.md``.
     """
     from ._common import enable_x64
 
@@ -94,28 +95,50 @@ def build(out_dir, *, quick: bool = False, only=None, callback=None) -> list[tup
         with open(store, "w") as f:
             json.dump(entries, f, indent=1)
     _write_gallery(out_dir, entries, quick)
+    if gallery is not None:
+        _write_gallery(out_dir, entries, quick, gallery)
     return results
 
 
-def _write_gallery(out_dir, entries: dict, quick: bool) -> str:
-    """index.md: every figure built so far into ``out_dir`` (this call or an earlier one), in order."""
-    path = os.path.join(out_dir, "index.md")
+def describe(name: str) -> tuple[str, str]:
+    """``(title, what it demonstrates)`` of a figure: its module docstring's first line (after
+    "Figure N:") and the rest of its first paragraph."""
+    doc = (_module(name).__doc__ or "").strip()
+    first, _, rest = doc.partition("\n\n")
+    title, _, body = first.partition("\n")
+    title = title.split(":", 1)[1].strip() if title.lower().startswith("figure") else title
+    title = title[:1].upper() + title[1:]
+    return title.rstrip("."), " ".join((body + " " + rest.split("\n\n")[0] if not body else body).split())
+
+
+def _write_gallery(out_dir, entries: dict, quick: bool, path=None) -> str:
+    """The gallery (default ``out_dir/index.md``): every figure built so far into ``out_dir`` (this
+    call or an earlier one), in order, with its title, what it demonstrates, the command that
+    makes it, the PNG and the caption (its numbers come from the data drawn)."""
+    path = os.path.join(out_dir, "index.md") if path is None else os.fspath(path)
+    flag = " --quick" if quick else ""
     lines = [
-        "# ufm paper figures" + (" (quick build: reduced sizes)" if quick else ""),
+        "# Gallery: the paper figures" + (" (quick build: reduced sizes)" if quick else ""),
         "",
-        "Built by `python -m paper_figures" + (" --quick" if quick else "") + "`; data cached in `cache/`.",
+        f"Every figure of the paper, made by `ufm figures{flag}` (PDF and PNG; computed data is cached, so a",
+        "second build only re-plots). This page is written by",
+        f"`ufm figures{flag} --out {os.path.relpath(out_dir, os.path.dirname(path) or '.')} --gallery "
+        f"{os.path.basename(path)}` (run from the folder of this page).",
         "",
     ]
     for name in (n for n in FIGURES if n in entries):
         dt, files, caption = entries[name]["seconds"], entries[name]["files"], entries[name]["caption"]
-        lines += [f"## {name}", ""]
+        title, shows = describe(name)
+        lines += [f"## {name}: {title}", ""]
         png = [f for f in files if f.endswith(".png")]
         if png:
-            lines += [f"![{name}]({os.path.relpath(png[0], out_dir)})", ""]
+            lines += [f"![{name}]({os.path.relpath(png[0], os.path.dirname(path) or '.')})", ""]
         lines += [
-            caption,
+            f"**What it shows.** {shows}" if shows else "",
             "",
-            f"*{dt:.1f} s" + (f"; files: {', '.join(os.path.basename(f) for f in files)}*" if files else "*"),
+            f"**Caption.** {caption}",
+            "",
+            f"**Command.** `ufm figures{flag} --only {name.split('_')[0]}` ({dt:.1f} s in this build).",
             "",
         ]
     with open(path, "w") as f:

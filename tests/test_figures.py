@@ -30,9 +30,14 @@ def test_figure_quick(name, out_dir):
     for f in res.files:
         assert _nonempty(f), f
     with open([f for f in res.files if f.endswith(".png")][0], "rb") as fh:
-        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+        head = fh.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    width_px = int.from_bytes(head[16:20], "big")  # IHDR width
+    assert width_px in (round(3.25 * 300), round(6.75 * 300)), width_px  # one or two paper columns at 300 dpi
     with open([f for f in res.files if f.endswith(".pdf")][0], "rb") as fh:
-        assert fh.read(5) == b"%PDF-"
+        pdf = fh.read()
+    assert pdf[:5] == b"%PDF-"
+    assert b"/FontFile2" in pdf and b"/Type3" not in pdf  # TrueType fonts embedded, no Type 3
     assert "seed" in res.caption or "closed form" in res.caption
 
 
@@ -104,3 +109,31 @@ def test_layer_spectra_figure_from_a_report(tmp_path):
     assert all(_nonempty(p) for p in plotting.savefig(fig, tmp_path / "v"))
     with pytest.raises(ValueError, match="spectra"):
         plotting.layer_spectra_figure(Report(spec, (), {}))
+
+
+def test_gallery_page_has_every_figure():
+    """docs/figures.md (written by ``ufm figures --out docs/figures --gallery docs/figures.md``)
+    has an entry and a PNG for every figure in `paper_figures.FIGURES`."""
+    root = os.path.join(os.path.dirname(__file__), "..", "docs")
+    with open(os.path.join(root, "figures.md")) as f:
+        page = f.read()
+    for name in paper_figures.FIGURES:
+        assert f"## {name}:" in page, f"docs/figures.md has no entry for {name}"
+        assert f"](figures/{name}.png)" in page, name
+        assert _nonempty(os.path.join(root, "figures", f"{name}.png")), name
+
+
+def test_panels_are_lettered(tmp_path):
+    from ufm import plotting
+
+    with plotting.use_style():
+        fig, axes = plotting.figure(1, 3, columns=2)
+        axes[0].set_title("first")
+        axes[2].set_title("third", loc="left")
+        fig.colorbar(axes[1].imshow(np.eye(2)), ax=axes[1])
+    plotting.savefig(fig, tmp_path / "f")
+    assert axes[0].get_title() == "(a) first"
+    assert axes[1].get_title("left") == "(b)"  # no title: the letter alone, at the left
+    assert axes[2].get_title("left") == "(c) third"
+    plotting.savefig(fig, tmp_path / "g")  # idempotent
+    assert axes[0].get_title() == "(a) first"

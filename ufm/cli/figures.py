@@ -28,6 +28,12 @@ def add_parser(sub) -> None:
         metavar="NAME",
         help="build only these figures (names or prefixes such as fig01; listed below)",
     )
+    p.add_argument(
+        "--gallery",
+        default=None,
+        metavar="PATH",
+        help="also write the gallery page (captions, commands, PNGs) to PATH, e.g. docs/figures.md",
+    )
     p.set_defaults(func=run)
 
 
@@ -43,7 +49,9 @@ def run(args) -> int:
         def stage(event):
             progress.stage(f"{event['stage']} ({event['index'] + 1}/{event['total']})")
 
-        built = paper_figures.build(args.out, quick=args.quick, only=args.only, callback=stage)
+        built = paper_figures.build(
+            args.out, quick=args.quick, only=args.only, callback=stage, gallery=args.gallery
+        )
     for name, seconds, files in built:
         print(f"{name:28s} {seconds:7.1f} s  {', '.join(str(f) for f in files) or 'skipped'}")
     print(f"total {sum(seconds for _, seconds, _ in built):.1f} s; gallery: {args.out}/index.md")

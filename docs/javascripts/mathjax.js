@@ -1,0 +1,6 @@
+// MathJax for the `pymdownx.arithmatex` (generic) output: $...$ inline, $$...$$ display.
+window.MathJax = {
+  tex: { inlineMath: [["\\(", "\\)"]], displayMath: [["\\[", "\\]"]], processEscapes: true, processEnvironments: true },
+  options: { ignoreHtmlClass: ".*|", processHtmlClass: "arithmatex" },
+};
+document$.subscribe(() => { MathJax.typesetPromise(); });
