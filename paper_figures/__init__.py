@@ -61,7 +61,9 @@ def select(only=None) -> list[str]:
     return [n for n in names if n in chosen]
 
 
-def build(out_dir, *, quick: bool = False, only=None, callback=None, gallery=None) -> list[tuple[str, float, tuple[str, ...]]]:
+def build(
+    out_dir, *, quick: bool = False, only=None, callback=None, gallery=None
+) -> list[tuple[str, float, tuple[str, ...]]]:
     """Build the figures into ``out_dir``; returns ``[(name, seconds, files)]``.
 
     Args:

@@ -56,7 +56,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             pred = sol.layer_outliers[l - 1][0]
             plotting.mark_value(ax, pred, r"$\lambda_l\gamma/(1-\gamma)$", color="0.25", where=0.98)
             ax.set_ylim(floor / 5, pred * 8)
-            ax.set_title(rf"layer {l}: Gauss–Newton block of $W_{l}$")
+            ax.set_title(rf"Gauss–Newton block of $W_{l}$")
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_xlabel("index")
             if l == 1:

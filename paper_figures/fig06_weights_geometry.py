@@ -66,8 +66,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
                 colorbar=name == "CE",
                 fmt="{:.2f}",
             )
-            kind = r"$M^\top M$ (OF)" if name == "MSE" else r"centred $M^\top M$ (ETF)"
-            ax.set_title(f"{name}: {kind}\nlayer {spec.depth}, distance {dist:.0e}", fontsize=7)
+            kind = r"$M^\top M$, OF" if name == "MSE" else r"centred $M^\top M$, ETF"
+            ax.set_title(f"{name}: {kind}\nlayer {spec.depth}, dist. {dist:.0e}", fontsize=7)
         files = plotting.savefig(fig, os.path.join(out_dir, "fig06_weights_geometry"))
     caption = (
         f"Weights and geometry. MSE: the trained state of figure 1 ({C.describe(mse)}); CE: {C.describe(ce)}, "

@@ -27,17 +27,17 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     opt = ufm.theory.construct_optimum(base, C.SEED)
     for g0 in (1.0, 0.0):
         spec = base.replace(relu_grad0=g0)
-        cases.append((rf"ReLU, $\sigma'(0)={g0:g}$, optimum", spec, opt, None))
+        cases.append((rf"ReLU $\sigma'(0)={g0:g}$, optimum", spec, opt, None))
     soft = base.replace(activation="softplus", softplus_beta=beta)
     p_soft, i_soft = C.trained_state(
         out_dir, soft, steps=1_500 if quick else 30_000, init="optimum", name="softplus-state"
     )
-    cases.append((rf"softplus$(\beta x)/\beta$, $\beta={beta:g}$", soft, p_soft, i_soft))
+    cases.append((rf"softplus, $\beta={beta:g}$", soft, p_soft, i_soft))
     relu = base.replace(relu_grad0=0.0)
     # seed 0 of the quick model trains into a degenerate state (dead units: 1 outlier in layers 1–2);
     # RELU_SEED is the first seed that reaches a collapsed critical point, said in the caption
     p_relu, i_relu = C.trained_state(out_dir, relu, steps=1_500 if quick else 30_000, seed=RELU_SEED, name="relu-state")
-    cases.append((r"ReLU, $\sigma'(0)=0$, trained", relu, p_relu, i_relu))
+    cases.append((r"ReLU $\sigma'(0)=0$, trained", relu, p_relu, i_relu))
     data = [
         C.cached(
             out_dir,
@@ -69,7 +69,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             predicted = plotting.mark_value(
                 ax, pred, color="0.25", legend=r"linear prediction $\lambda\gamma/(1-\gamma)$"
             )
-            ax.set_title(title + "\nnonzero per layer: " + ", ".join(map(str, counts)), fontsize=7)
+            ax.set_title(title + "\nnonzero per layer " + ", ".join(map(str, counts)), fontsize=6.5)
             ax.set_xlabel("index")
             ax.set_ylim(1e-6 * pred / 4, pred * 6)
         axes[0].set_ylabel("eigenvalue (data Hessian)")

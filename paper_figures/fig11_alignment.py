@@ -150,7 +150,8 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         e.invert_xaxis()
         e.set_title("(e) deep UFM (GD): gradient vs NC1")
         # below the bottom row: inside (e) or (f) it would cover the dip of the curves
-        fig.legend(handles=e.get_legend_handles_labels()[0], loc="outside lower right", ncols=4)
+        handles = e.get_legend_handles_labels()[0]
+        fig.legend(handles=handles, loc="outside lower right", ncols=len(handles))
         f.set(xscale="log", xlabel="step + 1", ylabel=r"$\|P g\|^2/\|g\|^2$", ylim=(0, 1.02))
         f.set_title("(f) deep UFM: over training")
         files = plotting.savefig(fig, os.path.join(out_dir, "fig11_alignment"))

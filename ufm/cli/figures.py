@@ -49,9 +49,7 @@ def run(args) -> int:
         def stage(event):
             progress.stage(f"{event['stage']} ({event['index'] + 1}/{event['total']})")
 
-        built = paper_figures.build(
-            args.out, quick=args.quick, only=args.only, callback=stage, gallery=args.gallery
-        )
+        built = paper_figures.build(args.out, quick=args.quick, only=args.only, callback=stage, gallery=args.gallery)
     for name, seconds, files in built:
         print(f"{name:28s} {seconds:7.1f} s  {', '.join(str(f) for f in files) or 'skipped'}")
     print(f"total {sum(seconds for _, seconds, _ in built):.1f} s; gallery: {args.out}/index.md")

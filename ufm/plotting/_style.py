@@ -161,9 +161,13 @@ def label_panels(fig) -> None:
         return
     for i, ax in enumerate(panels):
         letter = f"({chr(ord('a') + i)})"
+        # the title's Text objects (matplotlib names the left one privately); set_text keeps their font
+        titles = {"center": ax.title, "left": getattr(ax, "_left_title", None)}
         loc = next((loc for loc in ("center", "left") if ax.get_title(loc)), None)
         if loc is None:
             ax.set_title(letter, loc="left")
+        elif titles[loc] is not None:
+            titles[loc].set_text(f"{letter} {ax.get_title(loc)}")
         else:
             ax.set_title(f"{letter} {ax.get_title(loc)}", loc=loc)
 
@@ -247,6 +251,8 @@ def plot_spectrum(
         floor = 1e-14 * top if top > 0 else 1e-16
     idx = np.arange(1, vals.size + 1) + offset
     big = vals > floor
+    if "markersize" not in kw and "ms" not in kw and vals.size > 40:  # many points: smaller markers stay apart
+        kw["markersize"] = max(1.0, 3.5 * np.sqrt(40 / vals.size))
     line = ax.plot(idx[big], vals[big], marker, color=color, label=label, linestyle="none", **kw)[0]
     if np.any(~big):
         ax.plot(

@@ -71,7 +71,16 @@ def _draw_row(fig, axes, report, color_by: str) -> None:
     if shown:
         _style.mark_value(ax2, m, f"{m} Hessian outliers", color=_style.COLORS[2], where=0.99)
     elif m is not None:
-        ax2.set_title(f"Hessian outliers: {m} (off scale)", fontsize="small")
+        ax2.text(
+            0.98,
+            0.98,
+            f"{m} Hessian outliers\n(off scale)",
+            transform=ax2.transAxes,
+            ha="right",
+            va="top",
+            fontsize="x-small",
+            color=_style.COLORS[2],
+        )
     _style.mark_value(ax2, a.dimension_estimate, f"dim ≈ {a.dimension_estimate:.2f}", where=0.99, va="top")
     ax2.set_xlabel(r"bandwidth $\varepsilon$")
     ax2.set_ylabel("dimension (2 × slope)")
