@@ -210,12 +210,13 @@ def metrics(spec: UFMSpec, params, *, rcond: float = 1e-10) -> CollapseMetrics:
     Row ``l-1`` describes ``H̃_l`` read by ``W_l``; the last row is the output Z (no
     weight). NC2 geometry: orthogonal frame for MSE, simplex ETF for CE (``docs/theory.md`` §2).
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
-    >>> nc = ufm.collapse.metrics(spec, ufm.theory.construct_optimum(spec))
-    >>> bool(max(nc.nc1) < 1e-12 and max(nc.of_distance) < 1e-12)   # collapsed onto orthogonal frames
-    True
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
+      >>> nc = ufm.collapse.metrics(spec, ufm.theory.construct_optimum(spec))
+      >>> bool(max(nc.nc1) < 1e-12 and max(nc.of_distance) < 1e-12)   # collapsed onto orthogonal frames
+      True
     """
     _check_finite("params.H1", params.H1)
     for i, W in enumerate(params.Ws):

@@ -43,10 +43,11 @@ def init_params(spec: UFMSpec, seed: int = 0, *, scale: float = 1.0, dtype=None)
 
     ``dtype`` defaults to JAX's default float (float64 only when ``jax_enable_x64``).
 
-    >>> import ufm
-    >>> p = ufm.init_params(ufm.UFMSpec(num_classes=2, per_class=3, depth=2, width=4), seed=0)
-    >>> p.H1.shape, [W.shape for W in p.Ws]             # H_1: d_1 × N, W_l: d_{l+1} × d_l
-    ((4, 6), [(4, 4), (2, 4)])
+    Examples:
+      >>> import ufm
+      >>> p = ufm.init_params(ufm.UFMSpec(num_classes=2, per_class=3, depth=2, width=4), seed=0)
+      >>> p.H1.shape, [W.shape for W in p.Ws]             # H_1: d_1 × N, W_l: d_{l+1} × d_l
+      ((4, 6), [(4, 4), (2, 4)])
     """
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
@@ -180,11 +181,12 @@ def loss_fn(spec: UFMSpec, *, regularized: bool = True):
     Cached per (spec, regularized): the same function object comes back, so jitted
     curvature routines keyed on it compile once per spec.
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=2)
-    >>> p = ufm.init_params(spec, 0)._replace(Ws=(jnp.zeros((2, 2)),))
-    >>> float(ufm.model.loss_fn(spec, regularized=False)(p))   # Z = 0: (1/2N)‖Y‖² = 1/2
-    0.5
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> spec = ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=2)
+      >>> p = ufm.init_params(spec, 0)._replace(Ws=(jnp.zeros((2, 2)),))
+      >>> float(ufm.model.loss_fn(spec, regularized=False)(p))   # Z = 0: (1/2N)‖Y‖² = 1/2
+      0.5
     """
     return functools.partial(loss, spec) if regularized else functools.partial(data_loss, spec)

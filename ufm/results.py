@@ -114,15 +114,16 @@ def result(cls=None, *, static: tuple[str, ...] = ()):
     others are leaves (arrays, or nested pytrees such as other results). The class must declare
     ``converged: bool`` and ``messages: tuple[str, ...]``; a ``to_dict`` it defines itself is kept.
 
-    >>> import numpy as np
-    >>> @result(static=("name",))
-    ... class Fit:
-    ...     name: str
-    ...     values: np.ndarray
-    ...     converged: bool = True
-    ...     messages: tuple[str, ...] = ()
-    >>> Fit("a", np.array([1.0, np.nan])).to_dict()
-    {'name': 'a', 'values': [1.0, None], 'converged': True, 'messages': []}
+    Examples:
+      >>> import numpy as np
+      >>> @result(static=("name",))
+      ... class Fit:
+      ...     name: str
+      ...     values: np.ndarray
+      ...     converged: bool = True
+      ...     messages: tuple[str, ...] = ()
+      >>> Fit("a", np.array([1.0, np.nan])).to_dict()
+      {'name': 'a', 'values': [1.0, None], 'converged': True, 'messages': []}
     """
 
     def wrap(cls):

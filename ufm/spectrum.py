@@ -145,12 +145,13 @@ class Spectrum:
           vectors: also eigenvectors and residuals (``eigh``); ``False`` uses ``eigvalsh``.
           source, info: stored as given.
 
-        >>> import numpy as np
-        >>> s = Spectrum.from_dense(np.diag([1.0, 3.0, 2.0]), k=2)
-        >>> s.eigenvalues.tolist(), s.dim, s.source
-        ([3.0, 2.0], 3, 'dense')
-        >>> bool(np.all(s.residuals == 0))
-        True
+        Examples:
+          >>> import numpy as np
+          >>> s = Spectrum.from_dense(np.diag([1.0, 3.0, 2.0]), k=2)
+          >>> s.eigenvalues.tolist(), s.dim, s.source
+          ([3.0, 2.0], 3, 'dense')
+          >>> bool(np.all(s.residuals == 0))
+          True
         """
         A = np.asarray(matrix, dtype=np.float64)
         if A.ndim != 2 or A.shape[0] != A.shape[1]:

@@ -145,12 +145,13 @@ def train(
     Raises:
       TrainingDiverged: the loss became NaN/inf; the message names the step.
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=2, per_class=2, depth=1, width=2, lambda_H=1e-2, lambda_W=1e-2)
-    >>> r = ufm.train(spec, ufm.init_params(spec, 0), steps=2_000)
-    >>> r.converged, abs(float(ufm.model.loss(spec, r.params)) - ufm.theory.dnc_solution(spec).optimal_loss) < 1e-12
-    (True, True)
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> spec = ufm.UFMSpec(num_classes=2, per_class=2, depth=1, width=2, lambda_H=1e-2, lambda_W=1e-2)
+      >>> r = ufm.train(spec, ufm.init_params(spec, 0), steps=2_000)
+      >>> r.converged, abs(float(ufm.model.loss(spec, r.params)) - ufm.theory.dnc_solution(spec).optimal_loss) < 1e-12
+      (True, True)
     """
     check_params(spec, params)
     for name, value in (("steps", steps), ("log_every", log_every)):

@@ -483,12 +483,13 @@ def collapsed_state(
     A training run that stops at ``steps`` before ``tol`` is kept (``info["train_converged"]``
     is False) and `verify` reports it as a failed check.
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> state = ufm.verification.collapsed_state(ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=2),
-    ...                                          from_optimum=True)
-    >>> state.info["state"], state.info["trained"]
-    ('constructed optimum (seed 0)', False)
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> state = ufm.verification.collapsed_state(ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=2),
+      ...                                          from_optimum=True)
+      >>> state.info["state"], state.info["trained"]
+      ('constructed optimum (seed 0)', False)
     """
     t0 = time.perf_counter()
     with jax.enable_x64(True):  # a float64 state whatever the caller's setting: verify's tolerances need it
@@ -548,12 +549,13 @@ def verify(
       ValueError: ``params`` not float64; a spec without a closed-form DNC point
         (`ufm.theory.dnc_solution`).
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=3)
-    >>> report = ufm.verify(spec, ufm.theory.construct_optimum(spec))
-    >>> report.passed, [s.layer for s in report.spectra]
-    (True, [1])
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> spec = ufm.UFMSpec(num_classes=2, per_class=1, depth=1, width=3)
+      >>> report = ufm.verify(spec, ufm.theory.construct_optimum(spec))
+      >>> report.passed, [s.layer for s in report.spectra]
+      (True, [1])
     """
     state = params if isinstance(params, State) else State(params, {"state": "given", "trained": False})
     check_params(spec, state.params)

@@ -68,10 +68,11 @@ def class_averaged_layer_hessian(
     Returns:
       `Spectrum` of the nonzero eigenpairs, ``bulk_value = shift``, ``dim = d_out·d_in``.
 
-    >>> import numpy as np
-    >>> C = np.stack([np.diag([2.0, 0.0]), np.diag([0.0, 1.0])])
-    >>> class_averaged_layer_hessian(C, np.eye(2)).eigenvalues  # (1/2)(2 e1e1ᵀ ⊗ e1e1ᵀ + e2e2ᵀ ⊗ e2e2ᵀ)
-    array([1. , 0.5])
+    Examples:
+      >>> import numpy as np
+      >>> C = np.stack([np.diag([2.0, 0.0]), np.diag([0.0, 1.0])])
+      >>> class_averaged_layer_hessian(C, np.eye(2)).eigenvalues  # (1/2)(2 e1e1ᵀ ⊗ e1e1ᵀ + e2e2ᵀ ⊗ e2e2ᵀ)
+      array([1. , 0.5])
     """
     M = np.asarray(M, dtype=np.float64)
     if M.ndim != 2:
@@ -156,11 +157,12 @@ def layer_block_split(
         default the class averages ``C̄_c`` (then ``curvature_spread`` is 0).
       num_classes: K (default ``max(labels) + 1``).
 
-    >>> import numpy as np
-    >>> C = np.ones((4, 1, 1)); H = np.array([[1.0, 3.0, -1.0, 1.0]]); y = np.array([0, 0, 1, 1])
-    >>> s = layer_block_split(C, H, y)   # μ = (2, 0), within-class variance 1 in both classes
-    >>> float(s.class_mean[0, 0]), float(s.feature_covariance[0, 0]), float(s.total()[0, 0])
-    (2.0, 1.0, 3.0)
+    Examples:
+      >>> import numpy as np
+      >>> C = np.ones((4, 1, 1)); H = np.array([[1.0, 3.0, -1.0, 1.0]]); y = np.array([0, 0, 1, 1])
+      >>> s = layer_block_split(C, H, y)   # μ = (2, 0), within-class variance 1 in both classes
+      >>> float(s.class_mean[0, 0]), float(s.feature_covariance[0, 0]), float(s.total()[0, 0])
+      (2.0, 1.0, 3.0)
     """
     H = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)

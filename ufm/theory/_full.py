@@ -137,12 +137,13 @@ def full_hessian_spectrum(
       `Spectrum`: data Hessian: the nonzero-structure eigenvalues, bulk 0; regularised: every
       eigenvalue resolved. ``info`` holds S, T and the level labels.
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=2, per_class=1, depth=2, width=3)
-    >>> s, sol = ufm.theory.full_hessian_spectrum(spec), ufm.theory.dnc_solution(spec)
-    >>> bool(np.isclose(s.eigenvalues[0], max(sol.full_levels.antisymmetric[0], sol.full_levels.symmetric[0])))
-    True
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> spec = ufm.UFMSpec(num_classes=2, per_class=1, depth=2, width=3)
+      >>> s, sol = ufm.theory.full_hessian_spectrum(spec), ufm.theory.dnc_solution(spec)
+      >>> bool(np.isclose(s.eigenvalues[0], max(sol.full_levels.antisymmetric[0], sol.full_levels.symmetric[0])))
+      True
     """
     if spec.loss != "mse" or not (
         spec.activation == "linear" or (spec.activation == "relu" and spec.relu_grad0 == 1.0)

@@ -44,10 +44,11 @@ def kron_eigh(A, B, *, k: int | None = None, vectors: bool | None = None) -> Spe
     Returns:
       `Spectrum` with ``factors=(A_vecs, B_vecs)`` (``v_j = a_j ⊗ b_j``), ``dim = pq``.
 
-    >>> import numpy as np
-    >>> s = kron_eigh(np.diag([2.0, 1.0]), np.diag([3.0, 1.0]))
-    >>> s.eigenvalues.tolist(), s.dim
-    ([6.0, 3.0, 2.0, 1.0], 4)
+    Examples:
+      >>> import numpy as np
+      >>> s = kron_eigh(np.diag([2.0, 1.0]), np.diag([3.0, 1.0]))
+      >>> s.eigenvalues.tolist(), s.dim
+      ([6.0, 3.0, 2.0, 1.0], 4)
     """
     A, B = _symmetric("A", A), _symmetric("B", B)
     a, U = np.linalg.eigh(A)

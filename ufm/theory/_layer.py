@@ -123,10 +123,11 @@ def collapsed_layer_hessian(
       with a shared A also ``factors`` (``v = a ⊗ b``). The residual (second-order) term of a
       nonlinear tail is not included here; `layer_hessian_spectrum` includes it.
 
-    >>> import numpy as np, ufm
-    >>> s = ufm.theory.collapsed_layer_hessian(np.eye(2), 2.0 * np.eye(2))   # A = I_K, M = 2 I: I ⊗ 4I/2
-    >>> s.eigenvalues.tolist(), s.dim
-    ([2.0, 2.0, 2.0, 2.0], 4)
+    Examples:
+      >>> import numpy as np, ufm
+      >>> s = ufm.theory.collapsed_layer_hessian(np.eye(2), 2.0 * np.eye(2))   # A = I_K, M = 2 I: I ⊗ 4I/2
+      >>> s.eigenvalues.tolist(), s.dim
+      ([2.0, 2.0, 2.0, 2.0], 4)
     """
     A = np.asarray(A, dtype=np.float64)
     M = np.asarray(M, dtype=np.float64)
@@ -229,12 +230,13 @@ def layer_hessian_spectrum(
       `Spectrum` of the nonzero eigenvalues, bulk 0 (or λ_l if ``regularized``); ``info``
       holds the layer, NC1 and the closed-form prediction where one exists.
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
-    >>> s = ufm.theory.layer_hessian_spectrum(spec, ufm.theory.construct_optimum(spec), layer=1)
-    >>> s.levels()[1].tolist(), s.dim, s.bulk_value     # K² equal outliers, the rest 0 (docs/theory.md §4)
-    ([9], 16, 0.0)
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
+      >>> s = ufm.theory.layer_hessian_spectrum(spec, ufm.theory.construct_optimum(spec), layer=1)
+      >>> s.levels()[1].tolist(), s.dim, s.bulk_value     # K² equal outliers, the rest 0 (docs/theory.md §4)
+      ([9], 16, 0.0)
     """
     layer = _check_layer(spec, layer)
     M, _, nc1 = _collapsed_means(spec, params, layer, collapse_tol, allow_zero)
@@ -263,12 +265,13 @@ def feature_hessian_spectrum(
     vec of H_1: the vector ``v ⊗ e_i`` is ``v`` in column i). Linear MSE: ``(1/N)A^{(1)ᵀ}A^{(1)} ⊗ I_N``,
     rank KN, value ``λ_Hγ/(1−γ)`` at the optimum. No collapse needed.
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
-    >>> s = ufm.theory.feature_hessian_spectrum(spec, ufm.theory.construct_optimum(spec))
-    >>> s.levels()[1].tolist(), s.dim                   # rank K·N, one value (docs/theory.md §4)
-    ([18], 24)
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
+      >>> s = ufm.theory.feature_hessian_spectrum(spec, ufm.theory.construct_optimum(spec))
+      >>> s.levels()[1].tolist(), s.dim                   # rank K·N, one value (docs/theory.md §4)
+      ([18], 24)
     """
     check_params(spec, params)
     H1 = np.asarray(params.H1, dtype=np.float64)

@@ -177,14 +177,15 @@ def dnc_solution(spec: UFMSpec) -> DNCSolution:
     Raises:
       ValueError: CE with no critical point; softplus, or ReLU with CE (no closed form).
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> sol = ufm.theory.dnc_solution(ufm.UFMSpec(num_classes=3, per_class=2, depth=2, lambda_H=1e-2, lambda_W=1e-2))
-    >>> g, L = sol.gamma, 2                     # γ^{L−1}(1−γ)^{L+1} = b = K^{L+1} n λ_H Πλ_l
-    >>> abs(g ** (L - 1) * (1 - g) ** (L + 1) - 3**3 * 2 * 1e-2**3) < 1e-15
-    True
-    >>> abs(sol.layer_outliers[0][0] - 1e-2 * g / (1 - g)) < 1e-15, sol.layer_multiplicities[0]
-    (True, (9,))
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> sol = ufm.theory.dnc_solution(ufm.UFMSpec(num_classes=3, per_class=2, depth=2, lambda_H=1e-2, lambda_W=1e-2))
+      >>> g, L = sol.gamma, 2                     # γ^{L−1}(1−γ)^{L+1} = b = K^{L+1} n λ_H Πλ_l
+      >>> abs(g ** (L - 1) * (1 - g) ** (L + 1) - 3**3 * 2 * 1e-2**3) < 1e-15
+      True
+      >>> abs(sol.layer_outliers[0][0] - 1e-2 * g / (1 - g)) < 1e-15, sol.layer_multiplicities[0]
+      (True, (9,))
     """
     if not isinstance(spec, UFMSpec):
         raise TypeError(f"spec must be a UFMSpec, got {type(spec).__name__}")
@@ -274,13 +275,14 @@ def construct_optimum(spec: UFMSpec, seed: int = 0) -> UFMParams:
     above it (MSE) the zero parameters are returned. Arrays are ``jnp`` (float64 only
     with ``jax_enable_x64``).
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
-    >>> p = ufm.theory.construct_optimum(spec, seed=0)
-    >>> g = jax.grad(ufm.model.loss_fn(spec))(p)       # a critical point of the total loss
-    >>> bool(max(abs(x).max() for x in jax.tree.leaves(g)) < 1e-12)
-    True
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
+      >>> p = ufm.theory.construct_optimum(spec, seed=0)
+      >>> g = jax.grad(ufm.model.loss_fn(spec))(p)       # a critical point of the total loss
+      >>> bool(max(abs(x).max() for x in jax.tree.leaves(g)) < 1e-12)
+      True
     """
     import jax.numpy as jnp
 

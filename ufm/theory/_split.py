@@ -46,13 +46,14 @@ def gn_decomposition(
       `GaussNewtonSplit` of three `Spectrum` s (nonzero eigenpairs, bulk 0) and the NC1 of
       ``H̃_layer`` — the type `ufm.curvature.PapyanDecomposition.spectra` returns.
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
-    >>> split = ufm.theory.gn_decomposition(spec, ufm.theory.construct_optimum(spec), layer=1)
-    >>> # ranks K, K(K−1), 0 (docs/theory.md §4)
-    >>> [part.levels()[1].tolist() for part in (split.G_class, split.G_cross, split.G_within)]
-    [[3], [6], []]
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
+      >>> split = ufm.theory.gn_decomposition(spec, ufm.theory.construct_optimum(spec), layer=1)
+      >>> # ranks K, K(K−1), 0 (docs/theory.md §4)
+      >>> [part.levels()[1].tolist() for part in (split.G_class, split.G_cross, split.G_within)]
+      [[3], [6], []]
     """
     if spec.loss != "mse":
         raise ValueError("gn_decomposition implements the MSE split of docs/theory.md §4; got loss='ce'")
@@ -104,12 +105,13 @@ def gradient_spectrum(
       ``H̃_l``; ``1/√K`` on the diagonal at the MSE optimum) and the ``outlier_fraction``
       ``‖P g‖²/‖g‖²`` on the layer Hessian's resolved eigenvectors (Gur-Ari et al. 2018).
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
-    >>> gs = ufm.theory.gradient_spectrum(spec, ufm.theory.construct_optimum(spec), layer=2)
-    >>> gs.second_moment.levels()[1].tolist(), gs.covariance.levels()[1].tolist(), round(gs.outlier_fraction, 12)
-    ([3], [2], 1.0)
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
+      >>> gs = ufm.theory.gradient_spectrum(spec, ufm.theory.construct_optimum(spec), layer=2)
+      >>> gs.second_moment.levels()[1].tolist(), gs.covariance.levels()[1].tolist(), round(gs.outlier_fraction, 12)
+      ([3], [2], 1.0)
     """
     layer = _check_layer(spec, layer)
     M, _, _ = _collapsed_means(spec, params, layer, collapse_tol, allow_zero)
@@ -147,12 +149,13 @@ def weight_spectrum(spec: UFMSpec, params: UFMParams) -> tuple[SingularValues, .
     multiplicity (K for MSE, K−1 for CE; the rest 0) and the largest relative error of the
     leading singular values against it.
 
-    >>> import jax; jax.config.update("jax_enable_x64", True)
-    >>> import ufm
-    >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
-    >>> w1 = ufm.theory.weight_spectrum(spec, ufm.theory.construct_optimum(spec))[0]
-    >>> w1.multiplicity, w1.max_rel_error < 1e-12, bool(abs(w1.values[3]) < 1e-12)
-    (3, True, True)
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import ufm
+      >>> spec = ufm.UFMSpec(num_classes=3, per_class=2, depth=2, width=4)
+      >>> w1 = ufm.theory.weight_spectrum(spec, ufm.theory.construct_optimum(spec))[0]
+      >>> w1.multiplicity, w1.max_rel_error < 1e-12, bool(abs(w1.values[3]) < 1e-12)
+      (3, True, True)
     """
     check_params(spec, params)
     try:
