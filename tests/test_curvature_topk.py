@@ -159,9 +159,9 @@ def test_the_second_gram_schmidt_pass_is_rare(monkeypatch):
     calls = {"second": 0, "update": 0}
     second, update = E._gram_schmidt, E._subtract
 
-    def counted_second(V, lock, W):
+    def counted_second(V, lock, W, reached=None):
         jax.debug.callback(lambda: calls.__setitem__("second", calls["second"] + 1))
-        return second(V, lock, W)
+        return second(V, lock, W, reached)
 
     def counted_update(V, H, W):
         jax.debug.callback(lambda: calls.__setitem__("update", calls["update"] + 1))
