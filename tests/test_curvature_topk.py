@@ -184,19 +184,12 @@ def test_the_second_gram_schmidt_pass_is_rare(monkeypatch):
     assert calls["update"] <= products + calls["second"], (calls, products)
 
 
-def test_a_large_k_uses_an_arpack_size_basis_and_restarts_over_stale_rows():
-    """k = 30: the Lanczos basis is 2k + 1 rows with at least 32 new ones per restart (not 2 keep + 3).
-
-    A restart rotates the basis in place and leaves the rows past keep + 1 stale (masked out of
-    every pass); a spectrum that needs several restarts still matches dense ``eigh`` in float64.
-    """
-    from ufm.curvature import eigensolver as E
-
-    assert E._basis_shape(10**6, 50, 1, 10, None) == (60, 1, 41)  # 102 rows (ARPACK's ncv = 101)
-    assert E._basis_shape(10**6, 20, 1, 10, None) == (30, 1, 32)  # small k unchanged
+def test_restarts_over_stale_rows_match_eigh():
+    """A restart rotates the basis in place and leaves the rows past keep + 1 stale (masked out of
+    every pass); a spectrum that needs several restarts still matches dense ``eigh`` in float64."""
     A = _random_symmetric(300, seed=30)  # uniform(-1, 1) spectrum: slow, several restarts
     top = C.top_eigenpairs(C.Operator.from_matvec(A), None, 30, block_size=1)
-    assert top.info["keep"] == 40 and top.info["num_blocks"] == 32 and top.info["restarts"] >= 2, top.info
+    assert top.info["restarts"] >= 2, top.info
     _assert_top_k(top, A, 30)
 
 
