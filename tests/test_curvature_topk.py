@@ -159,9 +159,9 @@ def test_the_second_gram_schmidt_pass_is_rare(monkeypatch):
     calls = {"second": 0, "update": 0}
     second, update = E._gram_schmidt, E._subtract
 
-    def counted_second(V, lock, W):
+    def counted_second(V, lock, W, reached=None):
         jax.debug.callback(lambda: calls.__setitem__("second", calls["second"] + 1))
-        return second(V, lock, W)
+        return second(V, lock, W, reached)
 
     def counted_update(V, H, W):
         jax.debug.callback(lambda: calls.__setitem__("update", calls["update"] + 1))
@@ -182,3 +182,25 @@ def test_the_second_gram_schmidt_pass_is_rare(monkeypatch):
     # every step reads the basis once for its coefficients; the update pass runs only where it would
     # change the vector by more than its own rounding (here, at most in every step)
     assert calls["update"] <= products + calls["second"], (calls, products)
+
+
+def test_restarts_over_stale_rows_match_eigh():
+    """A restart rotates the basis in place and leaves the rows past keep + 1 stale (masked out of
+    every pass); a spectrum that needs several restarts still matches dense ``eigh`` in float64."""
+    A = _random_symmetric(300, seed=30)  # uniform(-1, 1) spectrum: slow, several restarts
+    top = C.top_eigenpairs(C.Operator.from_matvec(A), None, 30, block_size=1)
+    assert top.info["restarts"] >= 2, top.info
+    _assert_top_k(top, A, 30)
+
+
+def test_the_panelled_block_coefficients_equal_the_plain_product():
+    """A block's ``W Vᵀ`` is summed over panels of ``_PANEL`` columns (and a tail): same numbers."""
+    from ufm.curvature import eigensolver as E
+
+    rng = np.random.default_rng(5)
+    P = 2 * E._PANEL + 123  # two panels and a tail
+    V, W = rng.standard_normal((9, P)), rng.standard_normal((3, P))
+    np.testing.assert_allclose(np.asarray(E._coefficients(V, W)), W @ V.T, rtol=1e-12, atol=1e-10)
+    H = np.asarray(E._coefficients(V, W, reached=4))
+    np.testing.assert_allclose(H[:, :4], W @ V[:4].T, rtol=1e-12, atol=1e-10)
+    assert not H[:, 4:].any()

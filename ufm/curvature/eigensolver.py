@@ -21,6 +21,7 @@ live in `ufm.curvature.stochastic`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
@@ -47,13 +48,37 @@ class NotConvergedError(RuntimeError):
     """Raised instead of `ConvergenceWarning` when the caller passed ``throw=True``."""
 
 
-def _coefficients(V, W):
+_PANEL = 4096  # columns of the basis per panel of a block's coefficient product (`_coefficients`)
+
+
+def _coefficients(V, W, reached=None):
     """``H = W Vᵀ`` (b × rows of V): one read of the basis.
 
     Written ``(V Wᵀ)ᵀ``, not ``W Vᵀ``: XLA:CPU runs the latter 10-20× slower for a long
-    contraction axis. Zero rows of ``V`` (not yet reached) give zero coefficients.
+    contraction axis. For a block (b > 1) the contraction over P is summed panel by panel
+    (``_PANEL`` columns, a loop; the panel of V is copied, a few MiB that stay in cache): XLA:CPU
+    runs one rows × P × b product at ~3.5 GFLOP/s in float64, the panels at ~18 (issue 21, the
+    collapsed-UFM block of 16: 85 → 17 ms per step for 144 rows of P = 65 536). With
+    ``reached``, the coefficients of the rows ``>= reached`` (not yet reached in this restart:
+    stale rows of the previous one) are set to 0.
     """
-    return (V @ W.T).T
+    b, P = W.shape
+    if b == 1 or P < 2 * _PANEL:
+        H = (V @ W.T).T
+    else:
+        full = P // _PANEL * _PANEL
+
+        def panel(i, H):
+            Vi = jax.lax.dynamic_slice_in_dim(V, i * _PANEL, _PANEL, axis=1)
+            Wi = jax.lax.dynamic_slice_in_dim(W, i * _PANEL, _PANEL, axis=1)
+            return H + Wi @ Vi.T
+
+        H = jax.lax.fori_loop(0, P // _PANEL, panel, jnp.zeros((b, V.shape[0]), W.dtype))
+        if full < P:
+            H = H + W[:, full:] @ V[:, full:].T
+    if reached is None:
+        return H
+    return jnp.where(jnp.arange(V.shape[0]) < reached, H, 0)
 
 
 def _subtract(V, H, W):
@@ -61,20 +86,21 @@ def _subtract(V, H, W):
     return W - H @ V
 
 
-def _gram_schmidt(V, lock, W):
+def _gram_schmidt(V, lock, W, reached=None):
     """One classical Gram–Schmidt pass of the rows of ``W`` against the rows of ``V`` and ``lock``.
 
     Two reads of the basis (``H = W Vᵀ``, ``W − H V``); the locked rows (deflation) are
-    handled apart, so the basis is never concatenated (copied) with them.
+    handled apart, so the basis is never concatenated (copied) with them. Only the rows of
+    ``V`` before ``reached`` count (`_coefficients`).
     """
-    H = _coefficients(V, W)
+    H = _coefficients(V, W, reached)
     W = _subtract(V, H, W)
     if lock.shape[0]:
         W = W - _coefficients(lock, W) @ lock
     return W, H
 
 
-def _orthonormal_block(V, lock, W, scale):
+def _orthonormal_block(V, lock, W, scale, reached=None):
     """``W = H V + R̃ Qn``: Qn's rows orthonormal to each other and to the rows of V and ``lock``.
 
     The caller has already removed the components Lanczos knows to be large (the current
@@ -88,9 +114,10 @@ def _orthonormal_block(V, lock, W, scale):
     block. Only when W was (nearly) inside span(V) — an exhausted Krylov space — is ``Qn``
     projected and orthonormalised once more (a fixed random row where it is exactly 0;
     ``lax.cond``: the common case pays nothing), so the relation still holds to ``R̃``.
-    ``scale`` (per row) is the norm of the product before any projection.
+    ``scale`` (per row) is the norm of the product before any projection; only the rows of
+    ``V`` before ``reached`` count (`_coefficients`).
     """
-    H = _coefficients(V, W)
+    H = _coefficients(V, W, reached)
     # Skip the update pass when it would change W by less than its own rounding, ‖h‖ <= √rows·eps·‖w‖
     # (the floating-point error of w − Vᵀh is of that size, Higham 2002 §3.5): one read of the basis
     # instead of two in most steps. Then h is not added to T — W keeps those rounding-size components.
@@ -102,7 +129,7 @@ def _orthonormal_block(V, lock, W, scale):
     needed = jnp.any(jnp.linalg.norm(W1, axis=1) < np.sqrt(0.5) * jnp.linalg.norm(W, axis=1))
 
     def second_pass(W1):
-        return _gram_schmidt(V, lock, W1)
+        return _gram_schmidt(V, lock, W1, reached)
 
     W, H2 = jax.lax.cond(needed, second_pass, lambda W1: (W1, jnp.zeros_like(H)), W1)
     H = H + H2
@@ -119,7 +146,7 @@ def _orthonormal_block(V, lock, W, scale):
     def again(Q):  # Q projected twice and orthonormalised (a fixed random row where Q is exactly 0)
         fresh = jax.random.normal(jax.random.PRNGKey(17), Q.shape, Q.dtype)
         Z = jnp.where(jnp.linalg.norm(Q, axis=1, keepdims=True) > 0.5, Q, fresh)
-        Z = _gram_schmidt(V, lock, _gram_schmidt(V, lock, Z)[0])[0]
+        Z = _gram_schmidt(V, lock, _gram_schmidt(V, lock, Z, reached)[0], reached)[0]
         return jnp.linalg.qr(Z.T)[0].T
 
     return jax.lax.cond(weak, again, lambda Q: Q, Q), H, R
@@ -138,11 +165,11 @@ def _local_pass(V, W, pos, b, arrow):
     def local(W):
         lo = jnp.maximum(pos - b, 0)
         window = jax.lax.dynamic_slice_in_dim(V, lo, 2 * b, axis=0)  # 2b rows: a small copy
-        Hl = _coefficients(window, W)
+        Hl = jnp.where(lo + jnp.arange(2 * b) < pos + b, _coefficients(window, W), 0)  # the rows reached
         return W - Hl @ window, jax.lax.dynamic_update_slice_in_dim(jnp.zeros((b, V.shape[0]), W.dtype), Hl, lo, 1)
 
     def full(W):
-        H = _coefficients(V, W)
+        H = _coefficients(V, W, pos + b)
         return W - H @ V, H
 
     return jax.lax.cond(arrow, full, local, W)
@@ -234,9 +261,14 @@ def _block_krylov(
         V, T, R, pos, end, it, nprod, theta, Y, res, done, bad = state
         if progress is not None:
             jax.debug.callback(progress, it + 1, nprod, jnp.max(res[:k]))
-        X = Y.T @ V[:m]
-        C = jax.lax.dynamic_slice_in_dim(V, end, b, axis=0)
-        V = jnp.zeros_like(V).at[:keep].set(X).at[keep : keep + b].set(C)
+        # X = Yᵀ V over the whole basis (Y padded with b zero rows): a slice V[:m] would be copied
+        # first (126 MiB at k = 50), and so would a fresh zero basis. The rows past keep + b keep
+        # their stale values; every pass masks its coefficients to the rows reached (`reached`).
+        # The continuation block C = V[end:end+b] comes out of the same product (unit columns), so
+        # the product is the only reader of V and XLA updates V in place (no 126 MiB copy).
+        Z = jnp.zeros((m + b, keep + b), V.dtype).at[:m, :keep].set(Y)
+        Z = Z.at[end + jnp.arange(b), keep + jnp.arange(b)].set(1)
+        V = jax.lax.dynamic_update_slice_in_dim(V, Z.T @ V, 0, 0)
         T = jnp.zeros_like(T).at[jnp.arange(keep), jnp.arange(keep)].set(theta)
         return V, T, R, jnp.int32(keep), jnp.int32(m), it + 1, nprod, theta, Y, res, done, bad
 
@@ -245,7 +277,7 @@ def _block_krylov(
         W = A(jax.lax.dynamic_slice_in_dim(V, pos, b, axis=0))
         scale = jnp.linalg.norm(W, axis=1)
         W, H1 = _local_pass(V, W, pos, b, pos == keep)
-        Qn, H, R = _orthonormal_block(V, lock, W, scale)
+        Qn, H, R = _orthonormal_block(V, lock, W, scale, pos + b)
         H = H + H1
         T = jax.lax.dynamic_update_slice_in_dim(T, H[:, :m].T, pos, axis=1)
         V = jax.lax.dynamic_update_slice_in_dim(V, Qn, pos + b, axis=0)
@@ -283,7 +315,7 @@ def _block_krylov(
     )
     state = jax.lax.while_loop(restarting, cycle, jax.lax.while_loop(extending, body, state))
     V, _, _, _, _, it, nprod, theta, Y, res, done, bad = state
-    X = Y[:, :k].T @ V[:m]
+    X = jnp.pad(Y[:, :k], ((0, b), (0, 0))).T @ V  # the rows of Y past pos are 0: no slice (copy) of V
     lost = ~bad & (jnp.max(jnp.abs(X @ X.T - jnp.eye(k, dtype=dtype))) > 1e3 * jnp.sqrt(jnp.finfo(dtype).eps))
     theta, X, res = jax.lax.cond(lost, lambda: _rayleigh_ritz(A, X, which), lambda: (theta[:k], X, res[:k]))
     return theta, X.T, res, it, nprod + jnp.where(lost, k, 0), done, bad
@@ -327,12 +359,34 @@ def _basis_shape(P, k, b, oversample, num_blocks):
     keep = k + oversample
     b = min(b, keep)
     if num_blocks is None:
+        # about 2 keep + 2b rows. ARPACK's 2k + 1 (Lehoucq, Sorensen & Yang 1998, ``ncv``) was measured
+        # for issue 21 and not taken: top-50 of the MLP, 102 rows instead of 123, 494 products instead
+        # of 491 and the same wall time (23.8-27.2 s against 23.9 s, back to back): the 1.2× fewer
+        # rows read per step were paid back by 10 restarts instead of 6, each a rotation of the basis.
         num_blocks = max(6, -(-(keep + 2 * b) // b))
     if keep + (num_blocks + 1) * b > P:
         num_blocks = (P - keep - b) // b
     if num_blocks < 1 or (keep + num_blocks * b) // b * b < keep + 1:  # the first basis must exceed keep
         return None
     return keep, b, num_blocks
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """LAPACK (the m × m ``eigh`` of every step, the small QRs) on one thread during a solve.
+
+    jaxlib's CPU ``eigh`` / ``qr`` call scipy's OpenBLAS LAPACK. For m > 64 a multithreaded
+    ``syevd`` on a machine whose cores are busy spins its threads: measured on the 2-core VM at
+    load 7-8, one 100 × 100 ``eigh`` took 11-135 ms instead of 0.6 ms, i.e. 10× the product
+    (issue 21's profile of a top-50 step). The products and basis passes are XLA's own kernels
+    and keep their threads. ``scipy.linalg`` is imported first so that its OpenBLAS is loaded
+    when threadpoolctl (Varoquaux & Gramfort's `threadpool_limits`) looks for it.
+    """
+    import scipy.linalg  # noqa: F401  (loads the OpenBLAS that jaxlib's LAPACK kernels call)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 def _solve(
@@ -360,22 +414,23 @@ def _solve(
     dtype = jnp.dtype(op.dtype)
     lock = jnp.zeros((0, op.dim), dtype) if lock is None else lock
     X0 = jax.random.normal(jax.random.PRNGKey(seed), (op.dim, b), dtype).T  # the same start as before for a seed
-    out = _block_krylov(
-        op.make,
-        op.args,
-        X0,
-        lock,
-        jnp.asarray(tol, dtype),
-        jnp.asarray(stop_above, dtype),
-        jnp.int32(max_restarts),
-        jnp.int32(max_products),
-        k=k,
-        keep=keep,
-        num_blocks=num_blocks,
-        which=which,
-        progress=None if progress is None else _Progress(progress, phase),
-    )
-    theta, X, res, it, nprod, _, bad = out
+    with _one_blas_thread():  # the arrays are read back inside: the solve runs in the context
+        out = _block_krylov(
+            op.make,
+            op.args,
+            X0,
+            lock,
+            jnp.asarray(tol, dtype),
+            jnp.asarray(stop_above, dtype),
+            jnp.int32(max_restarts),
+            jnp.int32(max_products),
+            k=k,
+            keep=keep,
+            num_blocks=num_blocks,
+            which=which,
+            progress=None if progress is None else _Progress(progress, phase),
+        )
+        theta, X, res, it, nprod, _, bad = (np.asarray(a) for a in out)
     return {
         "nonfinite": bool(bad),
         "theta": np.asarray(theta),
