@@ -83,12 +83,13 @@ def spectrum(
       `Spectrum`: ``eigenvalues`` (descending), ``eigenvectors`` (P × m), ``residuals``,
       ``dim = P``, ``source`` ``"dense"`` or ``"krylov"``, ``info["method"]``.
 
-    >>> import jax.numpy as jnp
-    >>> from ufm.curvature import spectrum
-    >>> f = lambda x: 0.5 * jnp.sum(jnp.array([3.0, 2.0, 1.0]) * x**2)   # Hessian diag(3, 2, 1)
-    >>> s = spectrum(f, jnp.zeros(3), k=2)
-    >>> s.eigenvalues.tolist(), s.dim, s.source
-    ([3.0, 2.0], 3, 'dense')
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from ufm.curvature import spectrum
+      >>> f = lambda x: 0.5 * jnp.sum(jnp.array([3.0, 2.0, 1.0]) * x**2)   # Hessian diag(3, 2, 1)
+      >>> s = spectrum(f, jnp.zeros(3), k=2)
+      >>> s.eigenvalues.tolist(), s.dim, s.source
+      ([3.0, 2.0], 3, 'dense')
     """
     matrix = None
     if not (callable(loss_fn) or isinstance(loss_fn, Operator)):

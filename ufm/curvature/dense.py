@@ -140,11 +140,12 @@ def hessian(
     ``batch_size=``, ``mesh=``: a loss ``loss_fn(params, batch)`` streamed / sharded as in
     `hessian_operator`.
 
-    >>> import jax.numpy as jnp
-    >>> from ufm.curvature import hessian
-    >>> H = hessian(lambda p: 0.5 * jnp.sum((p["w"] @ jnp.array([1.0, 2.0])) ** 2), {"w": jnp.zeros(2)})
-    >>> H.tolist()                                      # x xᵀ for x = (1, 2)
-    [[1.0, 2.0], [2.0, 4.0]]
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from ufm.curvature import hessian
+      >>> H = hessian(lambda p: 0.5 * jnp.sum((p["w"] @ jnp.array([1.0, 2.0])) ** 2), {"w": jnp.zeros(2)})
+      >>> H.tolist()                                      # x xᵀ for x = (1, 2)
+      [[1.0, 2.0], [2.0, 4.0]]
     """
     op = hessian_operator(loss_fn, params, leaves=leaves, data=data, batch_size=batch_size, mesh=mesh, devices=devices)
     return _materialize(op, chunk_size, max_bytes, "hessian", leaves)
