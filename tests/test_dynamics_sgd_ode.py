@@ -49,7 +49,7 @@ def test_lsq_isotropic_ode_matches_closed_form(lr):
     np.testing.assert_allclose(ode.norm2[:, 0], q, atol=1e-8)
     np.testing.assert_allclose(ode.risk, R, atol=1e-8)
     # per mode: the isotropic modes all carry the same v_ρ = q and r_ρ = √d μ_ρ M / ‖μ‖²
-    np.testing.assert_allclose(ode.V[-1, :, 0, 0], q[-1], atol=1e-8)
+    np.testing.assert_allclose(ode.V[:, 0, 0], q[-1], atol=1e-8)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_ode_matches_mean_of_sgd_runs(power_law_run):
     assert ode.risk[0] - ode.risk[-1] > 100 * sgd.stderr("risk").max()
     # per-mode split, in 5 bands of modes: mean over runs and band of w_ρ² against V_ρ
     w2 = (sgd.modes[:, :, 0] ** 2).reshape(RUNS, 5, -1).mean(axis=2)
-    v = ode.V[-1, :, 0, 0].reshape(5, -1).mean(axis=1)
+    v = ode.V[:, 0, 0].reshape(5, -1).mean(axis=1)
     assert np.all(np.abs(w2.mean(0) - v) <= TOL_STDERR * w2.std(0, ddof=1) / np.sqrt(RUNS))
 
 
