@@ -456,7 +456,7 @@ class SGDResult:
 
 # ---- the ODE -------------------------------------------------------------------------------------
 @functools.cache
-def _ode_solver(loss: str, kind: str, q: int, rtol: float, atol: float, max_steps: int, shared: bool):
+def _ode_solver(loss: str, kind: str, q: int, rtol: float, atol: float, max_steps: int):
     import diffrax
     import jax
     import jax.numpy as jnp
@@ -465,24 +465,26 @@ def _ode_solver(loss: str, kind: str, q: int, rtol: float, atol: float, max_step
 
     def field(t, y, args):  # docs/sgd_ode.md §3, eq. (3.3)
         r, V = y
-        mbar, lam, _, probs, targets, lr, nodes, weights = args
+        mbar, _, _, probs, targets, lr, nodes, weights, lam_u, member = args
         d = r.shape[0]
-        _, A, B, C = expect(mbar @ r / d, jnp.einsum("jr,rab->jab", lam, V) / d, targets, nodes, weights)
+        # classes with the same variance profile share S_j and enter P_ρ and the noise together:
+        # U distinct profiles cost U d q² instead of k d q² (docs/sgd_ode.md §3a)
+        S = jnp.einsum("uj,uab->jab", member, jnp.einsum("ur,rab->uab", lam_u, V) / d)
+        _, A, B, C = expect(mbar @ r / d, S, targets, nodes, weights)
+        Bu = jnp.einsum("uj,j,jab->uab", member, probs, B)
+        Cu = jnp.einsum("uj,j,jab->uab", member, probs, C)
         D = jnp.einsum("j,jr,ja->ra", probs, mbar, A)
         rD = r[:, :, None] * D[:, None, :]
-        if shared:  # every class has the same variances: P_ρ = λ_ρ P̄, one (q × q)·(q × d q) product
-            Pbar = jnp.einsum("j,jab->ab", probs, B)
-            PV = lam[0][:, None, None] * jnp.einsum("ab,rbc->rac", Pbar, V)
-            dr = -lr * (D + lam[0][:, None] * (r @ Pbar.T))
-            noise = lam[0][:, None, None] * jnp.einsum("j,jab->ab", probs, C)[None]
-            dV = -lr * (rD + jnp.swapaxes(rD, 1, 2) + PV + jnp.swapaxes(PV, 1, 2)) + lr**2 * noise
-            return dr, dV
-        P = jnp.einsum("j,jr,jab->rab", probs, lam, B)
-        PV = jnp.einsum("rab,rbc->rac", P, V)
-        dr = -lr * (D + jnp.einsum("rab,rb->ra", P, r))
-        dV = -lr * (rD + jnp.swapaxes(rD, 1, 2) + PV + jnp.swapaxes(PV, 1, 2)) + lr**2 * jnp.einsum(
-            "j,jr,jab->rab", probs, lam, C
-        )
+        if lam_u.shape[0] == 1:  # P_ρ = λ_ρ P̄: one (q × q)·(q × d q) product
+            PV = lam_u[0][:, None, None] * jnp.einsum("ab,rbc->rac", Bu[0], V)
+            Pr = lam_u[0][:, None] * (r @ Bu[0].T)
+        else:
+            P = jnp.einsum("ur,uab->rab", lam_u, Bu)
+            PV = jnp.einsum("rab,rbc->rac", P, V)
+            Pr = jnp.einsum("rab,rb->ra", P, r)
+        dr = -lr * (D + Pr)
+        noise = jnp.einsum("ur,uab->rab", lam_u, Cu)
+        dV = -lr * (rD + jnp.swapaxes(rD, 1, 2) + PV + jnp.swapaxes(PV, 1, 2)) + lr**2 * noise
         return dr, dV
 
     @jax.jit
@@ -497,7 +499,7 @@ def _ode_solver(loss: str, kind: str, q: int, rtol: float, atol: float, max_step
             args=args,
             saveat=diffrax.SaveAt(
                 subs=[
-                    diffrax.SubSaveAt(ts=times, fn=lambda t, y, a: _observables(expect, *a[6:], *y, *a[:5])),
+                    diffrax.SubSaveAt(ts=times, fn=lambda t, y, a: _observables(expect, a[6], a[7], *y, *a[:5])),
                     diffrax.SubSaveAt(t1=True),
                 ]
             ),
@@ -560,14 +562,16 @@ def solve_sgd_ode(
     if not (np.isfinite(init_scale) and init_scale >= 0):
         raise ValueError(f"init_scale must be ≥ 0, got {init_scale!r}")
     q, d = _output_dim(mixture, loss), mixture.dim
-    shared = bool(np.all(mixture.eigenvalues == mixture.eigenvalues[:1]))
-    solve = _ode_solver(loss, rl.kind, q, float(rtol), float(atol), int(max_steps), shared)
+    solve = _ode_solver(loss, rl.kind, q, float(rtol), float(atol), int(max_steps))
     model = _model_arrays(mixture, loss)
+    lam_u, which = np.unique(mixture.eigenvalues, axis=0, return_inverse=True)
+    member = jnp.asarray((np.arange(lam_u.shape[0])[:, None] == np.ravel(which)[None, :]).astype(np.float64))
+    lam_u = jnp.asarray(lam_u)
     y0 = (jnp.zeros((d, q)), jnp.broadcast_to(init_scale**2 * jnp.eye(q), (d, q, q)))
     runs = []
     for rep in range(rl.num_sets):
         x, w = rl.nodes(q, rep)
-        args = (*model, jnp.asarray(float(lr)), jnp.asarray(x), jnp.asarray(w))
+        args = (*model, jnp.asarray(float(lr)), jnp.asarray(x), jnp.asarray(w), lam_u, member)
         r, V, obs, ok, steps = solve(y0, jnp.asarray(ts), args)
         runs.append(({k: np.asarray(v) for k, v in obs.items()}, np.asarray(r), np.asarray(V), bool(ok), int(steps)))
     ok = all(x[3] for x in runs)
