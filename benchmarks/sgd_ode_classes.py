@@ -15,7 +15,6 @@ Run: ``PYTHONPATH=. python benchmarks/sgd_ode_classes.py [--quick] [--only valid
 """
 
 import argparse
-import json
 import os
 import sys
 import time
