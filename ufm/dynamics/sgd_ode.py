@@ -159,7 +159,9 @@ def _sobol_normal(points: int, q: int, seed: int, rep: int) -> np.ndarray:
     return norm.ppf(np.clip(u, 1e-16, 1 - 1e-16))
 
 
-def make_rule(loss: str, q: int, order="auto", rule: str = "auto", *, points: int = 256, reps: int = 8, seed: int = 0):
+def make_rule(
+    loss: str, q: int, order="auto", rule: str = "auto", *, qmc_points: int = 256, qmc_reps: int = 8, qmc_seed: int = 0
+):
     """Resolve the quadrature settings into a `Rule` (ValueError naming the bad argument).
 
     ``rule="auto"``: ``order=None`` → the closed form (least squares only); an integer ``order`` →
@@ -172,13 +174,13 @@ def make_rule(loss: str, q: int, order="auto", rule: str = "auto", *, points: in
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     if order is not None and order != "auto" and (not isinstance(order, (int, np.integer)) or order < 2):
         raise ValueError(f"order must be an integer ≥ 2, None or 'auto', got {order!r}")
-    for name, v, lo in (("points", points, 2), ("reps", reps, 2)):
+    for name, v, lo in (("qmc_points", qmc_points, 2), ("qmc_reps", qmc_reps, 2)):
         if not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name} must be an integer ≥ {lo}, got {v!r}")
-    if int(points) & (int(points) - 1):
-        raise ValueError(f"points must be a power of 2 (a Sobol net), got {points!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer ≥ 0, got {seed!r}")
+    if int(qmc_points) & (int(qmc_points) - 1):
+        raise ValueError(f"qmc_points must be a power of 2 (a Sobol net), got {qmc_points!r}")
+    if not isinstance(qmc_seed, (int, np.integer)) or qmc_seed < 0:
+        raise ValueError(f"qmc_seed must be an integer ≥ 0, got {qmc_seed!r}")
     if rule == "auto":
         if order is None or (order == "auto" and loss == "lsq"):
             rule = "closed"
@@ -195,7 +197,7 @@ def make_rule(loss: str, q: int, order="auto", rule: str = "auto", *, points: in
         if n**q > 2_000_000:
             raise ValueError(f"order: Gauss–Hermite with {n}^{q} nodes is too many; use rule='qmc' for many classes")
         return Rule("hermite", order=n)
-    return Rule("qmc", points=int(points), reps=int(reps), seed=int(seed))
+    return Rule("qmc", points=int(qmc_points), reps=int(qmc_reps), seed=int(qmc_seed))
 
 
 def _expectation_fn(loss: str, kind: str, q: int, sequential: bool = False):
@@ -256,7 +258,16 @@ def _expectation_fn(loss: str, kind: str, q: int, sequential: bool = False):
 
 
 def gaussian_expectations(
-    loss: str, mean, cov, target, *, order="auto", rule: str = "auto", points: int = 256, reps: int = 8, seed: int = 0
+    loss: str,
+    mean,
+    cov,
+    target,
+    *,
+    order="auto",
+    rule: str = "auto",
+    qmc_points: int = 256,
+    qmc_reps: int = 8,
+    qmc_seed: int = 0,
 ):
     """``(E ℓ, E ∇ℓ, E ∇²ℓ, E ∇ℓ∇ℓᵀ)`` for ``z ~ N(mean, cov)`` — the ``R_j, A_j, B_j, C_j`` of the ODE.
 
@@ -264,23 +275,22 @@ def gaussian_expectations(
       loss: ``"logistic"``, ``"lsq"`` or ``"softmax"``.
       mean: (q,) ``M``; cov: (q, q) ``S`` (positive semi-definite); target: (q,) the label
         (``[y]``) or the one-hot class (softmax).
-      order, rule, points, reps, seed: the quadrature (`make_rule`): Gauss–Hermite points per
+      order, rule, qmc_points, qmc_reps, qmc_seed: the quadrature (`make_rule`): Gauss–Hermite points per
         dimension (``order^q`` nodes, exact for polynomials of degree ``2·order − 1``), ``None``
         for the least-squares closed form, or RQMC (``rule="qmc"``).
 
     Returns: ``(R, A (q,), B (q, q), C (q, q))``; with RQMC the means over the ``reps``
     randomisations, and `gaussian_expectations_stderr` gives their standard errors.
     """
-    return _expectations_and_stderr(loss, mean, cov, target, order, rule, points, reps, seed)[0]
+    return _expectations_and_stderr(loss, mean, cov, target, order, rule, qmc_points, qmc_reps, qmc_seed)[0]
 
 
 def gaussian_expectations_stderr(loss: str, mean, cov, target, **rule_kw):
     """The standard errors of `gaussian_expectations` over the RQMC randomisations (zeros for the
     deterministic rules): ``(sR, sA (q,), sB (q, q), sC (q, q))``."""
-    kw = {"order": "auto", "rule": "auto", "points": 256, "reps": 8, "seed": 0, **rule_kw}
-    return _expectations_and_stderr(
-        loss, mean, cov, target, *(kw[k] for k in ("order", "rule", "points", "reps", "seed"))
-    )[1]
+    kw = {"order": "auto", "rule": "auto", "qmc_points": 256, "qmc_reps": 8, "qmc_seed": 0, **rule_kw}
+    names = ("order", "rule", "qmc_points", "qmc_reps", "qmc_seed")
+    return _expectations_and_stderr(loss, mean, cov, target, *(kw[k] for k in names))[1]
 
 
 def _expectations_and_stderr(loss, mean, cov, target, order, rule, points, reps, seed):
@@ -288,7 +298,7 @@ def _expectations_and_stderr(loss, mean, cov, target, order, rule, points, reps,
 
     m = jnp.atleast_1d(jnp.asarray(mean))
     q = m.shape[0]
-    rl = make_rule(loss, q, order, rule, points=points, reps=reps, seed=seed)
+    rl = make_rule(loss, q, order, rule, qmc_points=points, qmc_reps=reps, qmc_seed=seed)
     s = jnp.reshape(jnp.asarray(cov, m.dtype), (q, q))
     t = jnp.reshape(jnp.asarray(target, m.dtype), (q,))
     f = _jitted_expectation(loss, rl.kind, q)
@@ -357,7 +367,7 @@ def _check_common(mixture, loss, lr, order="auto", rule="auto", qmc_points=256, 
     if not (np.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     q = _output_dim(mixture, loss)
-    return make_rule(loss, q, order, rule, points=qmc_points, reps=qmc_reps, seed=qmc_seed)
+    return make_rule(loss, q, order, rule, qmc_points=qmc_points, qmc_reps=qmc_reps, qmc_seed=qmc_seed)
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -709,9 +719,11 @@ def simulate_sgd(
 class TrajectoryGap:
     """ODE vs the mean of the SGD runs for one scalar quantity on the shared grid.
 
-    ``max_abs_gap`` = max_t |ODE − mean SGD|, at ``time``, where the SGD standard error is
+    ``max_abs_gap`` = max_t |ODE − mean SGD|, at ``time``, where the standard error is
     ``stderr_at``; ``max_stderr`` the largest standard error on the grid; ``max_ratio`` the
-    largest |gap| / stderr (over times with stderr > 0); final values of both. ``converged``:
+    largest |gap| / stderr (over times with stderr > 0); final values of both. The standard
+    error is the SGD runs' combined with the ODE's quadrature error estimate,
+    ``√(s.e.² + e²)`` (e = 0 for Gauss–Hermite and the closed form). ``converged``:
     the comparison could be made (the gap is finite; `ufm.results`).
     """
 
@@ -746,6 +758,7 @@ def ode_sgd_gap(ode: ODEResult, sgd: SGDResult, quantity: str = "risk", index: t
         raise ValueError(f"{quantity}{list(index)} is not a scalar per time (shape {o.shape}); give index")
     gap = np.abs(o - m)
     i = int(np.nanargmax(gap))
+    se = np.sqrt(se**2 + ode.err(quantity)[(Ellipsis, *index)] ** 2)  # with the ODE's quadrature error
     pos = se > 1e-12 * np.maximum(1.0, np.abs(m))  # a spread at rounding level (e.g. X_0 = 0) is no spread
     ratio = float(np.nanmax(gap[pos] / se[pos])) if np.any(pos) else float("nan")
     return TrajectoryGap(
