@@ -20,6 +20,7 @@ Default JSON: ``benchmarks/results/catapult_batch.json`` (read by paper_figures/
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -55,7 +56,8 @@ QUANTITIES = ("catapults", "agop_alignment", "test_mse")
 
 def _t_interval(x):
     x = np.asarray(x, float)
-    m = float(np.mean(x))
+    x = x[np.isfinite(x)]
+    m = float(np.mean(x)) if x.size else float("nan")
     if x.size < 2:
         return m, float("nan"), float("nan")
     h = float(stats.t.ppf(0.975, x.size - 1) * np.std(x, ddof=1) / np.sqrt(x.size))
@@ -63,37 +65,49 @@ def _t_interval(x):
 
 
 def analyse(runs, batch_sizes):
-    """Per-batch intervals, Spearman trends, per-seed slopes vs log2 b, paired smallest − full effects."""
+    """Per-batch intervals, Spearman trends, per-seed slopes vs log2 b, paired smallest − full effects.
+
+    A diverged run (its loss blew up: no trained model) is left out of every statistic (NaN) and
+    counted in ``diverged`` per batch size."""
     seeds = sorted({r["seed"] for r in runs})
-    val = {
-        q: np.array(
-            [[next(r[q] for r in runs if r["seed"] == s and r["batch_size"] == b) for b in batch_sizes] for s in seeds]
-        )
-        for q in QUANTITIES
-    }
+
+    def value(s, b, q):
+        r = next(r for r in runs if r["seed"] == s and r["batch_size"] == b)
+        return np.nan if r["regime"] == "diverged" else float(r[q])
+
+    val = {q: np.array([[value(s, b, q) for b in batch_sizes] for s in seeds]) for q in QUANTITIES}
     per_batch = []
     for i, b in enumerate(batch_sizes):
-        row = {"batch_size": b, "seeds": len(seeds)}
+        row = {"batch_size": b, "seeds": len(seeds), "diverged": int(np.isnan(val["test_mse"][:, i]).sum())}
         for q in QUANTITIES:
             m, lo, hi = _t_interval(val[q][:, i])
-            row[q] = {"mean": m, "ci95": [lo, hi], "std": float(np.std(val[q][:, i], ddof=1))}
+            row[q] = {"mean": m, "ci95": [lo, hi], "std": float(np.nanstd(val[q][:, i], ddof=1))}
         per_batch.append(row)
     logb = np.log2(np.asarray(batch_sizes, float))
     trend = {}
     for q in QUANTITIES:
-        rho, p = stats.spearmanr(np.tile(batch_sizes, len(seeds)), val[q].ravel())
-        slopes = [np.polyfit(logb, v, 1)[0] for v in val[q]]
+        x, y = np.tile(batch_sizes, len(seeds)), val[q].ravel()
+        ok = np.isfinite(y)
+        rho, p = stats.spearmanr(x[ok], y[ok])
+        slopes = [
+            np.polyfit(logb[np.isfinite(v)], v[np.isfinite(v)], 1)[0] for v in val[q] if np.isfinite(v).sum() >= 2
+        ]
         m, lo, hi = _t_interval(slopes)
-        dm, dlo, dhi = _t_interval(val[q][:, 0] - val[q][:, -1])
-        sd = float(np.std(val[q][:, 0] - val[q][:, -1], ddof=1))
+        diff = val[q][:, 0] - val[q][:, -1]
+        diff = diff[np.isfinite(diff)]
+        dm, dlo, dhi = _t_interval(diff)
+        sd = float(np.std(diff, ddof=1))
         trend[q] = {
             "spearman_rho": float(rho),
             "spearman_p": float(p),
-            "slope_per_doubling": {"mean": m, "ci95": [lo, hi]},
-            "smallest_minus_full": {"mean": dm, "ci95": [dlo, dhi], "cohen_dz": dm / sd if sd > 0 else float("nan")},
-            "wilcoxon_p": float(stats.wilcoxon(val[q][:, 0], val[q][:, -1]).pvalue)
-            if np.any(val[q][:, 0] != val[q][:, -1])
-            else 1.0,
+            "slope_per_doubling": {"mean": m, "ci95": [lo, hi], "seeds": len(slopes)},
+            "smallest_minus_full": {
+                "mean": dm,
+                "ci95": [dlo, dhi],
+                "pairs": int(diff.size),
+                "cohen_dz": dm / sd if sd > 0 else float("nan"),
+            },
+            "wilcoxon_p": float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0,
         }
     return per_batch, trend
 
@@ -114,12 +128,40 @@ def verdict(trend):
     return "unresolved", signs
 
 
+def report(out):
+    for row in out["per_batch"]:
+        print(
+            f"b={row['batch_size']:4d} ({row['diverged']} diverged): "
+            + "  ".join(
+                f"{q} {row[q]['mean']:.3f} [{row[q]['ci95'][0]:.3f}, {row[q]['ci95'][1]:.3f}]" for q in QUANTITIES
+            )
+        )
+    for q, tr in out["trend"].items():
+        s, d = tr["slope_per_doubling"], tr["smallest_minus_full"]
+        print(
+            f"{q}: Spearman ρ {tr['spearman_rho']:.2f} (p {tr['spearman_p']:.1e}); "
+            f"slope/doubling {s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]; "
+            f"smallest − full {d['mean']:.4f} [{d['ci95'][0]:.4f}, {d['ci95'][1]:.4f}] (d_z {d['cohen_dz']:.2f})"
+        )
+    print("verdict:", out["verdict"], out["signs"])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=12)
     ap.add_argument("--quick", action="store_true", help="3 seeds, 300 steps, batch 8/32/128 (a smoke run)")
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "catapult_batch.json"))
+    ap.add_argument("--reanalyse", action="store_true", help="recompute the statistics of the runs saved in --json")
     a = ap.parse_args()
+    if a.reanalyse:
+        with open(a.json) as f:
+            out = json.load(f)
+        out["per_batch"], out["trend"] = analyse(out["runs"], list(out["config"]["batch_sizes"]))
+        out["verdict"], out["signs"] = verdict(out["trend"])
+        report(out)
+        with open(a.json, "w") as f:
+            f.write(dumps(out))
+        return
     conf = dict(CONFIG, seeds=a.seeds)
     if a.quick:
         conf.update(seeds=3, steps=300, batch_sizes=(8, 32, 128))
@@ -147,20 +189,6 @@ def main():
         )
     per_batch, trend = analyse(runs, list(cfg.batch_sizes))
     v, signs = verdict(trend)
-    for row in per_batch:
-        print(
-            f"b={row['batch_size']:4d}: "
-            + "  ".join(
-                f"{q} {row[q]['mean']:.3f} [{row[q]['ci95'][0]:.3f}, {row[q]['ci95'][1]:.3f}]" for q in QUANTITIES
-            )
-        )
-    for q, tr in trend.items():
-        s = tr["slope_per_doubling"]
-        print(
-            f"{q}: Spearman ρ {tr['spearman_rho']:.2f} (p {tr['spearman_p']:.1e}); "
-            f"slope/doubling {s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
-        )
-    print("verdict:", v, signs, f"({wall:.0f} s, load {load0:.1f} → {os.getloadavg()[0]:.1f})")
     out = {
         "machine": machine(),
         "config": cfg.to_dict(),
@@ -174,6 +202,8 @@ def main():
         "signs": signs,
         "diverged": sum(r["regime"] == "diverged" for r in runs),
     }
+    report(out)
+    print(f"({wall:.0f} s, load {load0:.1f} → {os.getloadavg()[0]:.1f})")
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:
         f.write(dumps(out))
