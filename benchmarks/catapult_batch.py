@@ -107,7 +107,6 @@ def main():
                 "test_mse": float(r.test_mse[-1]),
                 "train_loss": float(r.loss[-1]),
                 "eta_crit": r.eta_crit,
-                "loss": r.loss,
                 "probe_steps": r.probe_steps,
                 "agop_curve": r.agop_alignment,
                 "catapult_starts": [c.start for c in r.catapults],
