@@ -29,10 +29,11 @@ def _configs(quick: bool):
         )
     # probes every 2 (gd) / 4 steps: the loss is recorded at every step (detection, §4) and the
     # probes (kernel eigh, test AGOP) are what costs; λ_max is read at the probes around a spike
+    base = dict(seed=C.SEED, steps=200, test_samples=500)
     return (
-        CatapultConfig(lr_multipliers=(SUB, SUPER), seed=C.SEED, probe_every=2),
-        CatapultConfig(lr_multipliers=(1.2, 1.5), increases=3, seed=C.SEED, probe_every=4),
-        CatapultConfig(lr_multipliers=(0.5,), batch_sizes=(4, 8, 16, 128), seeds=3, seed=C.SEED, probe_every=4),
+        CatapultConfig(**base, lr_multipliers=(SUB, SUPER), probe_every=2),
+        CatapultConfig(**base, lr_multipliers=(1.2, 1.5), increases=3, probe_every=5),
+        CatapultConfig(**base, lr_multipliers=(0.5,), batch_sizes=(4, 16, 128), seeds=3, probe_every=5),
     )
 
 
@@ -53,28 +54,36 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
 
     data = C.cached(out_dir, "catapults", {"configs": [c.to_dict() for c in cfgs], "v": 2}, compute)
     gd, schedule, sgd = (json.loads(str(data[k])) for k in ("gd", "schedule", "sgd"))
-    legend = dict(loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncols=3, borderaxespad=0.2)
+    legend = dict(loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncols=3, borderaxespad=0.2, fontsize=5.5)
+    title = dict(loc="left", pad=11, fontsize=6.5)
     with plotting.use_style():
         fig, axes = plotting.figure(2, 4, columns=2, height=4.6)
         for k, ((ax, bx), run) in enumerate(zip((axes[0, :2], axes[0, 2:]), gd["runs"], strict=True)):
             catapult.plot_run((ax, bx), run)
-            ax.set_title(f"({'ac'[k]}) GD {run['multiplier']:g} η_crit: {run['regime']}", loc="left", pad=12)
-            bx.set_title(f"({'bd'[k]}) GD {run['multiplier']:g} η_crit: λ_max", loc="left", pad=12)
+            ax.set_title(f"({'ac'[k]}) GD, {run['multiplier']:g} η_crit", **title)
+            bx.set_title(f"({'bd'[k]}) λ_max, {run['multiplier']:g} η_crit", **title)
         axes[0, 0].legend(**legend)
         axes[0, 1].legend(**{**legend, "ncols": 2})
         # (e) the schedule run: catapults counted by the rule, spikes it does not count
         sched = schedule["runs"][-1]
         cfg1 = cfgs[1]
         spikes = catapult.plot_schedule_loss(axes[1, 0], sched, ratio=cfg1.spike_ratio, window=cfg1.spike_window)
-        axes[1, 0].set_title(
-            f"(e) schedule, c = {sched['multiplier']:g}: {len(sched['catapults'])} counted", loc="left", pad=12
-        )
-        if spikes:
-            axes[1, 0].legend(**{**legend, "ncols": 2})
+        axes[1, 0].set_title(f"(e) schedule, c = {sched['multiplier']:g}", **title)
         # (f) alignment against the catapults so far
         catapult.plot_alignment_vs_catapults(axes[1, 1], schedule)
-        axes[1, 1].set_title("(f) schedule: alignment", loc="left", pad=12)
-        axes[1, 1].legend(**{**legend, "ncols": 2})
+        axes[1, 1].set_title("(f) schedule: AGOP", **title)
+        axes[1, 1].get_legend().remove()
+        for line in axes[1, 1].get_lines():  # direct labels at the last point instead of a legend
+            x, y = line.get_data()
+            axes[1, 1].annotate(
+                line.get_label(),
+                (x[-1], y[-1]),
+                xytext=(-2, 4),
+                textcoords="offset points",
+                ha="right",
+                fontsize=5.5,
+                color=line.get_color(),
+            )
         # (g, h) the SGD sweep: every seed drawn, paired lines (a mean ± std hid that the seeds overlap)
         runs = sgd["runs"]
         sizes = sorted({r["batch_size"] for r in runs})
@@ -86,12 +95,11 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.set_xscale("log", base=2)
             ax.set_xticks(sizes, [str(b) for b in sizes])
             ax.minorticks_off()
-            ax.set_xlabel("batch size (128 = GD)")
+            ax.set_xlabel(f"batch size ({cfgs[2].samples} = GD)")
         axes[1, 2].set(ylabel="catapults")
-        axes[1, 2].set_title(f"(g) SGD {cfgs[2].lr_multipliers[0]:g} η_crit: catapults", loc="left", pad=12)
-        axes[1, 2].legend(**legend)
+        axes[1, 2].set_title("(g) SGD: catapults", **title)
         axes[1, 3].set(ylabel="final AGOP alignment")
-        axes[1, 3].set_title("(h) SGD: alignment", loc="left", pad=12)
+        axes[1, 3].set_title("(h) SGD: AGOP", **title)
         files = plotting.savefig(fig, f"{out_dir}/fig13_catapults")
     cfg = cfgs[0]
     sup = gd["runs"][1]
@@ -117,11 +125,13 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         f"d = {cfg.dim}, target x₁x₂, MSE (1/2n)‖f−y‖², s = {cfg.top}; (a–d) GD at {SUB} and {SUPER} η_crit "
         f"({peak}; AGOP alignment {gd['runs'][0]['agop_alignment_final']:.3f} vs "
         f"{sup['agop_alignment_final']:.3f}). (e, f) schedule with {cfg1.increases} increases (dotted: segment "
-        f"ends), c = {sched['multiplier']:g}: alignment (catapults so far) per segment {align}; "
-        f"{len(spikes)} spike(s) (×) rise above {cfg1.spike_ratio:g}× the running minimum but are not counted "
+        f"ends; shaded, numbered: the catapults counted), c = {sched['multiplier']:g}: alignment "
+        f"(catapults so far) per segment {align}; "
+        f"{len(spikes)} spike(s) (× in e) rise above {cfg1.spike_ratio:g}× the running minimum but are not counted "
         f"(§4: the loss does not return below its pre-spike level before the run ends, or λ_max does not drop). "
-        f"(g, h) SGD at {cfgs[2].lr_multipliers[0]} η_crit of the full kernel, {cfgs[2].seeds} seeds (one line "
-        f"each): {sweep} — more catapults at small batches, the alignment saturated on this task (the "
+        f"(g, h) SGD at {cfgs[2].lr_multipliers[0]} η_crit of the full kernel, {cfgs[2].steps} steps, "
+        f"{cfgs[2].seeds} seeds (one line and colour each): {sweep} — more catapults at small "
+        f"batches, the alignment saturated on this task (the "
         f"batch-size claim tested with power is fig16). Seed {C.SEED}; {'quick' if quick else 'full'} mode."
     )
     return C.FigureResult(files, caption)
