@@ -466,7 +466,7 @@ class SGDResult:
 
 # ---- the ODE -------------------------------------------------------------------------------------
 @functools.cache
-def _ode_solver(loss: str, kind: str, q: int, rtol: float, atol: float, max_steps: int, mean_noise: bool = False):
+def _ode_solver(loss: str, kind: str, q: int, rtol: float, atol: float, max_steps: int):
     import diffrax
     import jax
     import jax.numpy as jnp
@@ -494,8 +494,6 @@ def _ode_solver(loss: str, kind: str, q: int, rtol: float, atol: float, max_step
             Pr = jnp.einsum("rab,rb->ra", P, r)
         dr = -lr * (D + Pr)
         noise = jnp.einsum("ur,uab->rab", lam_u, Cu)
-        if mean_noise:  # the O(1/d) mean part of E a_ρ² = λ_ρ + μ_ρ² (docs/sgd_ode.md §5; off by default)
-            noise = noise + jnp.einsum("jr,j,jab->rab", mbar**2 / d, probs, C)
         dV = -lr * (rD + jnp.swapaxes(rD, 1, 2) + PV + jnp.swapaxes(PV, 1, 2)) + lr**2 * noise
         return dr, dV
 
@@ -541,7 +539,6 @@ def solve_sgd_ode(
     atol: float = 1e-9,
     max_steps: int = 200_000,
     throw: bool = THROW,
-    mean_noise: bool = False,
 ) -> ODEResult:
     """Integrate the high-dimensional SGD ODE (``docs/sgd_ode.md`` §3) with diffrax.
 
@@ -563,9 +560,6 @@ def solve_sgd_ode(
       max_steps: solver step cap; hitting it (or any other failure) is an error (RuntimeError)
         with ``throw=True`` (the package default, `ufm.results.THROW`); with ``throw=False`` the
         partial result comes back with ``converged=False`` and the reason in ``messages``.
-      mean_noise: add the O(1/d) term ``γ² Σ_j π_j μ_{jρ}² C_j`` to the noise (``E a_ρ² = λ_ρ +
-        μ_ρ²``; ``docs/sgd_ode.md`` §5, §9): not part of the d → ∞ limit, a partial finite-d
-        correction that matters when ``‖μ_j‖²`` is large; off by default.
     """
     import jax.numpy as jnp
 
@@ -578,7 +572,7 @@ def solve_sgd_ode(
     if not (np.isfinite(init_scale) and init_scale >= 0):
         raise ValueError(f"init_scale must be ≥ 0, got {init_scale!r}")
     q, d = _output_dim(mixture, loss), mixture.dim
-    solve = _ode_solver(loss, rl.kind, q, float(rtol), float(atol), int(max_steps), bool(mean_noise))
+    solve = _ode_solver(loss, rl.kind, q, float(rtol), float(atol), int(max_steps))
     model = _model_arrays(mixture, loss)
     lam_u, which = np.unique(mixture.eigenvalues, axis=0, return_inverse=True)
     member = jnp.asarray((np.arange(lam_u.shape[0])[:, None] == np.ravel(which)[None, :]).astype(np.float64))
