@@ -130,7 +130,7 @@ def uncounted_spikes(run: dict, *, ratio: float = 2.0, window: int = 20) -> list
     """Steps where the loss rises above ``ratio`` × its running minimum over ``window`` steps (the
     start test of ``docs/catapults.md`` §4) outside every counted catapult — spikes that the rule
     does not count (no return below the pre-spike level before the run ends, or no λ_max drop).
-    One step per cluster (the first)."""
+    One step per cluster: the largest loss within ``window`` steps of its first rise."""
     L = np.array([np.nan if x is None else x for x in run["loss"]], dtype=float)
     inside = np.zeros(L.size, bool)
     for cat in run["catapults"]:
@@ -140,7 +140,8 @@ def uncounted_spikes(run: dict, *, ratio: float = 2.0, window: int = 20) -> list
         m = np.nanmin(L[max(0, t - window) : t + 1])
         if np.isfinite(L[t]) and L[t] > ratio * m and not inside[t]:
             if t - last > window:
-                out.append(t)
+                seg = L[t : t + window + 1]
+                out.append(t + int(np.nanargmax(seg)))  # the spike's local peak
             last = t
     return out
 
