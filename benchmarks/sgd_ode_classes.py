@@ -6,6 +6,8 @@
    time point: |ODE − mean SGD| ≤ 3·√(s.e.² + e²), s.e. the standard error over the runs, e
    the ODE's quadrature error estimate; it must hold at ≥ 95 % of the time points for the
    risk, cos(X_1, μ_1), the mean diagonal overlap (1/K) Σ_j cos(X_j, μ_j) and the mean ‖X_c‖².
+3. ``dscale`` (only when asked): the K = 50 isotropic gaps at d = 1 000 and 4 000 (T = 5,
+   11 points, 16 runs), to tell an O(1/d) bias from an error of the limit.
 2. ``cost``: seconds per ODE solve (one randomisation, 256 points, after compilation; power
    law, T = 10, 41 points, rtol 1e-6) against K at d = 2000 and against d at K = 20, with the
    solver's step count and the machine load.
@@ -158,10 +160,26 @@ def cost(ks, dims, k_for_d, d_for_k, cov="power-law"):
     return rows
 
 
+def dscale(dims, k=50, cov="isotropic", scale=3.0, runs=16, T=5.0, points=11):
+    """The K = 50 gaps against d: ``(SGD − ODE) · d`` and ``s.e. · d`` per quantity (an O(1/d) bias
+    keeps the first constant while the second grows like √d)."""
+    rows = []
+    for d in dims:
+        mix = mixture(k, cov, d, scale)
+        sgd = dynamics.simulate_sgd(mix, "softmax", 1.0, time=T, num_points=points, runs=runs, seed=k)
+        ode = solve_sgd_ode(mix, "softmax", 1.0, sgd.times, rtol=1e-6)
+        ag = agreement(ode, sgd)
+        for n, v in ag.items():
+            g = (v["sgd_mean"] - v["ode"]) * d
+            print(f"d={d} {n:18s} within {v['fraction_within']:.2f}; (SGD − ODE)·d {np.round(g[-3:], 2)}", flush=True)
+        rows.append({"d": d, "K": k, "covariance": cov, "mean_scale": scale, "runs": runs, "T": T, "agreement": ag})
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", choices=["validate", "cost"])
+    p.add_argument("--only", choices=["validate", "cost", "dscale"])
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "sgd_ode_classes.json"))
     a = p.parse_args()
     out = {"machine": machine(), "threshold_stderrs": THRESHOLD, "fraction": FRACTION}
@@ -170,6 +188,8 @@ def main():
             out["validate"] = validate([10], ["isotropic"], 500, 8, 5.0, 11, 4, 256)
         else:
             out["validate"] = validate([10, 50], ["isotropic", "power-law"], 2000, 16, 10.0, 41, 8, 256)
+    if a.only == "dscale":
+        out["dscale"] = dscale([1000, 4000])
     if a.only in (None, "cost"):
         if a.quick:
             out["cost"] = cost([5, 10], [500, 1000], 10, 1000)
