@@ -292,13 +292,13 @@ def test_qmc_ode_agrees_with_gauss_hermite_ode_for_three_classes():
 
 
 def test_many_class_ode_matches_sgd_runs():
-    """K = 8 classes, isotropic, d = 300: the RQMC ODE against the mean of 16 SGD runs. Risk, the mean
+    """K = 6 classes, isotropic, d = 200: the RQMC ODE against the mean of 16 SGD runs. Risk, the mean
     diagonal overlap (1/K) Σ_j cos(X_j, μ_j) and the mean ‖X_c‖² within 3 combined standard errors
     √(s.e.² + e²) at ≥ 90 % of the times (the validation at K = 10, 50 is benchmarks/sgd_ode_classes.py)."""
-    k, d = 8, 300
+    k, d = 6, 200
     mix = anisotropic_mixture(d, "isotropic", num_classes=k, mean_scale=2.0, seed=1)
-    kw = dict(qmc_points=128, qmc_reps=4)
-    sgd = simulate_sgd(mix, "softmax", 1.0, time=2.0, num_points=11, runs=16, seed=3, **kw)
+    kw = dict(qmc_points=64, qmc_reps=4)
+    sgd = simulate_sgd(mix, "softmax", 1.0, time=2.0, num_points=9, runs=16, seed=3, **kw)
     ode = solve_sgd_ode(mix, "softmax", 1.0, sgd.times, rtol=1e-6, **kw)
     assert ode.rule.startswith("scrambled Sobol")  # "auto" picks RQMC for k ≥ 4
     diag = lambda x: np.mean(np.diagonal(x, axis1=-2, axis2=-1), axis=-1)  # noqa: E731
