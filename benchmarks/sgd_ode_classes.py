@@ -1,4 +1,4 @@
-"""The many-class softmax ODE (docs/sgd_ode.md §3a): validation against SGD, and its cost.
+"""The many-class softmax ODE (docs/sgd_ode.md §3.1): validation against SGD, and its cost.
 
 1. ``validate``: K = 10 and K = 50 classes, isotropic and power-law (a = 1.5, 2.5 cycled over
    the classes) covariances, d = 2000, γ = 1, T = 10, 41 points, 16 one-pass SGD runs against

@@ -40,7 +40,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     from ufm.plotting.sgd_ode import plot_ode_sgd
 
     d, runs, T = (200, 8, 5.0) if quick else (1000, 16, 10.0)
-    K = 10  # the multi-class panels: softmax on a K-class zero-one mixture (docs/sgd_ode.md §3a)
+    K = 10  # the multi-class panels: softmax on a K-class zero-one mixture (docs/sgd_ode.md §3.1)
     ex = np.linspace(0.0, 3.0, 4 if quick else 13)
     de = np.array([0.0, 0.5]) if quick else np.linspace(-0.25, 1.0, 6)
     long = np.concatenate([[0.0], np.logspace(-1, 3 if quick else 4, GRID - 1)])

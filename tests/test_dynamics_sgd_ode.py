@@ -255,7 +255,7 @@ def test_cli_verdict_states_its_criterion_and_runs(tmp_path, capsys, runs):
         assert v["status"] == ("holds" if ratio <= 5 else "fails") and "UNDECIDED" not in line[0]
 
 
-# ---- many classes: randomised QMC (docs/sgd_ode.md §3a) -----------------------------------------
+# ---- many classes: randomised QMC (docs/sgd_ode.md §3.1) -----------------------------------------
 @pytest.mark.parametrize("k", [2, 3])
 def test_qmc_expectations_agree_with_gauss_hermite_within_their_error_estimate(k):
     """The RQMC rule against the deterministic Gauss–Hermite product rule (order 20, ≈ exact here) for

@@ -100,7 +100,7 @@ RULES = ("auto", "hermite", "qmc", "closed")
 @dataclasses.dataclass(frozen=True)
 class Rule:
     """How the Gaussian expectations ``E f(z)``, ``z ~ N(M, S)`` in ``R^q``, are computed
-    (``docs/sgd_ode.md`` §3a).
+    (``docs/sgd_ode.md`` §3.1).
 
     ``kind``: ``"closed"`` (least squares, exact), ``"hermite"`` (product Gauss–Hermite,
     ``order^q`` nodes, deterministic) or ``"qmc"`` (randomised quasi-Monte Carlo: ``reps``
@@ -478,7 +478,7 @@ def _ode_solver(loss: str, kind: str, q: int, rtol: float, atol: float, max_step
         mbar, _, _, probs, targets, lr, nodes, weights, lam_u, member = args
         d = r.shape[0]
         # classes with the same variance profile share S_j and enter P_ρ and the noise together:
-        # U distinct profiles cost U d q² instead of k d q² (docs/sgd_ode.md §3a)
+        # U distinct profiles cost U d q² instead of k d q² (docs/sgd_ode.md §3.1)
         S = jnp.einsum("uj,uab->jab", member, jnp.einsum("ur,rab->uab", lam_u, V) / d)
         _, A, B, C = expect(mbar @ r / d, S, targets, nodes, weights)
         Bu = jnp.einsum("uj,j,jab->uab", member, probs, B)
@@ -550,7 +550,7 @@ def solve_sgd_ode(
       order, rule: the quadrature of the Gaussian expectations (`make_rule`): ``"auto"`` is the
         closed form for lsq, Gauss–Hermite 40 (logistic) or 12 per dimension (softmax, k ≤ 3),
         and randomised QMC for softmax with k ≥ 4 (cost linear in the number of points,
-        polynomial in k; ``docs/sgd_ode.md`` §3a); an integer ``order`` asks for Gauss–Hermite.
+        polynomial in k; ``docs/sgd_ode.md`` §3.1); an integer ``order`` asks for Gauss–Hermite.
       qmc_points, qmc_reps, qmc_seed: RQMC: ``qmc_reps`` independent scrambled Sobol sets of
         ``qmc_points`` (a power of 2) points; the ODE is solved once per set, the result is the
         mean and ``*_err`` the standard error over the sets (the quadrature's error estimate).
