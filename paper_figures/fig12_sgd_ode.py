@@ -86,7 +86,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.set_title(
                 f"({'abc'[i]}) "
                 + name
-                + (" (a = 1.5 / 2.5)" if name == "power-law" else " (f = 0.1)" if name == "zero-one" else ""),
+                + (", a = 1.5/2.5" if name == "power-law" else " (f = 0.1)" if name == "zero-one" else ""),
                 loc="left",
             )
             res = axes[1, i]
