@@ -25,9 +25,10 @@ The noise term is ``d · E[(Δw)(Δw)ᵀ] = γ² E[∇ℓ∇ℓᵀ ⟨a,u_ρ⟩�
 correlation between ``∇ℓ`` and ``⟨a,u_ρ⟩``, so the leading-order ODE keeps ``λ_ρ C_j`` only
 (``docs/dynamics.md`` §D3 keeps ``λ_ρ + ⟨μ_j,u_ρ⟩²``: an O(1/d), partial correction; §5 of the
 doc). The d modes interact only through ``(M_j, S_j)``; the field is vectorised over ρ
-(cost linear in d). Expectations: Gauss–Hermite product rule (order a parameter) on
-``z = M + S^{1/2} ξ``, derivatives of ℓ by autodiff; closed form for least squares
-(``A = M − y``, ``B = 1``, ``C = (M − y)² + S``). Integrated with diffrax (Tsit5, PID
+(cost linear in d). Expectations (`make_rule`): Gauss–Hermite product rule (order a parameter)
+on ``z = M + S^{1/2} ξ`` for q ≤ 3, randomised QMC (scrambled Sobol, ``R`` independent sets, the
+error estimate their standard error; ``docs/sgd_ode.md`` §3.1) for softmax with k ≥ 4; closed
+form for least squares (``A = M − y``, ``B = 1``, ``C = (M − y)² + S``). Integrated with diffrax (Tsit5, PID
 controller, ``SaveAt(ts=times)``).
 
 Risk: ``R = Σ_j π_j E ℓ(z_j, y_j)``, computed *exactly* for the SGD iterate too (no test
