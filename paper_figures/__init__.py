@@ -34,6 +34,7 @@ FIGURES = {
     "fig13_catapults": "fig13_catapults",
     "fig14_diffusion_maps": "fig14_diffusion_maps",
     "fig15_real_error_vs_nc1": "fig15_real_error_vs_nc1",
+    "fig16_catapult_batch": "fig16_catapult_batch",
 }
 
 

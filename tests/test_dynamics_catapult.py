@@ -252,3 +252,40 @@ def test_cli_bad_arguments(capsys, tmp_path):
     assert main(["dynamics", "catapult", "--json", str(tmp_path / "nowhere" / "x.json")]) == 2
     err = capsys.readouterr().err
     assert err.count("ufm: error:") == 2 and "Traceback" not in err
+
+
+def test_batch_trend_recovers_a_planted_paired_slope_and_leaves_out_divergences():
+    """`batch_trend` on synthetic runs with a known per-doubling slope: the paired slope interval
+    covers it, the b-smallest − full difference equals the planted one, Spearman sees the trend,
+    a diverged run is left out (and counted), and `batch_verdict` reads the signs."""
+    from ufm.experiments.catapult import batch_trend, batch_verdict
+
+    rng = np.random.default_rng(0)
+    sizes = [8, 16, 32, 64, 128]
+    runs = []
+    for s in range(12):
+        base = rng.normal(0.0, 0.1)  # a seed effect much larger than the noise: the paired test sees through it
+        for i, b in enumerate(sizes):
+            noise = rng.normal(0.0, 0.005)
+            runs.append(
+                {
+                    "seed": s,
+                    "batch_size": b,
+                    "regime": "diverged" if (s, b) == (3, 8) else "catapult",
+                    "catapults": 20 - 4 * i,
+                    "agop_alignment": 0.7 + base - 0.02 * i + noise,
+                    "test_mse": 0.8 - base + 0.03 * i + noise,
+                }
+            )
+    per_batch, trend = batch_trend(runs, sizes)
+    assert per_batch[0]["diverged"] == 1 and all(row["diverged"] == 0 for row in per_batch[1:])
+    lo, hi = trend["agop_alignment"]["slope_per_doubling"]["ci95"]
+    assert lo < -0.02 < hi and hi < 0
+    lo, hi = trend["test_mse"]["slope_per_doubling"]["ci95"]
+    assert lo < 0.03 < hi and lo > 0
+    assert trend["agop_alignment"]["smallest_minus_full"]["pairs"] == 11
+    assert abs(trend["catapults"]["smallest_minus_full"]["mean"] - 16) < 1e-12
+    assert trend["catapults"]["spearman_rho"] < -0.9
+    assert batch_verdict(trend)[0] == "reproduced"
+    flipped = [dict(r, agop_alignment=-r["agop_alignment"]) for r in runs]
+    assert batch_verdict(batch_trend(flipped, sizes)[1])[0] == "refuted"

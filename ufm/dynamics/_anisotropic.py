@@ -183,8 +183,9 @@ def anisotropic_mixture(
       dim: d ≥ 1.
       covariance: ``"isotropic"``, ``"zero-one"`` or ``"power-law"``.
       num_classes: k ≥ 2.
-      exponents: power-law exponents ``a_j`` (one, broadcast to every class, or one per
-        class); ``λ_ρ^{(j)} = (ρ/d)^{a_j}``, ``ρ = 1..d``. Ignored by the other models.
+      exponents: power-law exponents ``a_j`` (one, broadcast to every class, one per class,
+        or fewer than k, cycled over the classes: ``(1.5, 2.5)`` alternates);
+        ``λ_ρ^{(j)} = (ρ/d)^{a_j}``, ``ρ = 1..d``. Ignored by the other models.
       zero_fraction: f ∈ [0, 1]: the first ``round(f d)`` modes are the clean ones (variance 0
         in ``zero-one``; in the other models they only define the clean-direction alignment).
       mean_decay: b, ``⟨μ, u_ρ⟩ ∝ d^{-1/2} (ρ/d)^b``.
@@ -217,15 +218,12 @@ def anisotropic_mixture(
     elif covariance == "zero-one":
         lam, desc = np.tile(np.where(clean, 0.0, 1.0), (k, 1)), f"zero-one (f={zero_fraction:g})"
     else:
-        a = (
-            np.broadcast_to(np.asarray(exponents, dtype=np.float64).ravel(), (k,))
-            if np.size(exponents) in (1, k)
-            else None
-        )
-        if a is None or not np.all(np.isfinite(a)) or np.any(a < 0):
-            raise ValueError(f"exponents must be one or {k} finite values ≥ 0, got {exponents!r}")
+        a = np.asarray(exponents, dtype=np.float64).ravel()
+        if a.size < 1 or a.size > k or not np.all(np.isfinite(a)) or np.any(a < 0):
+            raise ValueError(f"exponents must be 1 to {k} finite values ≥ 0, got {exponents!r}")
+        a = np.resize(a, k)  # cycled over the classes: (1.5, 2.5) → 1.5, 2.5, 1.5, …
         lam = rho[None, :] ** a[:, None]
-        desc = f"power-law (a={'/'.join(f'{x:g}' for x in a)})"
+        desc = f"power-law (a={'/'.join(f'{x:g}' for x in a[: np.size(exponents)])})"
     profile = mean_scale * rho**mean_decay / np.sqrt(d)
     if means == "auto":
         means = "antipodal" if k == 2 else "random-signs"

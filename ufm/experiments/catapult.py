@@ -47,6 +47,9 @@ __all__ = [
     "run_sgd",
     "run",
     "batch_table",
+    "batch_trend",
+    "batch_verdict",
+    "BATCH_QUANTITIES",
     "EXPERIMENTS",
 ]
 
@@ -520,6 +523,96 @@ def batch_table(report: CatapultReport) -> list[dict]:
         row["diverged"] = sum(r.regime == "diverged" for r in rs)
         rows.append(row)
     return rows
+
+
+# ---- the batch-size study (docs/catapults.md §7) --------------------------------------------
+BATCH_QUANTITIES = ("catapults", "agop_alignment", "test_mse")
+
+
+def _t_interval(x):
+    """Mean and 95 % Student-t interval of the finite values of ``x``."""
+    from scipy import stats
+
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    m = float(np.mean(x)) if x.size else float("nan")
+    if x.size < 2:
+        return m, float("nan"), float("nan")
+    h = float(stats.t.ppf(0.975, x.size - 1) * np.std(x, ddof=1) / np.sqrt(x.size))
+    return m, m - h, m + h
+
+
+def batch_trend(runs, batch_sizes):
+    """The batch-size study's statistics (``docs/catapults.md`` §7) from ``runs``: dicts with ``seed``,
+    ``batch_size``, ``regime`` and the final ``catapults``, ``agop_alignment``, ``test_mse``. Returns
+    ``(per_batch, trend)``: per batch size the mean, 95 % t-interval and std of each quantity;
+    per quantity Spearman's ρ against b over all runs, the per-seed least-squares slope against
+    log₂ b (mean and 95 % t-interval over seeds: paired), the paired difference smallest − largest
+    batch (mean, 95 % t-interval, Cohen's d_z) and its Wilcoxon signed-rank p-value.
+
+    Per-batch intervals, Spearman trends, per-seed slopes vs log2 b, paired smallest − full effects.
+
+    A diverged run (its loss blew up: no trained model) is left out of every statistic (NaN) and
+    counted in ``diverged`` per batch size."""
+    from scipy import stats
+
+    seeds = sorted({r["seed"] for r in runs})
+
+    def value(s, b, q):
+        r = next(r for r in runs if r["seed"] == s and r["batch_size"] == b)
+        return np.nan if r["regime"] == "diverged" else float(r[q])
+
+    val = {q: np.array([[value(s, b, q) for b in batch_sizes] for s in seeds]) for q in BATCH_QUANTITIES}
+    per_batch = []
+    for i, b in enumerate(batch_sizes):
+        row = {"batch_size": b, "seeds": len(seeds), "diverged": int(np.isnan(val["test_mse"][:, i]).sum())}
+        for q in BATCH_QUANTITIES:
+            m, lo, hi = _t_interval(val[q][:, i])
+            row[q] = {"mean": m, "ci95": [lo, hi], "std": float(np.nanstd(val[q][:, i], ddof=1))}
+        per_batch.append(row)
+    logb = np.log2(np.asarray(batch_sizes, float))
+    trend = {}
+    for q in BATCH_QUANTITIES:
+        x, y = np.tile(batch_sizes, len(seeds)), val[q].ravel()
+        ok = np.isfinite(y)
+        rho, p = stats.spearmanr(x[ok], y[ok])
+        slopes = [
+            np.polyfit(logb[np.isfinite(v)], v[np.isfinite(v)], 1)[0] for v in val[q] if np.isfinite(v).sum() >= 2
+        ]
+        m, lo, hi = _t_interval(slopes)
+        diff = val[q][:, 0] - val[q][:, -1]
+        diff = diff[np.isfinite(diff)]
+        dm, dlo, dhi = _t_interval(diff)
+        sd = float(np.std(diff, ddof=1))
+        trend[q] = {
+            "spearman_rho": float(rho),
+            "spearman_p": float(p),
+            "slope_per_doubling": {"mean": m, "ci95": [lo, hi], "seeds": len(slopes)},
+            "smallest_minus_full": {
+                "mean": dm,
+                "ci95": [dlo, dhi],
+                "pairs": int(diff.size),
+                "cohen_dz": dm / sd if sd > 0 else float("nan"),
+            },
+            "wilcoxon_p": float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0,
+        }
+    return per_batch, trend
+
+
+def batch_verdict(trend):
+    """Reproduced: every quantity moves the claimed way (fewer catapults, lower alignment, higher test
+    MSE with larger batches) with a slope CI that excludes 0; refuted: a CI excludes 0 the other way
+    for alignment or test error; otherwise unresolved."""
+    want = {"catapults": -1, "agop_alignment": -1, "test_mse": +1}
+    signs = {}
+    for q, s in want.items():
+        lo, hi = trend[q]["slope_per_doubling"]["ci95"]
+        signs[q] = s if (s * lo > 0 and s * hi > 0) else (-s if (s * lo < 0 and s * hi < 0) else 0)
+    if all(signs[q] == want[q] for q in want):
+        return "reproduced", signs
+    if signs["agop_alignment"] == -want["agop_alignment"] or signs["test_mse"] == -want["test_mse"]:
+        return "refuted", signs
+    return "unresolved", signs
 
 
 EXPERIMENTS = {"gd": run_gd, "schedule": run_schedule, "sgd": run_sgd}

@@ -19,7 +19,6 @@ from ..dynamics.sgd_ode import (
     SGDResult,
     TrajectoryGap,
     _check_common,
-    _default_order,
     ode_sgd_gap,
     simulate_sgd,
     solve_sgd_ode,
@@ -75,8 +74,10 @@ class SGDODEConfig:
     Data: `anisotropic_mixture` (``dim``, ``covariance``, ``num_classes``, ``exponents``,
     ``zero_fraction``, ``mean_decay``, ``mean_scale``, ``basis``, ``seed``); model: ``loss``;
     SGD: rate γ = ``lr`` (steps γ/d), ``time`` T = steps/d, ``points`` on the grid, ``sgd_runs``
-    independent runs from ``seed``, ``init_scale`` σ; ODE: Gauss–Hermite ``order`` (``None``:
-    closed form / default), ``rtol``, ``atol``. Validated by `run` (the library's own checks).
+    independent runs from ``seed``, ``init_scale`` σ; ODE: the quadrature ``rule`` (``"auto"``:
+    closed form for lsq, Gauss–Hermite for logistic and softmax with k ≤ 3, RQMC for k ≥ 4),
+    Gauss–Hermite ``order`` (``None``: the default), RQMC ``qmc_points`` × ``qmc_reps``, ``rtol``,
+    ``atol``. Validated by `run` (the library's own checks).
     """
 
     covariance: str = "power-law"
@@ -95,6 +96,9 @@ class SGDODEConfig:
     basis: str = "identity"
     init_scale: float = 0.0
     order: int | None = None
+    rule: str = "auto"
+    qmc_points: int = 256
+    qmc_reps: int = 8
     rtol: float = 1e-7
     atol: float = 1e-9
 
@@ -118,16 +122,20 @@ class SGDODEConfig:
         """Every setting validated by the library (ValueError naming the setting); the mixture."""
         mix = self.mixture()
         time_grid(self.time, self.points, self.dim)
-        _check_common(mix, self.loss, self.lr, _default_order(self.loss, self._order))
-        if self.loss == "softmax" and self.order is None and self.num_classes > 4:
-            raise ValueError(f"softmax with {self.num_classes} classes: give order (nodes grow as order^k)")
+        _check_common(mix, self.loss, self.lr, **self._rule_kw)
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError(f"rtol and atol must be > 0, got {self.rtol}, {self.atol}")
         return mix
 
     @property
-    def _order(self):
-        return "auto" if self.order is None else self.order
+    def _rule_kw(self) -> dict:
+        return {
+            "order": "auto" if self.order is None else self.order,
+            "rule": self.rule,
+            "qmc_points": self.qmc_points,
+            "qmc_reps": self.qmc_reps,
+            "qmc_seed": self.seed,
+        }
 
 
 @result(static=("config",))
@@ -210,7 +218,7 @@ def run(config: SGDODEConfig, callback: Callable | None = None) -> SGDODEReport:
         num_points=config.points,
         runs=config.sgd_runs,
         seed=config.seed,
-        order=config._order,
+        **config._rule_kw,
         init_scale=config.init_scale,
     )
     t1 = time.perf_counter()
@@ -220,7 +228,7 @@ def run(config: SGDODEConfig, callback: Callable | None = None) -> SGDODEReport:
         config.loss,
         config.lr,
         sgd.times,
-        order=config._order,
+        **config._rule_kw,
         init_scale=config.init_scale,
         rtol=config.rtol,
         atol=config.atol,

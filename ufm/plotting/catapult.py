@@ -10,7 +10,14 @@ import numpy as np
 
 from . import _style
 
-__all__ = ["report_figure", "plot_run", "plot_alignment_vs_catapults", "plot_batch_sweep"]
+__all__ = [
+    "report_figure",
+    "plot_run",
+    "plot_alignment_vs_catapults",
+    "plot_batch_sweep",
+    "plot_schedule_loss",
+    "uncounted_spikes",
+]
 
 
 def _critical_lambda_curve(run: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -117,3 +124,41 @@ def _figure_from_dict(report: dict):
 def report_figure(report):
     """Two panels per run (gd), plus alignment vs catapults (schedule), or the batch-size sweep (sgd)."""
     return _figure_from_dict(report.to_dict())
+
+
+def uncounted_spikes(run: dict, *, ratio: float = 2.0, window: int = 20) -> list[int]:
+    """Steps where the loss rises above ``ratio`` × its running minimum over ``window`` steps (the
+    start test of ``docs/catapults.md`` §4) outside every counted catapult — spikes that the rule
+    does not count (no return below the pre-spike level before the run ends, or no λ_max drop).
+    One step per cluster: the largest loss within ``window`` steps of its first rise."""
+    L = np.array([np.nan if x is None else x for x in run["loss"]], dtype=float)
+    inside = np.zeros(L.size, bool)
+    for cat in run["catapults"]:
+        inside[cat["start"] : cat["end"] + 1] = True
+    out, last = [], -(10**9)
+    for t in range(1, L.size):
+        m = np.nanmin(L[max(0, t - window) : t + 1])
+        if np.isfinite(L[t]) and L[t] > ratio * m and not inside[t]:
+            if t - last > window:
+                seg = L[t : t + window + 1]
+                out.append(t + int(np.nanargmax(seg)))  # the spike's local peak
+            last = t
+    return out
+
+
+def plot_schedule_loss(ax, run: dict, *, ratio: float = 2.0, window: int = 20):
+    """The schedule run's training loss (log y) with its segment boundaries (dotted), the counted
+    catapults (shaded, numbered) and the spikes the rule does not count (×)."""
+    L = np.array([np.nan if x is None else x for x in run["loss"]], dtype=float)
+    ax.semilogy(np.arange(L.size), L, color=_style.COLORS[7], linewidth=0.8, label="$L$")
+    for seg in run.get("segments", [])[:-1]:
+        ax.axvline(seg["end_step"], color="0.5", linestyle=":", linewidth=0.7)
+    for i, cat in enumerate(run["catapults"], start=1):
+        ax.axvspan(cat["start"], cat["end"], color=_style.COLORS[3], alpha=0.3, linewidth=0)
+        ax.annotate(str(i), (cat["peak"], cat["peak_loss"]), textcoords="offset points", xytext=(3, 2), fontsize=6)
+    spikes = uncounted_spikes(run, ratio=ratio, window=window)
+    if spikes:
+        ax.plot(spikes, L[spikes], "x", color=_style.COLORS[1], markersize=5, label="spike, not counted")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    return spikes

@@ -49,10 +49,10 @@ def plot_ode_sgd(
 def comparison_figure(ode: ODEResult, sgd: SGDResult, title: str = ""):
     """Risk and ``cos(x, μ_1)`` against time: ODE over the SGD mean ± 2 s.e. (`ufm dynamics ode --plot`)."""
     with _style.use_style():
-        fig, axes = _style.figure(1, 2, columns=2, height=2.2)
+        fig, axes = _style.figure(1, 2, columns=2, height=2.6)
         plot_ode_sgd(axes[0], ode, sgd, "risk")
         axes[0].set(xlabel="time t = steps / d", ylabel="population risk")
-        axes[0].legend(loc="upper right")
+
         plot_ode_sgd(axes[1], ode, sgd, "overlap", (0, 0), label=r"$\cos(x, \mu_1)$")
         if np.any(np.isfinite(ode.clean_overlap[:, 0, 0])):
             plot_ode_sgd(
@@ -65,7 +65,12 @@ def comparison_figure(ode: ODEResult, sgd: SGDResult, title: str = ""):
                 label=r"$\cos(x, P_{clean}\,\mu_1)$",
             )
         axes[1].set(xlabel="time t = steps / d", ylabel="overlap (lines: ODE)", ylim=(0, 1.02))
-        axes[1].legend(loc="lower right")
+        # one legend below both panels (the layout makes room for it), never on the data
+        handles, labels = [], []
+        for ax in axes:
+            h, lab = ax.get_legend_handles_labels()
+            handles, labels = handles + h, labels + lab
+        fig.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
         if title:
             fig.suptitle(title, fontsize=7)
     return fig
