@@ -12,6 +12,8 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
+    from ..curvature import DEFAULT_DENSE_MAX  # the package's one dense threshold
+
     p = sub.add_parser(
         "analyze",
         help="analyse a network's head saved from any framework (.npz: H1, labels, W1..WL, ...)",
@@ -31,8 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--dense-max",
         type=POSITIVE,
-        default=4096,
-        help="blocks up to this many parameters are measured densely, larger ones by Lanczos",
+        default=DEFAULT_DENSE_MAX,
+        help="blocks up to this many parameters are measured densely, larger ones by Lanczos "
+        "(default: ufm.curvature.DEFAULT_DENSE_MAX)",
     )
     p.set_defaults(func=run)
 

@@ -15,9 +15,11 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ..networks._analysis import NC1_THRESHOLD, REL_ERROR_THRESHOLD, RealNetworkReport, analyze, expected_outliers
 from ..networks._data import Dataset, gaussian_mixture, load_digits, load_mnist, stratified_split
+from ..networks._layers import NC1_THRESHOLD, REL_ERROR_THRESHOLD
+from ..networks._measure import expected_outliers
 from ..networks._models import NetworkSpec, init_network
+from ..networks._report import RealNetworkReport, analyze
 from ..networks._train import train_network
 
 __all__ = ["run_real", "format_table", "DEFAULTS", "LEGEND"]

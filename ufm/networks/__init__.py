@@ -55,23 +55,18 @@ __all__ = [
     "train_snapshots",
     "make_optimizer",
 ]
-from ._analysis import (
+from ._head import head_as_ufm
+from ._layers import (
     NC1_THRESHOLD,
     REL_ERROR_THRESHOLD,
-    VERDICT_STATUSES,
     LayerComparison,
-    NetworkSpectrum,
-    RealNetworkReport,
-    analyze,
-    analyze_features,
-    analyze_model,
     compare_layer,
-    expected_outliers,
-    head_as_ufm,
     measured_layer_spectrum,
-    network_spectrum,
     predicted_layer_spectrum,
 )
+from ._measure import expected_outliers
+from ._network import NetworkSpectrum, network_spectrum
+from ._report import VERDICT_STATUSES, RealNetworkReport, analyze, analyze_features, analyze_model
 from ._saved import load_features
 
 __all__ += [
