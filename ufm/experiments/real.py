@@ -194,7 +194,9 @@ LEGEND = (
     "class-mean prediction (curvature at the class-mean logits) and the class-averaged-curvature prediction; "
     "within = ‖within-class part‖/‖block‖ (features' covariance + curvature spread + joint); "
     f"holds = the better prediction within {REL_ERROR_THRESHOLD:g} and the measured outlier count = the predicted one; "
-    "overlap = Tr(P_pred P_meas)/k; blocks = data Hessian (mean loss, no ridge) of each head weight W_l."
+    "overlap = Tr(P_pred P_meas)/k; blocks = data Hessian (mean loss, no ridge) of each head weight W_l; "
+    "'head' = the head's full data Hessian over every head parameter (cross-layer blocks included) against the "
+    "closed form at its class means (docs/theory.md §4.8), 'pred' = the prediction's outlier count."
 )
 
 
@@ -249,6 +251,14 @@ def format_table(report: RealNetworkReport) -> str:
                 f"{lv['levels'][2]:.3g}; gaps {lv['gaps'][0]:.3g}, {lv['gaps'][1]:.3g}; "
                 f"{'identified' if lv['identified'] else 'not identified'}"
             )
+    f = report.head_full
+    if f is not None:
+        lines.append(
+            f"head {f.num_params:>6}  (all layers jointly)  {f.num_outliers:>4}  pred {f.predicted_outliers:>3}  "
+            f"{f.max_rel_error:>8.3g} ({f.median_rel_error:>7.2g})  "
+            f"{f.class_averaged_max_rel_error:>8.3g} ({f.class_averaged_median_rel_error:>7.2g})          "
+            f"{'yes' if f.holds else 'NO':>5}  {f.overlap:>7.4f}" + ("" if f.converged else "  (Krylov NOT CONVERGED)")
+        )
     n = report.network
     if n is not None:
         # the outliers, or the top K eigenvectors when the gap rule finds none

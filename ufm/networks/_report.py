@@ -24,6 +24,7 @@ from ..model import output_loss
 from ..results import result
 from ._data import Dataset
 from ._head import _array_leaves, _balanced, _builtin_head, _check_head, _class_major, _Head, _nc
+from ._head_full import HeadFullComparison, compare_head_full
 from ._layers import NC1_THRESHOLD, REL_ERROR_THRESHOLD, LayerComparison, _layers
 from ._measure import _as_f64, _expected
 from ._models import NetworkParams, NetworkSpec, apply_head, backbone_features
@@ -41,6 +42,8 @@ class RealNetworkReport:
       nc: NC1–NC4 at H̃_1..H̃_L and the output Z (``ufm.collapse.nc_metrics``).
       layers: one `LayerComparison` per head layer.
       network: the whole-network `NetworkSpectrum` (or ``None`` if skipped).
+      head_full: the head's full Hessian (all layers jointly), predicted vs measured
+        (`HeadFullComparison`; ``None`` if skipped).
       verdict: ``status`` / ``passed``, ``collapsed`` (within class: NC1) / ``holds`` per layer, the
         thresholds, NC2 / NC3 of the head layers as facts (not judged), and a one-line ``summary``.
       seconds: wall-clock time of each stage.
@@ -56,11 +59,12 @@ class RealNetworkReport:
     network: NetworkSpectrum | None
     verdict: dict
     seconds: dict
-    converged: bool | None = None  # None: from the layers and the network spectrum
+    head_full: HeadFullComparison | None = None
+    converged: bool | None = None  # None: from the layers, the head's full Hessian and the network spectrum
     messages: tuple[str, ...] = ()
 
     def __post_init__(self):
-        parts = [*self.layers, *([] if self.network is None else [self.network])]
+        parts = [*self.layers, *(p for p in (self.head_full, self.network) if p is not None)]
         if self.converged is None:
             object.__setattr__(self, "converged", all(bool(p.converged) for p in parts))
         if not self.messages:
@@ -96,7 +100,7 @@ def _facts(nc: CollapseMetrics | None, loss: str, L: int) -> tuple[dict, str]:
     return facts, text
 
 
-def _verdict(layers, loss: str, network=None, nc: CollapseMetrics | None = None) -> dict:
+def _verdict(layers, loss: str, network=None, nc: CollapseMetrics | None = None, head_full=None) -> dict:
     """The verdict of a report: ``status`` (one of `VERDICT_STATUSES`, the first that applies),
     ``passed`` (status ``"holds"``: the exit status 0 of ``ufm real`` / ``ufm analyze``) and a
     one-line ``summary`` that says which. It judges within-class collapse (NC1, what the
@@ -105,6 +109,8 @@ def _verdict(layers, loss: str, network=None, nc: CollapseMetrics | None = None)
     holds = [c.holds for c in layers]
     which = "uncentred" if loss == "mse" else "centred"
     network_converged = network is None or bool(network.converged)
+    full_converged = head_full is None or bool(head_full.converged)
+    full_holds = head_full is None or bool(head_full.holds)
     facts, text = _facts(nc, loss, len(layers))
     if not all(collapsed):
         status = "not collapsed"
@@ -113,16 +119,20 @@ def _verdict(layers, loss: str, network=None, nc: CollapseMetrics | None = None)
             f"NOT COLLAPSED within class at {bad} > {NC1_THRESHOLD:g}: the class-mean predictions, which "
             "need within-class collapse, are not meaningful for those layers"
         )
-    elif not all(c.converged for c in layers) or not network_converged:
+    elif not all(c.converged for c in layers) or not network_converged or not full_converged:
         status = "not converged"
-        bad = [f"W_{c.layer}" for c in layers if not c.converged] + ([] if network_converged else ["the whole network"])
+        bad = (
+            [f"W_{c.layer}" for c in layers if not c.converged]
+            + ([] if full_converged else ["the head's full Hessian"])
+            + ([] if network_converged else ["the whole network"])
+        )
         summary = (
             f"collapsed within class, but the Krylov measurement of {', '.join(bad)} did NOT CONVERGE: "
             "its eigenvalues are not trustworthy (raise dense_max to measure a block densely)"
         )
-    elif not all(holds):
+    elif not all(holds) or not full_holds:
         status = "predictions miss"
-        bad = ", ".join(f"W_{c.layer}" for c in layers if not c.holds)
+        bad = ", ".join([f"W_{c.layer}" for c in layers if not c.holds] + ([] if full_holds else ["the full head"]))
         summary = (
             f"collapsed within class (NC1 ≤ {NC1_THRESHOLD:g} at every head layer), but the predictions MISS at {bad} "
             f"(max rel. error > {REL_ERROR_THRESHOLD:g} or not the predicted outlier count)"
@@ -132,7 +142,9 @@ def _verdict(layers, loss: str, network=None, nc: CollapseMetrics | None = None)
         summary = (
             f"collapsed within class (NC1 ≤ {NC1_THRESHOLD:g} at every head layer, what the predictions need) "
             "and the predictions hold "
-            f"(max rel. error ≤ {REL_ERROR_THRESHOLD:g}, the predicted outlier count at every layer)"
+            f"(max rel. error ≤ {REL_ERROR_THRESHOLD:g}, the predicted outlier count at every layer"
+            + (" and for the full head" if head_full is not None else "")
+            + ")"
         )
     return {
         "status": status,
@@ -145,6 +157,8 @@ def _verdict(layers, loss: str, network=None, nc: CollapseMetrics | None = None)
         "rel_error_threshold": REL_ERROR_THRESHOLD,
         "converged": [c.converged for c in layers],
         "network_converged": network_converged,
+        "head_full_converged": None if head_full is None else full_converged,
+        "head_full_holds": None if head_full is None else full_holds,
         "all_collapsed": all(collapsed),
         "all_hold": all(holds),
         "judged": "NC1 (within-class collapse, what the predictions need); NC2 / NC3 are reported, not judged",
@@ -194,6 +208,9 @@ def analyze(
         t = time.perf_counter()
         layers, spaces = _layers(head, nc, dense_max)
         seconds["layers"] = time.perf_counter() - t
+        t = time.perf_counter()
+        full = compare_head_full(head, dense_max=dense_max, seed=seed)
+        seconds["head_full"] = time.perf_counter() - t
         network = None
         if whole_network:
             t = time.perf_counter()
@@ -214,8 +231,9 @@ def analyze(
         nc=nc,
         layers=layers,
         network=network,
-        verdict=_verdict(layers, spec.loss, network, nc),
+        verdict=_verdict(layers, spec.loss, network, nc, full),
         seconds=seconds,
+        head_full=full,
     )
 
 
@@ -230,6 +248,9 @@ def _report(
     t = time.perf_counter()
     layers, spaces = _layers(head, nc, dense_max)
     seconds["layers"] = time.perf_counter() - t
+    t = time.perf_counter()
+    full = compare_head_full(head, dense_max=dense_max, seed=seed)
+    seconds["head_full"] = time.perf_counter() - t
     net = None
     if network is not None:
         t = time.perf_counter()
@@ -271,8 +292,9 @@ def _report(
         nc=nc,
         layers=layers,
         network=net,
-        verdict=_verdict(layers, head.loss, net, nc),
+        verdict=_verdict(layers, head.loss, net, nc, full),
         seconds=seconds,
+        head_full=full,
     )
 
 
