@@ -22,13 +22,15 @@ from ..networks._models import NetworkSpec, init_network
 from ..networks._report import RealNetworkReport, analyze
 from ..networks._train import train_network
 
-__all__ = ["run_real", "format_table", "DEFAULTS", "LEGEND"]
+__all__ = ["run_real", "format_table", "series_table", "DEFAULTS", "LEGEND"]
 
 #: Per (quick, loss) defaults: samples per class, SGD steps (momentum 0.9, full batch, 200
-#: warm-up steps), learning rate, λ_W, and how many top eigenpairs of the whole network.
+#: warm-up steps), learning rate, λ_W, and how many top eigenpairs of the whole network
+#: (``None``: `ufm.networks.analyze`'s default, K² + K for MSE and (K − 1)² + K for CE, past the
+#: expected outliers; the quick runs take 12, too few to see a gap, to stay quick).
 DEFAULTS = {
-    (False, "mse"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=20),
-    (False, "ce"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=20),
+    (False, "mse"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=None),
+    (False, "ce"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=None),
     (True, "mse"): dict(per_class=20, steps=600, learning_rate=0.1, lambda_W=5e-3, network_k=12),
     (True, "ce"): dict(per_class=20, steps=600, learning_rate=0.1, lambda_W=5e-3, network_k=12),
 }
@@ -169,7 +171,8 @@ def run_real(
             train,
             test,
             whole_network=whole_network,
-            network_k=int(cfg["network_k"]),
+            network_k=None if cfg["network_k"] is None else int(cfg["network_k"]),
+            batch_size=batch_size,
             density=density,
             seed=seed,
             config=config,
@@ -261,27 +264,65 @@ def format_table(report: RealNetworkReport) -> str:
         )
     n = report.network
     if n is not None:
-        # the outliers, or the top K eigenvectors when the gap rule finds none
-        top = n.num_outliers or min(int(report.layers[0].expected ** 0.5) + 1, n.eigenvalues.size)
-        mean_mass = n.inheritance[:top].mean(axis=0)
         count = (
-            f"{n.num_outliers} outliers (gap rule)"
+            f"{n.num_outliers} outliers (gap rule; expected {n.expected})"
             if n.resolved
             else f"{n.num_outliers} outliers counted, but k={n.eigenvalues.size} <= {n.expected} expected: "
             "k was too small to see a gap"
         )
+        ms = n.masses
         lines += [
             "",
-            f"whole network: P={n.num_params}, top {n.eigenvalues.size} by Lanczos, {count}, "
-            f"λ_max={n.eigenvalues[0]:.4g}, max residual {np.nanmax(n.residuals):.2e}"
-            + ("" if n.converged else " — Lanczos did NOT CONVERGE"),
-            f"mean squared mass of the top {top} eigenvectors: backbone "
-            + "  ".join([f"{mean_mass[0]:.3f}"] + [f"W_{l}: {m:.3f}" for l, m in enumerate(mean_mass[1:], start=1)]),
+            f"whole network: P={n.num_params}, top {n.eigenvalues.size} by Krylov"
+            + (f" (streamed in batches of {n.batch_size})" if n.batch_size else "")
+            + f", {count}, λ_max={n.eigenvalues[0]:.4g}, λ_k={n.eigenvalues[-1]:.4g}, "
+            f"max residual {np.nanmax(n.residuals):.2e}" + ("" if n.converged else " — Krylov did NOT CONVERGE"),
+            f"mean squared mass of the top {ms['over']} eigenvectors"
+            + (" (the outliers)" if n.num_outliers else " (no gap: the top expected)")
+            + f": backbone {ms['backbone']:.3f}  "
+            + "  ".join(f"{key}: {v:.3f}" for key, v in ms.items() if key.startswith("W_")),
         ]
+        if n.ratio_to_head.size:
+            r = n.ratio_to_head
+            lines.append(
+                f"λ_i(network) / λ_i(head's full prediction) over its top {r.size}: first {r[0]:.3g}, "
+                f"median {np.median(r):.3g}, last {r[-1]:.3g} (1 = the head alone carries the curvature)"
+            )
     elif "dataset" in c:
         lines += [
             "",
             "whole network: skipped" + (f" ({c['whole_network_skipped']})" if c.get("whole_network_skipped") else ""),
         ]
     lines += ["", LEGEND, "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())]
+    return "\n".join(lines)
+
+
+def series_table(entries) -> str:
+    """One row per checkpoint and head layer (and the full head) of a series ``[(file, step, report), ...]``
+    (``ufm analyze A.npz B.npz ...``): NC1 of the layer's input, the measured outliers, max (median)
+    relative error of the class-mean and the class-averaged predictions, holds; then the last
+    checkpoint's verdict, which decides the exit status."""
+    lines = [
+        "checkpoint             step     layer  NC1(in)    out  mean err (med)       avg err (med)       holds",
+    ]
+    for file, step, rep in entries:
+        name = str(file)[-22:]
+        rows = [(f"W_{c.layer}", c.nc1, c) for c in rep.layers]
+        if rep.head_full is not None:
+            rows.append(("head", max(c.nc1 for c in rep.layers), rep.head_full))
+        for label, nc1, c in rows:
+            lines.append(
+                f"{name:<22} {_fmt(step, 'd') if step is not None else '—':>6}  {label:>6}  {nc1:>8.3g}  "
+                f"{c.num_outliers:>4}  {c.max_rel_error:>8.3g} ({c.median_rel_error:>8.2g})  "
+                f"{c.class_averaged_max_rel_error:>8.3g} ({c.class_averaged_median_rel_error:>8.2g})  "
+                f"{'yes' if c.holds else 'NO':>5}"
+            )
+    last = entries[-1]
+    lines += [
+        "",
+        f"verdict of the last checkpoint ({last[0]}; it decides the exit status): " + last[2].verdict["summary"],
+        "columns: NC1(in) = NC1 of the layer's input (the full head: the largest over its layers); out = measured "
+        "outliers (gap rule); mean / avg err = max (median) |measured − predicted|/predicted of the class-mean / "
+        "class-averaged prediction; see `ufm analyze --help` and the single-file table's legend.",
+    ]
     return "\n".join(lines)

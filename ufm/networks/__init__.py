@@ -67,7 +67,7 @@ from ._layers import (
 from ._measure import expected_outliers
 from ._network import NetworkSpectrum, network_spectrum
 from ._report import VERDICT_STATUSES, RealNetworkReport, analyze, analyze_features, analyze_model
-from ._saved import load_features
+from ._saved import load_features, load_step
 
 __all__ += [
     "LayerComparison",
@@ -90,11 +90,13 @@ __all__ += [
     "DEFAULTS",
     "LEGEND",
     "load_features",
+    "load_step",
+    "series_table",
 ]
 
 # the real-network run is an experiment (`ufm.experiments.real`, which imports this package's
 # modules): its names are re-exported on first use
-_EXPERIMENT = ("run_real", "format_table", "DEFAULTS", "LEGEND")
+_EXPERIMENT = ("run_real", "format_table", "series_table", "DEFAULTS", "LEGEND")
 
 
 def __getattr__(name):

@@ -37,6 +37,12 @@ def _expected(loss: str, K: int) -> int:
     return K * K if loss == "mse" else (K - 1) ** 2
 
 
+def default_network_k(loss: str, K: int) -> int:
+    """The whole network's default number of eigenpairs: past the expected outliers by K
+    (K² + K for MSE, (K − 1)² + K for CE), so that a gap after them can be seen."""
+    return _expected(loss, K) + K
+
+
 def expected_outliers(spec: NetworkSpec) -> int:
     """K² for MSE, (K − 1)² for CE (``docs/theory.md`` §4, §5)."""
     return _expected(spec.loss, spec.num_classes)
@@ -51,14 +57,40 @@ def _count(vals) -> int:
 
 
 # ---- the one eigendecomposition route: ufm.curvature.spectrum ------------------------------------
-def _eig(fn, params, *, leaves=None, k: int | None = None, dense_max: int = DEFAULT_DENSE_MAX, seed: int = 0):
+def _eig(
+    fn,
+    params,
+    *,
+    leaves=None,
+    k: int | None = None,
+    dense_max: int = DEFAULT_DENSE_MAX,
+    seed: int = 0,
+    data=None,
+    batch_size: int | None = None,
+):
     """Eigenpairs of the Hessian of ``fn`` over ``leaves`` through ``ufm.curvature.spectrum``:
     dense (all pairs, residuals measured) when the block has at most ``dense_max`` parameters —
     the matrix is kept for the exact class-mean / within-class split —, else the top ``k`` by
-    the Krylov solver. Returns ``(Spectrum, dense matrix or None)``."""
+    the Krylov solver (with ``data``: ``fn(params, batch)`` streamed in batches of ``batch_size``,
+    Krylov only). Returns ``(Spectrum, dense matrix or None)``."""
     curv = _curvature()
     sel = jax.tree_util.tree_leaves(params)
     P = sum(sel[i].size for i in leaves) if leaves is not None else sum(x.size for x in sel)
+    if data is not None:
+        return (
+            curv.spectrum(
+                fn,
+                params,
+                leaves=leaves,
+                k=k,
+                method="krylov",
+                seed=seed,
+                throw=False,
+                data=data,
+                batch_size=batch_size,
+            ),
+            None,
+        )
     if P <= dense_max:
         Hm = np.asarray(curv.hessian(fn, params, leaves=leaves), np.float64)
         Hm = 0.5 * (Hm + Hm.T)

@@ -26,7 +26,7 @@ from ._data import Dataset
 from ._head import _array_leaves, _balanced, _builtin_head, _check_head, _class_major, _Head, _nc
 from ._head_full import HeadFullComparison, compare_head_full
 from ._layers import NC1_THRESHOLD, REL_ERROR_THRESHOLD, LayerComparison, _layers
-from ._measure import _as_f64, _expected
+from ._measure import _as_f64, _expected, default_network_k
 from ._models import NetworkParams, NetworkSpec, apply_head, backbone_features
 from ._network import NetworkSpectrum, _network_spectrum, network_spectrum
 
@@ -112,6 +112,20 @@ def _verdict(layers, loss: str, network=None, nc: CollapseMetrics | None = None,
     full_converged = head_full is None or bool(head_full.converged)
     full_holds = head_full is None or bool(head_full.holds)
     facts, text = _facts(nc, loss, len(layers))
+    if network is not None:  # the whole network: reported beside the verdict, judged only for convergence
+        ms = network.masses
+        r = network.ratio_to_head
+        facts |= {
+            "network_outliers": network.num_outliers,
+            "network_expected": network.expected,
+            "network_backbone_mass": ms["backbone"],
+            "network_ratio_to_head_median": float(np.median(r)) if r.size else None,
+        }
+        text += (
+            f"; whole network (top {network.eigenvalues.size}): {network.num_outliers} outliers by the gap rule "
+            f"(a head layer carries {network.expected}), backbone mass {ms['backbone']:.2f} of the top {ms['over']}"
+            + (f", λ/λ(head prediction) median {np.median(r):.3g}" if r.size else "")
+        )
     if not all(collapsed):
         status = "not collapsed"
         bad = ", ".join(f"H~{c.layer} (NC1 {c.nc1:.2g})" for c in layers if not c.collapsed)
@@ -178,12 +192,16 @@ def analyze(
     density: bool = True,
     dense_max: int = DEFAULT_DENSE_MAX,
     seed: int = 0,
+    batch_size: int | None = None,
     config: dict | None = None,
 ) -> RealNetworkReport:
-    """Collapse per head layer, predicted vs measured layer-wise Hessians, whole-network spectrum.
+    """Collapse per head layer, predicted vs measured layer-wise Hessians, the head's full Hessian,
+    whole-network spectrum.
 
     ``train`` must be balanced (the collapsed formulas weight classes equally); all of it
-    is used, in float64 (inside a local ``jax.enable_x64`` context).
+    is used, in float64 (inside a local ``jax.enable_x64`` context). ``network_k`` defaults to
+    `default_network_k` (past the expected outliers); the whole network's products stream over
+    ``train`` in batches of ``batch_size`` (``None``: all at once).
     """
     if train.per_class is None:
         raise ValueError(
@@ -222,6 +240,8 @@ def analyze(
                 density=density,
                 seed=seed,
                 layer_spaces={l: b for l, (_, b) in spaces.items()},
+                batch_size=batch_size,
+                head_predicted=full.predicted[: full.predicted_outliers],
             )
             seconds["network"] = time.perf_counter() - t
     return RealNetworkReport(
@@ -255,7 +275,7 @@ def _report(
     if network is not None:
         t = time.perf_counter()
         fn, params, groups, offset = network
-        k = _expected(head.loss, head.K) + 20 if network_k is None else network_k
+        k = default_network_k(head.loss, head.K) if network_k is None else network_k
         net = _network_spectrum(
             fn,
             params,
@@ -268,6 +288,7 @@ def _report(
             density_matvecs=40,
             density_samples=4,
             seed=seed,
+            head_predicted=full.predicted[: full.predicted_outliers],
         )
         seconds["network"] = time.perf_counter() - t
     N, counts = head.labels.size, np.bincount(head.labels, minlength=head.K)
