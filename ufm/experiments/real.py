@@ -15,7 +15,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ..networks._data import Dataset, gaussian_mixture, load_digits, load_mnist, stratified_split
+from ..networks._data import Dataset, gaussian_mixture, load_digits, load_mnist, stratified_split, subsample
 from ..networks._layers import NC1_THRESHOLD, REL_ERROR_THRESHOLD
 from ..networks._measure import expected_outliers
 from ..networks._models import NetworkSpec, init_network
@@ -34,6 +34,12 @@ DEFAULTS = {
     (True, "mse"): dict(per_class=20, steps=600, learning_rate=0.1, lambda_W=5e-3, network_k=12),
     (True, "ce"): dict(per_class=20, steps=600, learning_rate=0.1, lambda_W=5e-3, network_k=12),
 }
+
+
+#: Above this many training samples a run without ``batch_size`` trains on mini-batches of `AUTO_BATCH`
+#: and streams the whole-network products in batches of it (``ufm real --per-class 1000``).
+AUTO_BATCH_ABOVE = 2000
+AUTO_BATCH = 1000
 
 
 def _dataset(name: str, data_dir, seed: int) -> Dataset:
@@ -86,7 +92,12 @@ def run_real(
       test_per_class: held-out samples per class (capped by what the split leaves).
       depth, width, activation: the head (L, d, σ); hidden / channels: the MLP / CNN backbone.
       lambda_H: feature penalty (``_models`` docstring).
-      optimizer, batch_size: ``"sgd"`` (momentum 0.9) or ``"adam"``; ``None`` = full batch.
+      optimizer, batch_size: ``"sgd"`` (momentum 0.9) or ``"adam"``; ``batch_size``: training on
+        mini-batches of this size and the whole-network products streamed in batches of it, so
+        memory is bounded by one batch (``None`` = full batch up to `AUTO_BATCH_ABOVE` samples,
+        batches of `AUTO_BATCH` past it).
+      per_class: at or above the smallest class's count (892 on the shipped MNIST split) every
+        image up to balance is trained on and analysed (``config["per_class_asked"]``), no test set.
       whole_network, network_k, density: the whole-network Lanczos (default: for the MLP, not the
         CNN; how many eigenpairs) and SLQ density (default: not quick).
       checkpoint: npz path to resume training from / save to.
@@ -117,8 +128,23 @@ def run_real(
     density = not quick if density is None else density
     t0 = time.perf_counter()
     full = _dataset(dataset, data_dir, seed)
-    left = int(full.class_counts.min()) - cfg["per_class"]
-    train, test = stratified_split(full, cfg["per_class"], min(test_per_class, left), seed=seed)
+    smallest = int(full.class_counts.min())
+    if not (isinstance(cfg["per_class"], (int, np.integer)) and cfg["per_class"] >= 1):
+        raise ValueError(f"per_class must be a positive int, got {cfg['per_class']!r}")
+    if cfg["per_class"] >= smallest:
+        # every image up to balance (the collapsed formulas weight classes equally): the smallest
+        # class's count (892 on the shipped MNIST split); nothing is left for a test set
+        cfg["per_class_asked"], cfg["per_class"] = cfg["per_class"], smallest
+        train, test = subsample(full, smallest, seed=seed), None
+    else:
+        left = smallest - cfg["per_class"]
+        train, test = stratified_split(full, cfg["per_class"], min(test_per_class, left), seed=seed)
+    if batch_size is not None and not (isinstance(batch_size, int) and 1 <= batch_size):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if batch_size is None and train.num_samples > AUTO_BATCH_ABOVE:
+        batch_size = AUTO_BATCH  # memory bounded by one batch, in training and in the whole-network products
+    if batch_size is not None:
+        batch_size = min(batch_size, train.num_samples)
     spec = NetworkSpec(
         input_shape=train.input_shape,
         num_classes=train.num_classes,
