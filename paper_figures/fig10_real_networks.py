@@ -111,8 +111,11 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         # a log step axis only when the checkpoints span a decade (else it shows no tick labels)
         xscale = "log" if x.max() >= 10 * max(x.min(), 1) else "linear"
         ax.set(xscale=xscale, yscale="log", xlabel="SGD step", ylabel="NC1 (uncentred)", title="collapse over training")
-        from matplotlib.ticker import FuncFormatter, NullFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+        if xscale == "log":  # label 1, 2, 5 × 10^k: a decade or two would otherwise carry one labelled tick
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if str(int(f"{v:.0e}"[0])) in "25" else ""))
         ax.legend(loc="lower left")

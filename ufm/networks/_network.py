@@ -42,10 +42,11 @@ class NetworkSpectrum:
       density_grid, density: SLQ estimate of the spectral density (empty if not asked).
       masses: mean squared mass of the outlier eigenvectors (the top ``expected`` when the gap
         rule finds none; ``masses["over"]`` says how many) on ``"backbone"`` and each ``"W_l"``.
-      head_predicted: the top outliers of the head's full-Hessian prediction (class-mean closed
-        form, `HeadFullComparison`), empty when not given; ratio_to_head: ``λ_i(network) /
-        λ_i(head prediction)`` over them (≥ 1 up to the prediction's error: the head block is a
-        principal submatrix of the network's Hessian, Cauchy interlacing).
+      head_predicted: the top outliers of the head's full-Hessian prediction (the better of the
+        class-mean and class-averaged closed forms, `HeadFullComparison`), empty when not given;
+        ratio_to_head: ``λ_i(network) / λ_i(head prediction)`` over them (≥ 1 up to the
+        prediction's error: the head block is a principal submatrix of the network's Hessian,
+        Cauchy interlacing).
       batch_size: the batches the products streamed over (``None``: all samples at once).
       converged, messages: the spectrum's (the Krylov solve reached its tolerance, else the table says so).
     """

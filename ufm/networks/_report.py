@@ -71,6 +71,13 @@ class RealNetworkReport:
             object.__setattr__(self, "messages", tuple(m for p in parts for m in p.messages))
 
 
+def _head_prediction(full: HeadFullComparison) -> np.ndarray:
+    """The better of the head's two full-Hessian predictions (smaller max error), its top outliers."""
+    avg = full.class_averaged_max_rel_error < full.max_rel_error
+    vals = full.predicted_class_averaged if avg else full.predicted
+    return np.asarray(vals)[: full.predicted_outliers]
+
+
 #: What the verdict of `ufm real` / `ufm analyze` found, the first that applies; only "holds" is a pass (exit 0).
 VERDICT_STATUSES = ("not collapsed", "not converged", "predictions miss", "holds")
 
@@ -241,7 +248,7 @@ def analyze(
                 seed=seed,
                 layer_spaces={l: b for l, (_, b) in spaces.items()},
                 batch_size=batch_size,
-                head_predicted=full.predicted[: full.predicted_outliers],
+                head_predicted=_head_prediction(full),
             )
             seconds["network"] = time.perf_counter() - t
     return RealNetworkReport(
@@ -288,7 +295,7 @@ def _report(
             density_matvecs=40,
             density_samples=4,
             seed=seed,
-            head_predicted=full.predicted[: full.predicted_outliers],
+            head_predicted=_head_prediction(full),
         )
         seconds["network"] = time.perf_counter() - t
     N, counts = head.labels.size, np.bincount(head.labels, minlength=head.K)
