@@ -117,7 +117,13 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if str(int(f"{v:.0e}"[0])) in "25" else ""))
+        # NC1 may span less than a decade: label 1, 2, 5 × 10^k, or every digit when that leaves fewer than
+        # three ticks (a plain log axis labelled a single tick)
+        lo, hi = float(np.min(data["nc1"])), float(np.max(data["nc1"]))
+        subs = (1.0, 2.0, 5.0) if hi / lo > 5 else tuple(float(d) for d in range(1, 10))
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e-0", "e-")))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.legend(loc="lower left")
         files = plotting.savefig(fig, os.path.join(out_dir, "fig10_real_networks"))
     caption = (

@@ -4,7 +4,7 @@ The top ``k`` eigenpairs of the data Hessian of the mean loss (no ridge) over ba
 head together, by the Krylov solver of ``ufm.curvature`` (optionally streamed over the data
 in batches), their gap-rule count, and "inheritance": how each eigenvector's squared mass
 splits over the backbone and the head layers (head biases count with their layer)
-(``docs/real_networks.md`` §9).
+(``docs/real_networks.md`` §10).
 """
 
 from __future__ import annotations
