@@ -12,8 +12,8 @@ from ufm.experiments import real
 @pytest.mark.slow  # ~20 s: a 3 000-sample run, streamed
 def test_per_class_past_the_smallest_class_takes_every_image_streamed():
     rep, _ = nw.run_real(
-        "gmm", "mlp", "mse", quick=True, per_class=1000, steps=20, learning_rate=0.01, hidden=(8,), width=10, depth=2, network_k=12,
-        density=False, whole_network=True,
+        "gmm", "mlp", "mse", quick=True, per_class=1000, steps=20, learning_rate=0.01, hidden=(8,), width=10,
+        depth=2, network_k=12, density=False, whole_network=True,
     )  # fmt: skip
     c = rep.config
     assert c["per_class_asked"] == 1000 and c["per_class"] == 300  # gmm: 300 per class
