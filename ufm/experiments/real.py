@@ -237,7 +237,7 @@ def format_table(report: RealNetworkReport) -> str:
             f"{c.get('dataset', '?')} / {c.get('model', '?')} / {c.get('loss', '?')}: "
             f"N={c['train']['num_samples']}, train acc {report.train_accuracy:.3f}, "
             f"test acc {_fmt(report.test_accuracy, '.3f')}, steps {c.get('train_steps', '?')} "
-            f"(100% at {c.get('interpolation_step')}), train {_fmt(report.seconds.get('train'), '.1f')} s"
+            f"(100% at {_fmt(c.get('interpolation_step'), 'd')}), train {_fmt(report.seconds.get('train'), '.1f')} s"
         )
     else:
         head = (
