@@ -61,7 +61,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             met = ufm.collapse.nc_metrics([np.asarray(f) for f in feats], train.labels, geometry="of")
             nc1.append(met.nc1_uncentred)
             acc.append(float(np.mean(np.asarray(feats[-1]).argmax(axis=0) == train.labels)))
-        report = nets.analyze(spec, res.params, train, test, whole_network=False, seed=C.SEED)
+        report = nets.analyze(spec, res.params, train, test, whole_network=False, head_full=False, seed=C.SEED)
         out = {
             "steps": np.array(marks),
             "nc1": np.array(nc1),

@@ -74,7 +74,7 @@ def _trajectory(loss: str, cfg: dict) -> dict:
         seed=C.SEED,
         log_every=max(1, cfg["steps"] // 20),
     ):
-        rep = nets.analyze(spec, res.params, train, whole_network=False)
+        rep = nets.analyze(spec, res.params, train, whole_network=False, head_full=False)
         for c in rep.layers:
             rows.append(
                 [

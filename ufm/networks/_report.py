@@ -210,6 +210,7 @@ def analyze(
     dense_max: int = DEFAULT_DENSE_MAX,
     seed: int = 0,
     batch_size: int | None = None,
+    head_full: bool = True,
     config: dict | None = None,
 ) -> RealNetworkReport:
     """Collapse per head layer, predicted vs measured layer-wise Hessians, the head's full Hessian,
@@ -218,7 +219,8 @@ def analyze(
     ``train`` must be balanced (the collapsed formulas weight classes equally); all of it
     is used, in float64 (inside a local ``jax.enable_x64`` context). ``network_k`` defaults to
     `default_network_k` (past the expected outliers); the whole network's products stream over
-    ``train`` in batches of ``batch_size`` (``None``: all at once).
+    ``train`` in batches of ``batch_size`` (``None``: all at once). ``head_full=False`` skips the
+    head's full Hessian (`HeadFullComparison`; then ``report.head_full`` is ``None``).
     """
     if train.per_class is None:
         raise ValueError(
@@ -243,9 +245,11 @@ def analyze(
         t = time.perf_counter()
         layers, spaces = _layers(head, nc, dense_max)
         seconds["layers"] = time.perf_counter() - t
-        t = time.perf_counter()
-        full = compare_head_full(head, dense_max=dense_max, seed=seed)
-        seconds["head_full"] = time.perf_counter() - t
+        full = None
+        if head_full:
+            t = time.perf_counter()
+            full = compare_head_full(head, dense_max=dense_max, seed=seed)
+            seconds["head_full"] = time.perf_counter() - t
         network = None
         if whole_network:
             t = time.perf_counter()
@@ -258,7 +262,7 @@ def analyze(
                 seed=seed,
                 layer_spaces={l: b for l, (_, b) in spaces.items()},
                 batch_size=batch_size,
-                head_predicted=_head_prediction(full),
+                head_predicted=None if full is None else _head_prediction(full),
             )
             seconds["network"] = time.perf_counter() - t
     return RealNetworkReport(
