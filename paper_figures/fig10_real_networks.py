@@ -61,7 +61,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             met = ufm.collapse.nc_metrics([np.asarray(f) for f in feats], train.labels, geometry="of")
             nc1.append(met.nc1_uncentred)
             acc.append(float(np.mean(np.asarray(feats[-1]).argmax(axis=0) == train.labels)))
-        report = nets.analyze(spec, res.params, train, test, whole_network=False, seed=C.SEED)
+        report = nets.analyze(spec, res.params, train, test, whole_network=False, head_full=False, seed=C.SEED)
         out = {
             "steps": np.array(marks),
             "nc1": np.array(nc1),
@@ -111,10 +111,19 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         # a log step axis only when the checkpoints span a decade (else it shows no tick labels)
         xscale = "log" if x.max() >= 10 * max(x.min(), 1) else "linear"
         ax.set(xscale=xscale, yscale="log", xlabel="SGD step", ylabel="NC1 (uncentred)", title="collapse over training")
-        from matplotlib.ticker import FuncFormatter, NullFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+        if xscale == "log":  # label 1, 2, 5 × 10^k: a decade or two would otherwise carry one labelled tick
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if str(int(f"{v:.0e}"[0])) in "25" else ""))
+        # NC1 may span less than a decade: label 1, 2, 5 × 10^k, or every digit when that leaves fewer than
+        # three ticks (a plain log axis labelled a single tick)
+        lo, hi = float(np.min(data["nc1"])), float(np.max(data["nc1"]))
+        subs = (1.0, 2.0, 5.0) if hi / lo > 5 else tuple(float(d) for d in range(1, 10))
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e-0", "e-")))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.legend(loc="lower left")
         files = plotting.savefig(fig, os.path.join(out_dir, "fig10_real_networks"))
     caption = (

@@ -32,6 +32,20 @@ def add_parser(sub) -> None:
     p.add_argument("--width", "-d", type=POSITIVE, default=32, help="head width d (default 32)")
     p.add_argument("--activation", choices=["linear", "relu"], default="linear", help="head activation")
     p.add_argument("--steps", type=POSITIVE, default=None, help="training steps (default: the run's preset)")
+    p.add_argument(
+        "--per-class",
+        type=POSITIVE,
+        default=None,
+        help="training samples per class (default: the preset, 50; at or above the smallest class, 892 on the "
+        "shipped MNIST split, every image up to balance and no test set)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=POSITIVE,
+        default=None,
+        help="train on mini-batches of this size and stream the whole-network analysis in batches of it, so "
+        "memory stays bounded (default: full batch up to 2000 samples, batches of 1000 past it)",
+    )
     p.add_argument("--quick", action="store_true", help="a small smoke run")
     p.add_argument("--data-dir", default=None, help="another directory with the MNIST IDX files")
     p.add_argument("--checkpoint", default=None, help="npz checkpoint path: resume from / save to")
@@ -73,6 +87,8 @@ def run(args) -> int:
                 width=args.width,
                 activation=args.activation,
                 steps=args.steps,
+                per_class=args.per_class,
+                batch_size=args.batch_size,
                 data_dir=args.data_dir,
                 checkpoint=args.checkpoint,
                 callback=callback,

@@ -15,21 +15,31 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ..networks._analysis import NC1_THRESHOLD, REL_ERROR_THRESHOLD, RealNetworkReport, analyze, expected_outliers
-from ..networks._data import Dataset, gaussian_mixture, load_digits, load_mnist, stratified_split
+from ..networks._data import Dataset, gaussian_mixture, load_digits, load_mnist, stratified_split, subsample
+from ..networks._layers import NC1_THRESHOLD, REL_ERROR_THRESHOLD
+from ..networks._measure import expected_outliers
 from ..networks._models import NetworkSpec, init_network
+from ..networks._report import RealNetworkReport, analyze
 from ..networks._train import train_network
 
-__all__ = ["run_real", "format_table", "DEFAULTS", "LEGEND"]
+__all__ = ["run_real", "format_table", "series_table", "DEFAULTS", "LEGEND"]
 
 #: Per (quick, loss) defaults: samples per class, SGD steps (momentum 0.9, full batch, 200
-#: warm-up steps), learning rate, λ_W, and how many top eigenpairs of the whole network.
+#: warm-up steps), learning rate, λ_W, and how many top eigenpairs of the whole network
+#: (``None``: `ufm.networks.analyze`'s default, K² + K for MSE and (K − 1)² + K for CE, past the
+#: expected outliers; the quick runs take 12, too few to see a gap, to stay quick).
 DEFAULTS = {
-    (False, "mse"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=20),
-    (False, "ce"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=20),
+    (False, "mse"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=None),
+    (False, "ce"): dict(per_class=50, steps=4000, learning_rate=0.1, lambda_W=2e-3, network_k=None),
     (True, "mse"): dict(per_class=20, steps=600, learning_rate=0.1, lambda_W=5e-3, network_k=12),
     (True, "ce"): dict(per_class=20, steps=600, learning_rate=0.1, lambda_W=5e-3, network_k=12),
 }
+
+
+#: Above this many training samples a run without ``batch_size`` trains on mini-batches of `AUTO_BATCH`
+#: and streams the whole-network products in batches of it (``ufm real --per-class 1000``).
+AUTO_BATCH_ABOVE = 2000
+AUTO_BATCH = 1000
 
 
 def _dataset(name: str, data_dir, seed: int) -> Dataset:
@@ -82,7 +92,12 @@ def run_real(
       test_per_class: held-out samples per class (capped by what the split leaves).
       depth, width, activation: the head (L, d, σ); hidden / channels: the MLP / CNN backbone.
       lambda_H: feature penalty (``_models`` docstring).
-      optimizer, batch_size: ``"sgd"`` (momentum 0.9) or ``"adam"``; ``None`` = full batch.
+      optimizer, batch_size: ``"sgd"`` (momentum 0.9) or ``"adam"``; ``batch_size``: training on
+        mini-batches of this size and the whole-network products streamed in batches of it, so
+        memory is bounded by one batch (``None`` = full batch up to `AUTO_BATCH_ABOVE` samples,
+        batches of `AUTO_BATCH` past it).
+      per_class: at or above the smallest class's count (892 on the shipped MNIST split) every
+        image up to balance is trained on and analysed (``config["per_class_asked"]``), no test set.
       whole_network, network_k, density: the whole-network Lanczos (default: for the MLP, not the
         CNN; how many eigenpairs) and SLQ density (default: not quick).
       checkpoint: npz path to resume training from / save to.
@@ -113,8 +128,23 @@ def run_real(
     density = not quick if density is None else density
     t0 = time.perf_counter()
     full = _dataset(dataset, data_dir, seed)
-    left = int(full.class_counts.min()) - cfg["per_class"]
-    train, test = stratified_split(full, cfg["per_class"], min(test_per_class, left), seed=seed)
+    smallest = int(full.class_counts.min())
+    if not (isinstance(cfg["per_class"], (int, np.integer)) and cfg["per_class"] >= 1):
+        raise ValueError(f"per_class must be a positive int, got {cfg['per_class']!r}")
+    if cfg["per_class"] >= smallest:
+        # every image up to balance (the collapsed formulas weight classes equally): the smallest
+        # class's count (892 on the shipped MNIST split); nothing is left for a test set
+        cfg["per_class_asked"], cfg["per_class"] = cfg["per_class"], smallest
+        train, test = subsample(full, smallest, seed=seed), None
+    else:
+        left = smallest - cfg["per_class"]
+        train, test = stratified_split(full, cfg["per_class"], min(test_per_class, left), seed=seed)
+    if batch_size is not None and not (isinstance(batch_size, int) and 1 <= batch_size):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if batch_size is None and train.num_samples > AUTO_BATCH_ABOVE:
+        batch_size = AUTO_BATCH  # memory bounded by one batch, in training and in the whole-network products
+    if batch_size is not None:
+        batch_size = min(batch_size, train.num_samples)
     spec = NetworkSpec(
         input_shape=train.input_shape,
         num_classes=train.num_classes,
@@ -167,7 +197,8 @@ def run_real(
             train,
             test,
             whole_network=whole_network,
-            network_k=int(cfg["network_k"]),
+            network_k=None if cfg["network_k"] is None else int(cfg["network_k"]),
+            batch_size=batch_size,
             density=density,
             seed=seed,
             config=config,
@@ -192,7 +223,9 @@ LEGEND = (
     "class-mean prediction (curvature at the class-mean logits) and the class-averaged-curvature prediction; "
     "within = ‖within-class part‖/‖block‖ (features' covariance + curvature spread + joint); "
     f"holds = the better prediction within {REL_ERROR_THRESHOLD:g} and the measured outlier count = the predicted one; "
-    "overlap = Tr(P_pred P_meas)/k; blocks = data Hessian (mean loss, no ridge) of each head weight W_l."
+    "overlap = Tr(P_pred P_meas)/k; blocks = data Hessian (mean loss, no ridge) of each head weight W_l; "
+    "'head' = the head's full data Hessian over every head parameter (cross-layer blocks included) against the "
+    "closed form at its class means (docs/theory.md §4.8), 'pred' = the prediction's outlier count."
 )
 
 
@@ -204,7 +237,7 @@ def format_table(report: RealNetworkReport) -> str:
             f"{c.get('dataset', '?')} / {c.get('model', '?')} / {c.get('loss', '?')}: "
             f"N={c['train']['num_samples']}, train acc {report.train_accuracy:.3f}, "
             f"test acc {_fmt(report.test_accuracy, '.3f')}, steps {c.get('train_steps', '?')} "
-            f"(100% at {c.get('interpolation_step')}), train {_fmt(report.seconds.get('train'), '.1f')} s"
+            f"(100% at {_fmt(c.get('interpolation_step'), 'd')}), train {_fmt(report.seconds.get('train'), '.1f')} s"
         )
     else:
         head = (
@@ -247,29 +280,75 @@ def format_table(report: RealNetworkReport) -> str:
                 f"{lv['levels'][2]:.3g}; gaps {lv['gaps'][0]:.3g}, {lv['gaps'][1]:.3g}; "
                 f"{'identified' if lv['identified'] else 'not identified'}"
             )
+    f = report.head_full
+    if f is not None:
+        lines.append(
+            f"head {f.num_params:>6}  (all layers jointly)  {f.num_outliers:>4}  pred {f.predicted_outliers:>3}  "
+            f"{f.max_rel_error:>8.3g} ({f.median_rel_error:>7.2g})  "
+            f"{f.class_averaged_max_rel_error:>8.3g} ({f.class_averaged_median_rel_error:>7.2g})          "
+            f"{'yes' if f.holds else 'NO':>5}  {f.overlap:>7.4f}" + ("" if f.converged else "  (Krylov NOT CONVERGED)")
+        )
     n = report.network
     if n is not None:
-        # the outliers, or the top K eigenvectors when the gap rule finds none
-        top = n.num_outliers or min(int(report.layers[0].expected ** 0.5) + 1, n.eigenvalues.size)
-        mean_mass = n.inheritance[:top].mean(axis=0)
         count = (
-            f"{n.num_outliers} outliers (gap rule)"
+            f"{n.num_outliers} outliers (gap rule; expected {n.expected})"
             if n.resolved
             else f"{n.num_outliers} outliers counted, but k={n.eigenvalues.size} <= {n.expected} expected: "
             "k was too small to see a gap"
         )
+        ms = n.masses
         lines += [
             "",
-            f"whole network: P={n.num_params}, top {n.eigenvalues.size} by Lanczos, {count}, "
-            f"λ_max={n.eigenvalues[0]:.4g}, max residual {np.nanmax(n.residuals):.2e}"
-            + ("" if n.converged else " — Lanczos did NOT CONVERGE"),
-            f"mean squared mass of the top {top} eigenvectors: backbone "
-            + "  ".join([f"{mean_mass[0]:.3f}"] + [f"W_{l}: {m:.3f}" for l, m in enumerate(mean_mass[1:], start=1)]),
+            f"whole network: P={n.num_params}, top {n.eigenvalues.size} by Krylov"
+            + (f" (streamed in batches of {n.batch_size})" if n.batch_size else "")
+            + f", {count}, λ_max={n.eigenvalues[0]:.4g}, λ_k={n.eigenvalues[-1]:.4g}, "
+            f"max residual {np.nanmax(n.residuals):.2e}" + ("" if n.converged else " — Krylov did NOT CONVERGE"),
+            f"mean squared mass of the top {ms['over']} eigenvectors"
+            + (" (the outliers)" if n.num_outliers else " (no gap: the top expected)")
+            + f": backbone {ms['backbone']:.3f}  "
+            + "  ".join(f"{key}: {v:.3f}" for key, v in ms.items() if key.startswith("W_")),
         ]
+        if n.ratio_to_head.size:
+            r = n.ratio_to_head
+            lines.append(
+                f"λ_i(network) / λ_i(head's full prediction) over its top {r.size}: first {r[0]:.3g}, "
+                f"median {np.median(r):.3g}, last {r[-1]:.3g} (1 = the head alone carries the curvature)"
+            )
     elif "dataset" in c:
         lines += [
             "",
             "whole network: skipped" + (f" ({c['whole_network_skipped']})" if c.get("whole_network_skipped") else ""),
         ]
     lines += ["", LEGEND, "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())]
+    return "\n".join(lines)
+
+
+def series_table(entries) -> str:
+    """One row per checkpoint and head layer (and the full head) of a series ``[(file, step, report), ...]``
+    (``ufm analyze A.npz B.npz ...``): NC1 of the layer's input, the measured outliers, max (median)
+    relative error of the class-mean and the class-averaged predictions, holds; then the last
+    checkpoint's verdict, which decides the exit status."""
+    lines = [
+        "checkpoint             step     layer  NC1(in)    out  mean err (med)       avg err (med)       holds",
+    ]
+    for file, step, rep in entries:
+        name = str(file)[-22:]
+        rows = [(f"W_{c.layer}", c.nc1, c) for c in rep.layers]
+        if rep.head_full is not None:
+            rows.append(("head", max(c.nc1 for c in rep.layers), rep.head_full))
+        for label, nc1, c in rows:
+            lines.append(
+                f"{name:<22} {_fmt(step, 'd') if step is not None else '—':>6}  {label:>6}  {nc1:>8.3g}  "
+                f"{c.num_outliers:>4}  {c.max_rel_error:>8.3g} ({c.median_rel_error:>8.2g})  "
+                f"{c.class_averaged_max_rel_error:>8.3g} ({c.class_averaged_median_rel_error:>8.2g})  "
+                f"{'yes' if c.holds else 'NO':>5}"
+            )
+    last = entries[-1]
+    lines += [
+        "",
+        f"verdict of the last checkpoint ({last[0]}; it decides the exit status): " + last[2].verdict["summary"],
+        "columns: NC1(in) = NC1 of the layer's input (the full head: the largest over its layers); out = measured "
+        "outliers (gap rule); mean / avg err = max (median) |measured − predicted|/predicted of the class-mean / "
+        "class-averaged prediction; see `ufm analyze --help` and the single-file table's legend.",
+    ]
     return "\n".join(lines)

@@ -55,24 +55,19 @@ __all__ = [
     "train_snapshots",
     "make_optimizer",
 ]
-from ._analysis import (
+from ._head import head_as_ufm
+from ._layers import (
     NC1_THRESHOLD,
     REL_ERROR_THRESHOLD,
-    VERDICT_STATUSES,
     LayerComparison,
-    NetworkSpectrum,
-    RealNetworkReport,
-    analyze,
-    analyze_features,
-    analyze_model,
     compare_layer,
-    expected_outliers,
-    head_as_ufm,
     measured_layer_spectrum,
-    network_spectrum,
     predicted_layer_spectrum,
 )
-from ._saved import load_features
+from ._measure import expected_outliers
+from ._network import NetworkSpectrum, network_spectrum
+from ._report import VERDICT_STATUSES, RealNetworkReport, analyze, analyze_features, analyze_model
+from ._saved import load_features, load_step
 
 __all__ += [
     "LayerComparison",
@@ -95,11 +90,13 @@ __all__ += [
     "DEFAULTS",
     "LEGEND",
     "load_features",
+    "load_step",
+    "series_table",
 ]
 
 # the real-network run is an experiment (`ufm.experiments.real`, which imports this package's
 # modules): its names are re-exported on first use
-_EXPERIMENT = ("run_real", "format_table", "DEFAULTS", "LEGEND")
+_EXPERIMENT = ("run_real", "format_table", "series_table", "DEFAULTS", "LEGEND")
 
 
 def __getattr__(name):

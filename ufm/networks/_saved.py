@@ -11,6 +11,8 @@ Keys (``README.md`` "Analyse your own network"; ``docs/real_networks.md`` §7):
 * ``activation``: ``"linear"`` or ``"relu"`` (between the head layers); ``loss``: ``"mse"`` or ``"ce"``.
 * ``H2``..``HL``: optional features of the later head layers (inputs of W_2..W_L, after the
   activation, same layout as ``H1``): checked against the weights' own forward pass.
+* ``step``: optional integer, the training step of a checkpoint (labels it in a series,
+  ``ufm analyze A.npz B.npz ...``; `load_step`).
 
 Anything else is an error (a misspelt key would otherwise be ignored silently).
 """
@@ -24,7 +26,7 @@ import numpy as np
 
 from ._models import apply_head
 
-__all__ = ["load_features"]
+__all__ = ["load_features", "load_step"]
 
 _KEY = re.compile(r"^([WbH])([1-9][0-9]*)$")
 
@@ -68,6 +70,19 @@ def _columns(key, H, N, d, layout) -> np.ndarray:
     return H.T
 
 
+def _step(f) -> int:
+    s = f["step"]
+    if s.ndim != 0 or s.dtype.kind not in "iu":
+        raise ValueError(f"'step' must be a scalar integer (the training step), got dtype {s.dtype} shape {s.shape}")
+    return int(s)
+
+
+def load_step(path) -> int | None:
+    """The optional ``step`` of a saved head (a checkpoint's training step), or ``None``."""
+    with np.load(path, allow_pickle=False) as f:
+        return _step(f) if "step" in f.files else None
+
+
 def load_features(path, *, rtol: float = 1e-4) -> dict:
     """Read and check a saved head (module docstring); returns the keyword arguments of
     `analyze_features`: ``H1`` (d × N), ``labels``, ``weights``, ``biases``, ``activation``, ``loss``.
@@ -88,12 +103,18 @@ def load_features(path, *, rtol: float = 1e-4) -> dict:
             m = _KEY.match(k)
             if m:
                 numbered.setdefault(m.group(1), {})[int(m.group(2))] = k
-        unknown = keys - {"labels", "activation", "loss", "layout"} - {k for d in numbered.values() for k in d.values()}
+        unknown = (
+            keys
+            - {"labels", "activation", "loss", "layout", "step"}
+            - {k for d in numbered.values() for k in d.values()}
+        )
         if unknown:
             raise ValueError(
                 f"unknown key(s) {sorted(unknown)}; expected H1, labels, W1..WL, b1..bL, H2..HL, "
-                "activation, loss, layout"
+                "activation, loss, layout, step"
             )
+        if "step" in keys:
+            _step(f)
         for key in ("H1", "labels", "W1"):
             if key not in keys:
                 raise ValueError(f"missing key {key!r}")

@@ -6,7 +6,8 @@
 * layer-wise blocks: `layer_hessian_spectrum`, `feature_hessian_spectrum` and the
   array-level `collapsed_layer_hessian` used for real networks — ``_layer.py``.
 * the parts of a layer: `gn_decomposition`, `gradient_spectrum`, `weight_spectrum` — ``_split.py``.
-* the full Hessian at the linear-MSE optimum: `full_hessian_spectrum` — ``_full.py``.
+* the full Hessian at the linear-MSE optimum: `full_hessian_spectrum` — ``_full.py``; at any
+  collapsed point of a head (any weights, biases, ReLU, CE): `collapsed_full_hessian` — ``_head_full.py``.
 * `kron_eigh`, `kron_sum_spectrum`: Kronecker eigenproblems, one memory limit
   `MAX_DENSE_ENTRIES` — ``_kron.py``.
 * `symbolic` (sympy, imported on first use): the derivations and `latex_report`.
@@ -17,6 +18,7 @@ import importlib
 from ..spectrum import GaussNewtonSplit, GradientSpectra, SingularValues
 from ._class_averaged import LayerBlockSplit, class_averaged_layer_hessian, layer_block_split, softmax_curvature
 from ._full import full_hessian_spectrum
+from ._head_full import collapsed_full_hessian, collapsed_full_hessian_matvec
 from ._kron import MAX_DENSE_ENTRIES, kron_eigh, kron_sum_spectrum
 from ._layer import collapsed_layer_hessian, feature_hessian_spectrum, layer_hessian_spectrum
 from ._solution import DNCSolution, FullHessianLevels, construct_optimum, dnc_solution, mse_threshold
@@ -44,6 +46,7 @@ __all__ = [
     "symbolic",
     "weight_spectrum",
 ]
+__all__ += ["collapsed_full_hessian", "collapsed_full_hessian_matvec"]
 __all__ += ["LayerBlockSplit", "class_averaged_layer_hessian", "layer_block_split", "softmax_curvature"]
 
 
