@@ -252,10 +252,11 @@ def _run_ode(args) -> int:
     if args.dim < 1:
         raise UsageError(f"--dim must be an integer >= 1, got {args.dim}")
     q = args.num_classes if args.loss == "softmax" else 1
-    # the ODE state V (d × q × q) over the solver's stages, the SGD runs' iterates, and the RQMC nodes
-    # (one class at a time per run when recording)
+    # the ODE state V (d × q × q) over the solver's stages, per-mode work arrays of d × q (one buffer of
+    # 27·d float64 was measured at q = 1, d = 5e7: 32 · d · q covers it), the SGD runs' iterates, and
+    # the RQMC nodes (one class at a time per run when recording)
     nodes = args.qmc_points * args.qmc_reps * q
-    need = (12 * args.dim * q * q + 4 * args.sgd_runs * (args.dim * q + 3 * nodes)) * _F64
+    need = (12 * args.dim * q * q + 32 * args.dim * q + 4 * args.sgd_runs * (args.dim * q + 3 * nodes)) * _F64
     check_memory(need, f"the ODE with d = {args.dim} and {args.points} points", "lower --dim or --points")
     names = [f.name for f in dataclasses.fields(SGDODEConfig)]
     config = SGDODEConfig(**{n: tuple(v) if isinstance(v, list) else v for n, v in vars(args).items() if n in names})
