@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from ufm import cli
 from ufm.cli._spec import spec_from_args  # private: the flag -> UFMSpec mapping is the subject
 
@@ -15,6 +17,7 @@ def test_train_prints_the_nc_table_and_json(tmp_path, capsys):
     assert result["train"]["converged"] and max(result["collapse"]["nc1"]) < 1e-8
 
 
+@pytest.mark.slow  # 21 s; the experiment itself runs in test_run_real_quick_smoke
 def test_real_quick_on_digits_writes_table_json_and_figure(tmp_path, capsys):
     import jax
 

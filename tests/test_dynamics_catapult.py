@@ -58,6 +58,7 @@ def test_matrix_free_kernel_equals_dense(name, model):
         np.testing.assert_allclose(model.tangent_kernel(params, X), K, atol=1e3 * EPS * scale)
 
 
+@pytest.mark.slow  # 11 s; the Krylov spectrum route is checked against eigh in tests/test_curvature_topk.py
 def test_krylov_kernel_spectrum_matches_eigh():
     model = D.NTKMLP(5, 40, 2, 2, "tanh")
     params = model.init(jax.random.PRNGKey(0))

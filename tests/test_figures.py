@@ -23,7 +23,14 @@ def _nonempty(path):
     return os.path.isfile(path) and os.path.getsize(path) > 1000
 
 
-@pytest.mark.parametrize("name", list(paper_figures.FIGURES))
+# the quick builds above 15 s whose experiments have tests of their own (alignment, the SGD ODE,
+# real networks) run with -m slow, to keep the default suite under 10 minutes on 2 cores
+SLOW_FIGURES = {"fig11_alignment", "fig12_sgd_ode", "fig15_real_error_vs_nc1"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_FIGURES else n for n in paper_figures.FIGURES]
+)
 def test_figure_quick(name, out_dir):
     res = paper_figures._module(name).make(out_dir, quick=True)
     assert {os.path.splitext(f)[1] for f in res.files} == {".pdf", ".png"}

@@ -97,6 +97,7 @@ def test_prediction_error_grows_with_within_class_spread():
     assert errs[1] < errs[0] and errs[1] < 0.05
 
 
+@pytest.mark.slow  # 14 s; tests/test_networks_whole.py checks the whole network against dense autodiff
 def test_network_spectrum_and_inheritance_against_dense():
     spec, params, data = _setup("mse", noise=0.5, depth=2)
     flat, unravel = ravel_pytree(params)
@@ -141,6 +142,7 @@ def test_run_real_quick_smoke():
     assert "W_2" in nw.format_table(report)
 
 
+@pytest.mark.slow  # 7 s; the table with a network row is also printed by test_run_real_quick_smoke
 def test_format_table_with_network():
     spec, params, data = _setup("mse", noise=0.5, depth=2)
     report = nw.analyze(spec, params, data, data, network_k=6, density=True)

@@ -81,6 +81,7 @@ def test_full_head_error_grows_with_within_class_spread():
     assert errs[0] < errs[1] < errs[2] and errs[0] > 1e-8, errs
 
 
+@pytest.mark.slow  # 15 s; the dense route is checked at collapse and under noise in this file
 def test_full_head_by_krylov_past_dense_max(tmp_path):
     """Measured and predicted by the Krylov route (closed-form products for the prediction) agree
     with the dense route on the same head."""
