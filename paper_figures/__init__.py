@@ -125,8 +125,7 @@ def _write_gallery(out_dir, entries: dict, quick: bool, path=None) -> str:
         "",
         f"Every figure of the paper, made by `ufm figures{flag}` (PDF and PNG; computed data is cached, so a",
         "second build only re-plots). This page is written by",
-        f"`ufm figures{flag} --out {os.path.relpath(out_dir, os.path.dirname(path) or '.')} --gallery "
-        f"{os.path.basename(path)}` (run from the folder of this page).",
+        f"`ufm figures{flag} --out {os.path.relpath(out_dir)} --gallery {os.path.relpath(path)}`.",
         "",
     ]
     for name in (n for n in FIGURES if n in entries):

@@ -113,8 +113,9 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         ax.set(xscale=xscale, yscale="log", xlabel="SGD step", ylabel="NC1 (uncentred)", title="collapse over training")
         from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-        if xscale == "log":  # label 1, 2, 5 × 10^k: a decade or two would otherwise carry one labelled tick
-            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        if xscale == "log":  # label 1, 2, 5 × 10^k (1 and 3 past a decade and a half: 1000 and 2000 would collide)
+            subs_x = (1.0, 2.0, 5.0) if x.max() < 30 * max(x.min(), 1) else (1.0, 3.0)
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs_x))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         # NC1 may span less than a decade: label 1, 2, 5 × 10^k, or every digit when that leaves fewer than

@@ -176,7 +176,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             yticks=np.linspace(0, 1, 6),
             xlabel="t = steps / d",
             ylabel="alignment (lines: ODE, o: SGD)",
-            title="(i) clean-direction alignment",
+            title="(i) clean alignment",
         )
         ax.legend(loc="upper left", fontsize=5.0, handlelength=1.6)
         mc = _multiclass_panels(axes[3], data, long, K)
