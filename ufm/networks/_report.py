@@ -242,14 +242,7 @@ def analyze(
             )[-1]
             test_acc = float(np.mean(np.asarray(Zt).argmax(axis=0) == test.labels))
         seconds = {"collapse": time.perf_counter() - t}
-        t = time.perf_counter()
-        layers, spaces = _layers(head, nc, dense_max)
-        seconds["layers"] = time.perf_counter() - t
-        full = None
-        if head_full:
-            t = time.perf_counter()
-            full = compare_head_full(head, dense_max=dense_max, seed=seed)
-            seconds["head_full"] = time.perf_counter() - t
+        layers, spaces, full = _head_stages(head, nc, seconds, dense_max=dense_max, head_full=head_full, seed=seed)
         network = None
         if whole_network:
             t = time.perf_counter()
@@ -265,14 +258,34 @@ def analyze(
                 head_predicted=None if full is None else _head_prediction(full),
             )
             seconds["network"] = time.perf_counter() - t
+    config = {"spec": spec.to_dict(), "train": train.to_dict(), **(config or {})}
+    return _assemble(head, config, test_acc, nc, layers, network, full, seconds)
+
+
+def _head_stages(head: _Head, nc, seconds: dict, *, dense_max: int, head_full: bool, seed: int):
+    """The head's per-layer comparisons and (``head_full``) its full Hessian, timed into ``seconds``;
+    returns ``(layers, spaces, full)`` (``full`` is ``None`` when skipped)."""
+    t = time.perf_counter()
+    layers, spaces = _layers(head, nc, dense_max)
+    seconds["layers"] = time.perf_counter() - t
+    full = None
+    if head_full:
+        t = time.perf_counter()
+        full = compare_head_full(head, dense_max=dense_max, seed=seed)
+        seconds["head_full"] = time.perf_counter() - t
+    return layers, spaces, full
+
+
+def _assemble(head: _Head, config, test_acc, nc, layers, network, full, seconds) -> RealNetworkReport:
+    """The report, with the verdict read from every part (a part that did not converge is named)."""
     return RealNetworkReport(
-        config={"spec": spec.to_dict(), "train": train.to_dict(), **(config or {})},
+        config=config,
         train_accuracy=float(np.mean(head.features[-1].argmax(axis=0) == head.labels)),
         test_accuracy=test_acc,
         nc=nc,
         layers=layers,
         network=network,
-        verdict=_verdict(layers, spec.loss, network, nc, full),
+        verdict=_verdict(layers, head.loss, network, nc, full),
         seconds=seconds,
         head_full=full,
     )
@@ -286,12 +299,7 @@ def _report(
     t = time.perf_counter()
     nc = _nc(head)
     seconds = {"collapse": time.perf_counter() - t}
-    t = time.perf_counter()
-    layers, spaces = _layers(head, nc, dense_max)
-    seconds["layers"] = time.perf_counter() - t
-    t = time.perf_counter()
-    full = compare_head_full(head, dense_max=dense_max, seed=seed)
-    seconds["head_full"] = time.perf_counter() - t
+    layers, spaces, full = _head_stages(head, nc, seconds, dense_max=dense_max, head_full=True, seed=seed)
     net = None
     if network is not None:
         t = time.perf_counter()
@@ -327,17 +335,7 @@ def _report(
         "cross-entropy), no ridge",
         **config,
     }
-    return RealNetworkReport(
-        config=cfg,
-        train_accuracy=float(np.mean(head.features[-1].argmax(axis=0) == head.labels)),
-        test_accuracy=None,
-        nc=nc,
-        layers=layers,
-        network=net,
-        verdict=_verdict(layers, head.loss, net, nc, full),
-        seconds=seconds,
-        head_full=full,
-    )
+    return _assemble(head, cfg, None, nc, layers, net, full, seconds)
 
 
 def analyze_features(
