@@ -95,23 +95,17 @@ def main():
     load0, t = os.getloadavg()[0], time.perf_counter()
     rep = catapult.run_sgd(cfg, callback=lambda e: print(e["stage"], flush=True))
     wall = time.perf_counter() - t
-    runs = []
-    for r in rep.runs:
-        runs.append(
-            {
-                "seed": r.label["seed"],
-                "batch_size": r.label["batch_size"],
-                "regime": r.regime,
-                "catapults": r.num_catapults,
-                "agop_alignment": float(r.agop_alignment[-1]),
-                "test_mse": float(r.test_mse[-1]),
-                "train_loss": float(r.loss[-1]),
-                "eta_crit": r.eta_crit,
-                "probe_steps": r.probe_steps,
-                "agop_curve": r.agop_alignment,
-                "catapult_starts": [c.start for c in r.catapults],
-            }
-        )
+    runs = [  # the rows batch_trend reads, and what a later look at a run needs
+        {
+            **row,
+            "train_loss": float(r.loss[-1]),
+            "eta_crit": r.eta_crit,
+            "probe_steps": r.probe_steps,
+            "agop_curve": r.agop_alignment,
+            "catapult_starts": [c.start for c in r.catapults],
+        }
+        for row, r in zip(catapult.batch_runs(rep), rep.runs, strict=True)
+    ]
     per_batch, trend = analyse(runs, list(cfg.batch_sizes))
     v, signs = verdict(trend)
     out = {

@@ -33,18 +33,7 @@ def _load(out_dir):
     conf.update(probe_every=20, lr_multipliers=(1.0,), batch_sizes=(8, 32, 128), seeds=3)
 
     def compute():
-        rep = catapult.run_sgd(catapult.CatapultConfig(**conf))
-        runs = [
-            {
-                "seed": r.label["seed"],
-                "batch_size": r.label["batch_size"],
-                "regime": r.regime,
-                "catapults": r.num_catapults,
-                "agop_alignment": float(r.agop_alignment[-1]),
-                "test_mse": float(r.test_mse[-1]),
-            }
-            for r in rep.runs
-        ]
+        runs = catapult.batch_runs(catapult.run_sgd(catapult.CatapultConfig(**conf)))
         return {"runs": np.asarray(json.dumps(runs))}
 
     runs = json.loads(str(C.cached(out_dir, "fig16", conf, compute)["runs"]))

@@ -290,3 +290,29 @@ def test_batch_trend_recovers_a_planted_paired_slope_and_leaves_out_divergences(
     assert batch_verdict(trend)[0] == "reproduced"
     flipped = [dict(r, agop_alignment=-r["agop_alignment"]) for r in runs]
     assert batch_verdict(batch_trend(flipped, sizes)[1])[0] == "refuted"
+
+
+def test_batch_runs_rows_are_what_batch_trend_reads():
+    """`batch_runs` turns a sweep's runs into the rows `batch_trend` consumes (final values of each run)."""
+    from types import SimpleNamespace
+
+    from ufm.experiments.catapult import BATCH_QUANTITIES, batch_runs, batch_trend
+
+    def run(seed, b, cats):
+        return SimpleNamespace(
+            label={"seed": seed, "batch_size": b},
+            regime="sgd",
+            num_catapults=cats,
+            agop_alignment=np.array([0.1, 0.5 + 0.01 * cats]),
+            test_mse=np.array([2.0, 1.0 - 0.01 * cats]),
+        )
+
+    report = SimpleNamespace(runs=[run(s, b, 8 // b + s) for s in range(3) for b in (2, 4, 8)])
+    rows = batch_runs(report)
+    assert [(r["seed"], r["batch_size"], r["catapults"]) for r in rows] == [
+        (s, b, 8 // b + s) for s in range(3) for b in (2, 4, 8)
+    ]
+    assert rows[0]["agop_alignment"] == 0.5 + 0.01 * rows[0]["catapults"] and rows[0]["test_mse"] == 1.0 - 0.01 * 4
+    per_batch, trend = batch_trend(rows, [2, 4, 8])
+    assert set(BATCH_QUANTITIES) <= set(trend)
+    assert trend["catapults"]["slope_per_doubling"]["mean"] < 0  # 4, 2, 1 (+ seed) catapults per seed

@@ -47,6 +47,7 @@ __all__ = [
     "run_sgd",
     "run",
     "batch_table",
+    "batch_runs",
     "batch_trend",
     "batch_verdict",
     "BATCH_QUANTITIES",
@@ -529,6 +530,22 @@ def batch_table(report: CatapultReport) -> list[dict]:
 BATCH_QUANTITIES = ("catapults", "agop_alignment", "test_mse")
 
 
+def batch_runs(report) -> list[dict]:
+    """One row per run of an SGD sweep (`run_sgd`): ``seed``, ``batch_size``, ``regime`` and the
+    final ``catapults``, ``agop_alignment``, ``test_mse`` — the input of `batch_trend`."""
+    return [
+        {
+            "seed": r.label["seed"],
+            "batch_size": r.label["batch_size"],
+            "regime": r.regime,
+            "catapults": r.num_catapults,
+            "agop_alignment": float(r.agop_alignment[-1]),
+            "test_mse": float(r.test_mse[-1]),
+        }
+        for r in report.runs
+    ]
+
+
 def _t_interval(x):
     """Mean and 95 % Student-t interval of the finite values of ``x``."""
     from scipy import stats
@@ -543,14 +560,13 @@ def _t_interval(x):
 
 
 def batch_trend(runs, batch_sizes):
-    """The batch-size study's statistics (``docs/catapults.md`` §7) from ``runs``: dicts with ``seed``,
-    ``batch_size``, ``regime`` and the final ``catapults``, ``agop_alignment``, ``test_mse``. Returns
-    ``(per_batch, trend)``: per batch size the mean, 95 % t-interval and std of each quantity;
+    """The batch-size study's statistics (``docs/catapults.md`` §7) from ``runs`` (`batch_runs` of a
+    sweep): dicts with ``seed``, ``batch_size``, ``regime`` and the final ``catapults``,
+    ``agop_alignment``, ``test_mse``. Returns ``(per_batch, trend)``: per batch size the mean, 95 %
+    t-interval and std of each quantity;
     per quantity Spearman's ρ against b over all runs, the per-seed least-squares slope against
     log₂ b (mean and 95 % t-interval over seeds: paired), the paired difference smallest − largest
     batch (mean, 95 % t-interval, Cohen's d_z) and its Wilcoxon signed-rank p-value.
-
-    Per-batch intervals, Spearman trends, per-seed slopes vs log2 b, paired smallest − full effects.
 
     A diverged run (its loss blew up: no trained model) is left out of every statistic (NaN) and
     counted in ``diverged`` per batch size."""
