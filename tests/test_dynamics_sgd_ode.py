@@ -26,23 +26,26 @@ D, T, POINTS, RUNS = 500, 4.0, 9, 8
 TOL_STDERR = 4.0  # |ODE − mean SGD| ≤ 4 standard errors at every grid time
 
 
-def _lsq_isotropic_closed_form(t, lr, g):
+def _lsq_isotropic_closed_form(t, lr, g, d=None):
     """Means ±μ (‖μ‖² = g), π = ½, labels (1, 0), K = I, X_0 = 0 (docs/sgd_ode.md §4):
-    M' = −γ((1+g)M − g/2); q' = −(2γ−γ²)q + (γ²−2γ)M² + (γ−γ²)M + γ²/2; R = ½(M² − M + ½ + q)."""
-    kap, Ms, c = lr * (1 + g), g / (2 * (1 + g)), 2 * lr - lr**2
+    M' = −γ((1+g)M − g/2); q' = −2γ(q + M²) + γM + n(q + M² − M + ½); R = ½(M² − M + ½ + q),
+    with the noise factor n = γ² E a_ρ² = γ²(1 + g/d) (the mean's part, §5) or γ² (``d=None``)."""
+    n = lr**2 * (1 + g / d) if d else lr**2
+    kap, Ms, c = lr * (1 + g), g / (2 * (1 + g)), 2 * lr - n
     M = Ms * (1 - np.exp(-kap * t))
-    a2, a1 = lr**2 - 2 * lr, lr - lr**2  # f(t) = a2 M² + a1 M + γ²/2 = Σ c_i e^{-α_i t}
-    coef = ((a2 * Ms**2 + a1 * Ms + lr**2 / 2, 0.0), (-2 * a2 * Ms**2 - a1 * Ms, kap), (a2 * Ms**2, 2 * kap))
+    a2, a1 = n - 2 * lr, lr - n  # f(t) = a2 M² + a1 M + n/2 = Σ c_i e^{-α_i t}
+    coef = ((a2 * Ms**2 + a1 * Ms + n / 2, 0.0), (-2 * a2 * Ms**2 - a1 * Ms, kap), (a2 * Ms**2, 2 * kap))
     q = sum(ci * (np.exp(-al * t) - np.exp(-c * t)) / (c - al) for ci, al in coef)
     return M, q, 0.5 * (M**2 - M + 0.5 + q)
 
 
-@pytest.mark.parametrize("lr", [0.5, 1.5])
-def test_lsq_isotropic_ode_matches_closed_form(lr):
-    mix = anisotropic_mixture(40, "isotropic", mean_scale=0.8)
+@pytest.mark.parametrize("lr, mean_noise", [(0.5, True), (1.5, True), (1.5, False)])
+def test_lsq_isotropic_ode_matches_closed_form(lr, mean_noise):
+    d, g = 40, 0.8**2
+    mix = anisotropic_mixture(d, "isotropic", mean_scale=0.8)
     t = np.linspace(0.0, 6.0, 13)
-    ode = solve_sgd_ode(mix, "lsq", lr, t, rtol=1e-10, atol=1e-12)
-    M, q, R = _lsq_isotropic_closed_form(t, lr, 0.8**2)
+    ode = solve_sgd_ode(mix, "lsq", lr, t, rtol=1e-10, atol=1e-12, mean_noise=mean_noise)
+    M, q, R = _lsq_isotropic_closed_form(t, lr, g, d if mean_noise else None)
     assert ode.converged
     np.testing.assert_allclose(ode.M[:, 0, 0], M, atol=1e-8)
     np.testing.assert_allclose(ode.M[:, 1, 0], -M, atol=1e-8)

@@ -476,7 +476,7 @@ def _ode_solver(loss: str, kind: str, q: int, rtol: float, atol: float, max_step
 
     def field(t, y, args):  # docs/sgd_ode.md §3, eq. (3.3)
         r, V = y
-        mbar, _, _, probs, targets, lr, nodes, weights, lam_u, member = args
+        mbar, _, _, probs, targets, lr, nodes, weights, lam_u, member, mu2 = args
         d = r.shape[0]
         # classes with the same variance profile share S_j and enter P_ρ and the noise together:
         # U distinct profiles cost U d q² instead of k d q² (docs/sgd_ode.md §3.1)
@@ -495,6 +495,9 @@ def _ode_solver(loss: str, kind: str, q: int, rtol: float, atol: float, max_step
             Pr = jnp.einsum("rab,rb->ra", P, r)
         dr = -lr * (D + Pr)
         noise = jnp.einsum("ur,uab->rab", lam_u, Cu)
+        # E a_ρ² = λ_ρ + μ_ρ²: the mean's part of the noise, Σ_j π_j μ̄_jρ² C_j / d (mu2 = π_j μ̄_jρ²/d,
+        # or zeros for the leading-order ODE; docs/sgd_ode.md §5)
+        noise = noise + (mu2.T @ C.reshape(C.shape[0], -1)).reshape(noise.shape)
         dV = -lr * (rD + jnp.swapaxes(rD, 1, 2) + PV + jnp.swapaxes(PV, 1, 2)) + lr**2 * noise
         return dr, dV
 
@@ -536,6 +539,7 @@ def solve_sgd_ode(
     qmc_reps: int = 8,
     qmc_seed: int = 0,
     init_scale: float = 0.0,
+    mean_noise: bool = True,
     rtol: float = 1e-7,
     atol: float = 1e-9,
     max_steps: int = 200_000,
@@ -557,6 +561,9 @@ def solve_sgd_ode(
         mean and ``*_err`` the standard error over the sets (the quadrature's error estimate).
       init_scale: σ, ``X_0`` with i.i.d. ``N(0, σ²/d)`` entries (σ = 0: ``X_0 = 0``), i.e.
         ``r_ρ(0) = 0``, ``V_ρ(0) = σ² I``.
+      mean_noise: the noise term with the exact second moment ``E a_ρ² = λ_ρ + μ_ρ²`` (default),
+        or the leading order ``λ_ρ`` only (``False``). The means' part is O(1/d) but grows with
+        ``‖μ_j‖²``; it removes most of SGD's finite-d excess of ``‖X_c‖²`` (``docs/sgd_ode.md`` §5, §9).
       rtol, atol: the PID step-size controller's tolerances (Tsit5).
       max_steps: solver step cap; hitting it (or any other failure) is an error (RuntimeError)
         with ``throw=True`` (the package default, `ufm.results.THROW`); with ``throw=False`` the
@@ -579,10 +586,11 @@ def solve_sgd_ode(
     member = jnp.asarray((np.arange(lam_u.shape[0])[:, None] == np.ravel(which)[None, :]).astype(np.float64))
     lam_u = jnp.asarray(lam_u)
     y0 = (jnp.zeros((d, q)), jnp.broadcast_to(init_scale**2 * jnp.eye(q), (d, q, q)))
+    mu2 = model[3][:, None] * model[0] ** 2 / d * float(bool(mean_noise))
     runs = []
     for rep in range(rl.num_sets):
         x, w = rl.nodes(q, rep)
-        args = (*model, jnp.asarray(float(lr)), jnp.asarray(x), jnp.asarray(w), lam_u, member)
+        args = (*model, jnp.asarray(float(lr)), jnp.asarray(x), jnp.asarray(w), lam_u, member, mu2)
         r, V, obs, ok, steps = solve(y0, jnp.asarray(ts), args)
         runs.append(({k: np.asarray(v) for k, v in obs.items()}, np.asarray(r), np.asarray(V), bool(ok), int(steps)))
     ok = all(x[3] for x in runs)
