@@ -224,7 +224,8 @@ def run(config: SGDODEConfig, callback: Callable | None = None) -> SGDODEReport:
         init_scale=config.init_scale,
     )
     t1 = time.perf_counter()
-    say(f"SGD done in {t1 - t0:.1f} s; solving the ODE ({config.dim} modes, diffrax Tsit5)")
+    noise = "noise E a_ρ² = λ_ρ + μ_ρ²" if config.mean_noise else "leading-order noise λ_ρ"
+    say(f"SGD done in {t1 - t0:.1f} s; solving the ODE ({config.dim} modes, {noise}, diffrax Tsit5)")
     ode = solve_sgd_ode(
         mix,
         config.loss,
