@@ -225,7 +225,9 @@ def main():
         if a.quick:
             out["validate"] = validate([10], ["isotropic"], 500, 8, 5.0, 11, 4, 256)
         else:
-            out["validate"] = validate([10, 50], ["isotropic", "power-law"], 2000, 16, 10.0, 41, 8, 256, save_runs=a.save_runs)
+            out["validate"] = validate(
+                [10, 50], ["isotropic", "power-law"], 2000, 16, 10.0, 41, 8, 256, save_runs=a.save_runs
+            )
     if a.only == "k50-scale2":  # K = 50 with ‖μ_j‖ = 2 (as at K = 10): is the K = 50 miss K or ‖μ‖²?
         out["validate"] = validate([50], ["isotropic"], 2000, 16, 10.0, 41, 8, 256, scale=2.0)
     if a.only == "k50-large":  # the K = 50 validation where its O(1/d) bias is small against 16 runs' s.e.
