@@ -112,9 +112,9 @@ def validate(ks, covs, d, runs, T, points, reps, qmc_points, scale=None, save_ru
     default, ``mean_noise=True``) and without it (the leading order); the verdict is the default's."""
     rows = []
     for k in ks:
-        scale = {10: 2.0, 50: 3.0}.get(k, 2.0) if scale is None else scale
+        s = {10: 2.0, 50: 3.0}.get(k, 2.0) if scale is None else scale  # ‖μ_j‖ per K unless given
         for cov in covs:
-            mix = mixture(k, cov, d, scale)
+            mix = mixture(k, cov, d, s)
             load0 = _load()
             t = time.perf_counter()
             sgd = dynamics.simulate_sgd(
@@ -125,7 +125,7 @@ def validate(ks, covs, d, runs, T, points, reps, qmc_points, scale=None, save_ru
                 os.makedirs(save_runs, exist_ok=True)
                 fields = ("times", "risk", "M", "norm2", "overlap", "clean_overlap")
                 np.savez(os.path.join(save_runs, f"sgd_K{k}_{cov}_d{d}.npz"), **{f: getattr(sgd, f) for f in fields})
-            row = {"K": k, "covariance": cov, "mixture": mix.to_dict(), "d": d, "mean_scale": scale, "runs": runs}
+            row = {"K": k, "covariance": cov, "mixture": mix.to_dict(), "d": d, "mean_scale": s, "runs": runs}
             row.update(T=T, points=points, sgd_s=t_sgd, times=sgd.times)
             for mean_noise in (True, False):
                 t = time.perf_counter()
