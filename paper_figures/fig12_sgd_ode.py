@@ -44,19 +44,14 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     ex = np.linspace(0.0, 3.0, 4 if quick else 13)
     de = np.array([0.0, 0.5]) if quick else np.linspace(-0.25, 1.0, 6)
     long = np.concatenate([[0.0], np.logspace(-1, 3 if quick else 4, GRID - 1)])
-    cfg = {"d": d, "runs": runs, "T": T, "ex": ex.tolist(), "de": de.tolist(), "long": long.tolist(), "v": 3, "K": K}
+    cfg = {"d": d, "runs": runs, "T": T, "ex": ex.tolist(), "de": de.tolist(), "long": long.tolist(), "v": 4, "K": K}
 
     def compute():
         out = {}
         for i, (name, mix) in enumerate(_models(d, quick).items()):  # independent runs per model
             sgd = dynamics.simulate_sgd(mix, "logistic", 1.0, time=T, num_points=GRID, runs=runs, seed=C.SEED + i)
             ode = dynamics.solve_sgd_ode(mix, "logistic", 1.0, sgd.times)
-            out.update(
-                {
-                    f"{name}/sgd/{k}": getattr(sgd, k)
-                    for k in ("times", "risk", "overlap", "clean_overlap", "M", "S", "norm2", "modes")
-                }
-            )
+            out.update({f"{name}/sgd/{k}": getattr(sgd, k) for k in SGD_FIELDS})
             out.update({f"{name}/ode/{k}": getattr(ode, k) for k in ("risk", "overlap", "clean_overlap")})
             lo = dynamics.solve_sgd_ode(mix, "logistic", 1.0, long)
             out[f"{name}/long/overlap"], out[f"{name}/long/clean"] = lo.overlap[:, 0, 0], lo.clean_overlap[:, 0, 0]
@@ -67,7 +62,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
         sgd = dynamics.simulate_sgd(mix, "softmax", 1.0, time=T, num_points=GRID, runs=runs, seed=C.SEED + 3)
         ode = dynamics.solve_sgd_ode(mix, "softmax", 1.0, sgd.times, rtol=1e-6)
         lo = dynamics.solve_sgd_ode(mix, "softmax", 1.0, long, rtol=1e-6, qmc_reps=4)
-        out.update({f"mc/sgd/{k}": getattr(sgd, k) for k in ("times", "risk", "overlap", "clean_overlap")})
+        out.update({f"mc/sgd/{k}": getattr(sgd, k) for k in SGD_FIELDS})
         out.update({f"mc/ode/{k}": getattr(ode, k) for k in ("risk", "overlap", "clean_overlap")})
         out.update({f"mc/ode/{k}_err": ode.err(k) for k in ("risk", "overlap", "clean_overlap")})
         out.update({f"mc/long/{k}": getattr(lo, k) for k in ("risk", "overlap", "clean_overlap")})
@@ -154,7 +149,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             sgd = _results(data, name)[0]
             ax.plot(
                 sgd.times[1:],
-                sgd.mean("clean_overlap")[1:, 0, 0],
+                sgd.estimate("clean_overlap")[0][1:, 0, 0],
                 "o",
                 color=col,
                 markersize=2,
@@ -163,7 +158,7 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
             )
             ax.plot(
                 sgd.times[1:],
-                sgd.mean("overlap")[1:, 0, 0],
+                sgd.estimate("overlap")[0][1:, 0, 0],
                 "o",
                 color=col,
                 markersize=2,
@@ -204,6 +199,9 @@ def make(out_dir, quick: bool = False) -> C.FigureResult:
     return C.FigureResult(files, caption)
 
 
+SGD_FIELDS = ("times", "risk", "overlap", "clean_overlap", "M", "S", "norm2", "modes")
+
+
 def _results(data, name):
     """Rebuild the `SGDResult` / `ODEResult` pieces the plots need from the cached arrays."""
     from ufm.dynamics import ODEResult, SGDResult
@@ -232,10 +230,10 @@ def _multiclass_panels(axes, data, long, K):
     from ufm import plotting
 
     diag = lambda x: np.mean(np.diagonal(x, axis1=-2, axis2=-1), axis=-1)  # noqa: E731
-    t = data["mc/sgd/times"]
+    sgd = _results(data, "mc")[0]
+    t = sgd.times
     ax = axes[0]
-    runs = data["mc/sgd/risk"]
-    m, se = runs.mean(0), runs.std(0, ddof=1) / np.sqrt(runs.shape[0])
+    m, se = sgd.estimate("risk")
     band = 2 * np.sqrt(se**2 + data["mc/ode/risk_err"] ** 2)
     ax.fill_between(t, m - band, m + band, color=plotting.COLORS[0], alpha=0.25, linewidth=0, label="SGD ± 2 s.e.")
     ax.plot(t, m, "o", color=plotting.COLORS[0], markersize=2, markerfacecolor="none", markeredgewidth=0.6)
@@ -251,7 +249,7 @@ def _multiclass_panels(axes, data, long, K):
         ax.plot(long[1:], diag(data[f"mc/long/{key}"])[1:], color=col, linestyle=ls, label=lab + " (ODE)")
         ax.plot(
             t[1:],
-            diag(data[f"mc/sgd/{key}"]).mean(0)[1:],
+            sgd.estimate(key, diag)[0][1:],
             "o",
             color=col,
             markersize=2,
@@ -264,8 +262,7 @@ def _multiclass_panels(axes, data, long, K):
     ax.set_title("(k) multi-class clean alignment", loc="left")
     ax.legend(loc="upper left", fontsize=5.5)
     ax = axes[2]
-    runs = diag(data["mc/sgd/clean_overlap"])
-    m, se = runs.mean(0), runs.std(0, ddof=1) / np.sqrt(runs.shape[0])
+    m, se = sgd.estimate("clean_overlap", diag)  # ratios of run means, as the ODE computes them
     o, e = diag(data["mc/ode/clean_overlap"]), diag(data["mc/ode/clean_overlap_err"])
     comb = np.sqrt(se**2 + e**2)
     ax.fill_between(t, -2 * comb, 2 * comb, color=plotting.COLORS[1], alpha=0.25, linewidth=0)

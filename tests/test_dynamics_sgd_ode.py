@@ -5,6 +5,7 @@ Independent routes: the closed-form solution of the least-squares ODE on isotrop
 Gauss–Hermite expectations, and empirical moments for the sampler.
 """
 
+import dataclasses
 import json
 
 import jax
@@ -26,23 +27,26 @@ D, T, POINTS, RUNS = 500, 4.0, 9, 8
 TOL_STDERR = 4.0  # |ODE − mean SGD| ≤ 4 standard errors at every grid time
 
 
-def _lsq_isotropic_closed_form(t, lr, g):
+def _lsq_isotropic_closed_form(t, lr, g, d=None):
     """Means ±μ (‖μ‖² = g), π = ½, labels (1, 0), K = I, X_0 = 0 (docs/sgd_ode.md §4):
-    M' = −γ((1+g)M − g/2); q' = −(2γ−γ²)q + (γ²−2γ)M² + (γ−γ²)M + γ²/2; R = ½(M² − M + ½ + q)."""
-    kap, Ms, c = lr * (1 + g), g / (2 * (1 + g)), 2 * lr - lr**2
+    M' = −γ((1+g)M − g/2); q' = −2γ(q + M²) + γM + n(q + M² − M + ½); R = ½(M² − M + ½ + q),
+    with the noise factor n = γ² E a_ρ² = γ²(1 + g/d) (the mean's part, §5) or γ² (``d=None``)."""
+    n = lr**2 * (1 + g / d) if d else lr**2
+    kap, Ms, c = lr * (1 + g), g / (2 * (1 + g)), 2 * lr - n
     M = Ms * (1 - np.exp(-kap * t))
-    a2, a1 = lr**2 - 2 * lr, lr - lr**2  # f(t) = a2 M² + a1 M + γ²/2 = Σ c_i e^{-α_i t}
-    coef = ((a2 * Ms**2 + a1 * Ms + lr**2 / 2, 0.0), (-2 * a2 * Ms**2 - a1 * Ms, kap), (a2 * Ms**2, 2 * kap))
+    a2, a1 = n - 2 * lr, lr - n  # f(t) = a2 M² + a1 M + n/2 = Σ c_i e^{-α_i t}
+    coef = ((a2 * Ms**2 + a1 * Ms + n / 2, 0.0), (-2 * a2 * Ms**2 - a1 * Ms, kap), (a2 * Ms**2, 2 * kap))
     q = sum(ci * (np.exp(-al * t) - np.exp(-c * t)) / (c - al) for ci, al in coef)
     return M, q, 0.5 * (M**2 - M + 0.5 + q)
 
 
-@pytest.mark.parametrize("lr", [0.5, 1.5])
-def test_lsq_isotropic_ode_matches_closed_form(lr):
-    mix = anisotropic_mixture(40, "isotropic", mean_scale=0.8)
+@pytest.mark.parametrize("lr, mean_noise", [(0.5, True), (1.5, True), (1.5, False)])
+def test_lsq_isotropic_ode_matches_closed_form(lr, mean_noise):
+    d, g = 40, 0.8**2
+    mix = anisotropic_mixture(d, "isotropic", mean_scale=0.8)
     t = np.linspace(0.0, 6.0, 13)
-    ode = solve_sgd_ode(mix, "lsq", lr, t, rtol=1e-10, atol=1e-12)
-    M, q, R = _lsq_isotropic_closed_form(t, lr, 0.8**2)
+    ode = solve_sgd_ode(mix, "lsq", lr, t, rtol=1e-10, atol=1e-12, mean_noise=mean_noise)
+    M, q, R = _lsq_isotropic_closed_form(t, lr, g, d if mean_noise else None)
     assert ode.converged
     np.testing.assert_allclose(ode.M[:, 0, 0], M, atol=1e-8)
     np.testing.assert_allclose(ode.M[:, 1, 0], -M, atol=1e-8)
@@ -73,6 +77,31 @@ def test_ode_matches_mean_of_sgd_runs(power_law_run):
     w2 = (sgd.modes[:, :, 0] ** 2).reshape(RUNS, 5, -1).mean(axis=2)
     v = ode.V[:, 0, 0].reshape(5, -1).mean(axis=1)
     assert np.all(np.abs(w2.mean(0) - v) <= TOL_STDERR * w2.std(0, ddof=1) / np.sqrt(RUNS))
+
+
+def test_sgd_overlap_estimate_is_the_ratio_of_run_means_with_a_jackknife_error(power_law_run):
+    """`SGDResult.estimate`: the overlap the ODE computes, E⟨X_c, μ_j⟩ / (√E‖X_c‖² ‖μ_j‖), rebuilt here
+    from the runs' logit means M (a different record of the same runs); its jackknife error against
+    the delta method; for a mean (the risk) the jackknife error is the plain standard error."""
+    mix, sgd, _ = power_law_run
+    value, se = sgd.estimate("overlap")
+    ip = np.swapaxes(sgd.M, -1, -2)  # (R, T, q, k): ⟨X_c, μ_j⟩
+    mu = np.linalg.norm(mix.means, axis=1)
+    a, b = ip.mean(0), sgd.norm2.mean(0)[..., None]
+    t = b[:, 0, 0] > 0
+    np.testing.assert_allclose(value[t], (a / (np.sqrt(b) * mu))[t], rtol=1e-9)
+    assert np.all(value[~t] == 0) and np.all(se[~t] == 0)  # X_0 = 0: overlap 0 by convention
+    # delta method: θ = a/(√b ‖μ‖), Var θ ≈ Var(ip/√b − a·n2/(2 b^{3/2}))/(R ‖μ‖²)
+    lin = (ip / np.sqrt(b) - a * sgd.norm2[..., None] / (2 * b**1.5))[:, t] / mu
+    delta = lin.std(0, ddof=1) / np.sqrt(RUNS)
+    np.testing.assert_allclose(se[t], delta, rtol=0.1)
+    # the per-run mean of the cosines is a different (Jensen-biased) estimator, but close at d = 500
+    assert np.max(np.abs(value - sgd.mean("overlap"))) < 3 * se.max()
+    m, e = sgd.estimate("risk")
+    np.testing.assert_allclose(m, sgd.mean("risk"), rtol=1e-12)
+    np.testing.assert_allclose(e, sgd.stderr("risk"), rtol=1e-9, atol=1e-15)
+    single = dataclasses.replace(sgd, **{k: getattr(sgd, k)[:1] for k in ("risk", "M", "S", "norm2", "overlap")})
+    assert np.all(single.estimate("overlap")[1] == 0)
 
 
 def test_sgd_is_invariant_under_a_random_orthogonal_basis(power_law_run):
@@ -302,14 +331,13 @@ def test_many_class_ode_matches_sgd_runs():
     ode = solve_sgd_ode(mix, "softmax", 1.0, sgd.times, rtol=1e-6, **kw)
     assert ode.rule.startswith("scrambled Sobol")  # "auto" picks RQMC for k ≥ 4
     diag = lambda x: np.mean(np.diagonal(x, axis1=-2, axis2=-1), axis=-1)  # noqa: E731
-    for o, e, runs in (
-        (ode.risk, ode.err("risk"), sgd.risk),
-        (diag(ode.overlap), diag(ode.err("overlap")), diag(sgd.overlap)),
-        (ode.norm2.mean(-1), ode.err("norm2").mean(-1), sgd.norm2.mean(-1)),
+    for o, e, (m, se) in (
+        (ode.risk, ode.err("risk"), sgd.estimate("risk")),
+        (diag(ode.overlap), diag(ode.err("overlap")), sgd.estimate("overlap", diag)),
+        (ode.norm2.mean(-1), ode.err("norm2").mean(-1), sgd.estimate("norm2", lambda x: x.mean(-1))),
     ):
-        se = runs.std(0, ddof=1) / np.sqrt(runs.shape[0])
-        ok = np.abs(o - runs.mean(0)) <= 3 * np.sqrt(se**2 + e**2) + 1e-12
-        assert ok.mean() >= 0.9, (o, runs.mean(0), se, e)
+        ok = np.abs(o - m) <= 3 * np.sqrt(se**2 + e**2) + 1e-12
+        assert ok.mean() >= 0.9, (o, m, se, e)
     # the risk actually moved (a test of a flat curve would be empty)
     assert ode.risk[-1] < ode.risk[0] - 20 * np.sqrt(se[-1] ** 2 + 1e-12)
 

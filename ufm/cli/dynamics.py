@@ -10,6 +10,7 @@ changes the exit status.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import inspect
 import json
@@ -221,6 +222,13 @@ def _add_ode(tasks) -> None:
     )
     p.add_argument("--basis", choices=["identity", "random"], default="identity")
     p.add_argument("--init-scale", type=finite_float, default=0.0, help="σ: X_0 ~ N(0, σ²/d) (default 0: X_0 = 0)")
+    p.add_argument(
+        "--mean-noise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ODE noise with E a_ρ² = λ_ρ + μ_ρ² (default), or the leading order λ_ρ only (--no-mean-noise); "
+        "an O(1/d) term, docs/sgd_ode.md §5",
+    )
     p.add_argument(
         "--rule",
         choices=["auto", "hermite", "qmc"],

@@ -74,7 +74,8 @@ class SGDODEConfig:
     Data: `anisotropic_mixture` (``dim``, ``covariance``, ``num_classes``, ``exponents``,
     ``zero_fraction``, ``mean_decay``, ``mean_scale``, ``basis``, ``seed``); model: ``loss``;
     SGD: rate γ = ``lr`` (steps γ/d), ``time`` T = steps/d, ``points`` on the grid, ``sgd_runs``
-    independent runs from ``seed``, ``init_scale`` σ; ODE: the quadrature ``rule`` (``"auto"``:
+    independent runs from ``seed``, ``init_scale`` σ; ODE: ``mean_noise`` (the means' part of the
+    noise, ``docs/sgd_ode.md`` §5), the quadrature ``rule`` (``"auto"``:
     closed form for lsq, Gauss–Hermite for logistic and softmax with k ≤ 3, RQMC for k ≥ 4),
     Gauss–Hermite ``order`` (``None``: the default), RQMC ``qmc_points`` × ``qmc_reps``, ``rtol``,
     ``atol``. Validated by `run` (the library's own checks).
@@ -95,6 +96,7 @@ class SGDODEConfig:
     zero_fraction: float = 0.1
     basis: str = "identity"
     init_scale: float = 0.0
+    mean_noise: bool = True
     order: int | None = None
     rule: str = "auto"
     qmc_points: int = 256
@@ -222,7 +224,8 @@ def run(config: SGDODEConfig, callback: Callable | None = None) -> SGDODEReport:
         init_scale=config.init_scale,
     )
     t1 = time.perf_counter()
-    say(f"SGD done in {t1 - t0:.1f} s; solving the ODE ({config.dim} modes, diffrax Tsit5)")
+    noise = "noise E a_ρ² = λ_ρ + μ_ρ²" if config.mean_noise else "leading-order noise λ_ρ"
+    say(f"SGD done in {t1 - t0:.1f} s; solving the ODE ({config.dim} modes, {noise}, diffrax Tsit5)")
     ode = solve_sgd_ode(
         mix,
         config.loss,
@@ -230,6 +233,7 @@ def run(config: SGDODEConfig, callback: Callable | None = None) -> SGDODEReport:
         sgd.times,
         **config._rule_kw,
         init_scale=config.init_scale,
+        mean_noise=config.mean_noise,
         rtol=config.rtol,
         atol=config.atol,
         throw=False,

@@ -31,7 +31,7 @@ def plot_ode_sgd(
     or "SGD mean ± 2 s.e. (S runs)")."""
     color = _style.COLORS[0] if color is None else color
     o = np.asarray(getattr(ode, quantity))[(Ellipsis, *index)]
-    m, se = sgd.mean(quantity)[(Ellipsis, *index)], sgd.stderr(quantity)[(Ellipsis, *index)]
+    m, se = (v[(Ellipsis, *index)] for v in sgd.estimate(quantity))  # overlaps: ratios of run means
     runs = sgd.risk.shape[0]
     ax.fill_between(
         sgd.times,
