@@ -89,10 +89,11 @@ def test_sgd_overlap_estimate_is_the_ratio_of_run_means_with_a_jackknife_error(p
     mu = np.linalg.norm(mix.means, axis=1)
     a, b = ip.mean(0), sgd.norm2.mean(0)[..., None]
     t = b[:, 0, 0] > 0
-    np.testing.assert_allclose(value[t], (a / (np.sqrt(b) * mu))[t], rtol=1e-9)
+    a, b = a[t], b[t]
+    np.testing.assert_allclose(value[t], a / (np.sqrt(b) * mu), rtol=1e-9)
     assert np.all(value[~t] == 0) and np.all(se[~t] == 0)  # X_0 = 0: overlap 0 by convention
     # delta method: θ = a/(√b ‖μ‖), Var θ ≈ Var(ip/√b − a·n2/(2 b^{3/2}))/(R ‖μ‖²)
-    lin = (ip / np.sqrt(b) - a * sgd.norm2[..., None] / (2 * b**1.5))[:, t] / mu
+    lin = (ip[:, t] / np.sqrt(b) - a * sgd.norm2[:, t][..., None] / (2 * b**1.5)) / mu
     delta = lin.std(0, ddof=1) / np.sqrt(RUNS)
     np.testing.assert_allclose(se[t], delta, rtol=0.1)
     # the per-run mean of the cosines is a different (Jensen-biased) estimator, but close at d = 500
