@@ -1,6 +1,6 @@
 """The head's full Hessian (issue 22 item 1): every head parameter jointly, cross-layer blocks included.
 
-References, independent of ufm: the dense ``jax.hessian`` of the loss written in this file over
+References, independent of ufm: the dense ``jax.hessian`` of the loss written out in tests (``_head_loss``) over
 the flat (W_1..W_L, b_1..b_L), ``numpy.linalg.eigvalsh``. On exactly collapsed features the
 closed form at the class means (docs/theory.md §4.8) must equal it to rounding; with
 within-class spread it must not, and its error grows with the spread.
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_networks_saved import K, _head, _save  # tests/ is on sys.path under pytest
+from test_networks_saved import K, _head, _head_loss, _save  # tests/ is on sys.path under pytest
 
 from ufm import cli
 from ufm import networks as nw
@@ -21,22 +21,13 @@ EPS = np.finfo(np.float64).eps
 
 
 def _dense_full(H1, y, Ws, bs, activation, loss):
-    sig = jax.nn.relu if activation == "relu" else (lambda x: x)
     shapes = [W.shape for W in Ws] + [b.shape for b in bs]
     sizes = [int(np.prod(s)) for s in shapes]
 
-    def f(x):
+    def f(x):  # the loss of test_networks_saved over the flat (W_1..W_L, b_1..b_L)
         parts = jnp.split(x, np.cumsum(sizes)[:-1])
         ws = [p.reshape(s) for p, s in zip(parts[: len(Ws)], shapes, strict=False)]
-        b = parts[len(Ws) :]
-        h = jnp.asarray(H1)
-        for l, W in enumerate(ws):
-            h = W @ h + (b[l][:, None] if bs else 0.0)
-            if l < len(ws) - 1:
-                h = sig(h)
-        if loss == "mse":
-            return 0.5 * jnp.sum((h - jnp.eye(K)[:, y]) ** 2) / y.size
-        return -jnp.mean(jax.nn.log_softmax(h, axis=0)[y, jnp.arange(y.size)])
+        return _head_loss(ws, parts[len(Ws) :], H1, y, activation, loss)
 
     x = jnp.concatenate([jnp.asarray(a).reshape(-1) for a in [*Ws, *bs]])
     with jax.enable_x64(True):

@@ -28,19 +28,25 @@ def _head(seed=0, bias=False):
     return H1, y, Ws, bs
 
 
+def _head_loss(ws, bs, H1, y, activation, loss):
+    """The head's data loss written out, independently of ufm: ``h ← W_l h + b_l`` with the
+    activation between layers, then MSE to one-hot (½ Σ / N) or mean cross-entropy."""
+    sig = jax.nn.relu if activation == "relu" else (lambda x: x)
+    h = jnp.asarray(H1)
+    for l, W in enumerate(ws):
+        h = W @ h + (bs[l][:, None] if len(bs) else 0.0)
+        if l < len(ws) - 1:
+            h = sig(h)
+    if loss == "mse":
+        return 0.5 * jnp.sum((h - jnp.eye(K)[:, y]) ** 2) / y.size
+    return -jnp.mean(jax.nn.log_softmax(h, axis=0)[y, jnp.arange(y.size)])
+
+
 def _dense_spectra(H1, y, Ws, bs, activation, loss):
     """Eigenvalues of the data Hessian of each W_l, independently of ufm."""
-    sig = jax.nn.relu if activation == "relu" else (lambda x: x)
 
     def f(ws):
-        h = jnp.asarray(H1)
-        for l, W in enumerate(ws):
-            h = W @ h + (bs[l][:, None] if bs else 0.0)
-            if l < len(ws) - 1:
-                h = sig(h)
-        if loss == "mse":
-            return 0.5 * jnp.sum((h - jnp.eye(K)[:, y]) ** 2) / y.size
-        return -jnp.mean(jax.nn.log_softmax(h, axis=0)[y, jnp.arange(y.size)])
+        return _head_loss(ws, bs, H1, y, activation, loss)
 
     out = []
     for l, W in enumerate(Ws):
