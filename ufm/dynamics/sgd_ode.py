@@ -18,18 +18,18 @@ exactly Gaussian, ``z_j ~ N(M_j, S_j)`` with ``M_j = X μ_j = (1/d) Σ_ρ μ̄_{
 ``A_j = E∇ℓ(z_j)``, ``B_j = E∇²ℓ(z_j)``, ``C_j = E∇ℓ∇ℓᵀ``; one unit of t is d steps, so
 
     dr_ρ/dt = −γ [D_ρ + P_ρ r_ρ],          D_ρ = Σ_j π_j μ̄_{jρ} A_j,  P_ρ = Σ_j π_j λ_ρ^{(j)} B_j,
-    dV_ρ/dt = −γ [r_ρ D_ρᵀ + D_ρ r_ρᵀ + P_ρ V_ρ + V_ρ P_ρ] + γ² Σ_j π_j λ_ρ^{(j)} C_j.
+    dV_ρ/dt = −γ [r_ρ D_ρᵀ + D_ρ r_ρᵀ + P_ρ V_ρ + V_ρ P_ρ] + γ² Σ_j π_j (λ_ρ^{(j)} + μ̄_{jρ}²/d) C_j.
 
-The noise term is ``d · E[(Δw)(Δw)ᵀ] = γ² E[∇ℓ∇ℓᵀ ⟨a,u_ρ⟩²]`` with ``E⟨a,u_ρ⟩² = λ_ρ +
-⟨μ_j,u_ρ⟩²``; the mean part ``⟨μ_j,u_ρ⟩² = O(1/d)`` is of the same order as the dropped
-correlation between ``∇ℓ`` and ``⟨a,u_ρ⟩``, so the leading-order ODE keeps ``λ_ρ C_j`` only
-(``docs/dynamics.md`` §D3 keeps ``λ_ρ + ⟨μ_j,u_ρ⟩²``: an O(1/d), partial correction; §5 of the
-doc). The d modes interact only through ``(M_j, S_j)``; the field is vectorised over ρ
-(cost linear in d). Expectations (`make_rule`): Gauss–Hermite product rule (order a parameter)
-on ``z = M + S^{1/2} ξ`` for q ≤ 3, randomised QMC (scrambled Sobol, ``R`` independent sets, the
-error estimate their standard error; ``docs/sgd_ode.md`` §3.1) for softmax with k ≥ 4; closed
-form for least squares (``A = M − y``, ``B = 1``, ``C = (M − y)² + S``). Integrated with diffrax (Tsit5, PID
-controller, ``SaveAt(ts=times)``).
+The noise term is ``d · E[(Δw)(Δw)ᵀ] = γ² E[∇ℓ∇ℓᵀ ⟨a,u_ρ⟩²]``; its ``C_j E⟨a,u_ρ⟩² = C_j(λ_ρ +
+⟨μ_j,u_ρ⟩²)`` part is kept whole (``mean_noise=True``, the default; the leading-order ODE keeps
+``λ_ρ C_j`` only). The means' part is O(1/d), like the dropped correlation terms between ``∇ℓ``
+and ``⟨a,u_ρ⟩`` (``docs/sgd_ode.md`` §3 eq. (3.2'), §5), but it grows with ``‖μ_j‖²`` and at
+K = 50 it decides the agreement with SGD (§9). The d modes interact only through ``(M_j, S_j)``;
+the field is vectorised over ρ (cost linear in d). Expectations (`make_rule`): Gauss–Hermite
+product rule (order a parameter) on ``z = M + S^{1/2} ξ`` for q ≤ 3, randomised QMC (scrambled
+Sobol, ``R`` independent sets, the error estimate their standard error; ``docs/sgd_ode.md``
+§3.1) for softmax with k ≥ 4; closed form for least squares (``A = M − y``, ``B = 1``,
+``C = (M − y)² + S``). Integrated with diffrax (Tsit5, PID controller, ``SaveAt(ts=times)``).
 
 Risk: ``R = Σ_j π_j E ℓ(z_j, y_j)``, computed *exactly* for the SGD iterate too (no test
 sample: ``z | j`` is Gaussian given X, so the population risk of X is the same Gaussian
@@ -466,26 +466,23 @@ class SGDResult:
         jackknife; for a mean the jackknife error equals `stderr`. One run: error 0.
         """
         x = getattr(self, field)
-        runs = x.shape[0]
         f = reduce if reduce is not None else (lambda v: v)
-        if field in ("overlap", "clean_overlap"):
-            n2 = self.norm2
-            ip = x * np.sqrt(n2)[..., None]  # ⟨X_c, v_j⟩ / ‖v_j‖ per run
+        if field in ("overlap", "clean_overlap"):  # per run: ⟨X_c, v_j⟩/‖v_j‖ and ‖X_c‖²
+            parts = (x * np.sqrt(self.norm2)[..., None], self.norm2)
 
-            def stat(a, b):  # from the means of ⟨X_c, v_j⟩/‖v_j‖ and ‖X_c‖²
-                b = b[..., None]
-                return f(np.where(b > 0, a / np.sqrt(np.where(b > 0, b, 1.0)), 0.0))
-
-            sums = (ip.sum(0), n2.sum(0))
-            value = stat(sums[0] / runs, sums[1] / runs)
-            if runs == 1:
-                return value, np.zeros_like(value)
-            loo = np.stack([stat((sums[0] - ip[i]) / (runs - 1), (sums[1] - n2[i]) / (runs - 1)) for i in range(runs)])
+            def stat(ip, n2):
+                n2 = n2[..., None]
+                return f(np.where(n2 > 0, ip / np.sqrt(np.where(n2 > 0, n2, 1.0)), 0.0))
         else:
-            value = f(x.mean(0))
-            if runs == 1:
-                return value, np.zeros_like(value)
-            loo = np.stack([f((x.sum(0) - x[i]) / (runs - 1)) for i in range(runs)])
+            parts, stat = (x,), f
+        runs = x.shape[0]
+        sums = [p.sum(0) for p in parts]
+        value = stat(*(t / runs for t in sums))
+        if runs == 1:
+            return value, np.zeros_like(value)
+        loo = np.stack(
+            [stat(*((t - p[i]) / (runs - 1) for t, p in zip(sums, parts, strict=True))) for i in range(runs)]
+        )
         return value, np.sqrt((runs - 1) / runs * np.sum((loo - loo.mean(0)) ** 2, axis=0))
 
     def to_dict(self) -> dict:
@@ -621,7 +618,8 @@ def solve_sgd_ode(
     member = jnp.asarray((np.arange(lam_u.shape[0])[:, None] == np.ravel(which)[None, :]).astype(np.float64))
     lam_u = jnp.asarray(lam_u)
     y0 = (jnp.zeros((d, q)), jnp.broadcast_to(init_scale**2 * jnp.eye(q), (d, q, q)))
-    mu2 = model[3][:, None] * model[0] ** 2 / d * float(bool(mean_noise))
+    mbar, _, _, probs, _ = model
+    mu2 = probs[:, None] * mbar**2 / d * float(bool(mean_noise))  # π_j μ̄_jρ²/d, the means' noise
     runs = []
     for rep in range(rl.num_sets):
         x, w = rl.nodes(q, rep)

@@ -52,7 +52,6 @@ def comparison_figure(ode: ODEResult, sgd: SGDResult, title: str = ""):
         fig, axes = _style.figure(1, 2, columns=2, height=2.6)
         plot_ode_sgd(axes[0], ode, sgd, "risk")
         axes[0].set(xlabel="time t = steps / d", ylabel="population risk")
-
         plot_ode_sgd(axes[1], ode, sgd, "overlap", (0, 0), label=r"$\cos(x, \mu_1)$")
         if np.any(np.isfinite(ode.clean_overlap[:, 0, 0])):
             plot_ode_sgd(
