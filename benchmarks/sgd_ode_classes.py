@@ -11,9 +11,8 @@
    solver's step count and the machine load.
 3. ``dscale`` (only when asked): the K = 50 isotropic gaps at d = 1 000 and 4 000 (T = 5,
    11 points, 16 runs), to tell an O(1/d) bias from an error of the limit.
-4. ``k50-large`` (only when asked): the K = 50 validation of 1. at ``--dim`` (8 000; 16 000 for
-   the power law, ``--covariances power-law``), where the O(1/d) bias is small against the
-   standard error of 16 runs.
+4. ``k50-large`` (only when asked): the K = 50 validation of 1. at ``--dim`` (default 8 000) on
+   ``--covariances``, where the O(1/d) bias is small against the standard error of 16 runs.
 
 Every validation compares both ODEs: the default (noise with ``E a_ρ² = λ_ρ + μ_ρ²``) and the
 leading-order one (``mean_noise=False``); the verdict is the default's.
