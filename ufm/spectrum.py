@@ -35,17 +35,22 @@ __all__ = [
 _WHICH = ("largest", "magnitude")
 
 
+@contextlib.contextmanager
 def _one_blas_thread():
-    """LAPACK / BLAS on one thread for a dense ``eigh``: with more threads than free cores
-    OpenBLAS spin-waits — measured 0.10 s on one thread vs 5–10 s with 2 threads for one
-    400 × 400 ``eigh`` on the loaded 2-core CI machine (``docs/alignment.md`` §6). The
-    blocks ufm decomposes densely (≤ `ufm.curvature.DEFAULT_DENSE_MAX`) gain little from
-    threads when cores are free."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # threadpoolctl comes with scikit-learn; without it, leave BLAS alone
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    """LAPACK / BLAS on one thread for ufm's dense ``eigh`` and the small ``eigh`` / QR of every
+    Krylov step (`ufm.curvature.eigensolver`): with more threads than free cores OpenBLAS
+    spin-waits. Measured on the 2-core VM: one 400 × 400 ``eigh`` 0.10 s on one thread against
+    5–10 s with two at CI load (``docs/alignment.md`` §6); one 100 × 100 ``eigh`` 0.6 ms against
+    11–135 ms at load 7–8, 10× a top-50 step's product (issue 21). The blocks ufm decomposes
+    densely (≤ `ufm.curvature.DEFAULT_DENSE_MAX`) gain little from threads when cores are free;
+    XLA's own kernels (products, basis passes) keep theirs. ``scipy.linalg`` is imported first
+    so that the OpenBLAS jaxlib's LAPACK kernels call is loaded when threadpoolctl looks for it.
+    """
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 def group_levels(values, rtol: float = 1e-6, atol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

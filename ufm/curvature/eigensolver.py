@@ -21,7 +21,6 @@ live in `ufm.curvature.stochastic`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import time
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..results import THROW
-from ..spectrum import Spectrum
+from ..spectrum import Spectrum, _one_blas_thread
 from ._checks import check_count, raise_nonfinite
 from ._operator import as_operator
 from .hvp import hessian_operator
@@ -369,24 +368,6 @@ def _basis_shape(P, k, b, oversample, num_blocks):
     if num_blocks < 1 or (keep + num_blocks * b) // b * b < keep + 1:  # the first basis must exceed keep
         return None
     return keep, b, num_blocks
-
-
-@contextlib.contextmanager
-def _one_blas_thread():
-    """LAPACK (the m × m ``eigh`` of every step, the small QRs) on one thread during a solve.
-
-    jaxlib's CPU ``eigh`` / ``qr`` call scipy's OpenBLAS LAPACK. For m > 64 a multithreaded
-    ``syevd`` on a machine whose cores are busy spins its threads: measured on the 2-core VM at
-    load 7-8, one 100 × 100 ``eigh`` took 11-135 ms instead of 0.6 ms, i.e. 10× the product
-    (issue 21's profile of a top-50 step). The products and basis passes are XLA's own kernels
-    and keep their threads. ``scipy.linalg`` is imported first so that its OpenBLAS is loaded
-    when threadpoolctl (Varoquaux & Gramfort's `threadpool_limits`) looks for it.
-    """
-    import scipy.linalg  # noqa: F401  (loads the OpenBLAS that jaxlib's LAPACK kernels call)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"):
-        yield
 
 
 def _solve(
