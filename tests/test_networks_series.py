@@ -65,3 +65,16 @@ def test_series_help_says_the_last_checkpoint_decides(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "LAST checkpoint's verdict decides the exit status" in out
     assert nw.load_step is not None
+
+
+def test_series_table_says_when_a_krylov_measurement_did_not_converge(tmp_path):
+    """A non-converged layer measurement is named on its row, not only counted in `holds`."""
+    import dataclasses
+
+    path = _series(tmp_path, (0.0,), (7,))[0]
+    report = nw.analyze_features(**nw.load_features(path))
+    assert "NOT CONVERGED" not in nw.series_table([(path, 7, report)])
+    bad = dataclasses.replace(report.layers[0], converged=False, holds=False)
+    report = dataclasses.replace(report, layers=[bad, *report.layers[1:]], converged=False)
+    rows = [r for r in nw.series_table([(path, 7, report)]).splitlines() if "W_1" in r]
+    assert len(rows) == 1 and rows[0].endswith("(Krylov NOT CONVERGED)")

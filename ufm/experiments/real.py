@@ -341,8 +341,10 @@ def series_table(entries) -> str:
                 f"{name:<22} {_fmt(step, 'd') if step is not None else '—':>6}  {label:>6}  {nc1:>8.3g}  "
                 f"{c.num_outliers:>4}  {c.max_rel_error:>8.3g} ({c.median_rel_error:>8.2g})  "
                 f"{c.class_averaged_max_rel_error:>8.3g} ({c.class_averaged_median_rel_error:>8.2g})  "
-                f"{'yes' if c.holds else 'NO':>5}"
+                f"{'yes' if c.holds else 'NO':>5}" + ("" if c.converged else "  (Krylov NOT CONVERGED)")
             )
+        if rep.network is not None and not rep.network.converged:
+            lines.append(f"{name:<22} {'':>6}  whole network: Krylov did NOT CONVERGE")
     last = entries[-1]
     lines += [
         "",
