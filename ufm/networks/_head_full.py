@@ -77,10 +77,9 @@ def _leaves(head: _Head) -> list[int]:
 def _output_statistics(head: _Head):
     """Class averages of ``∇_z ℓ_i`` (K × K, row c) and ``∇²_z ℓ_i`` (K × K × K) at the measured logits."""
     Z = jnp.asarray(head.features[-1], jnp.float64).T  # N × K
-    y = jnp.asarray(head.labels)
     ell = lambda z, c: output_loss(head.loss, z[:, None], c[None])  # noqa: E731
-    g = np.asarray(jax.jit(jax.vmap(jax.grad(ell)))(Z, y))
-    Q = np.asarray(jax.jit(jax.vmap(jax.hessian(ell)))(Z, y))
+    g = np.asarray(jax.jit(jax.vmap(jax.grad(ell)))(Z, jnp.asarray(head.labels)))
+    Q = head.curvatures(head.L, head.features[-1], head.labels)  # the last layer's tail is the loss alone
     lab = head.labels
     return (
         np.stack([g[lab == c].mean(axis=0) for c in range(head.K)]),
