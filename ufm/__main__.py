@@ -1,7 +1,5 @@
-"""``python -m ufm`` runs the command line (`ufm.cli.main`)."""
+"""``python -m ufm`` runs the command line (`ufm.cli.run`)."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

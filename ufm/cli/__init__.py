@@ -2,10 +2,11 @@
 stderr, chooses exit codes, switches JAX's precision and writes result files.
 
 One module per command (`train`, `verify`, `theory`, `real`, `analyze`, `figures`,
-`dynamics`), each with ``add_parser(subparsers)`` and its runner; `main` is the console
-script ``ufm`` and ``python -m ufm``.
+`dynamics`), each with ``add_parser(subparsers)`` and its runner; `main` parses and
+runs one command and returns its exit status; `run` is the console script ``ufm`` and
+``python -m ufm``.
 """
 
-from ._main import build_parser, main
+from ._main import build_parser, main, run
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]

@@ -7,13 +7,16 @@ Exit status: 0 success, 1 a check failed / a solver did not converge / the run d
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import os
 import sys
+import threading
 
 from . import analyze, figures, real, theory, train, verify
 from ._common import Parser, UsageError, check_outputs
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 
 def _add_dynamics(sub, load: bool) -> None:
@@ -53,7 +56,39 @@ def _interrupted(args) -> str:
     return f"ufm: interrupted: {what} stopped (Ctrl-C){resume}"
 
 
+@contextlib.contextmanager
+def _ctrl_c_not_lost():
+    """While a command runs, a Ctrl-C that Python raised where it ignores exceptions is sent again.
+
+    Python raises KeyboardInterrupt in whatever Python code runs next in the main thread. When
+    that is a gc callback (JAX registers one, ``jax._src.lib._xla_gc_callback``) or a
+    ``__del__``, the exception goes to `sys.unraisablehook`, which printed a traceback and
+    dropped it, and training went on (1 Ctrl-C in 60). Here the hook has the interrupt sent
+    again, 10 ms later from a timer thread (sent at once, it would be raised inside the hook,
+    and lost there), so KeyboardInterrupt lands in ordinary Python code; other unraisable
+    exceptions go to the previous hook.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            threading.Timer(0.01, _thread.interrupt_main).start()
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def main(argv=None) -> int:
+    with _ctrl_c_not_lost():
+        return _main(argv)
+
+
+def _main(argv) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:  # bare `ufm`: the usage and the command list
@@ -76,5 +111,21 @@ def main(argv=None) -> int:
         return 1
 
 
+def run() -> None:
+    """The console script ``ufm`` and ``python -m ufm``: `main`, then exit with its status.
+
+    After Ctrl-C the interpreter's teardown is skipped (``os._exit`` once stdout and stderr
+    are flushed): the interrupted XLA computation may still be running on the runtime's own
+    threads, and finalising the runtime under them crashed the process with SIGSEGV after
+    the one line was printed (once in CI, in `tests/test_cli_errors.py`).
+    """
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
