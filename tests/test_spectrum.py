@@ -107,6 +107,9 @@ def test_spectrum_rejects_bad_arguments():
         curvature.spectrum(f, params, which="smallest")
     with pytest.raises(ValueError, match="square"):
         Spectrum.from_dense(np.zeros((2, 3)))
+    for k in (0, 3, 1.0, True):  # nothing to keep, more than P, not an integer
+        with pytest.raises(ValueError, match=r"k must be an integer in \[1, P=2\]"):
+            Spectrum.from_dense(np.eye(2), k=k)
 
 
 def test_result_types_pass_through_jax_tree_and_compare_field_by_field():

@@ -164,9 +164,9 @@ class Spectrum:
         if which not in _WHICH:
             raise ValueError(f"which must be one of {_WHICH}, got {which!r}")
         P = A.shape[0]
-        k = P if k is None else int(k)
-        if not 0 <= k <= P:
-            raise ValueError(f"k must be in [0, P={P}], got {k}")
+        k = P if k is None else k
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= P:
+            raise ValueError(f"k must be an integer in [1, P={P}], got {k!r}")
         A = 0.5 * (A + A.T)
         with _one_blas_thread():
             if vectors:

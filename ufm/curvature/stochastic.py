@@ -25,6 +25,7 @@ import numpy as np
 from matfree import stochtrace
 
 from ..results import result, to_jsonable
+from ..spectrum import _one_blas_thread
 from ._checks import check_count, raise_nonfinite
 from ._operator import as_operator
 from .hvp import hessian_operator
@@ -205,7 +206,8 @@ def spectral_density(
     m = min(check_count("num_matvecs", num_matvecs, 1), op.dim)
     num_samples = check_count("num_samples", num_samples, 1)
     V0 = _probes(jax.random.PRNGKey(seed), op.dim, num_samples, jnp.dtype(op.dtype))
-    nodes, weights = (np.asarray(a, dtype=np.float64) for a in _slq_nodes(op.make, op.args, V0, num_matvecs=m))
+    with _one_blas_thread():  # the small tridiagonal eigh: 0.25-0.34 s against 0.5-2.0 s at load 2-3
+        nodes, weights = (np.asarray(a, dtype=np.float64) for a in _slq_nodes(op.make, op.args, V0, num_matvecs=m))
     if not (np.all(np.isfinite(nodes)) and np.all(np.isfinite(weights))):
         raise_nonfinite("spectral_density", op, "a Lanczos product (the quadrature nodes)", leaves)
     floor = None
