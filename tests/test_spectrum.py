@@ -107,8 +107,8 @@ def test_spectrum_rejects_bad_arguments():
         curvature.spectrum(f, params, which="smallest")
     with pytest.raises(ValueError, match="square"):
         Spectrum.from_dense(np.zeros((2, 3)))
-    for k in (0, 3, 1.0, True):  # nothing to keep, more than P, not an integer
-        with pytest.raises(ValueError, match=r"k must be an integer in \[1, P=2\]"):
+    for k, error in ((0, ValueError), (3, ValueError), (1.0, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="k must be"):  # nothing to keep, more than P, not an int
             Spectrum.from_dense(np.eye(2), k=k)
 
 

@@ -37,8 +37,8 @@ _WHICH = ("largest", "magnitude")
 
 @contextlib.contextmanager
 def _one_blas_thread():
-    """LAPACK / BLAS on one thread for ufm's dense ``eigh`` and the small ``eigh`` / QR of every
-    Krylov step (`ufm.curvature.eigensolver`): with more threads than free cores OpenBLAS
+    """LAPACK / BLAS on one thread for ufm's dense ``eigh``, the small ``eigh`` / QR of every
+    Krylov step (`ufm.curvature.eigensolver`) and SLQ's tridiagonal ``eigh``: with more threads than free cores OpenBLAS
     spin-waits. Measured on the 2-core VM: one 400 × 400 ``eigh`` 0.10 s on one thread against
     5–10 s with two at CI load (``docs/alignment.md`` §6); one 100 × 100 ``eigh`` 0.6 ms against
     11–135 ms at load 7–8, 10× a top-50 step's product (issue 21). The blocks ufm decomposes
@@ -164,9 +164,9 @@ class Spectrum:
         if which not in _WHICH:
             raise ValueError(f"which must be one of {_WHICH}, got {which!r}")
         P = A.shape[0]
-        k = P if k is None else k
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= P:
-            raise ValueError(f"k must be an integer in [1, P={P}], got {k!r}")
+        from .curvature._checks import check_count  # here: ufm.curvature imports this module
+
+        k = P if k is None else check_count("k", k, 1, P, what="the matrix size P =")
         A = 0.5 * (A + A.T)
         with _one_blas_thread():
             if vectors:
